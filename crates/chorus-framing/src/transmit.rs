@@ -1,0 +1,41 @@
+//! The datagram a sans-IO core asks its driver to send.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+/// A datagram the caller must send.
+///
+/// Sans-IO cores never touch a socket: they queue `Transmit`s, and the driver drains
+/// them with `poll_transmit()` and sends each `payload` to `dst`, from `src` when the
+/// core cares which local address it leaves from (for example an RFC 5780 server
+/// answering from its alternate address).
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Transmit {
+    /// The local address to send from, or `None` for the socket's default.
+    pub src: Option<SocketAddr>,
+    /// The destination.
+    pub dst: SocketAddr,
+    /// The datagram's bytes.
+    pub payload: Bytes,
+}
+
+impl Transmit {
+    /// A datagram to `dst` from the default local address.
+    pub fn new(dst: SocketAddr, payload: impl Into<Bytes>) -> Self {
+        Self {
+            src: None,
+            dst,
+            payload: payload.into(),
+        }
+    }
+
+    /// The same datagram, sent from `src`.
+    pub fn with_src(self, src: SocketAddr) -> Self {
+        Self {
+            src: Some(src),
+            ..self
+        }
+    }
+}
