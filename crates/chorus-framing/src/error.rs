@@ -170,7 +170,9 @@ impl fmt::Display for UsageError {
             }
             Self::InvalidFrame(e) => write!(f, "frame breaks its type's rules: {e}"),
             Self::DuplicateAttribute(t) => write!(f, "attribute {t:#06x} added twice"),
-            Self::TooManyAttributes { max } => write!(f, "more than {max} attributes"),
+            Self::TooManyAttributes { max } => {
+                write!(f, "the list already holds the maximum of {max} attributes")
+            }
             Self::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
         }
     }
@@ -196,5 +198,63 @@ impl From<DecodeError> for Error {
 impl From<UsageError> for Error {
     fn from(e: UsageError) -> Self {
         Self::Usage(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_displays_distinctly_and_chains_its_source() {
+        let decode = [
+            DecodeError::Truncated {
+                offset: 1,
+                needed: 2,
+            },
+            DecodeError::TooLong { len: 9, max: 8 },
+            DecodeError::UnknownVersion(2),
+            DecodeError::UnknownFrameType(9),
+            DecodeError::UnknownDatagramType(9),
+            DecodeError::UnknownFlags(0x80),
+            DecodeError::ReservedNotZero,
+            DecodeError::WrongChannel {
+                frame_type: 1,
+                channel: 0,
+            },
+            DecodeError::BadPayloadLength {
+                frame_type: 4,
+                len: 3,
+            },
+            DecodeError::NotChorus,
+            DecodeError::UnknownRequiredAttribute(7),
+            DecodeError::DuplicateAttribute(7),
+            DecodeError::MissingAttribute(7),
+            DecodeError::TooManyAttributes { max: 3 },
+            DecodeError::BadAttributeLength { attr: 7, len: 1 },
+            DecodeError::BadAttributeValue(7),
+            DecodeError::TrailingBytes(4),
+        ];
+        let usage = [
+            UsageError::PayloadTooLarge { len: 9, max: 8 },
+            UsageError::InvalidFrame(DecodeError::ReservedNotZero),
+            UsageError::DuplicateAttribute(7),
+            UsageError::TooManyAttributes { max: 3 },
+            UsageError::InvalidConfig("x"),
+        ];
+        let mut texts: Vec<String> = decode.iter().map(ToString::to_string).collect();
+        texts.extend(usage.iter().map(ToString::to_string));
+        let mut unique = texts.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), texts.len(), "{texts:#?}");
+
+        use std::error::Error as _;
+        let e = Error::from(DecodeError::NotChorus);
+        assert_eq!(e.to_string(), "invalid input: not a Chorus datagram");
+        assert!(e.source().is_some());
+        let u = Error::from(UsageError::InvalidConfig("x"));
+        assert!(u.to_string().starts_with("invalid request"));
+        assert!(u.source().is_some());
     }
 }

@@ -102,3 +102,66 @@ pub fn tlv(data: &[u8]) {
     );
     assert_eq!(again.skipped(), 0);
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::frame::FrameType;
+
+    /// Mostly-valid frame streams, so the oracles see real frames, not only garbage.
+    fn frame_stream_bytes() -> impl Strategy<Value = Vec<u8>> {
+        (
+            any::<u8>(),
+            vec((0usize..8, vec(any::<u8>(), 0..64)), 0..6),
+            vec(any::<u8>(), 0..8),
+        )
+            .prop_map(|(seed, frames, tail)| {
+                let mut out = BytesMut::new();
+                out.extend_from_slice(&[seed]);
+                for (i, payload) in frames {
+                    let ty = FrameType::ALL[i];
+                    let channel = u32::from(!ty.is_connection_level());
+                    let payload = if matches!(ty, FrameType::Ping | FrameType::Pong) {
+                        vec![0u8; 8]
+                    } else {
+                        payload
+                    };
+                    Frame::new(ty, channel, payload).encode(&mut out).unwrap();
+                }
+                out.extend_from_slice(&tail);
+                out.to_vec()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn stream_oracle_holds_on_frame_streams(data in frame_stream_bytes()) {
+            stream_frames(&data);
+        }
+
+        #[test]
+        fn stream_oracle_holds_on_arbitrary_bytes(data in vec(any::<u8>(), 0..512)) {
+            stream_frames(&data);
+        }
+
+        #[test]
+        fn datagram_oracle_holds(mut data in vec(any::<u8>(), 0..256), chorus in any::<bool>()) {
+            if chorus && data.len() >= 4 {
+                // Steer toward valid headers: marker, known type, no flags, reserved 0.
+                data[0] = 0x09;
+                data[1] = data[1] % 7 + 1;
+                data[2] = 0;
+                data[3] = 0;
+            }
+            datagram(&data);
+        }
+
+        #[test]
+        fn tlv_oracle_holds(data in vec(any::<u8>(), 0..512)) {
+            tlv(&data);
+        }
+    }
+}
