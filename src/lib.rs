@@ -4,3 +4,7 @@
 #[cfg(feature = "framing")]
 #[doc(inline)]
 pub use chorus_framing as framing;
+
+#[cfg(feature = "crypto")]
+#[doc(inline)]
+pub use chorus_crypto as crypto;

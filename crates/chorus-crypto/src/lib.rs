@@ -1,0 +1,15 @@
+//! Security for Chorus: who is who, and keys nobody else has.
+//!
+//! (crate overview being written)
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+pub mod obfuscation;
+pub mod password;
+mod random;
+mod secret;
+pub mod srtp;
+
+pub use error::{AuthError, DecodeError, Error, KeyError, Limit, UsageError};
+pub use random::SystemEntropy;
+pub use secret::{Secret, SecretVec, ct_eq};
