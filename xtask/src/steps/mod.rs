@@ -1,0 +1,5 @@
+//! The subcommands: `demo`, `test` and `ci`.
+
+pub(crate) mod ci;
+pub(crate) mod demo;
+pub(crate) mod test;
