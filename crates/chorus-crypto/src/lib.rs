@@ -3,7 +3,9 @@
 //! (crate overview being written)
 #![doc(test(attr(deny(warnings))))]
 
+pub mod cert;
 mod error;
+pub mod identity;
 pub mod obfuscation;
 pub mod password;
 mod random;
