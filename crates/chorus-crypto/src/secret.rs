@@ -72,6 +72,14 @@ impl SecretVec {
     }
 }
 
+impl PartialEq for SecretVec {
+    fn eq(&self, other: &Self) -> bool {
+        ct_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SecretVec {}
+
 impl fmt::Debug for SecretVec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretVec({} bytes)", self.0.len())
