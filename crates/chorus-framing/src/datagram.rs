@@ -32,8 +32,9 @@ use crate::reader::Reader;
 pub const DATAGRAM_VERSION: u8 = 1;
 /// Length of the Chorus datagram header in bytes.
 pub const DATAGRAM_HEADER_LEN: usize = 16;
-/// The largest UDP payload (IPv4: 65,535 minus the IP and UDP headers).
-pub const MAX_DATAGRAM_LEN: usize = 65_507;
+/// The largest UDP payload without IPv6 jumbograms: 65,535 minus the 8-byte UDP
+/// header (IPv6; over IPv4 the IP header leaves 65,507).
+pub const MAX_DATAGRAM_LEN: usize = 65_527;
 /// The largest payload after a Chorus datagram header.
 pub const MAX_DATAGRAM_PAYLOAD_LEN: usize = MAX_DATAGRAM_LEN - DATAGRAM_HEADER_LEN;
 
@@ -195,12 +196,20 @@ impl DatagramHeader {
     ///
     /// # Errors
     /// [`DecodeError::NotChorus`] if [`classify`] would not route `bytes` to Chorus;
-    /// [`DecodeError::Truncated`] for a short header; then, in wire order,
+    /// [`DecodeError::TooLong`] beyond [`MAX_DATAGRAM_LEN`] (no UDP datagram is that
+    /// long, and what is decoded must re-encode); [`DecodeError::Truncated`] for a
+    /// short header; then, in wire order,
     /// [`DecodeError::UnknownVersion`], [`DecodeError::UnknownDatagramType`],
     /// [`DecodeError::UnknownFlags`], [`DecodeError::ReservedNotZero`].
     pub fn decode(bytes: &[u8]) -> Result<(Self, &[u8]), DecodeError> {
         if classify(bytes) != PacketKind::Chorus {
             return Err(DecodeError::NotChorus);
+        }
+        if bytes.len() > MAX_DATAGRAM_LEN {
+            return Err(DecodeError::TooLong {
+                len: bytes.len(),
+                max: MAX_DATAGRAM_LEN,
+            });
         }
         let mut r = Reader::new(bytes);
         let [marker, ty, flags, reserved] = r.array::<4>()?;
@@ -432,6 +441,27 @@ mod tests {
             );
         }
         assert!(DatagramHeader::decode(&good[..DATAGRAM_HEADER_LEN]).is_ok());
+    }
+
+    #[test]
+    fn the_largest_udp_datagram_round_trips_and_one_byte_more_is_too_long() {
+        // Found by review of the fuzz oracle: decode accepted what encode refused.
+        let max = Datagram::new(
+            DatagramHeader::new(DatagramType::Control, 1, 1),
+            vec![0u8; MAX_DATAGRAM_PAYLOAD_LEN],
+        );
+        let bytes = max.to_bytes().unwrap();
+        assert_eq!(bytes.len(), MAX_DATAGRAM_LEN);
+        assert_eq!(Datagram::decode(&bytes).unwrap(), max);
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert_eq!(
+            Datagram::decode(&Bytes::from(longer)).unwrap_err(),
+            DecodeError::TooLong {
+                len: MAX_DATAGRAM_LEN + 1,
+                max: MAX_DATAGRAM_LEN
+            }
+        );
     }
 
     #[test]

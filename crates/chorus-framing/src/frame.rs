@@ -168,8 +168,8 @@ impl FrameHeader {
     ///
     /// # Errors
     /// [`DecodeError::Truncated`] if `bytes` is shorter than a header; otherwise the
-    /// first rule the header breaks, checked in wire order: version, type, flags,
-    /// reserved byte, channel, then length.
+    /// first rule the header breaks, checked in this order: version, type, reserved
+    /// byte, flags, channel, then length.
     pub fn decode(bytes: &[u8], max_payload_len: usize) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let [version, ty, flags, reserved] = r.array::<4>()?;
@@ -442,9 +442,10 @@ impl FrameCodec {
         if let Some(frame) = self.decode_frame(src)? {
             return Ok(Some(frame));
         }
+        // Offsets count from the start of the incomplete frame.
         match self.pending {
             Some(h) => Err(DecodeError::Truncated {
-                offset: src.len(),
+                offset: FRAME_HEADER_LEN + src.len(),
                 needed: h.payload_len as usize - src.len(),
             }
             .into()),
@@ -647,6 +648,9 @@ mod tests {
         let mut b = wire(&Frame::data(1, &b"x"[..]));
         b[3] = 1;
         assert_eq!(decode_err(&b), Error::Decode(DecodeError::ReservedNotZero));
+        // The reserved byte is checked before the flags.
+        b[2] = 0x80;
+        assert_eq!(decode_err(&b), Error::Decode(DecodeError::ReservedNotZero));
     }
 
     #[test]
@@ -813,7 +817,7 @@ mod tests {
         assert_eq!(
             codec().decode_frame_eof(&mut in_payload),
             Err(Error::Decode(DecodeError::Truncated {
-                offset: 2,
+                offset: 14,
                 needed: 4
             }))
         );
