@@ -52,6 +52,8 @@ pub enum AuthError {
     Replay,
     /// The peer's offer was altered or no common protocol version/suite exists.
     Downgrade,
+    /// A password does not match its stored hash.
+    WrongPassword,
 }
 
 /// Key material that cannot be used.
@@ -72,6 +74,8 @@ pub enum KeyError {
     Rejected,
     /// Key generation failed.
     Generation,
+    /// A stored password hash string that does not parse.
+    PasswordHash(crate::password::HashFormatError),
 }
 
 /// A bound was reached.
@@ -130,6 +134,7 @@ impl fmt::Display for AuthError {
             Self::WrongPeer => f.write_str("peer is not the expected identity"),
             Self::Replay => f.write_str("replayed message"),
             Self::Downgrade => f.write_str("no common version or suite, or the offer was altered"),
+            Self::WrongPassword => f.write_str("wrong password"),
         }
     }
 }
@@ -144,6 +149,7 @@ impl fmt::Display for KeyError {
             }
             Self::Rejected => f.write_str("key rejected by the crypto backend"),
             Self::Generation => f.write_str("key generation failed"),
+            Self::PasswordHash(e) => write!(f, "stored password hash: {e}"),
         }
     }
 }

@@ -13,5 +13,6 @@ mod secret;
 pub mod srtp;
 
 pub use error::{AuthError, DecodeError, Error, KeyError, Limit, UsageError};
+pub use password::{PasswordConfig, PasswordHash, PasswordHasher, Verified};
 pub use random::SystemEntropy;
 pub use secret::{Secret, SecretVec, ct_eq};
