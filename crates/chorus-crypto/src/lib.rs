@@ -13,6 +13,7 @@ mod secret;
 pub mod srtp;
 
 pub use error::{AuthError, DecodeError, Error, KeyError, Limit, UsageError};
+pub use obfuscation::Obfuscator;
 pub use password::{PasswordConfig, PasswordHash, PasswordHasher, Verified};
 pub use random::SystemEntropy;
 pub use secret::{Secret, SecretVec, ct_eq};
