@@ -235,11 +235,16 @@ impl Initiator {
     ///
     /// # Errors
     /// [`UsageError::InvalidConfig`] for an invalid config; [`Error::Entropy`].
-    pub fn start(config: &Config, entropy: &mut dyn Entropy) -> Result<(AwaitingResponse, Vec<u8>), Error> {
+    pub fn start(
+        config: &Config,
+        entropy: &mut dyn Entropy,
+    ) -> Result<(AwaitingResponse, Vec<u8>), Error> {
         config.check()?;
         let ephemeral = EphemeralPrivateKey::generate(&X25519, &SystemRandom::new())
             .map_err(|_| chorus_framing::EntropyError)?;
-        let share = ephemeral.compute_public_key().map_err(|_| chorus_framing::EntropyError)?;
+        let share = ephemeral
+            .compute_public_key()
+            .map_err(|_| chorus_framing::EntropyError)?;
         let mut nonce = [0u8; NONCE_LEN];
         entropy.fill(&mut nonce)?;
 
@@ -290,7 +295,11 @@ impl AwaitingResponse {
     /// transcript, or a replay from another handshake); certificate errors from
     /// [`TrustStore::verify`]; [`AuthError::WrongRole`], [`AuthError::WrongPeer`];
     /// [`AuthError::BadSignature`].
-    pub fn handle_response(self, response: &[u8], now: SystemTime) -> Result<(Established, Vec<u8>), Error> {
+    pub fn handle_response(
+        self,
+        response: &[u8],
+        now: SystemTime,
+    ) -> Result<(Established, Vec<u8>), Error> {
         let Self {
             config,
             ephemeral,
@@ -312,27 +321,33 @@ impl AwaitingResponse {
         if version != VERSION || !config.suites.contains(&suite) {
             return Err(AuthError::Downgrade.into());
         }
-        let header = response.get(..header_len).ok_or(DecodeError::Truncated { offset: 0, needed: header_len })?;
+        let header = response.get(..header_len).ok_or(DecodeError::Truncated {
+            offset: 0,
+            needed: header_len,
+        })?;
         transcript.update(header);
         let keys = HandshakeKeys::agree(ephemeral, &share, &transcript)?;
 
         let plaintext = open(&keys.responder_key, header, ciphertext)?;
-        let (peer_cert_bytes, sig, fin, signed_len) = parse_auth(&plaintext)?;
-        let peer = config.accept_peer(config.trust.verify_bytes(peer_cert_bytes, now)?)?;
-        // The signature covers the transcript up to and including the certificate, the
-        // finished MAC everything up to and including the signature (SIGMA's MAC).
-        let cert_part = plaintext.get(..2 + peer_cert_bytes.len()).ok_or(DecodeError::Truncated { offset: 0, needed: 2 })?;
-        let mut th = transcript.clone();
-        th.update(cert_part);
-        peer.public_key().verify(&signed(RESPONDER_SIG_CONTEXT, &th), sig)?;
-        let mut th_fin = transcript.clone();
-        th_fin.update(plaintext.get(..signed_len).ok_or(DecodeError::Truncated { offset: 0, needed: signed_len })?);
-        hmac::verify(&keys.responder_finished, th_fin.finish().as_ref(), fin).map_err(|_| AuthError::BadTag)?;
+        let peer = verify_auth(
+            &config,
+            &plaintext,
+            transcript.clone(),
+            RESPONDER_SIG_CONTEXT,
+            &keys.responder_finished,
+            now,
+        )?;
         transcript.update(ciphertext);
 
         // Finish: our certificate, signature and MAC, under the initiator's key.
         let identity = &config.identity;
-        let finish_plain = build_auth(identity, INITIATOR_SIG_CONTEXT, &keys.initiator_finished, &transcript, 1 + 2)?;
+        let finish_plain = build_auth(
+            identity,
+            INITIATOR_SIG_CONTEXT,
+            &keys.initiator_finished,
+            &transcript,
+            1 + 2,
+        )?;
         let mut finish = Vec::with_capacity(3 + finish_plain.len() + TAG_LEN);
         finish.put_u8(TYPE_FINISH);
         // Bounded by PLAINTEXT_MAX + TAG_LEN < 65536.
@@ -343,7 +358,8 @@ impl AwaitingResponse {
         transcript.update(&body);
         finish.extend_from_slice(&body);
 
-        let established = Established::new(Side::Initiator, peer, version, suite, &keys, transcript)?;
+        let established =
+            Established::new(Side::Initiator, peer, version, suite, &keys, transcript)?;
         Ok((established, finish))
     }
 }
@@ -363,18 +379,30 @@ impl Responder {
     /// [`Error::Decode`] for a malformed Hello; [`AuthError::Downgrade`] if no offered
     /// version and suite is acceptable; [`AuthError::BadSignature`] never (the Hello is
     /// unauthenticated); [`Error::Entropy`].
-    pub fn handle_hello(config: &Config, hello: &[u8], entropy: &mut dyn Entropy) -> Result<(AwaitingFinish, Vec<u8>), Error> {
+    pub fn handle_hello(
+        config: &Config,
+        hello: &[u8],
+        entropy: &mut dyn Entropy,
+    ) -> Result<(AwaitingFinish, Vec<u8>), Error> {
         config.check()?;
         let mut r = Reader::new(hello);
         expect_type(&mut r, TYPE_HELLO)?;
         let n_versions = usize::from(r.u8()?);
         if n_versions == 0 || n_versions > MAX_OFFERED_VERSIONS {
-            return Err(DecodeError::BadPayloadLength { frame_type: TYPE_HELLO, len: n_versions }.into());
+            return Err(DecodeError::BadPayloadLength {
+                frame_type: TYPE_HELLO,
+                len: n_versions,
+            }
+            .into());
         }
         let versions = r.take(n_versions)?;
         let n_suites = usize::from(r.u8()?);
         if n_suites == 0 || n_suites > MAX_OFFERED_SUITES {
-            return Err(DecodeError::BadPayloadLength { frame_type: TYPE_HELLO, len: n_suites }.into());
+            return Err(DecodeError::BadPayloadLength {
+                frame_type: TYPE_HELLO,
+                len: n_suites,
+            }
+            .into());
         }
         let mut offered = Vec::with_capacity(n_suites);
         for _ in 0..n_suites {
@@ -398,7 +426,9 @@ impl Responder {
 
         let ephemeral = EphemeralPrivateKey::generate(&X25519, &SystemRandom::new())
             .map_err(|_| chorus_framing::EntropyError)?;
-        let our_share = ephemeral.compute_public_key().map_err(|_| chorus_framing::EntropyError)?;
+        let our_share = ephemeral
+            .compute_public_key()
+            .map_err(|_| chorus_framing::EntropyError)?;
         let mut nonce = [0u8; NONCE_LEN];
         entropy.fill(&mut nonce)?;
 
@@ -412,12 +442,22 @@ impl Responder {
         header.put_slice(&nonce);
         // The ciphertext length is known before encryption: plaintext + tag.
         let identity = &config.identity;
-        let plain_len = 2 + identity.cert_bytes.len() + 2 + identity.key.public_key().size().signature_len() + FINISHED_LEN;
+        let plain_len = 2
+            + identity.cert_bytes.len()
+            + 2
+            + identity.key.public_key().size().signature_len()
+            + FINISHED_LEN;
         header.put_u16((plain_len + TAG_LEN) as u16);
         transcript.update(&header);
         let keys = HandshakeKeys::agree(ephemeral, &share, &transcript)?;
 
-        let mut body = build_auth(identity, RESPONDER_SIG_CONTEXT, &keys.responder_finished, &transcript, 0)?;
+        let mut body = build_auth(
+            identity,
+            RESPONDER_SIG_CONTEXT,
+            &keys.responder_finished,
+            &transcript,
+            0,
+        )?;
         seal(&keys.responder_key, &header, &mut body)?;
         transcript.update(&body);
         let mut response = header;
@@ -466,19 +506,21 @@ impl AwaitingFinish {
         if !r.is_empty() {
             return Err(DecodeError::TrailingBytes(r.remaining()).into());
         }
-        let header = finish.get(..header_len).ok_or(DecodeError::Truncated { offset: 0, needed: header_len })?;
+        let header = finish.get(..header_len).ok_or(DecodeError::Truncated {
+            offset: 0,
+            needed: header_len,
+        })?;
         let plaintext = open(&keys.initiator_key, header, ciphertext)?;
-        let (peer_cert_bytes, sig, fin, signed_len) = parse_auth(&plaintext)?;
-        let peer = config.accept_peer(config.trust.verify_bytes(peer_cert_bytes, now)?)?;
-        let cert_part = plaintext.get(..2 + peer_cert_bytes.len()).ok_or(DecodeError::Truncated { offset: 0, needed: 2 })?;
         let mut th = transcript.clone();
         th.update(header);
-        th.update(cert_part);
-        peer.public_key().verify(&signed(INITIATOR_SIG_CONTEXT, &th), sig)?;
-        let mut th_fin = transcript.clone();
-        th_fin.update(header);
-        th_fin.update(plaintext.get(..signed_len).ok_or(DecodeError::Truncated { offset: 0, needed: signed_len })?);
-        hmac::verify(&keys.initiator_finished, th_fin.finish().as_ref(), fin).map_err(|_| AuthError::BadTag)?;
+        let peer = verify_auth(
+            &config,
+            &plaintext,
+            th,
+            INITIATOR_SIG_CONTEXT,
+            &keys.initiator_finished,
+            now,
+        )?;
         transcript.update(header);
         transcript.update(ciphertext);
         Established::new(Side::Responder, peer, VERSION, suite, &keys, transcript)
@@ -517,12 +559,25 @@ pub struct SrtpKeyMaterial {
 }
 
 impl Established {
-    fn new(side: Side, peer: VerifiedCert, version: u8, suite: Suite, keys: &HandshakeKeys, transcript: digest::Context) -> Result<Self, Error> {
+    fn new(
+        side: Side,
+        peer: VerifiedCert,
+        version: u8,
+        suite: Suite,
+        keys: &HandshakeKeys,
+        transcript: digest::Context,
+    ) -> Result<Self, Error> {
         let th = transcript.finish();
         let mut session_id = [0u8; 32];
         session_id.copy_from_slice(th.as_ref());
-        let i2r = (expand::<32>(&keys.prk, b"chorus i2r key", &session_id)?, expand::<12>(&keys.prk, b"chorus i2r iv", &session_id)?);
-        let r2i = (expand::<32>(&keys.prk, b"chorus r2i key", &session_id)?, expand::<12>(&keys.prk, b"chorus r2i iv", &session_id)?);
+        let i2r = (
+            expand::<32>(&keys.prk, b"chorus i2r key", &session_id)?,
+            expand::<12>(&keys.prk, b"chorus i2r iv", &session_id)?,
+        );
+        let r2i = (
+            expand::<32>(&keys.prk, b"chorus r2i key", &session_id)?,
+            expand::<12>(&keys.prk, b"chorus r2i iv", &session_id)?,
+        );
         let exporter_secret = expand::<32>(&keys.prk, b"chorus exporter", &session_id)?;
         let exporter = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, exporter_secret.expose());
         let (send, recv) = match side {
@@ -582,7 +637,13 @@ impl Established {
         self.exporter
             .expand(&info, len)
             .and_then(|okm| okm.fill(out))
-            .map_err(|_| UsageError::InvalidLength { len: out.len(), expected: "at most 8160 bytes" }.into())
+            .map_err(|_| {
+                UsageError::InvalidLength {
+                    len: out.len(),
+                    expected: "at most 8160 bytes",
+                }
+                .into()
+            })
     }
 
     /// SRTP master keys and salts for a call: `(ours, theirs)`, where ours protects
@@ -592,7 +653,12 @@ impl Established {
     ///
     /// # Errors
     /// As [`Established::export`].
-    pub fn srtp_keys(&self, call: u64, key_len: usize, salt_len: usize) -> Result<(SrtpKeyMaterial, SrtpKeyMaterial), Error> {
+    pub fn srtp_keys(
+        &self,
+        call: u64,
+        key_len: usize,
+        salt_len: usize,
+    ) -> Result<(SrtpKeyMaterial, SrtpKeyMaterial), Error> {
         let direction = |label: &[u8]| -> Result<SrtpKeyMaterial, Error> {
             let mut key = vec![0u8; key_len];
             let mut salt = vec![0u8; salt_len];
@@ -630,7 +696,11 @@ struct HandshakeKeys {
 }
 
 impl HandshakeKeys {
-    fn agree(ephemeral: EphemeralPrivateKey, peer_share: &[u8; KEY_SHARE_LEN], transcript: &digest::Context) -> Result<Self, Error> {
+    fn agree(
+        ephemeral: EphemeralPrivateKey,
+        peer_share: &[u8; KEY_SHARE_LEN],
+        transcript: &digest::Context,
+    ) -> Result<Self, Error> {
         let th = transcript.clone().finish();
         let peer = agreement::UnparsedPublicKey::new(&X25519, peer_share);
         // ring rejects key shares that give an all-zero shared secret.
@@ -640,7 +710,12 @@ impl HandshakeKeys {
         .map_err(|_| AuthError::BadTag)?;
         let aead_key = |label: &[u8]| -> Result<LessSafeKey, Error> {
             let k = expand::<32>(&prk, label, th.as_ref())?;
-            let key = UnboundKey::new(&AES_256_GCM, k.expose()).map_err(|_| UsageError::InvalidLength { len: 32, expected: "an AES-256 key" })?;
+            let key = UnboundKey::new(&AES_256_GCM, k.expose()).map_err(|_| {
+                UsageError::InvalidLength {
+                    len: 32,
+                    expected: "an AES-256 key",
+                }
+            })?;
             Ok(LessSafeKey::new(key))
         };
         let mac_key = |label: &[u8]| -> Result<hmac::Key, Error> {
@@ -665,11 +740,18 @@ impl hkdf::KeyType for Len {
     }
 }
 
-fn expand<const N: usize>(prk: &hkdf::Prk, label: &[u8], context: &[u8]) -> Result<Secret<N>, Error> {
+fn expand<const N: usize>(
+    prk: &hkdf::Prk,
+    label: &[u8],
+    context: &[u8],
+) -> Result<Secret<N>, Error> {
     let mut out = [0u8; N];
     prk.expand(&[label, context], Len(N))
         .and_then(|okm| okm.fill(&mut out))
-        .map_err(|_| UsageError::InvalidLength { len: N, expected: "at most 8160 bytes" })?;
+        .map_err(|_| UsageError::InvalidLength {
+            len: N,
+            expected: "at most 8160 bytes",
+        })?;
     Ok(Secret::new(out))
 }
 
@@ -693,7 +775,13 @@ fn signed(context: &[u8], transcript: &digest::Context) -> Vec<u8> {
 /// `cert_len | cert | sig_len | sig | finished`, over `transcript` plus
 /// `extra_header_len` bytes the caller will prepend (the Finish header, which is known
 /// only after this is built: its length field counts these bytes).
-fn build_auth(identity: &LocalIdentity, context: &[u8], finished_key: &hmac::Key, transcript: &digest::Context, finish_header: usize) -> Result<Vec<u8>, Error> {
+fn build_auth(
+    identity: &LocalIdentity,
+    context: &[u8],
+    finished_key: &hmac::Key,
+    transcript: &digest::Context,
+    finish_header: usize,
+) -> Result<Vec<u8>, Error> {
     let cert = &identity.cert_bytes;
     let sig_len = identity.key.public_key().size().signature_len();
     let plain_len = 2 + cert.len() + 2 + sig_len + FINISHED_LEN;
@@ -719,41 +807,116 @@ fn build_auth(identity: &LocalIdentity, context: &[u8], finished_key: &hmac::Key
     Ok(plain)
 }
 
-/// Splits an authentication plaintext: (certificate, signature, finished, length of
-/// the part the finished MAC covers).
-fn parse_auth(plain: &[u8]) -> Result<(&[u8], &[u8], &[u8], usize), Error> {
+/// The fields of an authentication plaintext (`cert_len | cert | sig_len | sig |
+/// finished`), as slices of it.
+struct AuthFields<'a> {
+    /// The certificate.
+    cert: &'a [u8],
+    /// `cert_len | cert`: what the signature covers after the transcript.
+    cert_field: &'a [u8],
+    /// `cert_len | cert | sig_len | sig`: what the finished MAC covers.
+    signed_fields: &'a [u8],
+    sig: &'a [u8],
+    finished: &'a [u8],
+}
+
+fn parse_auth(plain: &[u8]) -> Result<AuthFields<'_>, Error> {
     let mut r = Reader::new(plain);
     let cert_len = usize::from(r.u16()?);
     if cert_len > MAX_CERT_LEN {
-        return Err(DecodeError::TooLong { len: cert_len, max: MAX_CERT_LEN }.into());
+        return Err(DecodeError::TooLong {
+            len: cert_len,
+            max: MAX_CERT_LEN,
+        }
+        .into());
     }
     let cert = r.take(cert_len)?;
+    let cert_field_len = r.consumed();
     let sig_len = usize::from(r.u16()?);
     if sig_len > MAX_SIGNATURE_LEN {
-        return Err(DecodeError::TooLong { len: sig_len, max: MAX_SIGNATURE_LEN }.into());
+        return Err(DecodeError::TooLong {
+            len: sig_len,
+            max: MAX_SIGNATURE_LEN,
+        }
+        .into());
     }
     let sig = r.take(sig_len)?;
     let signed_len = r.consumed();
-    let fin = r.take(FINISHED_LEN)?;
+    let finished = r.take(FINISHED_LEN)?;
     if !r.is_empty() {
         return Err(DecodeError::TrailingBytes(r.remaining()).into());
     }
-    Ok((cert, sig, fin, signed_len))
+    let prefix = |n: usize| {
+        plain.get(..n).ok_or(DecodeError::Truncated {
+            offset: 0,
+            needed: n,
+        })
+    };
+    Ok(AuthFields {
+        cert,
+        cert_field: prefix(cert_field_len)?,
+        signed_fields: prefix(signed_len)?,
+        sig,
+        finished,
+    })
+}
+
+/// Authenticates the peer from its decrypted certificate, signature and finished MAC.
+/// `transcript` holds everything before the plaintext. The signature covers it plus the
+/// certificate field; the finished MAC covers it plus the certificate and signature
+/// fields, binding the identity to the session key (SIGMA's MAC).
+fn verify_auth(
+    config: &Config,
+    plaintext: &[u8],
+    transcript: digest::Context,
+    sig_context: &[u8],
+    finished_key: &hmac::Key,
+    now: SystemTime,
+) -> Result<VerifiedCert, Error> {
+    let fields = parse_auth(plaintext)?;
+    let peer = config.accept_peer(config.trust.verify_bytes(fields.cert, now)?)?;
+    let mut th = transcript.clone();
+    th.update(fields.cert_field);
+    peer.public_key()
+        .verify(&signed(sig_context, &th), fields.sig)?;
+    let mut th_fin = transcript;
+    th_fin.update(fields.signed_fields);
+    hmac::verify(finished_key, th_fin.finish().as_ref(), fields.finished)
+        .map_err(|_| AuthError::BadTag)?;
+    Ok(peer)
 }
 
 /// Each handshake key encrypts exactly one message, so a fixed nonce is safe.
 fn seal(key: &LessSafeKey, aad: &[u8], in_out: &mut Vec<u8>) -> Result<(), Error> {
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from(aad), in_out)
-        .map_err(|_| UsageError::InvalidLength { len: in_out.len(), expected: "a sealable message" }.into())
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key([0; 12]),
+        Aad::from(aad),
+        in_out,
+    )
+    .map_err(|_| {
+        UsageError::InvalidLength {
+            len: in_out.len(),
+            expected: "a sealable message",
+        }
+        .into()
+    })
 }
 
 fn open(key: &LessSafeKey, aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, Error> {
     if ciphertext.len() > PLAINTEXT_MAX + TAG_LEN {
-        return Err(DecodeError::TooLong { len: ciphertext.len(), max: PLAINTEXT_MAX + TAG_LEN }.into());
+        return Err(DecodeError::TooLong {
+            len: ciphertext.len(),
+            max: PLAINTEXT_MAX + TAG_LEN,
+        }
+        .into());
     }
     let mut buf = ciphertext.to_vec();
     let plain_len = key
-        .open_in_place(Nonce::assume_unique_for_key([0; 12]), Aad::from(aad), &mut buf)
+        .open_in_place(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(aad),
+            &mut buf,
+        )
         .map_err(|_| AuthError::BadTag)?
         .len();
     buf.truncate(plain_len);
