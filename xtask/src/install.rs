@@ -29,7 +29,6 @@ enum Probe {
     #[allow(dead_code, reason = "for table entries to come")]
     File(&'static str),
     /// `pkg-config --exists <module>` succeeds.
-    #[allow(dead_code, reason = "for table entries to come")]
     PkgConfig(&'static str),
 }
 
@@ -53,7 +52,6 @@ const fn need(package: &'static str, probe: Probe, jobs: &'static [Job]) -> Need
 }
 
 const ALL: &[Job] = &[Job::Demo, Job::Test, Job::Fuzz];
-#[allow(dead_code, reason = "for table entries to come")]
 const TEST: &[Job] = &[Job::Test];
 const FUZZ: &[Job] = &[Job::Fuzz];
 
@@ -64,10 +62,13 @@ const NEEDS: &[Need] = &[
     need("gcc", Probe::Binary("cc"), ALL),
     // libfuzzer-sys compiles libFuzzer, which is C++.
     need("g++", Probe::Binary("c++"), FUZZ),
+    // libsrtp, the independent SRTP implementation chorus-crypto interoperates with:
+    // its tests compile a small C harness against it, found through pkg-config.
+    need("pkg-config", Probe::Binary("pkg-config"), TEST),
+    need("libsrtp2-dev", Probe::PkgConfig("libsrtp2"), TEST),
     // Lines to come, for example:
     // need("cmake", Probe::Binary("cmake"), ALL), // libopus, built by the opus crate
     // need("coturn", Probe::Binary("turnserver"), TEST), // and turnutils_stunclient
-    // need("libsrtp2-dev", Probe::PkgConfig("libsrtp2"), TEST),
 ];
 
 /// Installs the Debian packages `job` needs that are missing: with apt-get when root on
