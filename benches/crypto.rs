@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use chorus_crypto::Secret;
 use chorus_crypto::SystemEntropy;
 use chorus_crypto::cert::{Authority, CertificateRequest, Role, TrustStore};
 use chorus_crypto::handshake::{Config, Initiator, LocalIdentity, Responder};
 use chorus_crypto::identity::{IdentityKeyPair, KeySize};
 use chorus_crypto::sealed::SealedChannel;
-use chorus_crypto::Secret;
 use chorus_framing::{Frame, SeededEntropy};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ring::agreement::{EphemeralPrivateKey, UnparsedPublicKey, X25519, agree_ephemeral};
@@ -80,7 +80,11 @@ fn rsa_sign_verify(c: &mut Criterion) {
         let rsa_sig = rsa::pss::Signature::try_from(sig.as_slice()).unwrap();
         assert_eq!(rsa_sig.to_bytes().as_ref(), sig.as_slice());
         verify.bench_function(BenchmarkId::new("rsa-crate", size.bits()), |b| {
-            b.iter(|| verifier.verify(black_box(&msg), black_box(&rsa_sig)).unwrap());
+            b.iter(|| {
+                verifier
+                    .verify(black_box(&msg), black_box(&rsa_sig))
+                    .unwrap()
+            });
         });
     }
     verify.finish();
@@ -107,7 +111,8 @@ fn parties(size: KeySize) -> Parties {
                 public_key: k.public_key().clone(),
                 role,
                 serial: seed,
-                not_before: now,
+                // An hour of slack: the bench reads the clock before these are issued.
+                not_before: now - Duration::from_secs(3_600),
                 not_after: now + Duration::from_secs(86_400),
             })
             .unwrap();
@@ -125,8 +130,21 @@ fn parties(size: KeySize) -> Parties {
 fn hkdf_schedule(shared: &[u8]) {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"chorus handshake v1").extract(shared);
     let mut out = [0u8; 32];
-    for label in [&b"r key"[..], b"i key", b"r fin", b"i fin", b"i2r key", b"i2r iv", b"r2i key", b"r2i iv", b"exporter"] {
-        prk.expand(&[label, &[0u8; 32]], hkdf::HKDF_SHA256).unwrap().fill(&mut out).unwrap();
+    for label in [
+        &b"r key"[..],
+        b"i key",
+        b"r fin",
+        b"i fin",
+        b"i2r key",
+        b"i2r iv",
+        b"r2i key",
+        b"r2i iv",
+        b"exporter",
+    ] {
+        prk.expand(&[label, &[0u8; 32]], hkdf::HKDF_SHA256)
+            .unwrap()
+            .fill(&mut out)
+            .unwrap();
     }
 }
 
@@ -140,7 +158,8 @@ fn handshake(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("full_both_sides", size.bits()), |b| {
             b.iter(|| {
                 let (i, hello) = Initiator::start(&p.initiator, &mut rng).unwrap();
-                let (r, response) = Responder::handle_hello(&p.responder, &hello, &mut rng).unwrap();
+                let (r, response) =
+                    Responder::handle_hello(&p.responder, &hello, &mut rng).unwrap();
                 let (a, finish) = i.handle_response(&response, now).unwrap();
                 let s = r.handle_finish(&finish, now).unwrap();
                 black_box((a, s))
@@ -167,7 +186,12 @@ fn handshake(c: &mut Criterion) {
                     let theirs = EphemeralPrivateKey::generate(&X25519, &ring_rng).unwrap();
                     let their_public = theirs.compute_public_key().unwrap();
                     black_box(mine.compute_public_key().unwrap());
-                    agree_ephemeral(mine, &UnparsedPublicKey::new(&X25519, their_public.as_ref()), hkdf_schedule).unwrap();
+                    agree_ephemeral(
+                        mine,
+                        &UnparsedPublicKey::new(&X25519, their_public.as_ref()),
+                        hkdf_schedule,
+                    )
+                    .unwrap();
                 }
             });
         });
@@ -177,14 +201,22 @@ fn handshake(c: &mut Criterion) {
     let mut prim = c.benchmark_group("handshake_primitive");
     let ring_rng = SystemRandom::new();
     prim.bench_function("x25519_keypair_and_agree", |b| {
-        let peer = EphemeralPrivateKey::generate(&X25519, &ring_rng).unwrap().compute_public_key().unwrap();
+        let peer = EphemeralPrivateKey::generate(&X25519, &ring_rng)
+            .unwrap()
+            .compute_public_key()
+            .unwrap();
         b.iter(|| {
             let mine = EphemeralPrivateKey::generate(&X25519, &ring_rng).unwrap();
             black_box(mine.compute_public_key().unwrap());
-            agree_ephemeral(mine, &UnparsedPublicKey::new(&X25519, peer.as_ref()), |s| black_box(s[0])).unwrap()
+            agree_ephemeral(mine, &UnparsedPublicKey::new(&X25519, peer.as_ref()), |s| {
+                black_box(s[0])
+            })
+            .unwrap()
         });
     });
-    prim.bench_function("hkdf_schedule", |b| b.iter(|| hkdf_schedule(black_box(&[9u8; 32]))));
+    prim.bench_function("hkdf_schedule", |b| {
+        b.iter(|| hkdf_schedule(black_box(&[9u8; 32])))
+    });
     prim.bench_function("sha256_2KiB_transcript", |b| {
         let t = [1u8; 2048];
         b.iter(|| digest::digest(&digest::SHA256, black_box(&t)));
@@ -194,31 +226,49 @@ fn handshake(c: &mut Criterion) {
         b.iter(|| hmac::sign(&k, black_box(&[4u8; 32])));
     });
     prim.bench_function("aes256gcm_700B", |b| {
-        let k = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, &[5; 32]).unwrap());
+        let k =
+            aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, &[5; 32]).unwrap());
         let mut buf = vec![6u8; 700];
         b.iter(|| {
-            k.seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key([0; 12]), aead::Aad::empty(), &mut buf).unwrap()
+            k.seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key([0; 12]),
+                aead::Aad::empty(),
+                &mut buf,
+            )
+            .unwrap()
         });
     });
     prim.finish();
 }
 
+/// Frames opened per timed iteration of `sealed_frame/open`.
+const OPEN_BATCH: usize = 64;
+
 fn sealed_frames(c: &mut Criterion) {
-    let (k1, iv1, k2, iv2) = (Secret::new([1; 32]), Secret::new([2; 12]), Secret::new([3; 32]), Secret::new([4; 12]));
+    let (k1, iv1, k2, iv2) = (
+        Secret::new([1; 32]),
+        Secret::new([2; 12]),
+        Secret::new([3; 32]),
+        Secret::new([4; 12]),
+    );
     let mut g = c.benchmark_group("sealed_frame");
     for size in [64usize, 1024, 16 * 1024] {
         let frame = Frame::data(1, Bytes::from(vec![0x42u8; size]));
         g.throughput(Throughput::Bytes(size as u64));
         let mut tx = SealedChannel::new(&k1, &iv1, &k2, &iv2);
-        g.bench_function(BenchmarkId::new("seal", size), |b| b.iter(|| tx.seal(black_box(&frame)).unwrap()));
+        g.bench_function(BenchmarkId::new("seal", size), |b| {
+            b.iter(|| tx.seal(black_box(&frame)).unwrap())
+        });
         // Opening needs the frame sealed under the receiver's next counter: seal a
-        // batch outside the timing, then open it in order.
+        // batch outside the timing, then open it in order. Throughput counts the batch.
+        g.throughput(Throughput::Bytes((size * OPEN_BATCH) as u64));
         g.bench_function(BenchmarkId::new("open", size), |b| {
             b.iter_batched(
                 || {
                     let mut tx = SealedChannel::new(&k1, &iv1, &k2, &iv2);
                     let rx = SealedChannel::new(&k2, &iv2, &k1, &iv1);
-                    let sealed: Vec<Frame> = (0..64).map(|_| tx.seal(&frame).unwrap()).collect();
+                    let sealed: Vec<Frame> =
+                        (0..OPEN_BATCH).map(|_| tx.seal(&frame).unwrap()).collect();
                     (rx, sealed)
                 },
                 |(mut rx, sealed)| {

@@ -54,6 +54,8 @@ pub enum AuthError {
     Downgrade,
     /// A password does not match its stored hash.
     WrongPassword,
+    /// A plaintext frame arrived where only sealed frames are allowed.
+    NotSealed,
 }
 
 /// Key material that cannot be used.
@@ -135,6 +137,7 @@ impl fmt::Display for AuthError {
             Self::Replay => f.write_str("replayed message"),
             Self::Downgrade => f.write_str("no common version or suite, or the offer was altered"),
             Self::WrongPassword => f.write_str("wrong password"),
+            Self::NotSealed => f.write_str("unsealed frame on a sealed channel"),
         }
     }
 }

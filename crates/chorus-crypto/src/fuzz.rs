@@ -15,6 +15,10 @@ use crate::identity::{IdentityKeyPair, KeySize};
 use crate::sealed::SealedChannel;
 use crate::secret::Secret;
 
+pub use crate::obfuscation::fuzz_deobfuscate as obfuscation;
+pub use crate::password::fuzz_parse_hash as password_hash;
+pub use crate::srtp::fuzz_unprotect as srtp_unprotect;
+
 const NOW: u64 = 1_800_000_000;
 
 fn now() -> SystemTime {
@@ -25,7 +29,10 @@ fn now() -> SystemTime {
 fn parties() -> &'static (Config, Config) {
     static PARTIES: OnceLock<(Config, Config)> = OnceLock::new();
     PARTIES.get_or_init(|| {
-        let key = |seed| IdentityKeyPair::generate(KeySize::Rsa2048, &mut SeededEntropy::new(seed)).expect("key generation");
+        let key = |seed| {
+            IdentityKeyPair::generate(KeySize::Rsa2048, &mut SeededEntropy::new(seed))
+                .expect("key generation")
+        };
         let authority = Authority::new(key(1));
         let mut trust = TrustStore::new();
         trust.add_authority(authority.public_key().clone());
@@ -88,9 +95,17 @@ pub fn certificate(data: &[u8]) {
 
 /// Opening arbitrary sealed frames, and the sealed channel's inner frame parsing.
 pub fn sealed_frame(data: &[u8]) {
-    let (k1, iv1, k2, iv2) = (Secret::new([1; 32]), Secret::new([2; 12]), Secret::new([3; 32]), Secret::new([4; 12]));
+    let (k1, iv1, k2, iv2) = (
+        Secret::new([1; 32]),
+        Secret::new([2; 12]),
+        Secret::new([3; 32]),
+        Secret::new([4; 12]),
+    );
     let mut rx = SealedChannel::new(&k2, &iv2, &k1, &iv1);
-    assert!(rx.open(&Frame::new(FrameType::Sealed, 0, data.to_vec())).is_err());
+    assert!(
+        rx.open(&Frame::new(FrameType::Sealed, 0, data.to_vec()))
+            .is_err()
+    );
     // Authentic ciphertexts of arbitrary plaintexts: the inner parser sees hostile
     // bytes that passed authentication.
     let mut tx = SealedChannel::new(&k1, &iv1, &k2, &iv2);

@@ -95,7 +95,12 @@ impl SealedChannel {
     /// A channel sending under `send_key`/`send_iv` and receiving under the others.
     /// Normally made by [`crate::handshake::Established::into_channel`].
     #[must_use]
-    pub fn new(send_key: &Secret<32>, send_iv: &Secret<12>, recv_key: &Secret<32>, recv_iv: &Secret<12>) -> Self {
+    pub fn new(
+        send_key: &Secret<32>,
+        send_iv: &Secret<12>,
+        recv_key: &Secret<32>,
+        recv_iv: &Secret<12>,
+    ) -> Self {
         Self {
             send: Direction::new(send_key, send_iv),
             recv: Direction::new(recv_key, recv_iv),
@@ -122,17 +127,26 @@ impl SealedChannel {
     pub fn seal(&mut self, frame: &Frame) -> Result<Frame, Error> {
         let inner_len = frame.encoded_len();
         if inner_len + TAG_LEN > MAX_PAYLOAD_LEN_LIMIT {
-            return Err(UsageError::InvalidLength { len: inner_len, expected: "a frame that fits once sealed" }.into());
+            return Err(UsageError::InvalidLength {
+                len: inner_len,
+                expected: "a frame that fits once sealed",
+            }
+            .into());
         }
         let nonce = self.send.nonce()?;
         let mut buf = BytesMut::with_capacity(inner_len + TAG_LEN);
-        frame.encode(&mut buf).map_err(|_| UsageError::WrongState("frame breaks its type's rules"))?;
+        frame
+            .encode(&mut buf)
+            .map_err(|_| UsageError::WrongState("frame breaks its type's rules"))?;
         let header = outer_header(inner_len + TAG_LEN);
         let tag = self
             .send
             .key
             .seal_in_place_separate_tag(nonce, Aad::from(&header), &mut buf)
-            .map_err(|_| UsageError::InvalidLength { len: inner_len, expected: "a sealable frame" })?;
+            .map_err(|_| UsageError::InvalidLength {
+                len: inner_len,
+                expected: "a sealable frame",
+            })?;
         buf.extend_from_slice(tag.as_ref());
         self.send.seq += 1;
         Ok(Frame::new(FrameType::Sealed, 0, buf.freeze()))
@@ -146,7 +160,10 @@ impl SealedChannel {
     /// reordered or injected); [`Error::Decode`] if the inner frame is malformed. The
     /// channel is unchanged on error.
     pub fn open(&mut self, sealed: &Frame) -> Result<Frame, Error> {
-        if sealed.frame_type != FrameType::Sealed || sealed.flags != Flags::EMPTY || sealed.channel != 0 {
+        if sealed.frame_type != FrameType::Sealed
+            || sealed.flags != Flags::EMPTY
+            || sealed.channel != 0
+        {
             return Err(AuthError::NotSealed.into());
         }
         if sealed.payload.len() < TAG_LEN + FRAME_HEADER_LEN {
@@ -188,7 +205,10 @@ fn decode_inner(plain: Bytes) -> Result<Frame, Error> {
     let total = FRAME_HEADER_LEN + len;
     if plain.len() != total {
         return Err(if plain.len() < total {
-            DecodeError::Truncated { offset: plain.len(), needed: total - plain.len() }
+            DecodeError::Truncated {
+                offset: plain.len(),
+                needed: total - plain.len(),
+            }
         } else {
             DecodeError::TrailingBytes(plain.len() - total)
         }
@@ -226,7 +246,9 @@ mod codec {
         pub fn new(channel: SealedChannel, max_payload_len: usize) -> Result<Self, Error> {
             let mut config = FrameConfig::default();
             config.max_payload_len = max_payload_len.saturating_add(SEAL_OVERHEAD);
-            let frames = FrameCodec::new(config).map_err(|_| UsageError::InvalidConfig("max_payload_len must be at most 16 MiB minus 28"))?;
+            let frames = FrameCodec::new(config).map_err(|_| {
+                UsageError::InvalidConfig("max_payload_len must be at most 16 MiB minus 28")
+            })?;
             Ok(Self { frames, channel })
         }
 
@@ -277,14 +299,26 @@ mod codec {
 
         fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, SealedCodecError> {
             match self.frames.decode(src).map_err(SealedCodecError::Framing)? {
-                Some(sealed) => self.channel.open(&sealed).map(Some).map_err(SealedCodecError::Crypto),
+                Some(sealed) => self
+                    .channel
+                    .open(&sealed)
+                    .map(Some)
+                    .map_err(SealedCodecError::Crypto),
                 None => Ok(None),
             }
         }
 
         fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, SealedCodecError> {
-            match self.frames.decode_eof(src).map_err(SealedCodecError::Framing)? {
-                Some(sealed) => self.channel.open(&sealed).map(Some).map_err(SealedCodecError::Crypto),
+            match self
+                .frames
+                .decode_eof(src)
+                .map_err(SealedCodecError::Framing)?
+            {
+                Some(sealed) => self
+                    .channel
+                    .open(&sealed)
+                    .map(Some)
+                    .map_err(SealedCodecError::Crypto),
                 None => Ok(None),
             }
         }
@@ -296,10 +330,21 @@ mod codec {
         fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), SealedCodecError> {
             let max = self.frames.max_payload_len() - SEAL_OVERHEAD;
             if frame.payload.len() > max {
-                return Err(SealedCodecError::Crypto(UsageError::InvalidLength { len: frame.payload.len(), expected: "a payload within max_payload_len" }.into()));
+                return Err(SealedCodecError::Crypto(
+                    UsageError::InvalidLength {
+                        len: frame.payload.len(),
+                        expected: "a payload within max_payload_len",
+                    }
+                    .into(),
+                ));
             }
-            let sealed = self.channel.seal(&frame).map_err(SealedCodecError::Crypto)?;
-            self.frames.encode_frame(&sealed, dst).map_err(|e| SealedCodecError::Framing(CodecError::Frame(e)))
+            let sealed = self
+                .channel
+                .seal(&frame)
+                .map_err(SealedCodecError::Crypto)?;
+            self.frames
+                .encode_frame(&sealed, dst)
+                .map_err(|e| SealedCodecError::Framing(CodecError::Frame(e)))
         }
     }
 }
@@ -312,8 +357,16 @@ mod tests {
     use super::*;
 
     pub(crate) fn pair() -> (SealedChannel, SealedChannel) {
-        let (k1, iv1, k2, iv2) = (Secret::new([1; 32]), Secret::new([2; 12]), Secret::new([3; 32]), Secret::new([4; 12]));
-        (SealedChannel::new(&k1, &iv1, &k2, &iv2), SealedChannel::new(&k2, &iv2, &k1, &iv1))
+        let (k1, iv1, k2, iv2) = (
+            Secret::new([1; 32]),
+            Secret::new([2; 12]),
+            Secret::new([3; 32]),
+            Secret::new([4; 12]),
+        );
+        (
+            SealedChannel::new(&k1, &iv1, &k2, &iv2),
+            SealedChannel::new(&k2, &iv2, &k1, &iv1),
+        )
     }
 
     #[test]
@@ -328,7 +381,10 @@ mod tests {
             let back = b.seal(&Frame::ping([i as u8; 8])).unwrap();
             assert_eq!(a.open(&back).unwrap(), Frame::ping([i as u8; 8]));
         }
-        assert_eq!((a.sent(), a.received(), b.sent(), b.received()), (10, 10, 10, 10));
+        assert_eq!(
+            (a.sent(), a.received(), b.sent(), b.received()),
+            (10, 10, 10, 10)
+        );
     }
 
     #[test]
@@ -336,16 +392,30 @@ mod tests {
         let (mut a, mut b) = pair();
         let first = a.seal(&Frame::data(1, &b"one"[..])).unwrap();
         let second = a.seal(&Frame::data(1, &b"two"[..])).unwrap();
-        assert_eq!(b.open(&second).unwrap_err(), Error::Auth(AuthError::BadTag), "reordered");
+        assert_eq!(
+            b.open(&second).unwrap_err(),
+            Error::Auth(AuthError::BadTag),
+            "reordered"
+        );
         assert_eq!(b.received(), 0);
         b.open(&first).unwrap();
-        assert_eq!(b.open(&first).unwrap_err(), Error::Auth(AuthError::BadTag), "replayed");
+        assert_eq!(
+            b.open(&first).unwrap_err(),
+            Error::Auth(AuthError::BadTag),
+            "replayed"
+        );
         b.open(&second).unwrap();
         // A frame sealed in the other direction is not valid in this one.
         let reflected = b.seal(&Frame::data(1, &b"x"[..])).unwrap();
         let mut c = pair().1;
-        assert_eq!(c.open(&reflected).unwrap_err(), Error::Auth(AuthError::BadTag));
-        assert_eq!(b.open(&Frame::data(1, &b"plain"[..])).unwrap_err(), Error::Auth(AuthError::NotSealed));
+        assert_eq!(
+            c.open(&reflected).unwrap_err(),
+            Error::Auth(AuthError::BadTag)
+        );
+        assert_eq!(
+            b.open(&Frame::data(1, &b"plain"[..])).unwrap_err(),
+            Error::Auth(AuthError::NotSealed)
+        );
     }
 
     #[test]
@@ -357,14 +427,26 @@ mod tests {
             p[bit / 8] ^= 1 << (bit % 8);
             let mut b = pair().1;
             let tampered = Frame::new(FrameType::Sealed, 0, p);
-            assert_eq!(b.open(&tampered).unwrap_err(), Error::Auth(AuthError::BadTag), "bit {bit}");
+            assert_eq!(
+                b.open(&tampered).unwrap_err(),
+                Error::Auth(AuthError::BadTag),
+                "bit {bit}"
+            );
         }
         // The outer header is authenticated: a different length cannot be spliced in.
         let mut b = pair().1;
         let mut longer = sealed.payload.to_vec();
         longer.push(0);
-        assert_eq!(b.open(&Frame::new(FrameType::Sealed, 0, longer)).unwrap_err(), Error::Auth(AuthError::BadTag));
-        assert_eq!(b.open(&Frame::new(FrameType::Sealed, 0, vec![0u8; 20])).unwrap_err(), Error::Auth(AuthError::BadTag));
+        assert_eq!(
+            b.open(&Frame::new(FrameType::Sealed, 0, longer))
+                .unwrap_err(),
+            Error::Auth(AuthError::BadTag)
+        );
+        assert_eq!(
+            b.open(&Frame::new(FrameType::Sealed, 0, vec![0u8; 20]))
+                .unwrap_err(),
+            Error::Auth(AuthError::BadTag)
+        );
     }
 
     #[test]
@@ -374,8 +456,14 @@ mod tests {
         b.recv.seq = u64::MAX - 1;
         let last = a.seal(&Frame::data(1, Bytes::new())).unwrap();
         b.open(&last).unwrap();
-        assert_eq!(a.seal(&Frame::data(1, Bytes::new())).unwrap_err(), Error::Limit(Limit::CounterExhausted));
-        assert_eq!(b.open(&last).unwrap_err(), Error::Limit(Limit::CounterExhausted));
+        assert_eq!(
+            a.seal(&Frame::data(1, Bytes::new())).unwrap_err(),
+            Error::Limit(Limit::CounterExhausted)
+        );
+        assert_eq!(
+            b.open(&last).unwrap_err(),
+            Error::Limit(Limit::CounterExhausted)
+        );
     }
 
     #[test]
@@ -388,7 +476,13 @@ mod tests {
         assert!(decode_inner(plain.clone()).is_ok());
         let mut longer = plain.to_vec();
         longer.push(9);
-        assert_eq!(decode_inner(longer.into()).unwrap_err(), Error::Decode(DecodeError::TrailingBytes(1)));
-        assert!(matches!(decode_inner(plain.slice(..14)), Err(Error::Decode(DecodeError::Truncated { .. }))));
+        assert_eq!(
+            decode_inner(longer.into()).unwrap_err(),
+            Error::Decode(DecodeError::TrailingBytes(1))
+        );
+        assert!(matches!(
+            decode_inner(plain.slice(..14)),
+            Err(Error::Decode(DecodeError::Truncated { .. }))
+        ));
     }
 }
