@@ -679,6 +679,24 @@ impl Established {
         })
     }
 
+    /// SRTP policies for a call over `suite`: `(send, receive)`, ready for
+    /// [`crate::srtp::SrtpSession::new`]. Both sides of the handshake get matching
+    /// policies: what one sends with, the other receives with.
+    ///
+    /// # Errors
+    /// As [`Established::srtp_keys`] and [`crate::srtp::Policy::new`].
+    pub fn srtp_policies(
+        &self,
+        call: u64,
+        suite: crate::srtp::Suite,
+    ) -> Result<(crate::srtp::Policy, crate::srtp::Policy), Error> {
+        let (send, recv) = self.srtp_keys(call, suite.key_len(), suite.salt_len())?;
+        Ok((
+            crate::srtp::Policy::new(suite, send.key.expose(), send.salt.expose())?,
+            crate::srtp::Policy::new(suite, recv.key.expose(), recv.salt.expose())?,
+        ))
+    }
+
     /// The sealed signalling channel keyed by this handshake.
     #[must_use]
     pub fn into_channel(self) -> SealedChannel {

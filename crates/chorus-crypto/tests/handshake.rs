@@ -159,6 +159,50 @@ fn both_sides_agree_on_peer_keys_and_session() {
 }
 
 #[test]
+fn a_handshake_keys_srtp_media_in_both_directions_for_every_suite() {
+    use chorus_crypto::srtp::{SrtpSession, Suite as SrtpSuite};
+    let p = pki(0);
+    let (a, s) = run(
+        &config(&p, 1, "alice", Role::User),
+        &config(&p, 2, "sn", Role::SuperNode),
+        6,
+        no_tamper,
+    )
+    .unwrap();
+    for suite in SrtpSuite::ALL {
+        let (a_send, a_recv) = a.srtp_policies(1, suite).unwrap();
+        let (s_send, s_recv) = s.srtp_policies(1, suite).unwrap();
+        let (mut a_tx, mut a_rx) = (
+            SrtpSession::new(a_send).unwrap(),
+            SrtpSession::new(a_recv).unwrap(),
+        );
+        let (mut s_tx, mut s_rx) = (
+            SrtpSession::new(s_send).unwrap(),
+            SrtpSession::new(s_recv).unwrap(),
+        );
+        for seq in 0..20u16 {
+            let mut rtp = vec![0x80, 111];
+            rtp.extend_from_slice(&seq.to_be_bytes());
+            rtp.extend_from_slice(&[0, 0, 0, 160, 0x12, 0x34, 0x56, 0x78]);
+            rtp.extend_from_slice(&[seq as u8; 160]);
+            let mut packet = rtp.clone();
+            a_tx.protect_rtp(&mut packet).unwrap();
+            assert_ne!(packet[12..172], rtp[12..172], "{suite:?} encrypts");
+            s_rx.unprotect_rtp(&mut packet).unwrap();
+            assert_eq!(packet, rtp);
+            let mut back = rtp.clone();
+            s_tx.protect_rtp(&mut back).unwrap();
+            a_rx.unprotect_rtp(&mut back).unwrap();
+            assert_eq!(back, rtp);
+            // A packet protected for one direction does not open in the other.
+            let mut wrong_way = rtp.clone();
+            a_tx.protect_rtp(&mut wrong_way).unwrap();
+            assert!(a_rx.unprotect_rtp(&mut wrong_way).is_err(), "{suite:?}");
+        }
+    }
+}
+
+#[test]
 fn every_session_has_fresh_keys() {
     let p = pki(0);
     let (alice, sn) = (
