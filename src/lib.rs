@@ -8,3 +8,7 @@ pub use chorus_framing as framing;
 #[cfg(feature = "crypto")]
 #[doc(inline)]
 pub use chorus_crypto as crypto;
+
+#[cfg(feature = "nat")]
+#[doc(inline)]
+pub use chorus_nat as nat;
