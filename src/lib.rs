@@ -9,6 +9,10 @@ pub use chorus_framing as framing;
 #[doc(inline)]
 pub use chorus_crypto as crypto;
 
+#[cfg(feature = "hostcache")]
+#[doc(inline)]
+pub use chorus_hostcache as hostcache;
+
 #[cfg(feature = "nat")]
 #[doc(inline)]
 pub use chorus_nat as nat;

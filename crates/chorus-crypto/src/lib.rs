@@ -60,6 +60,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod at_rest;
 pub mod cert;
 mod error;
 #[cfg(any(test, feature = "_fuzz"))]

@@ -1,0 +1,2 @@
+//! Host cache benchmarks (work in progress).
+fn main() {}

@@ -1,0 +1,18 @@
+//! What a Chorus client remembers between runs, and how it finds the network.
+//!
+//! WORK IN PROGRESS
+#![doc(test(attr(deny(warnings))))]
+
+pub mod buddy;
+mod error;
+#[cfg(any(test, feature = "_fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
+pub mod hostcache;
+pub mod nat;
+pub mod store;
+pub mod xml;
+
+pub use error::{
+    DecodeError, Error, FileError, FileErrorKind, Limit, Position, UsageError, Violation,
+};
