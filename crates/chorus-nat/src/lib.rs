@@ -31,10 +31,12 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod client;
 mod error;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod server;
 pub mod stun;
 
 pub use error::{DecodeError, Error, Limit, UnknownAttributes, UsageError, Violation};
