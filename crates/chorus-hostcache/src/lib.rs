@@ -3,7 +3,10 @@
 //! WORK IN PROGRESS
 #![doc(test(attr(deny(warnings))))]
 
+pub mod bootstrap;
 pub mod buddy;
+#[cfg(feature = "tokio")]
+pub mod driver;
 mod error;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
