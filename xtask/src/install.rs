@@ -68,7 +68,7 @@ const NEEDS: &[Need] = &[
     need("libsrtp2-dev", Probe::PkgConfig("libsrtp2"), TEST),
     // Lines to come, for example:
     // need("cmake", Probe::Binary("cmake"), ALL), // libopus, built by the opus crate
-    // need("coturn", Probe::Binary("turnserver"), TEST), // and turnutils_stunclient
+    need("coturn", Probe::Binary("turnserver"), TEST),
 ];
 
 /// Installs the Debian packages `job` needs that are missing: with apt-get when root on

@@ -32,6 +32,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod client;
+#[cfg(feature = "tokio")]
+pub mod driver;
 mod error;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
