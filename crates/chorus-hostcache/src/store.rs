@@ -6,9 +6,11 @@
 //! old complete file or the new one (rename is atomic on POSIX file systems); a left
 //! over temporary file is ignored by loads and removed by the next save.
 //!
-//! **The lock** is a file `.chorus.lock` in the directory, created with `O_EXCL`
-//! (`create_new`) and holding the owner's process id; it is removed when the
-//! operation ends. `std::fs::File::try_lock` would be simpler but needs Rust 1.89,
+//! **The lock** is a file `.chorus.lock` in the directory holding the owner's process
+//! id. It is created atomically with its content: the PID is written to
+//! `.chorus.lock.<pid>`, which is then hard-linked to `.chorus.lock` (like `O_EXCL`,
+//! the link fails if the lock exists), so a crash never leaves an ownerless lock. It is
+//! removed when the operation ends. `std::fs::File::try_lock` would be simpler but needs Rust 1.89,
 //! above the workspace's MSRV (1.88). A lock whose process no longer exists (checked
 //! in `/proc` on Linux; elsewhere, a lock older than [`StoreConfig::stale_lock_after`])
 //! was left by a crash and is broken. Another live holder is waited for up to
@@ -353,31 +355,43 @@ impl Store {
     fn lock(&self) -> Result<LockGuard, Error> {
         let path = self.dir.join(LOCK_FILE);
         let deadline = Instant::now() + self.config.lock_wait;
+        // The lock appears with its PID already in it (written to a private file, then
+        // hard-linked into place, which fails if the lock exists), so a crash can never
+        // leave a lock without an owner to check.
+        let pid = std::process::id();
+        let mine = self.dir.join(format!("{LOCK_FILE}.{pid}"));
+        fs::write(&mine, pid.to_string())
+            .and_then(|()| File::open(&mine)?.sync_all())
+            .map_err(|e| io_error(&mine, "write lock", &e))?;
+        let result = self.lock_loop(&path, &mine, deadline);
+        let _ = fs::remove_file(&mine);
+        result
+    }
+
+    fn lock_loop(&self, path: &Path, mine: &Path, deadline: Instant) -> Result<LockGuard, Error> {
         loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    let pid = std::process::id().to_string();
-                    f.write_all(pid.as_bytes())
-                        .and_then(|()| f.sync_all())
-                        .map_err(|e| io_error(&path, "write lock", &e))?;
-                    return Ok(LockGuard { path });
+            match fs::hard_link(mine, path) {
+                Ok(()) => {
+                    return Ok(LockGuard {
+                        path: path.to_owned(),
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let pid = read_pid(&path);
-                    if self.is_stale(&path, pid) {
-                        let _ = fs::remove_file(&path);
+                    let pid = read_pid(path);
+                    if self.is_stale(path, pid) {
+                        let _ = fs::remove_file(path);
                         continue;
                     }
                     if Instant::now() >= deadline {
                         return Err(Error::File(FileError {
-                            path,
+                            path: path.to_owned(),
                             kind: FileErrorKind::Locked { pid },
                             moved_to: None,
                         }));
                     }
                     thread::sleep(Duration::from_millis(5));
                 }
-                Err(e) => return Err(io_error(&path, "create lock", &e)),
+                Err(e) => return Err(io_error(path, "create lock", &e)),
             }
         }
     }
