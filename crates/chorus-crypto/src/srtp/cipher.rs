@@ -5,6 +5,10 @@
 //! HMAC inner and outer hash states (cloned per packet, never re-keyed), ring's GCM
 //! keys. Per packet the work is the IV, the keystream or AEAD pass in place, and the
 //! tag; nothing allocates.
+//!
+//! Key hygiene: session salts are [`Secret`]s, and the AES key schedules and HMAC states
+//! zeroize on drop (the `zeroize` features of `aes`, `hmac` and `sha1`). ring's GCM keys
+//! do not: ring offers no way to wipe a `LessSafeKey`.
 #![cfg_attr(
     not(test),
     deny(
