@@ -2,7 +2,7 @@
 //! cores, and no protocol logic.
 //!
 //! - [`run_client`] drives a [`Client`] over one UDP socket until every transaction
-//!   has an outcome.
+//!   has an outcome; [`run_discovery`] drives a [`Discovery`] to its report.
 //! - [`run_server`] drives a [`Server`] over its UDP sockets (one per address of
 //!   [`Server::addresses`]) and TCP listeners. One task owns the core; reader tasks
 //!   forward datagrams and TCP messages to it over a bounded channel.
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::client::{Client, Event, Transport};
+use crate::discovery::{Discovery, Report};
 use crate::server::Server;
 use crate::stun::{HEADER_LEN, Message};
 
@@ -90,6 +91,31 @@ pub async fn run_client(core: &mut Client, sock: &UdpSocket) -> Result<Vec<Event
             r = sock.recv_from(&mut buf) => {
                 let (n, from) = r?;
                 // A datagram that is not ours is dropped; the error is for logs only.
+                let _ = core.handle_input(now(), from, buf.get(..n).unwrap_or(&[]));
+            }
+            () = wait_until(deadline) => core.handle_timeout(now()),
+        }
+    }
+}
+
+/// Runs an RFC 5780 discovery over `sock` (bound to the `local` address the core was
+/// given) until it has a report.
+///
+/// # Errors
+/// [`DriverError::Io`] if the socket fails.
+pub async fn run_discovery(core: &mut Discovery, sock: &UdpSocket) -> Result<Report, DriverError> {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        while let Some(t) = core.poll_transmit() {
+            sock.send_to(&t.payload, t.dst).await?;
+        }
+        if let Some(report) = core.report() {
+            return Ok(report);
+        }
+        let deadline = core.poll_timeout();
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let (n, from) = r?;
                 let _ = core.handle_input(now(), from, buf.get(..n).unwrap_or(&[]));
             }
             () = wait_until(deadline) => core.handle_timeout(now()),

@@ -6,32 +6,56 @@
 //! - [`stun`]: the STUN message codec (RFC 8489, compatible with RFC 5389), with every
 //!   attribute of RFC 8489, RFC 5780, RFC 8656 and ICE, short- and long-term
 //!   credentials, MESSAGE-INTEGRITY(-SHA256) and FINGERPRINT.
+//! - [`client`]: STUN client transactions with RFC 8489 §6.2 retransmission timers.
+//! - [`server`]: a Binding server with RFC 5780 behaviour discovery, per-source rate
+//!   limits and no amplification.
+//! - [`discovery`]: RFC 5780 NAT behaviour discovery (mapping, filtering, classic name).
+//! - `driver` (feature `tokio`, on by default): thin UDP/TCP drivers for all three.
 //!
-//! Every decoder treats its input as hostile: it borrows from the input, returns a
-//! [`DecodeError`] naming what is wrong, never panics, and never allocates past a
-//! configured bound. Coverage and limits are described in `docs/stun.md`.
+//! Every core is sans-IO: it never opens a socket, reads a clock or draws randomness
+//! itself; time and an [`chorus_framing::Entropy`] are passed in. Every decoder treats
+//! its input as hostile: it borrows from the input, returns a [`DecodeError`] naming
+//! what is wrong, never panics, and never allocates past a configured bound. Coverage
+//! and limits are described in `docs/stun.md`.
+//!
+//! A client core and a server core wired together by hand, no network needed:
 //!
 //! ```
-//! use bytes::BytesMut;
-//! use chorus_nat::stun::{Attribute, Class, Limits, Message, Method, TransactionId};
+//! use std::time::Instant;
+//! use chorus_framing::SeededEntropy;
+//! use chorus_nat::client::{Client, ClientConfig, Event, Transport};
+//! use chorus_nat::server::{Server, ServerConfig};
 //!
-//! let request = Message::new(Class::Request, Method::BINDING, TransactionId::new([1; 12]));
-//! let mut wire = BytesMut::new();
-//! request.encode(None, &mut wire)?;
-//! assert_eq!(wire.len(), 20);
+//! let mut config = ServerConfig::default();
+//! config.primary = "192.0.2.1:3478".parse()?;
+//! config.alternate_ip = Some("192.0.2.2".parse()?); // RFC 5780: a second IP ...
+//! config.alternate_port = Some(3479); // ... and a second port
+//! let mut server = Server::new(config)?;
+//! let mut client = Client::new(ClientConfig::default(), Box::new(SeededEntropy::new(1)))?;
 //!
-//! let mut response = Message::new(Class::Success, Method::BINDING, request.transaction_id);
-//! response.attributes.push(Attribute::XorMappedAddress("192.0.2.1:32853".parse()?));
-//! response.fingerprint = true;
-//! let mut wire = BytesMut::new();
-//! response.encode(None, &mut wire)?;
-//! let decoded = Message::decode(&wire, &Limits::default())?;
-//! assert_eq!(decoded.mapped_address(), Some("192.0.2.1:32853".parse()?));
+//! let (now, me) = (Instant::now(), "203.0.113.5:40000".parse()?);
+//! let id = client.start_binding(now, "192.0.2.1:3478".parse()?)?;
+//! while let Some(request) = client.poll_transmit() {
+//!     // The "network": the request arrives at the server's primary address from `me`.
+//!     server.handle_input(now, request.dst, me, Transport::Udp, &request.payload)?;
+//! }
+//! while let Some(response) = server.poll_transmit() {
+//!     client.handle_input(now, response.src.expect("server names its source"), &response.payload)?;
+//! }
+//! match client.poll_event() {
+//!     Some(Event::Response(r)) => {
+//!         assert_eq!(r.id, id);
+//!         assert_eq!(r.mapped, Some(me)); // the server-reflexive address
+//!         assert_eq!(r.other_address, Some("192.0.2.2:3479".parse()?));
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
 pub mod client;
+pub mod discovery;
 #[cfg(feature = "tokio")]
 pub mod driver;
 mod error;

@@ -2,7 +2,9 @@
 //! package `coturn`), on loopback:
 //! - the Chorus STUN client (tokio driver) against coturn's `turnserver`;
 //! - coturn's `turnutils_stunclient` against the Chorus STUN server, plain and with
-//!   RFC 5780 (two loopback IPs, two ports).
+//!   RFC 5780 (two loopback IPs, two ports);
+//! - the Chorus RFC 5780 discovery client against `turnserver`, and coturn's
+//!   `turnutils_natdiscovery` against the Chorus server.
 //!
 //! Without coturn the tests print why they skip, unless `CHORUS_REQUIRE_INTEROP=1`
 //! (set by `cargo xtask test` and CI), which makes them fail naming the package.
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use chorus_framing::SeededEntropy;
 use chorus_nat::client::{Client, ClientConfig, Event};
-use chorus_nat::driver::{run_client, run_server};
+use chorus_nat::discovery::{Behaviour, Classic, Discovery, DiscoveryConfig};
+use chorus_nat::driver::{run_client, run_discovery, run_server};
 use chorus_nat::server::{Server, ServerConfig};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -183,20 +186,25 @@ fn spawn_chorus_server(
 
 /// Runs `turnutils_stunclient` with `args`, bounded to 20 s, and returns its stdout.
 fn stunclient(args: &[String]) -> String {
+    run_tool("turnutils_stunclient", args)
+}
+
+/// Runs a coturn tool with `args`, bounded to 20 s, and returns its stdout.
+fn run_tool(tool: &str, args: &[String]) -> String {
     let dir = TempDir::new(&format!(
-        "stunclient-{}",
+        "{tool}-{}",
         args.join("_").replace(['.', ':'], "-")
     ));
     let out_path = dir.path().join("out.txt");
     let out = std::fs::File::create(&out_path).unwrap();
     let mut guard = Guard(
-        Command::new("turnutils_stunclient")
+        Command::new(tool)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(Stdio::null())
             .spawn()
-            .expect("turnutils_stunclient starts"),
+            .expect("the coturn tool starts"),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -210,7 +218,7 @@ fn stunclient(args: &[String]) -> String {
         std::thread::sleep(Duration::from_millis(20));
     };
     let text = std::fs::read_to_string(&out_path).unwrap();
-    assert!(status.success(), "turnutils_stunclient failed:\n{text}");
+    assert!(status.success(), "{tool} failed:\n{text}");
     text
 }
 
@@ -256,4 +264,75 @@ fn coturn_stunclient_sees_rfc5780_change_request_answered_from_the_other_address
         "{text}"
     );
     assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
+}
+
+#[tokio::test]
+async fn chorus_discovery_classifies_loopback_as_open_internet_against_coturn() {
+    if !have("turnserver") {
+        return;
+    }
+    let dir = TempDir::new("discovery");
+    let (port, alt) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let _server = start_turnserver(&dir, port, alt);
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Wait (bounded) until coturn answers a plain Binding request.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seed = 100;
+    loop {
+        seed += 1;
+        let mut client = quick_client(seed);
+        client
+            .start_binding(tokio::time::Instant::now().into_std(), server)
+            .unwrap();
+        if let [Event::Response(_)] = run_client(&mut client, &sock).await.unwrap().as_slice() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "coturn never answered");
+    }
+    let local = sock.local_addr().unwrap();
+    let mut d = Discovery::new(
+        DiscoveryConfig::default(),
+        tokio::time::Instant::now().into_std(),
+        local,
+        server,
+        Box::new(SeededEntropy::new(7)),
+    )
+    .unwrap();
+    let report = run_discovery(&mut d, &sock).await.unwrap();
+    assert_eq!(report.mapped, Some(local));
+    assert_eq!(report.behind_nat, Some(false));
+    assert_eq!(
+        report.filtering,
+        Behaviour::EndpointIndependent,
+        "{report:?}"
+    );
+    assert_eq!(report.classic, Classic::OpenInternet, "{report:?}");
+}
+
+#[test]
+fn coturn_natdiscovery_finds_endpoint_independent_behaviour_at_the_chorus_server() {
+    if !have("turnutils_natdiscovery") {
+        return;
+    }
+    let (port, alt) = (free_port("127.0.0.1"), free_port("127.0.0.2"));
+    let mut config = ServerConfig::default();
+    config.primary = ([127, 0, 0, 1], port).into();
+    config.alternate_ip = Some([127, 0, 0, 2].into());
+    config.alternate_port = Some(alt);
+    let (thread, stop) = spawn_chorus_server(config);
+    let text = run_tool(
+        "turnutils_natdiscovery",
+        &[
+            "-m".into(),
+            "-f".into(),
+            "-p".into(),
+            port.to_string(),
+            "127.0.0.1".into(),
+        ],
+    );
+    stop.send(()).unwrap();
+    thread.join().unwrap();
+    assert!(text.contains("Endpoint Independent Mapping"), "{text}");
+    assert!(text.contains("Endpoint Independent Filtering"), "{text}");
 }
