@@ -221,10 +221,11 @@ impl SharedFile {
                         }));
                     }
                     for (i, n) in x.node.into_iter().enumerate() {
-                        let at = s.child_position(bytes, "<node", i);
-                        let e = n.into_entry().map_err(|d| fail(invalid(at, d)))?;
+                        // Positions are found only for errors: finding each is a scan.
+                        let at = || s.child_position(bytes, "<node", i);
+                        let e = n.into_entry().map_err(|d| fail(invalid(at(), d)))?;
                         if !seen.insert(e.addr) {
-                            return Err(fail(invalid(at, format!("duplicate node {}", e.addr))));
+                            return Err(fail(invalid(at(), format!("duplicate node {}", e.addr))));
                         }
                         entries.push(e);
                     }
@@ -333,12 +334,12 @@ impl ConfigFile {
                         }));
                     }
                     for (i, c) in x.contact.into_iter().enumerate() {
-                        let at = s.child_position(bytes, "<contact", i);
-                        let contact = c.into_contact().map_err(|d| fail(invalid(at, d)))?;
+                        let at = || s.child_position(bytes, "<contact", i);
+                        let contact = c.into_contact().map_err(|d| fail(invalid(at(), d)))?;
                         let name = contact.username.clone();
                         file.buddies
                             .insert(contact)
-                            .map_err(|e| fail(invalid(at, format!("contact {name:?}: {e}"))))?;
+                            .map_err(|e| fail(invalid(at(), format!("contact {name:?}: {e}"))))?;
                     }
                 }
                 _ => unreachable_section(),
