@@ -472,16 +472,9 @@ impl SrtpSession {
             max_ssrcs,
             ..
         } = self;
-        if let Some(stream) = streams.get_mut(&h.ssrc) {
-            protect_rtp_with(rtp, *encrypt_rtp, stream, packet, h, tag_out)?;
-        } else {
-            if streams.len() >= *max_ssrcs {
-                return Err(too_many(*max_ssrcs));
-            }
-            let mut stream = Stream::new(*replay_window);
-            protect_rtp_with(rtp, *encrypt_rtp, &mut stream, packet, h, tag_out)?;
-            streams.insert(h.ssrc, stream);
-        }
+        with_stream(streams, *max_ssrcs, *replay_window, h.ssrc, |stream| {
+            protect_rtp_with(rtp, *encrypt_rtp, stream, packet, h, tag_out)
+        })?;
         Ok(out_len)
     }
 
@@ -532,16 +525,9 @@ impl SrtpSession {
             max_ssrcs,
             ..
         } = self;
-        if let Some(stream) = streams.get_mut(&h.ssrc) {
-            unprotect_rtp_with(rtp, *encrypt_rtp, stream, body, h, tag)?;
-        } else {
-            if streams.len() >= *max_ssrcs {
-                return Err(too_many(*max_ssrcs));
-            }
-            let mut stream = Stream::new(*replay_window);
-            unprotect_rtp_with(rtp, *encrypt_rtp, &mut stream, body, h, tag)?;
-            streams.insert(h.ssrc, stream);
-        }
+        with_stream(streams, *max_ssrcs, *replay_window, h.ssrc, |stream| {
+            unprotect_rtp_with(rtp, *encrypt_rtp, stream, body, h, tag)
+        })?;
         Ok(body_len)
     }
 
@@ -594,16 +580,9 @@ impl SrtpSession {
             max_ssrcs,
             ..
         } = self;
-        if let Some(stream) = streams.get_mut(&ssrc) {
-            protect_rtcp_with(rtcp, *encrypt_rtcp, stream, buf, len, ssrc)?;
-        } else {
-            if streams.len() >= *max_ssrcs {
-                return Err(too_many(*max_ssrcs));
-            }
-            let mut stream = Stream::new(*replay_window);
-            protect_rtcp_with(rtcp, *encrypt_rtcp, &mut stream, buf, len, ssrc)?;
-            streams.insert(ssrc, stream);
-        }
+        with_stream(streams, *max_ssrcs, *replay_window, ssrc, |stream| {
+            protect_rtcp_with(rtcp, *encrypt_rtcp, stream, buf, len, ssrc)
+        })?;
         Ok(out_len)
     }
 
@@ -650,18 +629,32 @@ impl SrtpSession {
             max_ssrcs,
             ..
         } = self;
-        if let Some(stream) = streams.get_mut(&ssrc) {
-            unprotect_rtcp_with(rtcp, stream, packet, plain_len, ssrc)?;
-        } else {
-            if streams.len() >= *max_ssrcs {
-                return Err(too_many(*max_ssrcs));
-            }
-            let mut stream = Stream::new(*replay_window);
-            unprotect_rtcp_with(rtcp, &mut stream, packet, plain_len, ssrc)?;
-            streams.insert(ssrc, stream);
-        }
+        with_stream(streams, *max_ssrcs, *replay_window, ssrc, |stream| {
+            unprotect_rtcp_with(rtcp, stream, packet, plain_len, ssrc)
+        })?;
         Ok(plain_len)
     }
+}
+
+/// Runs `f` on the context of `ssrc`, creating one if there is room. A new context is
+/// kept only if `f` succeeds, so a forged packet cannot claim an SSRC slot.
+fn with_stream<R>(
+    streams: &mut Streams,
+    max_ssrcs: usize,
+    replay_window: usize,
+    ssrc: u32,
+    f: impl FnOnce(&mut Stream) -> Result<R, Error>,
+) -> Result<R, Error> {
+    if let Some(stream) = streams.get_mut(&ssrc) {
+        return f(stream);
+    }
+    if streams.len() >= max_ssrcs {
+        return Err(too_many(max_ssrcs));
+    }
+    let mut stream = Stream::new(replay_window);
+    let out = f(&mut stream)?;
+    streams.insert(ssrc, stream);
+    Ok(out)
 }
 
 /// RFC 3711 §3.3 (counter mode) and RFC 7714 §8.2 (GCM): protect one RTP packet.
