@@ -79,6 +79,26 @@ pub fn stun_server(data: &[u8]) {
     }
 }
 
+/// ChannelData decode over UDP and TCP: never panics, never reads past the input,
+/// and re-encoding what decoded yields the same message.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn channel_data(data: &[u8]) {
+    use crate::client::Transport;
+    use crate::turn::channel_data::ChannelData;
+
+    for transport in [Transport::Udp, Transport::Tcp] {
+        if let Ok((msg, used)) = ChannelData::decode(data, transport) {
+            assert!(used <= data.len());
+            let mut out = BytesMut::new();
+            msg.encode(transport, &mut out).expect("a decoded message re-encodes");
+            let (back, _) = ChannelData::decode(&out, transport).expect("re-decodes");
+            assert_eq!(back, msg);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::collection::vec;
@@ -102,6 +122,7 @@ mod tests {
         stun_message(&seed());
         stun_message_integrity(&seed());
         stun_server(&seed());
+        channel_data(b"\x40\x00\x00\x03abc\0");
     }
 
     proptest! {
@@ -110,6 +131,7 @@ mod tests {
             stun_message(&b);
             stun_message_integrity(&b);
             stun_server(&b);
+            channel_data(&b);
         }
 
         #[test]

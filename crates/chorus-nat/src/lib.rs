@@ -64,5 +64,6 @@ mod error;
 pub mod fuzz;
 pub mod server;
 pub mod stun;
+pub mod turn;
 
 pub use error::{DecodeError, Error, Limit, UnknownAttributes, UsageError, Violation};
