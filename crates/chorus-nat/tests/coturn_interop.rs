@@ -11,9 +11,8 @@
 //! Every process started here is killed by a drop guard; every wait is bounded.
 #![allow(clippy::field_reassign_with_default)]
 
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chorus_framing::SeededEntropy;
@@ -23,58 +22,8 @@ use chorus_nat::driver::{run_client, run_discovery, run_server};
 use chorus_nat::server::{Server, ServerConfig};
 use tokio::net::{TcpListener, UdpSocket};
 
-/// Whether `binary` is on PATH; otherwise skip (or fail under CHORUS_REQUIRE_INTEROP=1).
-fn have(binary: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(binary).is_file()));
-    if !found {
-        assert!(
-            std::env::var("CHORUS_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "`{binary}` not found: install the Debian package `coturn` (cargo xtask test does)"
-        );
-        eprintln!("skipping: `{binary}` not found (install the Debian package `coturn`)");
-    }
-    found
-}
-
-/// A child process, killed and reaped when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A scratch directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("chorus-nat-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A UDP port free on `ip` right now (and its TCP twin, usually).
-fn free_port(ip: &str) -> u16 {
-    StdUdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod support;
+use support::{Guard, TempDir, free_port, have};
 
 /// Starts `turnserver` on 127.0.0.1:`port` (plus 127.0.0.2 and `alt_port` for RFC
 /// 5780) with a temporary configuration file.

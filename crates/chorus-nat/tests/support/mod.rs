@@ -1,0 +1,61 @@
+//! Helpers shared by the integration tests that run external programs (coturn) or
+//! need scratch space: every process is killed by a drop guard, every directory is
+//! removed, and a missing program skips the test unless `CHORUS_REQUIRE_INTEROP=1`.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::UdpSocket as StdUdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+/// Whether `binary` is on PATH; otherwise skip (or fail under CHORUS_REQUIRE_INTEROP=1).
+pub(crate) fn have(binary: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(binary).is_file()));
+    if !found {
+        assert!(
+            std::env::var("CHORUS_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "`{binary}` not found: install the Debian package `coturn` (cargo xtask test does)"
+        );
+        eprintln!("skipping: `{binary}` not found (install the Debian package `coturn`)");
+    }
+    found
+}
+
+/// A child process, killed and reaped when dropped.
+pub(crate) struct Guard(pub(crate) Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch directory removed when dropped.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("chorus-nat-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A UDP port free on `ip` right now (and its TCP twin, usually).
+pub(crate) fn free_port(ip: &str) -> u16 {
+    StdUdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
