@@ -92,7 +92,8 @@ pub fn channel_data(data: &[u8]) {
         if let Ok((msg, used)) = ChannelData::decode(data, transport) {
             assert!(used <= data.len());
             let mut out = BytesMut::new();
-            msg.encode(transport, &mut out).expect("a decoded message re-encodes");
+            msg.encode(transport, &mut out)
+                .expect("a decoded message re-encodes");
             let (back, _) = ChannelData::decode(&out, transport).expect("re-decodes");
             assert_eq!(back, msg);
         }

@@ -192,7 +192,10 @@ mod tests {
             channel: 0x4000,
             data: &big,
         };
-        assert_eq!(too_long.encode(Transport::Udp, &mut BytesMut::new()), Err(65_536));
+        assert_eq!(
+            too_long.encode(Transport::Udp, &mut BytesMut::new()),
+            Err(65_536)
+        );
     }
 
     #[test]
