@@ -14,6 +14,13 @@
 //!    local one: no NAT).
 //! 5. Mapping test III: Binding to the other IP and port. The same mapped address as
 //!    test II means address-dependent mapping, otherwise address-and-port-dependent.
+//! 6. Hairpinning (RFC 5780 §4.5), behind a NAT only: a Binding request to the client's
+//!    own mapped address. If the NAT loops it back, the request arrives on the client's
+//!    own socket and hairpinning is supported; silence means it is not.
+//!
+//! The binding lifetime (RFC 5780 §4.6) takes minutes and a second socket, so it is a
+//! separate probe: [`LifetimeProbe`]. The TCP reachability probe for hosts whose UDP is
+//! blocked is the driver's (`driver::probe_tcp`), since it needs a connection.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,7 +29,10 @@ use chorus_framing::{Entropy, Transmit};
 
 use crate::client::{Client, ClientConfig, Event, Transport};
 use crate::error::{Error, UsageError};
-use crate::stun::{Attribute, Method};
+use crate::stun::{Attribute, Class, Header, Message, Method, TransactionId};
+
+mod lifetime;
+pub use lifetime::{Lifetime, LifetimeConfig, LifetimeProbe};
 
 /// An RFC 5780 mapping or filtering behaviour (RFC 4787 terms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +82,12 @@ pub struct Report {
     pub filtering: Behaviour,
     /// The classic name.
     pub classic: Classic,
+    /// Whether the NAT hairpins (RFC 5780 §4.5): `None` when not behind a NAT, when
+    /// the test was disabled, or when discovery ended before it.
+    pub hairpinning: Option<bool>,
+    /// When UDP is blocked: the address the server saw over TCP, if it was reachable.
+    /// Filled in by `driver::run_discovery` (the core has no TCP).
+    pub tcp_mapped: Option<SocketAddr>,
 }
 
 /// Discovery configuration.
@@ -82,6 +98,8 @@ pub struct DiscoveryConfig {
     /// 4 RTOs (each unanswered test costs 2.75 s; RFC 8489's 39.5 s defaults would
     /// make a filtering verdict take minutes).
     pub client: ClientConfig,
+    /// Run the hairpinning test (behind a NAT). Default true.
+    pub hairpin: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -93,6 +111,7 @@ impl Default for DiscoveryConfig {
                 last_wait_multiplier: 4,
                 ..ClientConfig::default()
             },
+            hairpin: true,
         }
     }
 }
@@ -104,6 +123,7 @@ enum Step {
     Filter3,
     Map2,
     Map3,
+    Hairpin(TransactionId),
     Done,
 }
 
@@ -124,6 +144,8 @@ pub struct Discovery {
     mapped2: Option<SocketAddr>,
     filtering: Behaviour,
     mapping: Behaviour,
+    hairpin_test: bool,
+    hairpinning: Option<bool>,
     report: Option<Report>,
 }
 
@@ -145,7 +167,7 @@ impl Discovery {
                 UsageError::InvalidConfig("local and server address families differ").into(),
             );
         }
-        let mut client = Client::new(config.client, entropy)?;
+        let mut client = Client::new(config.client.clone(), entropy)?;
         client.start_binding(now, server)?;
         Ok(Self {
             client,
@@ -157,8 +179,16 @@ impl Discovery {
             mapped2: None,
             filtering: Behaviour::Unknown,
             mapping: Behaviour::Unknown,
+            hairpin_test: config.hairpin,
+            hairpinning: None,
             report: None,
         })
+    }
+
+    /// The STUN server under test.
+    #[must_use]
+    pub const fn server(&self) -> SocketAddr {
+        self.server
     }
 
     /// The result, once every test has finished.
@@ -177,6 +207,17 @@ impl Discovery {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), Error> {
+        if let Step::Hairpin(id) = self.step
+            && Header::decode(bytes).is_ok_and(|h| h.transaction_id == id)
+            && Message::decode(bytes, &crate::stun::Limits::default())
+                .is_ok_and(|m| m.class == Class::Request && m.method == Method::BINDING)
+        {
+            // Our own request, looped back by the NAT (RFC 5780 §4.5).
+            let _ = self.client.cancel(id);
+            self.hairpinning = Some(true);
+            self.finish();
+            return Ok(());
+        }
         self.client.handle_input(now, from, bytes)?;
         self.advance(now)
     }
@@ -207,14 +248,13 @@ impl Discovery {
         now: Instant,
         dst: SocketAddr,
         change: Option<(bool, bool)>,
-    ) -> Result<(), Error> {
+    ) -> Result<TransactionId, Error> {
         let attrs: Vec<Attribute<'_>> = change
             .map(|(ip, port)| Attribute::ChangeRequest { ip, port })
             .into_iter()
             .collect();
         self.client
-            .start_request(now, dst, Transport::Udp, Method::BINDING, &attrs, None)?;
-        Ok(())
+            .start_request(now, dst, Transport::Udp, Method::BINDING, &attrs, None)
     }
 
     fn advance(&mut self, now: Instant) -> Result<(), Error> {
@@ -262,7 +302,7 @@ impl Discovery {
                     };
                     if Some(m2) == self.mapped1 {
                         self.mapping = Behaviour::EndpointIndependent;
-                        self.finish();
+                        self.end_mapping(now)?;
                     } else if let Some(other) = self.other {
                         self.mapped2 = Some(m2);
                         self.step = Step::Map3;
@@ -277,6 +317,11 @@ impl Discovery {
                             Behaviour::AddressAndPortDependent
                         };
                     }
+                    self.end_mapping(now)?;
+                }
+                Step::Hairpin(_) => {
+                    // Only the request's own timeout lands here: nothing looped back.
+                    self.hairpinning = Some(false);
                     self.finish();
                 }
                 Step::Done => {}
@@ -297,7 +342,20 @@ impl Discovery {
             return Ok(());
         };
         self.step = Step::Map2;
-        self.send(now, SocketAddr::new(other.ip(), self.server.port()), None)
+        self.send(now, SocketAddr::new(other.ip(), self.server.port()), None)?;
+        Ok(())
+    }
+
+    /// After the mapping tests: the hairpinning test, if behind a NAT and enabled.
+    fn end_mapping(&mut self, now: Instant) -> Result<(), Error> {
+        match self.mapped1 {
+            Some(mapped) if self.hairpin_test && mapped != self.local => {
+                let id = self.send(now, mapped, None)?;
+                self.step = Step::Hairpin(id);
+            }
+            _ => self.finish(),
+        }
+        Ok(())
     }
 
     fn finish(&mut self) {
@@ -332,6 +390,8 @@ impl Discovery {
             mapping: self.mapping,
             filtering: self.filtering,
             classic,
+            hairpinning: self.hairpinning,
+            tcp_mapped: None,
         });
     }
 }

@@ -2,7 +2,9 @@
 //! cores, and no protocol logic.
 //!
 //! - [`run_client`] drives a [`Client`] over one UDP socket until every transaction
-//!   has an outcome; [`run_discovery`] drives a [`Discovery`] to its report.
+//!   has an outcome; [`run_discovery`] drives a [`Discovery`] to its report (and, when
+//!   UDP is blocked, tries TCP with [`probe_tcp`]); [`run_lifetime`] drives a
+//!   [`LifetimeProbe`] over its two sockets.
 //! - [`run_server`] drives a [`Server`] over its UDP sockets (one per address of
 //!   [`Server::addresses`]) and TCP listeners. One task owns the core; reader tasks
 //!   forward datagrams and TCP messages to it over a bounded channel.
@@ -18,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::client::{Client, Event, Transport};
-use crate::discovery::{Discovery, Report};
+use crate::discovery::{Classic, Discovery, Lifetime, LifetimeProbe, Report};
 use crate::server::Server;
 use crate::stun::{HEADER_LEN, Message};
 
@@ -99,7 +101,8 @@ pub async fn run_client(core: &mut Client, sock: &UdpSocket) -> Result<Vec<Event
 }
 
 /// Runs an RFC 5780 discovery over `sock` (bound to the `local` address the core was
-/// given) until it has a report.
+/// given) until it has a report. When UDP turns out to be blocked, the server is tried
+/// over TCP ([`probe_tcp`]) and [`Report::tcp_mapped`] says what it saw.
 ///
 /// # Errors
 /// [`DriverError::Io`] if the socket fails.
@@ -109,7 +112,13 @@ pub async fn run_discovery(core: &mut Discovery, sock: &UdpSocket) -> Result<Rep
         while let Some(t) = core.poll_transmit() {
             sock.send_to(&t.payload, t.dst).await?;
         }
-        if let Some(report) = core.report() {
+        if let Some(mut report) = core.report() {
+            if report.classic == Classic::UdpBlocked {
+                report.tcp_mapped = probe_tcp(core.server(), TCP_PROBE_TIMEOUT)
+                    .await
+                    .ok()
+                    .flatten();
+            }
             return Ok(report);
         }
         let deadline = core.poll_timeout();
@@ -117,6 +126,98 @@ pub async fn run_discovery(core: &mut Discovery, sock: &UdpSocket) -> Result<Rep
             r = sock.recv_from(&mut buf) => {
                 let (n, from) = r?;
                 let _ = core.handle_input(now(), from, buf.get(..n).unwrap_or(&[]));
+            }
+            () = wait_until(deadline) => core.handle_timeout(now()),
+        }
+    }
+}
+
+/// How long [`run_discovery`]'s TCP reachability probe may take.
+const TCP_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// TCP reachability (for hosts whose UDP is blocked): connects to `server` and sends
+/// one Binding request over the stream (RFC 8489 §6.2.2). `Ok(Some(mapped))` when the
+/// server answered, `Ok(None)` when it could not be reached or did not answer within
+/// `timeout`.
+///
+/// # Errors
+/// [`DriverError::Io`] only for local failures (no entropy is not one: it uses the
+/// system's).
+pub async fn probe_tcp(
+    server: SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<Option<SocketAddr>, DriverError> {
+    let attempt = async {
+        let mut client = Client::new(
+            crate::client::ClientConfig::default(),
+            Box::new(chorus_crypto::SystemEntropy::new()),
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let id = client
+            .start_request(
+                now(),
+                server,
+                Transport::Tcp,
+                crate::stun::Method::BINDING,
+                &[],
+                None,
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut stream = TcpStream::connect(server).await?;
+        while let Some(t) = client.poll_transmit() {
+            stream.write_all(&t.payload).await?;
+        }
+        let mut head = [0u8; HEADER_LEN];
+        stream.read_exact(&mut head).await?;
+        let len = Message::len_from_prefix(&head)
+            .filter(|&l| l <= MAX_TCP_MESSAGE)
+            .ok_or_else(|| std::io::Error::other("not a STUN response"))?;
+        let mut msg = vec![0u8; len];
+        msg[..HEADER_LEN].copy_from_slice(&head);
+        stream.read_exact(&mut msg[HEADER_LEN..]).await?;
+        let _ = client.handle_input(now(), server, &msg);
+        Ok::<_, std::io::Error>(match client.poll_event() {
+            Some(Event::Response(r)) if r.id == id && r.error_code.is_none() => r.mapped,
+            _ => None,
+        })
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(mapped)) => Ok(mapped),
+        // Refused, reset, closed, or silent: not reachable over TCP.
+        Ok(Err(_)) | Err(_) => Ok(None),
+    }
+}
+
+/// Runs an RFC 5780 §4.6 binding lifetime probe over its two sockets, `x` and `y`
+/// (bound to the addresses the core was given), until it has a result. This takes
+/// minutes against a real NAT: the probe waits out the binding's idle time.
+///
+/// # Errors
+/// [`DriverError::Io`] if a socket fails.
+pub async fn run_lifetime(
+    core: &mut LifetimeProbe,
+    x: &UdpSocket,
+    y: &UdpSocket,
+) -> Result<Lifetime, DriverError> {
+    let (mut bx, mut by) = (vec![0u8; 2048], vec![0u8; 2048]);
+    let y_addr = y.local_addr()?;
+    loop {
+        while let Some(t) = core.poll_transmit() {
+            let sock = if t.src == Some(y_addr) { y } else { x };
+            sock.send_to(&t.payload, t.dst).await?;
+        }
+        if let Some(result) = core.result() {
+            return Ok(result);
+        }
+        let deadline = core.poll_timeout();
+        tokio::select! {
+            r = x.recv_from(&mut bx) => {
+                let (n, from) = r?;
+                let _ = core.handle_input(now(), from, bx.get(..n).unwrap_or(&[]));
+            }
+            r = y.recv_from(&mut by) => {
+                let (n, from) = r?;
+                let _ = core.handle_input(now(), from, by.get(..n).unwrap_or(&[]));
             }
             () = wait_until(deadline) => core.handle_timeout(now()),
         }
