@@ -69,6 +69,9 @@ const NEEDS: &[Need] = &[
     // Lines to come, for example:
     // need("cmake", Probe::Binary("cmake"), ALL), // libopus, built by the opus crate
     need("coturn", Probe::Binary("turnserver"), TEST),
+    // The NAT scenario tests build namespaces with `ip` and NATs with `nft`.
+    need("iproute2", Probe::Binary("ip"), TEST),
+    need("nftables", Probe::Binary("nft"), TEST),
 ];
 
 /// Installs the Debian packages `job` needs that are missing: with apt-get when root on
