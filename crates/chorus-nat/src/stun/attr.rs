@@ -282,12 +282,13 @@ pub enum Attribute<'a> {
         /// The reason phrase.
         reason: &'a str,
     },
-    /// ICMP (RFC 8656 §18.13).
+    /// ICMP (RFC 8656 §18.13). The field widths follow the RFC's figure: 16 reserved
+    /// bits, a 7-bit type, a 9-bit code.
     Icmp {
-        /// ICMP type (9 bits on the wire).
-        icmp_type: u16,
-        /// ICMP code (7 bits on the wire).
-        code: u8,
+        /// ICMP type (7 bits on the wire: 0..=127).
+        icmp_type: u8,
+        /// ICMP code (9 bits on the wire: 0..=511).
+        code: u16,
         /// Error data.
         data: u32,
     },
@@ -441,7 +442,7 @@ impl<'a> Attribute<'a> {
             }
             Self::Icmp {
                 icmp_type, code, ..
-            } if *icmp_type > 0x1ff || *code > 0x7f => Err(UsageError::InvalidValue(t)),
+            } if *icmp_type > 0x7f || *code > 0x1ff => Err(UsageError::InvalidValue(t)),
             Self::Unknown { attr_type, .. } if *attr_type < 0x8000 => {
                 Err(UsageError::InvalidValue(t))
             }
@@ -525,9 +526,10 @@ impl<'a> Attribute<'a> {
                 code,
                 data,
             } => {
-                // RFC 8656 §18.13: 16 reserved bits, 9-bit type, 7-bit code, error data.
+                // RFC 8656 §18.13 (its figure): 16 reserved bits, 7-bit type, 9-bit code,
+                // error data.
                 dst.put_u16(0);
-                dst.put_u16(icmp_type << 7 | u16::from(*code));
+                dst.put_u16(u16::from(*icmp_type) << 9 | code);
                 dst.put_u32(*data);
             }
             Self::IceControlled(v) | Self::IceControlling(v) => dst.put_u64(*v),
@@ -662,8 +664,8 @@ impl<'a> Attribute<'a> {
                 r.skip(2)?;
                 let tc = r.u16()?;
                 Self::Icmp {
-                    icmp_type: tc >> 7,
-                    code: (tc & 0x7f) as u8,
+                    icmp_type: (tc >> 9) as u8,
+                    code: tc & 0x1ff,
                     data: r.u32()?,
                 }
             }

@@ -259,8 +259,8 @@ fn build(spec: &Spec) -> Attribute<'_> {
                 8 => Attribute::ReservationToken(n.to_be_bytes()),
                 9 => Attribute::AdditionalAddressFamily(fam),
                 10 => Attribute::Icmp {
-                    icmp_type: n16 & 0x1ff,
-                    code: n8 & 0x7f,
+                    icmp_type: n8 & 0x7f,
+                    code: n16 & 0x1ff,
                     data: (n >> 32) as u32,
                 },
                 11 => Attribute::Priority(n32),
@@ -357,4 +357,29 @@ fn every_single_bit_flip_of_an_authenticated_message_is_rejected() {
             .is_ok_and(|m| m == original && Message::verify(&b, &key).is_ok());
         assert!(!accepted, "bit {bit} flipped and still accepted");
     }
+}
+
+#[test]
+fn icmp_attribute_follows_the_rfc_8656_figure() {
+    // ICMPv4 destination unreachable (3), fragmentation needed (4), next-hop MTU 1400:
+    // type in the 7 bits after the reserved half-word, code in the last 9 bits.
+    let mut m = Message::new(Class::Indication, Method::DATA, TransactionId::new([7; 12]));
+    m.attributes.push(Attribute::Icmp {
+        icmp_type: 3,
+        code: 4,
+        data: 1400,
+    });
+    let mut out = BytesMut::new();
+    m.encode(None, &mut out).unwrap();
+    assert_eq!(
+        &out[20..],
+        &[0x80, 0x04, 0x00, 0x08, 0, 0, 0x06, 0x04, 0, 0, 0x05, 0x78]
+    );
+    assert_eq!(Message::decode(&out, &Limits::default()).unwrap(), m);
+    m.attributes[0] = Attribute::Icmp {
+        icmp_type: 128,
+        code: 0,
+        data: 0,
+    };
+    assert!(m.encode(None, &mut BytesMut::new()).is_err());
 }
