@@ -22,6 +22,8 @@ use crate::discovery::{Discovery, Report};
 use crate::server::Server;
 use crate::stun::{HEADER_LEN, Message};
 
+pub mod turn_client;
+
 /// What can stop a driver.
 #[derive(Debug)]
 #[non_exhaustive]

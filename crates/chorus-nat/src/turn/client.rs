@@ -479,6 +479,13 @@ impl TurnClient {
         self.permissions.contains_key(&ip)
     }
 
+    /// Whether the permission for `ip` is installed (`Some(true)`), requested and not yet
+    /// confirmed (`Some(false)`), or unknown (`None`).
+    #[must_use]
+    pub fn permission(&self, ip: IpAddr) -> Option<bool> {
+        self.permissions.get(&ip).map(|p| p.installed)
+    }
+
     /// The channel bound (or being bound) to `peer`, and whether the server confirmed it.
     #[must_use]
     pub fn channel(&self, peer: SocketAddr) -> Option<(u16, bool)> {
