@@ -479,6 +479,12 @@ impl TurnClient {
         self.permissions.contains_key(&ip)
     }
 
+    /// Requests (Allocate, Refresh, CreatePermission, ChannelBind) awaiting a response.
+    #[must_use]
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether the permission for `ip` is installed (`Some(true)`), requested and not yet
     /// confirmed (`Some(false)`), or unknown (`None`).
     #[must_use]

@@ -123,9 +123,11 @@ fn allocate_retries_with_credentials_after_401_and_reports_the_relayed_address()
     assert!(m.attributes.contains(&Attribute::Lifetime(600)));
     assert!(!has(&m, types::USERNAME) && !m.message_integrity);
 
+    assert_eq!(c.pending_requests(), 1);
     c.handle_input(t0, SERVER, &challenge(&first, "n1"))
         .unwrap();
     assert_eq!(events(&mut c), []);
+    assert_eq!(c.pending_requests(), 1, "the retry replaced the request");
     let second = take(&mut c);
     let m = decode(&second);
     assert_ne!(m.transaction_id, decode(&first).transaction_id);
@@ -169,6 +171,7 @@ fn allocate_retries_with_credentials_after_401_and_reports_the_relayed_address()
     );
     assert_eq!(c.relayed(), [RELAYED]);
     assert_eq!(c.mapped(), Some(MAPPED));
+    assert_eq!(c.pending_requests(), 0);
     assert!(c.allocate(t0).is_err(), "only once");
 }
 
