@@ -70,13 +70,16 @@ use crate::stun::{
 
 /// RFC 8656 §9: a permission lives 300 s unless refreshed.
 const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
-/// RFC 8656 §12: a channel binding lives 600 s unless refreshed.
+/// RFC 8656 §11: a channel binding lives 600 s unless refreshed.
 const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// How long to wait before retrying a refresh that could not even be started (the
 /// transaction table was full).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// REQUESTED-TRANSPORT: UDP (RFC 8656 §18.8; the only transport RFC 8656 relays).
 const UDP: u8 = 17;
+/// Longest lifetime believed from a server (RFC 8656 §7.2 suggests at most an hour);
+/// longer grants are taken as this, which only makes the refreshes earlier.
+const MAX_GRANTED_LIFETIME: u32 = 86_400;
 
 /// Which relayed address families to ask for (RFC 8656 §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,7 +136,7 @@ pub struct TurnClientConfig {
     /// 300 s permission lifetime (RFC 8656 §9) and at least 1 s.
     pub permission_refresh: Duration,
     /// When to refresh a channel binding after it was confirmed. Default 480 s; below
-    /// the 600 s binding lifetime (RFC 8656 §12) and at least 1 s.
+    /// the 600 s binding lifetime (RFC 8656 §11) and at least 1 s.
     pub channel_refresh: Duration,
     /// STUN transaction settings (retransmissions, the transaction cap, decode limits).
     pub stun: ClientConfig,
@@ -992,7 +995,8 @@ impl TurnClient {
                         self.lose(None, "refresh granted lifetime 0");
                         return;
                     }
-                    let lifetime = Duration::from_secs(u64::from(granted));
+                    let lifetime =
+                        Duration::from_secs(u64::from(granted.min(MAX_GRANTED_LIFETIME)));
                     self.state = allocated_state(now, lifetime);
                     self.push_event(Event::Refreshed { lifetime });
                 }
@@ -1129,7 +1133,7 @@ impl TurnClient {
             });
             return;
         };
-        let lifetime = Duration::from_secs(u64::from(lifetime));
+        let lifetime = Duration::from_secs(u64::from(lifetime.min(MAX_GRANTED_LIFETIME)));
         let reservation_token = msg.find(|a| match a {
             Attribute::ReservationToken(t) => Some(*t),
             _ => None,

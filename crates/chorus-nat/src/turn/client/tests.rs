@@ -345,6 +345,18 @@ fn refreshes_at_three_quarters_of_the_lifetime_and_is_lost_when_a_refresh_fails(
     let t2 = t1 + Duration::from_secs(225);
     assert_eq!(c.poll_timeout(), Some(t2));
     c.handle_timeout(t2);
+    // A hostile grant of u32::MAX seconds is believed only up to a day.
+    let req = take(&mut c);
+    ok(&mut c, t2, &req, &[Attribute::Lifetime(u32::MAX)]);
+    assert_eq!(
+        events(&mut c),
+        [Event::Refreshed {
+            lifetime: Duration::from_secs(86_400)
+        }]
+    );
+    let t2 = t2 + Duration::from_secs(64_800);
+    assert_eq!(c.poll_timeout(), Some(t2));
+    c.handle_timeout(t2);
     let req = take(&mut c);
     c.handle_input(t2, SERVER, &error(&req, 437, &[])).unwrap();
     assert!(matches!(
