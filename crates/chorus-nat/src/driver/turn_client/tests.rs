@@ -85,13 +85,23 @@ fn answer(
     vec![out.to_vec()]
 }
 
-async fn udp_server() -> (SocketAddr, JoinHandle<()>) {
+/// The scripted server over UDP; the LIFETIME of every Refresh goes to `refreshes`.
+async fn udp_server(refreshes: Option<mpsc::Sender<u32>>) -> (SocketAddr, JoinHandle<()>) {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = sock.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let mut channels = HashMap::new();
         let mut buf = vec![0u8; 65_536];
         while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            if let (Some(tx), Ok(m)) = (&refreshes, Message::decode(&buf[..n], &Limits::default()))
+                && m.method == Method::REFRESH
+            {
+                let l = m.find(|a| match a {
+                    Attribute::Lifetime(l) => Some(*l),
+                    _ => None,
+                });
+                let _ = tx.send(l.unwrap_or(600)).await;
+            }
             for reply in answer(&buf[..n], from, Transport::Udp, &mut channels) {
                 sock.send_to(&reply, from).await.unwrap();
             }
@@ -154,7 +164,7 @@ async fn exercise(server: SocketAddr, transport: Transport) {
 #[tokio::test]
 async fn drives_allocation_permission_channel_and_data_over_udp_and_tcp() {
     let limit = Duration::from_secs(10);
-    let (udp, udp_task) = udp_server().await;
+    let (udp, udp_task) = udp_server(None).await;
     tokio::time::timeout(limit, exercise(udp, Transport::Udp))
         .await
         .expect("UDP run finishes");
@@ -176,4 +186,19 @@ async fn an_unanswered_allocate_fails_after_the_transaction_timeout() {
     assert!(matches!(err, TurnError::Failed { code: None, .. }), "{err}");
     assert_eq!(start.elapsed(), Duration::from_millis(39_500));
     assert!(TurnError::Closed.to_string().contains("closed"));
+}
+
+#[tokio::test]
+async fn dropping_the_handle_deletes_the_allocation() {
+    let (tx, mut rx) = mpsc::channel(4);
+    let (server, task) = udp_server(Some(tx)).await;
+    let config = TurnClientConfig::new(server, Transport::Udp, "alice", "secret");
+    let entropy = Box::new(chorus_framing::SeededEntropy::new(2));
+    let turn = TurnHandle::connect_with(config, entropy).await.unwrap();
+    drop(turn);
+    let lifetime = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a Refresh within 10 s");
+    assert_eq!(lifetime, Some(0));
+    task.abort();
 }
