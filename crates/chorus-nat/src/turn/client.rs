@@ -1227,8 +1227,8 @@ fn lifetime_secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
-/// Refresh at 3/4 of the lifetime: leaves a quarter (at least 15 s of a 60 s minimum
-/// allocation) for the Refresh transaction and its retransmissions (RFC 8656 §8).
+/// Refresh at 3/4 of the lifetime: leaves a quarter (150 s of the default 600 s) for
+/// the Refresh transaction and its retransmissions (RFC 8656 §8).
 fn allocated_state(now: Instant, lifetime: Duration) -> State {
     State::Allocated {
         expires_at: now + lifetime,
