@@ -189,6 +189,29 @@ impl Client {
         attributes: &[Attribute<'_>],
         key: Option<&Key>,
     ) -> Result<TransactionId, Error> {
+        let mut msg = Message::new(Class::Request, method, TransactionId::new([0; 12]));
+        msg.attributes.extend_from_slice(attributes);
+        msg.message_integrity = key.is_some();
+        msg.fingerprint = key.is_some();
+        self.start_message(now, server, transport, msg, key)
+    }
+
+    /// As [`Client::start_request`], for a request built by the caller: its
+    /// transaction id is replaced by a fresh one, and its `message_integrity`,
+    /// `message_integrity_sha256` and `fingerprint` flags are kept (a TURN client uses
+    /// MESSAGE-INTEGRITY-SHA256 when the server offers it, RFC 8489 §9.2.4).
+    ///
+    /// # Errors
+    /// As [`Client::start_request`]; [`UsageError::MissingKey`] when integrity is asked
+    /// for without a key.
+    pub fn start_message(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        transport: Transport,
+        mut msg: Message<'_>,
+        key: Option<&Key>,
+    ) -> Result<TransactionId, Error> {
         if self.pending.len() >= self.config.max_transactions {
             return Err(Limit::Transactions(self.pending.len()).into());
         }
@@ -196,10 +219,8 @@ impl Client {
         while self.pending.contains_key(&id) {
             id = TransactionId::random(&mut self.entropy)?;
         }
-        let mut msg = Message::new(Class::Request, method, id);
-        msg.attributes.extend_from_slice(attributes);
-        msg.message_integrity = key.is_some();
-        msg.fingerprint = key.is_some();
+        msg.class = Class::Request;
+        msg.transaction_id = id;
         let mut out = BytesMut::with_capacity(msg.encoded_len());
         msg.encode(key, &mut out)?;
         let payload = out.freeze();

@@ -24,6 +24,8 @@ use crate::discovery::{Classic, Discovery, Lifetime, LifetimeProbe, Report};
 use crate::server::Server;
 use crate::stun::{HEADER_LEN, Message};
 
+pub mod turn_client;
+
 /// What can stop a driver.
 #[derive(Debug)]
 #[non_exhaustive]

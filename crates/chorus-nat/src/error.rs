@@ -124,6 +124,14 @@ pub enum Violation {
     UnexpectedClass,
     /// A method this endpoint does not serve.
     UnsupportedMethod(u16),
+    /// TURN client: ChannelData on a channel number that is not bound (RFC 8656 §12.6).
+    UnknownChannel(u16),
+    /// TURN client: data from a peer without a permission, or a TURN message from an
+    /// address other than the server's (RFC 8656 §10.4).
+    UnexpectedPeer,
+    /// TURN client: a message lacks an attribute its method requires (e.g. a Data
+    /// indication without XOR-PEER-ADDRESS or DATA, RFC 8656 §10.4).
+    MissingAttribute(u16),
 }
 
 /// A configured bound that was reached.
@@ -137,6 +145,12 @@ pub enum Limit {
     /// The rate limiter's table of sources is full of active sources; a new source was
     /// refused.
     Sources(usize),
+    /// TURN client: the permission table is full (configured maximum).
+    Permissions(usize),
+    /// TURN client: the channel table is full (configured maximum).
+    Channels(usize),
+    /// TURN client: the outgoing datagram or event queue is full; drain it first.
+    Queue(usize),
 }
 
 /// The caller asked for something that cannot be done.
@@ -151,6 +165,11 @@ pub enum UsageError {
     ValueTooLong(u16),
     /// A string attribute that must be valid for its type is not.
     InvalidValue(u16),
+    /// TURN client: the operation needs an allocation, and there is none (not yet
+    /// allocated, failed, or closed).
+    NotAllocated,
+    /// TURN client: data to a peer for which no permission was requested (RFC 8656 §9).
+    NoPermission,
 }
 
 impl fmt::Display for Error {
@@ -206,6 +225,9 @@ impl fmt::Display for Violation {
             Self::UnknownTransaction => f.write_str("response to no outstanding transaction"),
             Self::UnexpectedClass => f.write_str("message class not accepted here"),
             Self::UnsupportedMethod(m) => write!(f, "method {m:#05x} is not served here"),
+            Self::UnknownChannel(c) => write!(f, "channel {c:#06x} is not bound"),
+            Self::UnexpectedPeer => f.write_str("data from a peer or address not permitted"),
+            Self::MissingAttribute(t) => write!(f, "required attribute {t:#06x} is missing"),
         }
     }
 }
@@ -216,6 +238,9 @@ impl fmt::Display for Limit {
             Self::Transactions(n) => write!(f, "already {n} outstanding transactions"),
             Self::Rate => f.write_str("source exceeded its request rate"),
             Self::Sources(n) => write!(f, "rate limiter already tracks {n} active sources"),
+            Self::Permissions(n) => write!(f, "already {n} permissions"),
+            Self::Channels(n) => write!(f, "already {n} channels"),
+            Self::Queue(n) => write!(f, "queue already holds {n} items"),
         }
     }
 }
@@ -227,6 +252,8 @@ impl fmt::Display for UsageError {
             Self::MissingKey => f.write_str("message integrity requested without a key"),
             Self::ValueTooLong(t) => write!(f, "value of attribute {t:#06x} is too long"),
             Self::InvalidValue(t) => write!(f, "value of attribute {t:#06x} is invalid"),
+            Self::NotAllocated => f.write_str("no TURN allocation"),
+            Self::NoPermission => f.write_str("no permission requested for this peer"),
         }
     }
 }
@@ -316,13 +343,21 @@ mod tests {
             Violation::UnknownTransaction.into(),
             Violation::UnexpectedClass.into(),
             Violation::UnsupportedMethod(3).into(),
+            Violation::UnknownChannel(0x4001).into(),
+            Violation::UnexpectedPeer.into(),
+            Violation::MissingAttribute(0x13).into(),
             Limit::Transactions(4).into(),
             Limit::Rate.into(),
             Limit::Sources(5).into(),
+            Limit::Permissions(7).into(),
+            Limit::Channels(7).into(),
+            Limit::Queue(7).into(),
             UsageError::InvalidConfig("x").into(),
             UsageError::MissingKey.into(),
             UsageError::ValueTooLong(6).into(),
             UsageError::InvalidValue(6).into(),
+            UsageError::NotAllocated.into(),
+            UsageError::NoPermission.into(),
             EntropyError.into(),
         ];
         let texts: Vec<String> = all.iter().map(ToString::to_string).collect();

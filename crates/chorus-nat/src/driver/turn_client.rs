@@ -1,0 +1,559 @@
+//! A tokio driver for the TURN client core ([`TurnClient`]): one task owns the core and
+//! the UDP socket or TCP stream to the server; a [`TurnHandle`] talks to it over
+//! bounded channels.
+//!
+//! ```no_run
+//! use chorus_nat::client::Transport;
+//! use chorus_nat::driver::turn_client::TurnHandle;
+//! use chorus_nat::turn::client::TurnClientConfig;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), chorus_nat::driver::turn_client::TurnError> {
+//! let server = "192.0.2.1:3478".parse().expect("address");
+//! let config = TurnClientConfig::new(server, Transport::Udp, "alice", "secret");
+//! let mut turn = TurnHandle::connect(config).await?;
+//! println!("relayed at {:?}", turn.relayed());
+//! let peer = "198.51.100.7:5000".parse().expect("address");
+//! turn.create_permission(std::net::IpAddr::from([198, 51, 100, 7])).await?;
+//! turn.bind_channel(peer).await?;
+//! turn.send_to(peer, b"hello").await?;
+//! let (from, data) = turn.recv_from().await?;
+//! # let _ = (from, data);
+//! turn.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use chorus_framing::Entropy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{now, wait_until};
+use crate::client::Transport;
+use crate::turn::client::{Deframer, Event, TurnClient, TurnClientConfig};
+
+/// Received datagrams queued for [`TurnHandle::recv_from`]; beyond, data is dropped
+/// (as a full socket buffer would) so that a slow reader never stalls refreshes.
+const DATA_QUEUE: usize = 256;
+/// Commands queued for the task.
+const COMMAND_QUEUE: usize = 64;
+
+/// What can go wrong with a driven TURN client.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TurnError {
+    /// The socket or stream failed.
+    Io(std::io::Error),
+    /// The core refused the command (no permission, a full table, ...).
+    Core(crate::Error),
+    /// The server refused (or never answered) an Allocate, CreatePermission or
+    /// ChannelBind.
+    Failed {
+        /// ERROR-CODE's code, or `None` for a timeout.
+        code: Option<u16>,
+        /// The reason.
+        reason: String,
+    },
+    /// The allocation ended: a refresh failed, it expired, or the stream closed.
+    Lost {
+        /// ERROR-CODE's code, if the server sent one.
+        code: Option<u16>,
+        /// The reason.
+        reason: String,
+    },
+    /// The driver task has ended (after [`TurnHandle::close`] or a loss).
+    Closed,
+}
+
+impl core::fmt::Display for TurnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "socket error: {e}"),
+            Self::Core(e) => write!(f, "{e}"),
+            Self::Failed { code, reason } => match code {
+                Some(c) => write!(f, "TURN server refused: {c} {reason}"),
+                None => write!(f, "TURN request failed: {reason}"),
+            },
+            Self::Lost { code, reason } => match code {
+                Some(c) => write!(f, "TURN allocation lost: {c} {reason}"),
+                None => write!(f, "TURN allocation lost: {reason}"),
+            },
+            Self::Closed => f.write_str("TURN driver closed"),
+        }
+    }
+}
+
+impl std::error::Error for TurnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            Self::Core(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for TurnError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<crate::Error> for TurnError {
+    fn from(e: crate::Error) -> Self {
+        Self::Core(e)
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, TurnError>>;
+
+enum Command {
+    Permission(IpAddr, Reply<()>),
+    Channel(SocketAddr, Reply<u16>),
+    Send(SocketAddr, Bytes, Reply<()>),
+    Close(Reply<()>),
+}
+
+/// What the Allocate granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Granted {
+    relayed: Vec<SocketAddr>,
+    mapped: Option<SocketAddr>,
+    reservation_token: Option<[u8; 8]>,
+}
+
+/// A TURN allocation driven by a background task. Dropping the handle closes the
+/// allocation (the task sends the Refresh with lifetime 0 and ends).
+#[derive(Debug)]
+pub struct TurnHandle {
+    cmds: mpsc::Sender<Command>,
+    data: mpsc::Receiver<(SocketAddr, Bytes)>,
+    granted: Granted,
+    task: JoinHandle<Result<(), TurnError>>,
+}
+
+impl TurnHandle {
+    /// Connects to `config.server` (a new UDP socket on the unspecified address of the
+    /// server's family, or a TCP connection), allocates with the system's entropy, and
+    /// returns once the allocation exists.
+    ///
+    /// # Errors
+    /// [`TurnError::Io`], [`TurnError::Core`] for an invalid configuration, or
+    /// [`TurnError::Failed`] when the server refused the allocation.
+    pub async fn connect(config: TurnClientConfig) -> Result<Self, TurnError> {
+        Self::connect_with(config, Box::new(chorus_crypto::SystemEntropy::new())).await
+    }
+
+    /// As [`TurnHandle::connect`], with the given entropy source.
+    ///
+    /// # Errors
+    /// As [`TurnHandle::connect`].
+    pub async fn connect_with(
+        config: TurnClientConfig,
+        entropy: Box<dyn Entropy>,
+    ) -> Result<Self, TurnError> {
+        let server = config.server;
+        let io = match config.transport {
+            Transport::Udp => {
+                let any: SocketAddr = if server.is_ipv4() {
+                    ([0, 0, 0, 0], 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                Io::Udp(UdpSocket::bind(any).await?)
+            }
+            Transport::Tcp => Io::tcp(TcpStream::connect(server).await?),
+        };
+        Self::start(config, entropy, io).await
+    }
+
+    /// As [`TurnHandle::connect_with`], over a UDP socket the caller bound (for
+    /// example the host candidate's socket of an ICE agent; it must not be read
+    /// elsewhere meanwhile). `config.transport` must be UDP.
+    ///
+    /// # Errors
+    /// As [`TurnHandle::connect`].
+    pub async fn connect_udp(
+        config: TurnClientConfig,
+        entropy: Box<dyn Entropy>,
+        socket: UdpSocket,
+    ) -> Result<Self, TurnError> {
+        if config.transport != Transport::Udp {
+            let e = crate::UsageError::InvalidConfig("connect_udp needs Transport::Udp");
+            return Err(TurnError::Core(e.into()));
+        }
+        Self::start(config, entropy, Io::Udp(socket)).await
+    }
+
+    async fn start(
+        config: TurnClientConfig,
+        entropy: Box<dyn Entropy>,
+        io: Io,
+    ) -> Result<Self, TurnError> {
+        let mut core = TurnClient::new(config, entropy)?;
+        core.allocate(now())?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(run(core, io, cmd_rx, data_tx, ready_tx));
+        let granted = match ready_rx.await {
+            Ok(Ok(g)) => g,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(match task.await {
+                    Ok(Err(e)) => e,
+                    _ => TurnError::Closed,
+                });
+            }
+        };
+        Ok(Self {
+            cmds: cmd_tx,
+            data: data_rx,
+            granted,
+            task,
+        })
+    }
+
+    /// The relayed transport addresses (one, or two for a dual-stack allocation).
+    #[must_use]
+    pub fn relayed(&self) -> &[SocketAddr] {
+        &self.granted.relayed
+    }
+
+    /// The server-reflexive address the server saw.
+    #[must_use]
+    pub const fn mapped(&self) -> Option<SocketAddr> {
+        self.granted.mapped
+    }
+
+    /// The RESERVATION-TOKEN for the odd port, when EVEN-PORT reserved one.
+    #[must_use]
+    pub const fn reservation_token(&self) -> Option<[u8; 8]> {
+        self.granted.reservation_token
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, TurnError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| TurnError::Closed)?;
+        rx.await.map_err(|_| TurnError::Closed)?
+    }
+
+    /// Installs a permission for `ip` (kept refreshed) and waits for the server.
+    ///
+    /// # Errors
+    /// [`TurnError::Failed`] if the server refused, [`TurnError::Core`] for a full
+    /// table, [`TurnError::Closed`].
+    pub async fn create_permission(&self, ip: IpAddr) -> Result<(), TurnError> {
+        self.call(|r| Command::Permission(ip, r)).await
+    }
+
+    /// Binds a channel to `peer` (kept refreshed, with its permission) and waits for
+    /// the server; returns the channel number. Data to `peer` then goes as ChannelData.
+    ///
+    /// # Errors
+    /// As [`TurnHandle::create_permission`].
+    pub async fn bind_channel(&self, peer: SocketAddr) -> Result<u16, TurnError> {
+        self.call(|r| Command::Channel(peer, r)).await
+    }
+
+    /// Sends `data` to `peer` through the relay (ChannelData on a bound channel, else a
+    /// Send indication). Needs a permission for `peer`'s IP.
+    ///
+    /// # Errors
+    /// [`TurnError::Core`] (no permission, data too long), [`TurnError::Io`],
+    /// [`TurnError::Closed`].
+    pub async fn send_to(&self, peer: SocketAddr, data: &[u8]) -> Result<(), TurnError> {
+        let data = Bytes::copy_from_slice(data);
+        self.call(|r| Command::Send(peer, data, r)).await
+    }
+
+    /// The next datagram a peer sent to the relayed address.
+    ///
+    /// # Errors
+    /// [`TurnError::Closed`] once the allocation is gone and the queue is empty.
+    pub async fn recv_from(&mut self) -> Result<(SocketAddr, Bytes), TurnError> {
+        self.data.recv().await.ok_or(TurnError::Closed)
+    }
+
+    /// Deletes the allocation (Refresh with lifetime 0) and waits for the task to end.
+    ///
+    /// # Errors
+    /// [`TurnError::Io`] if sending failed; an allocation that was already lost is
+    /// reported as [`TurnError::Lost`].
+    pub async fn close(self) -> Result<(), TurnError> {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Command::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        match self.task.await {
+            Ok(result) => result,
+            Err(_) => Err(TurnError::Closed),
+        }
+    }
+}
+
+enum Io {
+    Udp(UdpSocket),
+    Tcp {
+        rd: OwnedReadHalf,
+        wr: OwnedWriteHalf,
+        stream: Deframer,
+        buf: Vec<u8>,
+    },
+}
+
+impl Io {
+    fn tcp(s: TcpStream) -> Self {
+        let (rd, wr) = s.into_split();
+        Self::Tcp {
+            rd,
+            wr,
+            stream: Deframer::new(&crate::stun::Limits::default()),
+            buf: vec![0; 4096],
+        }
+    }
+
+    async fn send(&mut self, server: SocketAddr, payload: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Udp(s) => s.send_to(payload, server).await.map(drop),
+            Self::Tcp { wr, .. } => wr.write_all(payload).await,
+        }
+    }
+}
+
+/// Waiters for outcomes the core reports as events, keyed like the core's tables (so
+/// bounded by them).
+#[derive(Default)]
+struct Waiters {
+    permissions: HashMap<IpAddr, Vec<Reply<()>>>,
+    channels: HashMap<SocketAddr, Vec<Reply<u16>>>,
+    close: Option<Reply<()>>,
+}
+
+impl Waiters {
+    fn fail_all(&mut self, make: impl Fn() -> TurnError) {
+        for r in self.permissions.drain().flat_map(|(_, v)| v) {
+            let _ = r.send(Err(make()));
+        }
+        for r in self.channels.drain().flat_map(|(_, v)| v) {
+            let _ = r.send(Err(make()));
+        }
+    }
+}
+
+/// The task: one core, one socket or stream, no protocol logic.
+async fn run(
+    mut core: TurnClient,
+    mut io: Io,
+    mut cmds: mpsc::Receiver<Command>,
+    data: mpsc::Sender<(SocketAddr, Bytes)>,
+    ready: oneshot::Sender<Result<Granted, TurnError>>,
+) -> Result<(), TurnError> {
+    let server = core.config().server;
+    let mut ready = Some(ready);
+    let mut waiters = Waiters::default();
+    let mut udp_buf = vec![0u8; 65_536];
+    let mut handle_gone = false;
+    loop {
+        while let Some(t) = core.poll_transmit() {
+            if let Err(e) = io.send(server, &t.payload).await {
+                waiters.fail_all(|| TurnError::Closed);
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(TurnError::Io(e)));
+                    return Err(TurnError::Closed);
+                }
+                return Err(e.into());
+            }
+        }
+        while let Some(e) = core.poll_event() {
+            match e {
+                Event::Allocated {
+                    relayed,
+                    mapped,
+                    reservation_token,
+                    ..
+                } => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Ok(Granted {
+                            relayed,
+                            mapped,
+                            reservation_token,
+                        }));
+                    }
+                }
+                Event::AllocationFailed { code, reason } => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(TurnError::Failed { code, reason }));
+                    }
+                    return Err(TurnError::Closed);
+                }
+                Event::Lost { code, reason } => {
+                    waiters.fail_all(|| TurnError::Closed);
+                    if let Some(r) = waiters.close.take() {
+                        let _ = r.send(Ok(()));
+                    }
+                    return Err(TurnError::Lost { code, reason });
+                }
+                Event::Closed => {
+                    waiters.fail_all(|| TurnError::Closed);
+                    if let Some(r) = waiters.close.take() {
+                        let _ = r.send(Ok(()));
+                    }
+                    return Ok(());
+                }
+                Event::PermissionCreated { ip } => {
+                    for r in waiters.permissions.remove(&ip).unwrap_or_default() {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                Event::PermissionFailed { ip, code } => {
+                    for r in waiters.permissions.remove(&ip).unwrap_or_default() {
+                        let _ = r.send(Err(TurnError::Failed {
+                            code,
+                            reason: "CreatePermission failed".to_owned(),
+                        }));
+                    }
+                }
+                Event::ChannelBound { peer, channel } => {
+                    for r in waiters.channels.remove(&peer).unwrap_or_default() {
+                        let _ = r.send(Ok(channel));
+                    }
+                }
+                Event::ChannelFailed { peer, code, .. } => {
+                    for r in waiters.channels.remove(&peer).unwrap_or_default() {
+                        let _ = r.send(Err(TurnError::Failed {
+                            code,
+                            reason: "ChannelBind failed".to_owned(),
+                        }));
+                    }
+                }
+                Event::Data { peer, data: bytes } => {
+                    // Full queue: the reader is behind; drop like a socket buffer.
+                    let _ = data.try_send((peer, bytes));
+                }
+                Event::Refreshed { .. } => {}
+            }
+        }
+        let deadline = core.poll_timeout();
+        tokio::select! {
+            r = recv(&mut io, &mut udp_buf) => match r {
+                Ok(Recv::Datagram(n, from)) => {
+                    let _ = core.handle_input(now(), from, udp_buf.get(..n).unwrap_or(&[]));
+                }
+                Ok(Recv::Stream) => {
+                    if let Io::Tcp { stream, .. } = &mut io {
+                        loop {
+                            match stream.next_message() {
+                                Ok(Some(m)) => {
+                                    let _ = core.handle_input(now(), server, &m);
+                                }
+                                Ok(None) => break,
+                                Err(_) => return Err(lost("corrupt TCP stream", &mut waiters)),
+                            }
+                        }
+                    }
+                }
+                Ok(Recv::Eof) => return Err(lost("the server closed the TCP connection", &mut waiters)),
+                Err(e) => {
+                    waiters.fail_all(|| TurnError::Closed);
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(TurnError::Io(e)));
+                        return Err(TurnError::Closed);
+                    }
+                    return Err(e.into());
+                }
+            },
+            cmd = cmds.recv(), if !handle_gone => {
+                let now = now();
+                match cmd {
+                    Some(Command::Permission(ip, reply)) => match core.permission(ip) {
+                        Some(true) => { let _ = reply.send(Ok(())); }
+                        Some(false) => waiters.permissions.entry(ip).or_default().push(reply),
+                        None => match core.create_permission(now, ip) {
+                            Ok(()) => waiters.permissions.entry(ip).or_default().push(reply),
+                            Err(e) => { let _ = reply.send(Err(e.into())); }
+                        },
+                    },
+                    Some(Command::Channel(peer, reply)) => match core.channel(peer) {
+                        Some((n, true)) => { let _ = reply.send(Ok(n)); }
+                        Some((_, false)) => waiters.channels.entry(peer).or_default().push(reply),
+                        None => match core.bind_channel(now, peer) {
+                            Ok(_) => waiters.channels.entry(peer).or_default().push(reply),
+                            Err(e) => { let _ = reply.send(Err(e.into())); }
+                        },
+                    },
+                    Some(Command::Send(peer, bytes, reply)) => {
+                        let _ = reply.send(core.send(peer, &bytes).map_err(Into::into));
+                    }
+                    Some(Command::Close(reply)) => {
+                        waiters.close = Some(reply);
+                        // On error the core has reported Closed; the loop ends there.
+                        let _ = core.close(now);
+                    }
+                    None => {
+                        // The handle was dropped: close the allocation and end.
+                        handle_gone = true;
+                        let _ = core.close(now);
+                    }
+                }
+            },
+            () = wait_until(deadline) => core.handle_timeout(now()),
+        }
+    }
+}
+
+fn lost(reason: &str, waiters: &mut Waiters) -> TurnError {
+    waiters.fail_all(|| TurnError::Closed);
+    if let Some(r) = waiters.close.take() {
+        let _ = r.send(Ok(()));
+    }
+    TurnError::Lost {
+        code: None,
+        reason: reason.to_owned(),
+    }
+}
+
+enum Recv {
+    /// A datagram of this length from this address is in the UDP buffer.
+    Datagram(usize, SocketAddr),
+    /// Bytes were added to the TCP de-framer.
+    Stream,
+    /// The TCP stream ended.
+    Eof,
+}
+
+/// Cancel-safe: `recv_from` and `read` are, and bytes read are pushed before returning.
+async fn recv(io: &mut Io, udp_buf: &mut [u8]) -> std::io::Result<Recv> {
+    match io {
+        Io::Udp(s) => {
+            let (n, from) = s.recv_from(udp_buf).await?;
+            Ok(Recv::Datagram(n, from))
+        }
+        Io::Tcp {
+            rd, stream, buf, ..
+        } => {
+            // Read only what the de-framer can take, so nothing waits outside it.
+            let want = stream.space().min(buf.len());
+            let chunk = buf.get_mut(..want).unwrap_or(&mut []);
+            let n = rd.read(chunk).await?;
+            if n == 0 {
+                return Ok(Recv::Eof);
+            }
+            stream.push(chunk.get(..n).unwrap_or(&[]));
+            Ok(Recv::Stream)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
