@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use chorus::crypto::SystemEntropy;
 use chorus::nat::discovery::{
-    Behaviour, Classic, Discovery, DiscoveryConfig, Lifetime, LifetimeConfig, LifetimeProbe,
-    Report,
+    Behaviour, Classic, Discovery, DiscoveryConfig, Lifetime, LifetimeConfig, LifetimeProbe, Report,
 };
 use chorus::nat::driver::{run_discovery, run_lifetime};
 use tokio::net::UdpSocket;
@@ -53,14 +52,25 @@ fn parse() -> Result<Option<Args>, String> {
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
             "--server" => {
-                server = Some(value("--server")?.parse().map_err(|e| format!("--server: {e}"))?);
+                server = Some(
+                    value("--server")?
+                        .parse()
+                        .map_err(|e| format!("--server: {e}"))?,
+                );
             }
-            "--bind" => bind = Some(value("--bind")?.parse().map_err(|e| format!("--bind: {e}"))?),
+            "--bind" => {
+                bind = Some(
+                    value("--bind")?
+                        .parse()
+                        .map_err(|e| format!("--bind: {e}"))?,
+                )
+            }
             "--json" => json = true,
             "--lifetime" => lifetime = true,
             "--lifetime-max" => {
-                let secs: u64 =
-                    value("--lifetime-max")?.parse().map_err(|e| format!("--lifetime-max: {e}"))?;
+                let secs: u64 = value("--lifetime-max")?
+                    .parse()
+                    .map_err(|e| format!("--lifetime-max: {e}"))?;
                 max = Duration::from_secs(secs.max(1));
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -108,31 +118,45 @@ fn print(report: &Report, lifetime: Option<Lifetime>, json: bool) {
             "{{\"mapped\":{},\"behind_nat\":{},\"mapping\":\"{}\",\"filtering\":\"{}\",\
              \"classic\":\"{}\",\"hairpinning\":{},\"tcp_mapped\":{}",
             json_opt(report.mapped),
-            report.behind_nat.map_or("null".to_owned(), |b| b.to_string()),
+            report
+                .behind_nat
+                .map_or("null".to_owned(), |b| b.to_string()),
             behaviour(report.mapping),
             behaviour(report.filtering),
             classic(report.classic),
-            report.hairpinning.map_or("null".to_owned(), |b| b.to_string()),
+            report
+                .hairpinning
+                .map_or("null".to_owned(), |b| b.to_string()),
             json_opt(report.tcp_mapped),
         );
         if let Some(l) = lifetime {
             out += &format!(
                 ",\"lifetime\":{{\"at_least_s\":{},\"expired_by_s\":{}}}",
                 secs(l.at_least),
-                l.expired_by.map_or("null".to_owned(), |d| secs(d).to_string())
+                l.expired_by
+                    .map_or("null".to_owned(), |d| secs(d).to_string())
             );
         }
         println!("{out}}}");
         return;
     }
     let or = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
-    println!("mapped address:  {}", or(report.mapped.map(|a| a.to_string())));
+    println!(
+        "mapped address:  {}",
+        or(report.mapped.map(|a| a.to_string()))
+    );
     println!("mapping:         {}", behaviour(report.mapping));
     println!("filtering:       {}", behaviour(report.filtering));
     println!("classic name:    {}", classic(report.classic));
-    println!("hairpinning:     {}", or(report.hairpinning.map(|b| b.to_string())));
+    println!(
+        "hairpinning:     {}",
+        or(report.hairpinning.map(|b| b.to_string()))
+    );
     if report.classic == Classic::UdpBlocked {
-        println!("TCP reachable:   {}", or(report.tcp_mapped.map(|a| format!("yes, as {a}"))));
+        println!(
+            "TCP reachable:   {}",
+            or(report.tcp_mapped.map(|a| format!("yes, as {a}")))
+        );
     }
     if let Some(l) = lifetime {
         match l.expired_by {
@@ -152,13 +176,17 @@ async fn probe(args: &Args) -> Result<(Report, Option<Lifetime>), String> {
     } else {
         "[::]:0".parse().map_err(|_| "address")?
     };
-    let sock = UdpSocket::bind(args.bind.unwrap_or(any)).await.map_err(|e| format!("bind: {e}"))?;
+    let sock = UdpSocket::bind(args.bind.unwrap_or(any))
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
     // The local address must be the one the server sees when there is no NAT: connect
     // a throwaway socket to learn the route's source address.
     let mut local = sock.local_addr().map_err(|e| e.to_string())?;
     if local.ip().is_unspecified() {
         let route = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
-        route.connect(args.server).map_err(|e| format!("no route to {}: {e}", args.server))?;
+        route
+            .connect(args.server)
+            .map_err(|e| format!("no route to {}: {e}", args.server))?;
         local.set_ip(route.local_addr().map_err(|e| e.to_string())?.ip());
     }
     let now = tokio::time::Instant::now().into_std();
@@ -170,11 +198,15 @@ async fn probe(args: &Args) -> Result<(Report, Option<Lifetime>), String> {
         Box::new(SystemEntropy::new()),
     )
     .map_err(|e| e.to_string())?;
-    let report = run_discovery(&mut d, &sock).await.map_err(|e| e.to_string())?;
+    let report = run_discovery(&mut d, &sock)
+        .await
+        .map_err(|e| e.to_string())?;
     let Some(max) = args.lifetime else {
         return Ok((report, None));
     };
-    let y = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await.map_err(|e| e.to_string())?;
+    let y = UdpSocket::bind(SocketAddr::new(local.ip(), 0))
+        .await
+        .map_err(|e| e.to_string())?;
     let y_addr = y.local_addr().map_err(|e| e.to_string())?;
     let mut config = LifetimeConfig::default();
     config.max = max;
@@ -187,7 +219,9 @@ async fn probe(args: &Args) -> Result<(Report, Option<Lifetime>), String> {
         Box::new(SystemEntropy::new()),
     )
     .map_err(|e| e.to_string())?;
-    let lifetime = run_lifetime(&mut p, &sock, &y).await.map_err(|e| e.to_string())?;
+    let lifetime = run_lifetime(&mut p, &sock, &y)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((report, Some(lifetime)))
 }
 
