@@ -9,6 +9,7 @@
 //! Without coturn the tests print why they skip, unless `CHORUS_REQUIRE_INTEROP=1`
 //! (set by `cargo xtask test` and CI), which makes them fail naming the package.
 //! Every process started here is killed by a drop guard; every wait is bounded.
+#![cfg(feature = "tokio")]
 #![allow(clippy::field_reassign_with_default)]
 
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! The discovery drivers on loopback against the Chorus server: the TCP reachability
 //! probe when UDP is blocked, and the RFC 5780 §4.6 binding lifetime probe (no NAT on
 //! loopback, so bindings never expire within the probe's maximum).
+#![cfg(feature = "tokio")]
 #![allow(clippy::field_reassign_with_default)]
 
 use std::net::SocketAddr;

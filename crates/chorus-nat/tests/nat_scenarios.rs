@@ -2,6 +2,7 @@
 //! clients behind real Linux NATs (nftables masquerade, and fully-random masquerade as
 //! a symmetric NAT) against the Chorus STUN server on a "public" namespace. The
 //! discovery client must classify each NAT correctly.
+#![cfg(feature = "tokio")]
 #![allow(clippy::field_reassign_with_default)]
 
 use std::net::SocketAddr;
