@@ -142,6 +142,58 @@ pub fn userhash(username: &str, realm: &str) -> [u8; 32] {
     out
 }
 
+/// The nonce cookie that starts a NONCE carrying STUN security features (RFC 8489 §9.2).
+pub const NONCE_COOKIE: &str = "obMatJos2";
+
+/// The STUN security features a server announces in its NONCE (RFC 8489 §9.2, §18.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SecurityFeatures {
+    /// "Password algorithms": the server offers PASSWORD-ALGORITHMS.
+    pub password_algorithms: bool,
+    /// "Username anonymity": the server accepts USERHASH.
+    pub username_anonymity: bool,
+}
+
+impl SecurityFeatures {
+    /// The features in `nonce`, or `None` when it does not start with the nonce cookie
+    /// and four base64 characters. Bits are numbered from the least significant, as
+    /// RFC 8489 erratum 6290 corrects: bit 0 (0x000001) is "Password algorithms", bit 1
+    /// "Username anonymity" (so Appendix B.1's `obMatJos2AAAC` announces anonymity).
+    #[must_use]
+    pub fn from_nonce(nonce: &str) -> Option<Self> {
+        let encoded = nonce.strip_prefix(NONCE_COOKIE)?.as_bytes().get(..4)?;
+        let mut bits = 0u32;
+        for &c in encoded {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => return None,
+            };
+            bits = bits << 6 | u32::from(v);
+        }
+        Some(Self {
+            password_algorithms: bits & 1 != 0,
+            username_anonymity: bits & 2 != 0,
+        })
+    }
+
+    /// The nonce prefix announcing these features: the cookie and four base64
+    /// characters, for a server to start its nonces with.
+    #[must_use]
+    pub fn nonce_prefix(self) -> String {
+        const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bits = u32::from(self.password_algorithms) | u32::from(self.username_anonymity) << 1;
+        let mut out = String::from(NONCE_COOKIE);
+        for shift in [18, 12, 6, 0] {
+            out.push(char::from(B64[((bits >> shift) & 63) as usize]));
+        }
+        out
+    }
+}
+
 /// HMAC-SHA1 over `parts` (RFC 8489 §14.5). RustCrypto's SHA-1 uses the CPU's SHA
 /// extensions (docs/performance.md).
 pub(crate) fn hmac_sha1(key: &Key, parts: &[&[u8]]) -> [u8; 20] {

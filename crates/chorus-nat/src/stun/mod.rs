@@ -52,7 +52,7 @@ pub use attr::{
     AddressFamily, AlgorithmEntry, AlgorithmList, Attribute, MAX_TEXT, MAX_USERNAME, UnknownList,
     types,
 };
-pub use integrity::{Key, PasswordAlgorithm, userhash};
+pub use integrity::{Key, NONCE_COOKIE, PasswordAlgorithm, SecurityFeatures, userhash};
 
 use std::net::SocketAddr;
 

@@ -383,3 +383,29 @@ fn icmp_attribute_follows_the_rfc_8656_figure() {
     };
     assert!(m.encode(None, &mut BytesMut::new()).is_err());
 }
+
+#[test]
+fn nonce_cookie_security_features_follow_erratum_6290() {
+    // RFC 8489 Appendix B.1's nonce: 0x000002, username anonymity only.
+    let b1 = SecurityFeatures::from_nonce("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA").unwrap();
+    assert!(b1.username_anonymity && !b1.password_algorithms);
+    assert_eq!(
+        SecurityFeatures::from_nonce("obMatJos2AAAB")
+            .unwrap()
+            .password_algorithms,
+        true
+    );
+    assert_eq!(SecurityFeatures::from_nonce("plain-nonce"), None);
+    assert_eq!(SecurityFeatures::from_nonce("obMatJos2AA"), None);
+    assert_eq!(SecurityFeatures::from_nonce("obMatJos2AA*A"), None);
+    for pa in [false, true] {
+        for ua in [false, true] {
+            let f = SecurityFeatures {
+                password_algorithms: pa,
+                username_anonymity: ua,
+            };
+            let nonce = f.nonce_prefix() + "random-part";
+            assert_eq!(SecurityFeatures::from_nonce(&nonce), Some(f));
+        }
+    }
+}

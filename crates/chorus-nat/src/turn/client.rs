@@ -1074,6 +1074,15 @@ impl TurnClient {
             Attribute::PasswordAlgorithms(l) => Some(*l),
             _ => None,
         });
+        // RFC 8489 §9.2.5: a nonce announcing "Password algorithms" without a
+        // PASSWORD-ALGORITHMS attribute means someone stripped the offer (a bid-down
+        // attack): do not retry with a weaker algorithm.
+        if offered.is_none()
+            && crate::stun::SecurityFeatures::from_nonce(nonce)
+                .is_some_and(|f| f.password_algorithms)
+        {
+            return false;
+        }
         let (algorithms, algorithm) = match offered {
             None => (None, PasswordAlgorithm::Md5),
             Some(list) => {

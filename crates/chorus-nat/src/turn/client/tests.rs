@@ -933,3 +933,37 @@ proptest! {
         prop_assert_eq!(c.relayed(), [RELAYED]);
     }
 }
+
+#[test]
+fn a_stripped_password_algorithms_offer_is_not_retried() {
+    // RFC 8489 §9.2.5: the nonce says the server offered PASSWORD-ALGORITHMS, the 401
+    // carries none: a man in the middle removed it to force MD5. No retry.
+    let t0 = Instant::now();
+    let mut c = client(config(Transport::Udp));
+    c.allocate(t0).unwrap();
+    let first = take(&mut c);
+    let nonce = crate::stun::SecurityFeatures {
+        password_algorithms: true,
+        username_anonymity: false,
+    }
+    .nonce_prefix()
+        + "xyz";
+    c.handle_input(t0, SERVER, &challenge(&first, &nonce))
+        .unwrap();
+    assert!(c.poll_transmit().is_none(), "no downgraded retry");
+    assert!(matches!(
+        events(&mut c).as_slice(),
+        [Event::AllocationFailed {
+            code: Some(401),
+            ..
+        }]
+    ));
+    // The same cookie without the bit is an ordinary MD5 challenge.
+    let mut c = client(config(Transport::Udp));
+    c.allocate(t0).unwrap();
+    let first = take(&mut c);
+    let plain = crate::stun::SecurityFeatures::default().nonce_prefix() + "xyz";
+    c.handle_input(t0, SERVER, &challenge(&first, &plain))
+        .unwrap();
+    assert!(c.poll_transmit().is_some(), "retried with credentials");
+}
