@@ -188,7 +188,9 @@ impl SecurityFeatures {
         let bits = u32::from(self.password_algorithms) | u32::from(self.username_anonymity) << 1;
         let mut out = String::from(NONCE_COOKIE);
         for shift in [18, 12, 6, 0] {
-            out.push(char::from(B64[((bits >> shift) & 63) as usize]));
+            if let Some(&c) = B64.get(((bits >> shift) & 63) as usize) {
+                out.push(char::from(c));
+            }
         }
         out
     }
