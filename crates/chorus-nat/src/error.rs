@@ -111,6 +111,8 @@ pub enum DecodeError {
     IntegrityMismatch,
     /// The message carries no integrity attribute although one is required.
     MissingIntegrity,
+    /// An ICE candidate line or description (RFC 8839) is malformed: what is wrong.
+    BadCandidate(&'static str),
 }
 
 /// A valid message that is not acceptable in the current state.
@@ -124,6 +126,11 @@ pub enum Violation {
     UnexpectedClass,
     /// A method this endpoint does not serve.
     UnsupportedMethod(u16),
+    /// An ICE connectivity check whose USERNAME names other credentials (RFC 8445
+    /// §7.3), or a description that changes the peer's credentials.
+    BadCredentials,
+    /// A non-STUN datagram from a source other than the selected ICE pair's.
+    UnexpectedSource,
 }
 
 /// A configured bound that was reached.
@@ -137,6 +144,10 @@ pub enum Limit {
     /// The rate limiter's table of sources is full of active sources; a new source was
     /// refused.
     Sources(usize),
+    /// The maximum number of ICE candidates (local or remote) was reached.
+    Candidates(usize),
+    /// An ICE agent's queue of unread events or unsent datagrams is full.
+    Queue(usize),
 }
 
 /// The caller asked for something that cannot be done.
@@ -151,6 +162,8 @@ pub enum UsageError {
     ValueTooLong(u16),
     /// A string attribute that must be valid for its type is not.
     InvalidValue(u16),
+    /// Data can only be sent once ICE has selected a pair.
+    NotConnected,
 }
 
 impl fmt::Display for Error {
@@ -196,6 +209,7 @@ impl fmt::Display for DecodeError {
             Self::FingerprintMismatch => f.write_str("FINGERPRINT does not match"),
             Self::IntegrityMismatch => f.write_str("message integrity check failed"),
             Self::MissingIntegrity => f.write_str("message integrity attribute missing"),
+            Self::BadCandidate(what) => write!(f, "malformed ICE candidate: {what}"),
         }
     }
 }
@@ -206,6 +220,8 @@ impl fmt::Display for Violation {
             Self::UnknownTransaction => f.write_str("response to no outstanding transaction"),
             Self::UnexpectedClass => f.write_str("message class not accepted here"),
             Self::UnsupportedMethod(m) => write!(f, "method {m:#05x} is not served here"),
+            Self::BadCredentials => f.write_str("ICE credentials do not match"),
+            Self::UnexpectedSource => f.write_str("datagram not on the selected ICE pair"),
         }
     }
 }
@@ -216,6 +232,8 @@ impl fmt::Display for Limit {
             Self::Transactions(n) => write!(f, "already {n} outstanding transactions"),
             Self::Rate => f.write_str("source exceeded its request rate"),
             Self::Sources(n) => write!(f, "rate limiter already tracks {n} active sources"),
+            Self::Candidates(n) => write!(f, "already {n} ICE candidates"),
+            Self::Queue(n) => write!(f, "already {n} queued ICE outputs"),
         }
     }
 }
@@ -227,6 +245,7 @@ impl fmt::Display for UsageError {
             Self::MissingKey => f.write_str("message integrity requested without a key"),
             Self::ValueTooLong(t) => write!(f, "value of attribute {t:#06x} is too long"),
             Self::InvalidValue(t) => write!(f, "value of attribute {t:#06x} is invalid"),
+            Self::NotConnected => f.write_str("no ICE pair selected yet"),
         }
     }
 }
@@ -313,16 +332,22 @@ mod tests {
             DecodeError::FingerprintMismatch.into(),
             DecodeError::IntegrityMismatch.into(),
             DecodeError::MissingIntegrity.into(),
+            DecodeError::BadCandidate("x").into(),
             Violation::UnknownTransaction.into(),
             Violation::UnexpectedClass.into(),
             Violation::UnsupportedMethod(3).into(),
+            Violation::BadCredentials.into(),
+            Violation::UnexpectedSource.into(),
             Limit::Transactions(4).into(),
             Limit::Rate.into(),
             Limit::Sources(5).into(),
+            Limit::Candidates(5).into(),
+            Limit::Queue(7).into(),
             UsageError::InvalidConfig("x").into(),
             UsageError::MissingKey.into(),
             UsageError::ValueTooLong(6).into(),
             UsageError::InvalidValue(6).into(),
+            UsageError::NotConnected.into(),
             EntropyError.into(),
         ];
         let texts: Vec<String> = all.iter().map(ToString::to_string).collect();
