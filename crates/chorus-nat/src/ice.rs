@@ -102,7 +102,7 @@ mod tests;
 
 pub use candidate::{
     Candidate, CandidateKind, Description, Foundation, MAX_CREDENTIAL, MAX_EXTENSIONS,
-    MAX_FOUNDATION, MAX_LINE, pair_priority, priority,
+    MAX_FOUNDATION, MAX_LINE, MAX_PRIORITY, pair_priority, priority,
 };
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -381,6 +381,8 @@ pub struct Agent {
     deadline: Option<Instant>,
     pace_at: Option<Instant>,
     first_valid_at: Option<Instant>,
+    /// The last authenticated check from the peer.
+    last_request_at: Option<Instant>,
     nominating: Option<(SocketAddr, SocketAddr)>,
     selected: Option<Selected>,
     next_consent_check: Option<Instant>,
@@ -400,6 +402,10 @@ impl core::fmt::Debug for Agent {
             .finish_non_exhaustive()
     }
 }
+
+/// After the peer's last check, how long an agent whose own pairs all failed keeps
+/// listening: the peer may still be retransmitting, and its checks trigger new ones.
+pub const FAIL_GRACE: Duration = Duration::from_secs(5);
 
 /// Characters of a generated ufrag / password: 6 random bits each (RFC 8445 §5.3: at
 /// least 24 bits for the ufrag, 128 for the password).
@@ -490,6 +496,7 @@ impl Agent {
             deadline: None,
             pace_at: None,
             first_valid_at: None,
+            last_request_at: None,
             nominating: None,
             selected: None,
             next_consent_check: None,
@@ -981,7 +988,8 @@ impl Agent {
                 Attribute::Priority(p) => Some(*p),
                 _ => None,
             })
-            .ok_or(DecodeError::BadAttributeValue(types::PRIORITY))?;
+            .ok_or(DecodeError::BadAttributeValue(types::PRIORITY))?
+            .clamp(1, MAX_PRIORITY);
         let use_candidate = msg
             .find(|a| matches!(a, Attribute::UseCandidate).then_some(()))
             .is_some();
@@ -989,6 +997,7 @@ impl Agent {
             return Err(Limit::Queue(self.transmits.len()).into());
         }
         self.start_clock(now);
+        self.last_request_at = Some(now);
         // RFC 8445 §7.3.1.1: role conflict.
         let conflict = msg.find(|a| match a {
             Attribute::IceControlling(t) => Some((Role::Controlling, *t)),
@@ -1354,14 +1363,29 @@ impl Agent {
                 self.triggered.push_front((base, raddr, true));
             }
         }
-        let all_failed = self.pairs.iter().all(|p| p.state == PairState::Failed);
-        if all_failed
+        if self.all_failed_at().is_some_and(|t| now >= t) {
+            self.fail(FailReason::AllPairsFailed);
+        }
+    }
+
+    /// When the agent may conclude that every pair failed (RFC 8445 §8.1.2): both sides
+    /// finished gathering, nothing is pending, and the peer's checks, which could
+    /// still trigger a successful check, stopped [`FAIL_GRACE`] ago.
+    fn all_failed_at(&self) -> Option<Instant> {
+        let done = self.pairs.iter().all(|p| p.state == PairState::Failed)
             && self.remote_complete
             && self.gathering_reported
             && self.triggered.is_empty()
-            && self.checks.values().all(|c| c.consent)
-        {
-            self.fail(FailReason::AllPairsFailed);
+            && self.checks.values().all(|c| c.consent);
+        if !done {
+            return None;
+        }
+        match self.last_request_at {
+            Some(t) => Some(t + FAIL_GRACE),
+            // No check from the peer ever: now (the start is in the past).
+            None => self
+                .deadline
+                .and_then(|d| d.checked_sub(self.config.timeout)),
         }
     }
 
@@ -1542,7 +1566,13 @@ impl Agent {
                 if self.has_work() {
                     min(self.pace_at);
                 }
-                if self.role == Role::Controlling && self.nominating.is_none() {
+                min(self.all_failed_at());
+                // Only while a valid pair waits for nomination: a stale instant would
+                // make the caller spin.
+                if self.role == Role::Controlling
+                    && self.nominating.is_none()
+                    && self.pairs.iter().any(|p| p.state == PairState::Succeeded)
+                {
                     min(self
                         .first_valid_at
                         .map(|f| f + self.config.nomination_delay));

@@ -94,12 +94,17 @@ pub const fn priority(kind: CandidateKind, local_preference: u16) -> u32 {
 }
 
 /// RFC 8445 §6.1.2.3: `2^32*MIN(G,D) + 2*MAX(G,D) + (G>D?1:0)`, where G is the
-/// controlling agent's candidate priority and D the controlled agent's.
+/// controlling agent's candidate priority and D the controlled agent's. Priorities
+/// are at most `2^31 - 1` (§5.1.2.1); larger inputs are clamped to it.
 #[must_use]
 pub fn pair_priority(controlling: u32, controlled: u32) -> u64 {
-    let (g, d) = (u64::from(controlling), u64::from(controlled));
+    let clamp = |p: u32| u64::from(p.min(MAX_PRIORITY));
+    let (g, d) = (clamp(controlling), clamp(controlled));
     (g.min(d) << 32) + 2 * g.max(d) + u64::from(g > d)
 }
+
+/// The largest candidate priority (RFC 8445 §5.1.2: `2^31 - 1`).
+pub const MAX_PRIORITY: u32 = 0x7fff_ffff;
 
 /// A foundation (RFC 8445 §5.1.1.3): up to 32 `ice-char`s, equal for candidates of the
 /// same type, base IP, STUN/TURN server and transport.
@@ -237,8 +242,8 @@ impl Candidate {
             return Err(bad("bad transport"));
         }
         let priority: u32 = number(next("missing priority")?, 10, "bad priority")?;
-        if priority == 0 {
-            return Err(bad("priority is 0"));
+        if !(1..=MAX_PRIORITY).contains(&priority) {
+            return Err(bad("priority outside 1..=2^31-1"));
         }
         let addr_ip = ip(next("missing connection address")?)?;
         let port: u16 = number(next("missing port")?, 5, "bad port")?;
