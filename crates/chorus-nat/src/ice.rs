@@ -1370,7 +1370,7 @@ impl Agent {
 
     /// When the agent may conclude that every pair failed (RFC 8445 §8.1.2): both sides
     /// finished gathering, nothing is pending, and the peer's checks, which could
-    /// still trigger a successful check, stopped [`FAIL_GRACE`] ago.
+    /// still trigger a successful check, stopped (or never came) [`FAIL_GRACE`] ago.
     fn all_failed_at(&self) -> Option<Instant> {
         let done = self.pairs.iter().all(|p| p.state == PairState::Failed)
             && self.remote_complete
@@ -1382,10 +1382,12 @@ impl Agent {
         }
         match self.last_request_at {
             Some(t) => Some(t + FAIL_GRACE),
-            // No check from the peer ever: now (the start is in the past).
+            // No check from the peer yet: give its first ones the same grace from the
+            // start (with no pairs of its own, an agent relies on peer-reflexive ones).
             None => self
                 .deadline
-                .and_then(|d| d.checked_sub(self.config.timeout)),
+                .and_then(|d| d.checked_sub(self.config.timeout))
+                .map(|start| start + FAIL_GRACE),
         }
     }
 
