@@ -185,7 +185,9 @@ pub enum Event {
     GatheringComplete,
     /// A role conflict (RFC 8445 §7.3.1.1) switched this agent's role.
     RoleChanged(Role),
-    /// A pair was selected (nominated). Data can flow.
+    /// A pair was selected (nominated). Data can flow. A controlled agent reports
+    /// this again if the controlling agent later nominates another pair; the latest
+    /// report names the pair [`Agent::send`] uses.
     Connected {
         /// The local candidate of the selected (valid) pair.
         local: Candidate,
@@ -1062,7 +1064,7 @@ impl Agent {
                 }
             }
         }
-        if select && self.state == State::Checking {
+        if select && self.may_select(pi) {
             self.select(now, pi);
         }
         self.after_change(now);
@@ -1287,8 +1289,28 @@ impl Agent {
         }
         self.first_valid_at.get_or_insert(now);
         self.unfreeze();
-        if select && self.state == State::Checking {
+        if select && self.may_select(pi) {
             self.select(now, pi);
+        }
+    }
+
+    /// Whether pair `pi` may become the selected pair: any nominated pair while
+    /// checking; later, on the controlled side, a different pair the controlling agent
+    /// nominated (RFC 8445 §8.1.1: the controlling agent may nominate again when a
+    /// nomination fails after the controlled agent already accepted it).
+    fn may_select(&self, pi: usize) -> bool {
+        match self.state {
+            State::Checking => true,
+            State::Connected => {
+                self.role == Role::Controlled
+                    && self.pairs.get(pi).is_some_and(|p| {
+                        self.selected.is_some_and(|s| {
+                            s.remote != p.remote
+                                || self.local.get(p.local).is_none_or(|l| l.base != s.base)
+                        })
+                    })
+            }
+            State::Failed => false,
         }
     }
 

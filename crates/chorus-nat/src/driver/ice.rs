@@ -279,7 +279,10 @@ impl Connection {
             if let Some(d) = self.runner.data.pop_front() {
                 return Ok(d);
             }
-            self.runner.step().await?;
+            if let Some(selected) = self.runner.step().await? {
+                // The controlling peer nominated another pair.
+                self.selected = selected;
+            }
         }
     }
 }

@@ -963,3 +963,80 @@ fn hostile_candidate_lines_are_rejected() {
         );
     }
 }
+
+/// Answers every check `agent` sends as a peer with password `pwd` would, from the
+/// address it was sent to.
+fn answer_checks(agent: &mut Agent, now: Instant, pwd: &str) -> usize {
+    let mut answered = 0;
+    while let Some(t) = agent.poll_transmit() {
+        let req = Message::decode(&t.payload, &Limits::default()).unwrap();
+        if req.class != Class::Request {
+            continue;
+        }
+        let mut m = Message::new(Class::Success, Method::BINDING, req.transaction_id);
+        m.attributes
+            .push(Attribute::XorMappedAddress(t.src.unwrap()));
+        m.message_integrity = true;
+        m.fingerprint = true;
+        let mut out = BytesMut::new();
+        m.encode(Some(&Key::short_term(pwd)), &mut out).unwrap();
+        agent
+            .handle_input(now, t.src.unwrap(), t.dst, &out)
+            .unwrap();
+        answered += 1;
+    }
+    answered
+}
+
+#[test]
+fn a_controlled_agent_follows_a_later_nomination_of_another_pair() {
+    let config = IceConfig {
+        role: Role::Controlled,
+        ..IceConfig::default()
+    };
+    let mut b = Agent::new(config, Box::new(SeededEntropy::new(5))).unwrap();
+    let local = b.add_host_candidate(sa("192.0.2.2:6000")).unwrap().addr;
+    let mine = b.local_description();
+    let (ufrag, pwd) = (mine.ufrag.unwrap(), mine.pwd.unwrap());
+    let text = "a=ice-ufrag:peer\na=ice-pwd:peerpassword0123456789\n\
+        a=candidate:1 1 UDP 2130706431 192.0.2.1 1 typ host\n\
+        a=candidate:2 1 UDP 2130706175 192.0.2.1 2 typ host\na=end-of-candidates\n";
+    let peer_pwd = "peerpassword0123456789";
+    let mut now = Instant::now();
+    b.start_gathering(now).unwrap();
+    b.apply_remote_description(now, &Description::parse(text, 4).unwrap())
+        .unwrap();
+    let mut answered = 0;
+    for _ in 0..20 {
+        b.handle_timeout(now);
+        answered += answer_checks(&mut b, now, peer_pwd);
+        now += Duration::from_millis(50);
+    }
+    assert_eq!(answered, 2);
+    assert_eq!(
+        b.state(),
+        State::Checking,
+        "the controlled side waits for nomination"
+    );
+    let nominate = |port: u16, b: &mut Agent| {
+        let req = check_request(
+            &ufrag,
+            "peer",
+            &pwd,
+            &[Attribute::IceControlling(1), Attribute::UseCandidate],
+        );
+        let from = SocketAddr::new("192.0.2.1".parse().unwrap(), port);
+        b.handle_input(now, local, from, &req).unwrap();
+        while b.poll_transmit().is_some() {}
+        std::iter::from_fn(|| b.poll_event()).find_map(|e| match e {
+            Event::Connected { remote, .. } => Some(remote.addr),
+            _ => None,
+        })
+    };
+    assert_eq!(nominate(1, &mut b), Some(sa("192.0.2.1:1")));
+    assert_eq!(b.send(Bytes::new()).unwrap().dst, sa("192.0.2.1:1"));
+    // The same nomination again changes nothing; another pair's replaces it.
+    assert_eq!(nominate(1, &mut b), None);
+    assert_eq!(nominate(2, &mut b), Some(sa("192.0.2.1:2")));
+    assert_eq!(b.send(Bytes::new()).unwrap().dst, sa("192.0.2.1:2"));
+}
