@@ -175,6 +175,16 @@ pub enum FailReason {
     ConsentExpired,
 }
 
+impl core::fmt::Display for FailReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Timeout => "no pair was selected in time",
+            Self::AllPairsFailed => "every candidate pair failed",
+            Self::ConsentExpired => "consent on the selected pair expired",
+        })
+    }
+}
+
 /// What the agent reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1104,7 +1114,8 @@ impl Agent {
         self.role = self.role.flip();
         self.nominating = None;
         self.recompute_priorities();
-        self.events.push_back(Event::RoleChanged(self.role));
+        // Flips are driven by the peer's requests: bounded like data events.
+        let _ = self.push_event(Event::RoleChanged(self.role));
     }
 
     fn push_event(&mut self, e: Event) -> Result<(), Error> {

@@ -133,6 +133,37 @@ async fn loopback_hosts_connect_directly() {
     exchange_data(&mut a, &mut b).await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn dual_stack_hosts_prefer_ipv6() {
+    let (Ok(a6), Ok(b6)) = (
+        UdpSocket::bind("[::1]:0").await,
+        UdpSocket::bind("[::1]:0").await,
+    ) else {
+        eprintln!("skipping: no IPv6 loopback");
+        return;
+    };
+    let mut tasks = JoinSet::new();
+    let (sa, sb) = signalling(&mut tasks, |_| true);
+    let (mut a, mut b) = connect_pair(
+        (
+            agent(Role::Controlling, 1),
+            vec![loopback().await, a6],
+            None,
+            sa,
+        ),
+        (
+            agent(Role::Controlled, 2),
+            vec![loopback().await, b6],
+            None,
+            sb,
+        ),
+    )
+    .await;
+    assert_eq!((a.kind(), b.kind()), (PathKind::Direct, PathKind::Direct));
+    assert!(a.local().addr.is_ipv6() && b.local().addr.is_ipv6());
+    exchange_data(&mut a, &mut b).await;
+}
+
 fn no_host_lines(line: &str) -> bool {
     !line.contains(" typ host")
 }

@@ -82,7 +82,7 @@ impl core::fmt::Display for IceError {
         match self {
             Self::Io(e) => write!(f, "socket error: {e}"),
             Self::Agent(e) => write!(f, "ICE agent error: {e}"),
-            Self::Failed(r) => write!(f, "ICE failed: {r:?}"),
+            Self::Failed(r) => write!(f, "ICE failed: {r}"),
             Self::Closed => f.write_str("all inputs closed"),
         }
     }
