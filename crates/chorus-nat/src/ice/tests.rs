@@ -1040,3 +1040,104 @@ fn a_controlled_agent_follows_a_later_nomination_of_another_pair() {
     assert_eq!(nominate(2, &mut b), Some(sa("192.0.2.1:2")));
     assert_eq!(b.send(Bytes::new()).unwrap().dst, sa("192.0.2.1:2"));
 }
+
+/// NAT types for the property test: none, port-restricted cone, address-restricted
+/// cone, symmetric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum NatKind {
+    None,
+    PortRestricted,
+    AddressRestricted,
+    Symmetric,
+}
+
+fn nat_kind() -> impl Strategy<Value = NatKind> {
+    prop_oneof![
+        Just(NatKind::None),
+        Just(NatKind::PortRestricted),
+        Just(NatKind::AddressRestricted),
+        Just(NatKind::Symmetric),
+    ]
+}
+
+/// Whether two NATs can be hole punched without port prediction.
+fn traversable(a: NatKind, b: NatKind) -> bool {
+    use NatKind::*;
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Symmetric, Symmetric) => false,
+        (Symmetric, PortRestricted) | (PortRestricted, Symmetric) => false,
+        _ => true,
+    }
+}
+
+fn place(sim: &mut Sim, i: usize, kind: NatKind) {
+    let (private, public) = [
+        ("10.0.0.1:5000", "203.0.113.1"),
+        ("10.0.1.1:6000", "203.0.113.2"),
+    ][i];
+    match kind {
+        NatKind::None => host(sim, i, &format!("192.0.2.{}:7000", i + 1)),
+        NatKind::PortRestricted => natted(sim, i, private, public, false),
+        NatKind::AddressRestricted => {
+            natted(sim, i, private, public, false);
+            sim.sides[i].nat.as_mut().unwrap().port_filter = false;
+        }
+        NatKind::Symmetric => natted(sim, i, private, public, true),
+    }
+}
+
+fn terminal(sim: &Sim, i: usize) -> bool {
+    sim.connected(i).is_some() || sim.failed(i).is_some()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Every combination of NATs, with or without a relay, with or without loss: both
+    /// agents reach a verdict in bounded time; without loss the verdict is the one the
+    /// NAT types predict, and the two selected pairs mirror each other.
+    #[test]
+    fn every_nat_combination_reaches_the_predicted_verdict(
+        na in nat_kind(), nb in nat_kind(), relay in any::<bool>(),
+        lossy in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let a = Agent::new(config(Role::Controlling), Box::new(SeededEntropy::new(seed))).unwrap();
+        let b = Agent::new(config(Role::Controlled), Box::new(SeededEntropy::new(!seed))).unwrap();
+        let mut sim = Sim::new(a, b);
+        place(&mut sim, 0, na);
+        place(&mut sim, 1, nb);
+        if relay {
+            let relayed = sa("198.51.100.2:50000");
+            let related = sim.sides[0].agent.local_candidates()[0].addr;
+            sim.sides[0].agent.add_relayed_candidate(relayed, related, false).unwrap();
+            sim.sides[0].relay = Some(relayed);
+        }
+        if lossy {
+            let mut entropy = SeededEntropy::new(seed ^ 0x5555);
+            sim.drop = Box::new(move |_, _| entropy.u32().unwrap() < u32::MAX / 5);
+        }
+        sim.exchange();
+        prop_assert!(sim.run_until(|s| terminal(s, 0) && terminal(s, 1), 20_000));
+        prop_assert!(sim.now - sim.t0 <= Duration::from_secs(31));
+        if !lossy {
+            let expect = traversable(na, nb) || relay;
+            prop_assert_eq!(sim.connected(0).is_some(), expect, "{:?}", sim.sides[0].events);
+            prop_assert_eq!(sim.connected(1).is_some(), expect, "{:?}", sim.sides[1].events);
+            if expect {
+                // Let any re-nomination settle, then compare the current selections.
+                let t = sim.now;
+                sim.run_until(|s| s.now - t > Duration::from_secs(1), 1000);
+                let (al, ar, ak) = sim.sides[0].agent.selected().unwrap();
+                let (bl, br, bk) = sim.sides[1].agent.selected().unwrap();
+                prop_assert_eq!(ar.addr, bl.addr);
+                prop_assert_eq!(al.addr, br.addr);
+                let relayed = matches!(ak, PathKind::Relayed);
+                prop_assert_eq!(relayed, matches!(bk, PathKind::Relayed));
+                prop_assert_eq!(relayed, !traversable(na, nb));
+            } else {
+                prop_assert_eq!(sim.failed(0), Some(FailReason::AllPairsFailed));
+            }
+        }
+    }
+}
