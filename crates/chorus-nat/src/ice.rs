@@ -374,10 +374,8 @@ pub struct Agent {
     role: Role,
     tiebreaker: u64,
     local_ufrag: String,
-    local_pwd: String,
     local_key: Key,
     remote_ufrag: Option<String>,
-    remote_pwd: Option<String>,
     remote_key: Option<Key>,
     remote_complete: bool,
     local: Vec<Candidate>,
@@ -473,7 +471,8 @@ impl Agent {
     pub fn new(config: IceConfig, mut entropy: Box<dyn Entropy>) -> Result<Self, Error> {
         config.validate()?;
         let local_ufrag = random_text(&mut *entropy, UFRAG_LEN)?;
-        let local_pwd = random_text(&mut *entropy, PWD_LEN)?;
+        // Kept only as a key: zeroized on drop, redacted in Debug.
+        let local_key = Key::short_term(&random_text(&mut *entropy, PWD_LEN)?);
         let tiebreaker = entropy.u64()?;
         let cc = ClientConfig {
             rto: config.check_rto,
@@ -486,14 +485,12 @@ impl Agent {
         let client = Client::new(cc, entropy)?;
         Ok(Self {
             role: config.role,
-            local_key: Key::short_term(&local_pwd),
+            local_key,
             config,
             client,
             tiebreaker,
             local_ufrag,
-            local_pwd,
             remote_ufrag: None,
-            remote_pwd: None,
             remote_key: None,
             remote_complete: false,
             local: Vec::new(),
@@ -682,7 +679,8 @@ impl Agent {
     pub fn local_description(&self) -> Description {
         Description {
             ufrag: Some(self.local_ufrag.clone()),
-            pwd: Some(self.local_pwd.clone()),
+            // The key of a short-term credential is the password (RFC 8489 §9.1.1).
+            pwd: Some(String::from_utf8_lossy(self.local_key.expose()).into_owned()),
             candidates: self
                 .local
                 .iter()
@@ -704,19 +702,17 @@ impl Agent {
     /// unusable address (unspecified, multicast, broadcast, port 0).
     pub fn apply_remote_description(&mut self, now: Instant, d: &Description) -> Result<(), Error> {
         self.start_clock(now);
-        for (known, new) in [(&self.remote_ufrag, &d.ufrag), (&self.remote_pwd, &d.pwd)] {
-            if let (Some(k), Some(n)) = (known, new)
-                && k != n
-            {
-                return Err(Violation::BadCredentials.into());
-            }
+        let ufrag_changed = matches!((&self.remote_ufrag, &d.ufrag), (Some(k), Some(n)) if k != n);
+        let pwd_changed =
+            matches!((&self.remote_key, &d.pwd), (Some(k), Some(n)) if *k != Key::short_term(n));
+        if ufrag_changed || pwd_changed {
+            return Err(Violation::BadCredentials.into());
         }
         if let Some(u) = &d.ufrag {
             self.remote_ufrag = Some(u.clone());
         }
         if let Some(p) = &d.pwd {
             self.remote_key = Some(Key::short_term(p));
-            self.remote_pwd = Some(p.clone());
         }
         for c in &d.candidates {
             self.add_remote_candidate(c.clone())?;

@@ -9,8 +9,9 @@
 //! keeps serving the agent (answering checks, consent) while [`Connection::recv`] runs.
 //!
 //! ```no_run
+//! # use chorus_nat::driver::ice::Signalling;
 //! # #[allow(dead_code)]
-//! # async fn example(sig: chorus_nat::driver::ice::Signalling) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn example(sig: Signalling) -> Result<(), Box<dyn std::error::Error>> {
 //! use chorus_nat::driver::ice::connect;
 //! use chorus_nat::ice::{Agent, IceConfig};
 //!
