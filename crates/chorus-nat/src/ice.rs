@@ -373,6 +373,8 @@ pub struct Agent {
     client: Client,
     role: Role,
     tiebreaker: u64,
+    /// xorshift state for consent-check jitter, seeded from the entropy source.
+    jitter: u64,
     local_ufrag: String,
     local_key: Key,
     remote_ufrag: Option<String>,
@@ -474,6 +476,7 @@ impl Agent {
         // Kept only as a key: zeroized on drop, redacted in Debug.
         let local_key = Key::short_term(&random_text(&mut *entropy, PWD_LEN)?);
         let tiebreaker = entropy.u64()?;
+        let jitter = entropy.u64()? | 1;
         let cc = ClientConfig {
             rto: config.check_rto,
             max_sends: config.check_max_sends,
@@ -489,6 +492,7 @@ impl Agent {
             config,
             client,
             tiebreaker,
+            jitter,
             local_ufrag,
             remote_ufrag: None,
             remote_key: None,
@@ -1345,8 +1349,19 @@ impl Agent {
         self.state = State::Connected;
         // RFC 8445 §8.1.2: checking ends; in-flight checks are left to finish.
         self.triggered.clear();
-        self.next_consent_check = Some(now + self.config.consent_interval);
+        self.next_consent_check = Some(now + self.consent_interval());
         self.consent_until = Some(now + self.config.consent_timeout);
+    }
+
+    /// RFC 7675 §5.1: the interval, randomized to 0.8..1.2 of the configured one.
+    fn consent_interval(&mut self) -> Duration {
+        let mut x = self.jitter;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter = x;
+        let permille = 800 + (x % 401) as u32;
+        self.config.consent_interval * permille / 1000
     }
 
     fn fail(&mut self, reason: FailReason) {
@@ -1550,7 +1565,7 @@ impl Agent {
                 {
                     // RFC 7675 §5.1: a Binding request on the selected pair.
                     let _ = self.start_check(now, s.base, r, false, true);
-                    self.next_consent_check = Some(now + self.config.consent_interval);
+                    self.next_consent_check = Some(now + self.consent_interval());
                 }
             }
             State::Failed => {}

@@ -676,6 +676,24 @@ fn consent_expires_when_the_peer_goes_silent() {
     assert!(sim.run_until(|s| s.now - t > Duration::from_secs(60), 2000));
     assert_eq!(sim.failed(0), None);
     assert_eq!(sim.sides[0].agent.state(), State::Connected);
+    // RFC 7675 §5.1: one check every 5 s, randomized to 4..6 s.
+    let mut seen = HashSet::new();
+    let checks: Vec<Instant> = sim
+        .sent
+        .iter()
+        .filter(|(at, side, _, _)| *side == 0 && *at > t)
+        .filter_map(|(at, _, _, payload)| {
+            let m = Message::decode(payload, &Limits::default()).ok()?;
+            (m.class == Class::Request && seen.insert(m.transaction_id)).then_some(*at)
+        })
+        .collect();
+    let gaps: Vec<Duration> = checks.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.len() >= 9, "{gaps:?}");
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_secs(4) && *g <= Duration::from_secs(6))
+    );
+    assert!(gaps.iter().any(|g| *g != gaps[0]), "jittered: {gaps:?}");
     // ...until the peer disappears.
     sim.drop = Box::new(|side, _| side == 1);
     let t = sim.now;
