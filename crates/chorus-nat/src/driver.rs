@@ -9,6 +9,8 @@
 //!   [`Server::addresses`]) and TCP listeners. One task owns the core; reader tasks
 //!   forward datagrams and TCP messages to it over a bounded channel.
 
+pub mod ice;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;

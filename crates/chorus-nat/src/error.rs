@@ -111,6 +111,8 @@ pub enum DecodeError {
     IntegrityMismatch,
     /// The message carries no integrity attribute although one is required.
     MissingIntegrity,
+    /// An ICE candidate line or description (RFC 8839) is malformed: what is wrong.
+    BadCandidate(&'static str),
 }
 
 /// A valid message that is not acceptable in the current state.
@@ -132,6 +134,11 @@ pub enum Violation {
     /// TURN client: a message lacks an attribute its method requires (e.g. a Data
     /// indication without XOR-PEER-ADDRESS or DATA, RFC 8656 §10.4).
     MissingAttribute(u16),
+    /// An ICE connectivity check whose USERNAME names other credentials (RFC 8445
+    /// §7.3), or a description that changes the peer's credentials.
+    BadCredentials,
+    /// A non-STUN datagram from a source other than the selected ICE pair's.
+    UnexpectedSource,
 }
 
 /// A configured bound that was reached.
@@ -149,7 +156,10 @@ pub enum Limit {
     Permissions(usize),
     /// TURN client: the channel table is full (configured maximum).
     Channels(usize),
-    /// TURN client: the outgoing datagram or event queue is full; drain it first.
+    /// The maximum number of ICE candidates (local or remote) was reached.
+    Candidates(usize),
+    /// An outgoing datagram or event queue (TURN client, ICE agent) is full; drain it
+    /// first.
     Queue(usize),
 }
 
@@ -170,6 +180,8 @@ pub enum UsageError {
     NotAllocated,
     /// TURN client: data to a peer for which no permission was requested (RFC 8656 §9).
     NoPermission,
+    /// Data can only be sent once ICE has selected a pair.
+    NotConnected,
 }
 
 impl fmt::Display for Error {
@@ -215,6 +227,7 @@ impl fmt::Display for DecodeError {
             Self::FingerprintMismatch => f.write_str("FINGERPRINT does not match"),
             Self::IntegrityMismatch => f.write_str("message integrity check failed"),
             Self::MissingIntegrity => f.write_str("message integrity attribute missing"),
+            Self::BadCandidate(what) => write!(f, "malformed ICE candidate: {what}"),
         }
     }
 }
@@ -228,6 +241,8 @@ impl fmt::Display for Violation {
             Self::UnknownChannel(c) => write!(f, "channel {c:#06x} is not bound"),
             Self::UnexpectedPeer => f.write_str("data from a peer or address not permitted"),
             Self::MissingAttribute(t) => write!(f, "required attribute {t:#06x} is missing"),
+            Self::BadCredentials => f.write_str("ICE credentials do not match"),
+            Self::UnexpectedSource => f.write_str("datagram not on the selected ICE pair"),
         }
     }
 }
@@ -241,6 +256,7 @@ impl fmt::Display for Limit {
             Self::Permissions(n) => write!(f, "already {n} permissions"),
             Self::Channels(n) => write!(f, "already {n} channels"),
             Self::Queue(n) => write!(f, "queue already holds {n} items"),
+            Self::Candidates(n) => write!(f, "already {n} ICE candidates"),
         }
     }
 }
@@ -254,6 +270,7 @@ impl fmt::Display for UsageError {
             Self::InvalidValue(t) => write!(f, "value of attribute {t:#06x} is invalid"),
             Self::NotAllocated => f.write_str("no TURN allocation"),
             Self::NoPermission => f.write_str("no permission requested for this peer"),
+            Self::NotConnected => f.write_str("no ICE pair selected yet"),
         }
     }
 }
@@ -340,17 +357,21 @@ mod tests {
             DecodeError::FingerprintMismatch.into(),
             DecodeError::IntegrityMismatch.into(),
             DecodeError::MissingIntegrity.into(),
+            DecodeError::BadCandidate("x").into(),
             Violation::UnknownTransaction.into(),
             Violation::UnexpectedClass.into(),
             Violation::UnsupportedMethod(3).into(),
             Violation::UnknownChannel(0x4001).into(),
             Violation::UnexpectedPeer.into(),
             Violation::MissingAttribute(0x13).into(),
+            Violation::BadCredentials.into(),
+            Violation::UnexpectedSource.into(),
             Limit::Transactions(4).into(),
             Limit::Rate.into(),
             Limit::Sources(5).into(),
             Limit::Permissions(7).into(),
             Limit::Channels(7).into(),
+            Limit::Candidates(5).into(),
             Limit::Queue(7).into(),
             UsageError::InvalidConfig("x").into(),
             UsageError::MissingKey.into(),
@@ -358,6 +379,7 @@ mod tests {
             UsageError::InvalidValue(6).into(),
             UsageError::NotAllocated.into(),
             UsageError::NoPermission.into(),
+            UsageError::NotConnected.into(),
             EntropyError.into(),
         ];
         let texts: Vec<String> = all.iter().map(ToString::to_string).collect();

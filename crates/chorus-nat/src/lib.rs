@@ -10,6 +10,8 @@
 //! - [`server`]: a Binding server with RFC 5780 behaviour discovery, per-source rate
 //!   limits and no amplification.
 //! - [`discovery`]: RFC 5780 NAT behaviour discovery (mapping, filtering, classic name).
+//! - [`ice`]: ICE connectivity establishment (RFC 8445): candidates, signalling text,
+//!   paced checks, hole punching, relay fallback, nomination and consent.
 //! - `driver` (feature `tokio`, on by default): thin UDP/TCP drivers for all three.
 //!
 //! Every core is sans-IO: it never opens a socket, reads a clock or draws randomness
@@ -62,6 +64,7 @@ mod error;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod ice;
 pub mod server;
 pub mod stun;
 pub mod turn;

@@ -1,0 +1,373 @@
+//! The tokio driver of an ICE [`Agent`]: its host UDP sockets, an optional relay, the
+//! signalling channel and the timers, and no protocol logic.
+//!
+//! [`connect`] binds nothing itself: it takes bound host sockets (each becomes a host
+//! candidate), an optional [`RelayChannel`] (a TURN allocation's relayed address and a
+//! pair of channels to it) and a [`Signalling`] pair of channels carrying
+//! [`Description`] text to and from the peer. It returns a [`Connection`] once a pair
+//! is selected; the connection sends and receives application data on that pair and
+//! keeps serving the agent (answering checks, consent) while [`Connection::recv`] runs.
+//!
+//! ```no_run
+//! # use chorus_nat::driver::ice::Signalling;
+//! # #[allow(dead_code)]
+//! # async fn example(sig: Signalling) -> Result<(), Box<dyn std::error::Error>> {
+//! use chorus_nat::driver::ice::connect;
+//! use chorus_nat::ice::{Agent, IceConfig};
+//!
+//! let entropy = Box::new(chorus_crypto::SystemEntropy::new());
+//! let agent = Agent::new(IceConfig::default(), entropy)?;
+//! let socket = tokio::net::UdpSocket::bind("192.0.2.1:0").await?;
+//! let mut conn = connect(agent, vec![socket], None, sig).await?;
+//! println!("connected via {:?}", conn.kind());
+//! conn.send(bytes::Bytes::from_static(b"hello")).await?;
+//! let reply = conn.recv().await?;
+//! # let _ = reply; Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::ice::{Agent, Candidate, Description, Event, FailReason, PathKind};
+
+/// A relayed address owned by a TURN client (or any relay): the driver sends
+/// datagrams whose source is `relayed` through `to_relay`, and feeds what arrives on
+/// `from_relay` to the agent as received on `relayed`.
+#[derive(Debug)]
+pub struct RelayChannel {
+    /// The relayed transport address (XOR-RELAYED-ADDRESS of the allocation).
+    pub relayed: SocketAddr,
+    /// The TURN client's own address, signalled as the candidate's `raddr`.
+    pub related: SocketAddr,
+    /// The allocation runs over TCP or TLS (reported as [`PathKind::RelayedTcp`]).
+    pub via_tcp: bool,
+    /// `(peer, datagram)` for the relay to send from `relayed`.
+    pub to_relay: mpsc::Sender<(SocketAddr, Bytes)>,
+    /// `(peer, datagram)` the relay received on `relayed`.
+    pub from_relay: mpsc::Receiver<(SocketAddr, Bytes)>,
+}
+
+/// The signalling path to the peer: [`Description`] text (one message may be a whole
+/// description or one trickled candidate) in both directions.
+#[derive(Debug)]
+pub struct Signalling {
+    /// To the peer.
+    pub tx: mpsc::Sender<String>,
+    /// From the peer.
+    pub rx: mpsc::Receiver<String>,
+}
+
+/// Why the driver stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum IceError {
+    /// A socket could not be used (for example an unspecified address).
+    Io(std::io::Error),
+    /// The agent refused a call (too many candidates, a bad configuration).
+    Agent(crate::Error),
+    /// ICE failed.
+    Failed(FailReason),
+    /// Every input closed (sockets, relay and signalling).
+    Closed,
+}
+
+impl core::fmt::Display for IceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "socket error: {e}"),
+            Self::Agent(e) => write!(f, "ICE agent error: {e}"),
+            Self::Failed(r) => write!(f, "ICE failed: {r}"),
+            Self::Closed => f.write_str("all inputs closed"),
+        }
+    }
+}
+
+impl std::error::Error for IceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            Self::Agent(e) => Some(e),
+            Self::Failed(_) | Self::Closed => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for IceError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<crate::Error> for IceError {
+    fn from(e: crate::Error) -> Self {
+        Self::Agent(e)
+    }
+}
+
+/// tokio's clock, so `#[tokio::test(start_paused = true)]` controls driver time.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn wait_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Input {
+    local: SocketAddr,
+    from: SocketAddr,
+    bytes: Bytes,
+}
+
+/// Datagrams buffered between the socket readers and the agent's task.
+const INPUT_QUEUE: usize = 256;
+/// Longest signalling message read.
+const MAX_SIGNAL: usize = 64 * 1024;
+/// Most candidates parsed from one signalling message (the agent applies its own cap).
+const MAX_SIGNAL_CANDIDATES: usize = 64;
+
+/// An agent with a selected pair, its sockets and its relay. Dropping it stops the
+/// socket reader tasks.
+#[derive(Debug)]
+pub struct Connection {
+    runner: Runner,
+    selected: (Candidate, Candidate, PathKind),
+}
+
+/// The agent and everything it talks through.
+#[derive(Debug)]
+struct Runner {
+    agent: Agent,
+    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    relay: Option<(SocketAddr, mpsc::Sender<(SocketAddr, Bytes)>)>,
+    inputs: mpsc::Receiver<Input>,
+    signalling: Signalling,
+    signalling_open: bool,
+    data: VecDeque<Bytes>,
+    _tasks: JoinSet<()>,
+}
+
+/// Runs `agent` over `sockets` (each bound to a specific address, which becomes a
+/// host candidate), `relay` (a relayed candidate) and `signalling` until a pair is
+/// selected. Sends the local description first, then trickles server-reflexive
+/// candidates and `end-of-candidates` as gathering produces them.
+///
+/// # Errors
+/// [`IceError::Failed`] when ICE fails, [`IceError::Agent`] if a candidate is refused,
+/// [`IceError::Io`] for a socket without a usable local address, [`IceError::Closed`]
+/// if every input closed.
+pub async fn connect(
+    mut agent: Agent,
+    sockets: Vec<UdpSocket>,
+    relay: Option<RelayChannel>,
+    signalling: Signalling,
+) -> Result<Connection, IceError> {
+    let (tx, inputs) = mpsc::channel(INPUT_QUEUE);
+    let mut tasks = JoinSet::new();
+    let mut socks = Vec::new();
+    for sock in sockets {
+        let local = sock.local_addr()?;
+        agent.add_host_candidate(local)?;
+        let sock = Arc::new(sock);
+        socks.push((local, sock.clone()));
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let bytes = Bytes::copy_from_slice(buf.get(..n).unwrap_or(&[]));
+                if tx.send(Input { local, from, bytes }).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let relay = match relay {
+        Some(r) => {
+            agent.add_relayed_candidate(r.relayed, r.related, r.via_tcp)?;
+            let (local, mut rx, tx) = (r.relayed, r.from_relay, tx.clone());
+            tasks.spawn(async move {
+                while let Some((from, bytes)) = rx.recv().await {
+                    if tx.send(Input { local, from, bytes }).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Some((r.relayed, r.to_relay))
+        }
+        None => None,
+    };
+    drop(tx);
+    agent.start_gathering(now())?;
+    let mut desc = agent.local_description();
+    // `end-of-candidates` travels as its own message once gathering says so.
+    desc.end_of_candidates = false;
+    signalling
+        .tx
+        .send(desc.encode())
+        .await
+        .map_err(|_| IceError::Closed)?;
+    let mut runner = Runner {
+        agent,
+        sockets: socks,
+        relay,
+        inputs,
+        signalling,
+        signalling_open: true,
+        data: VecDeque::new(),
+        _tasks: tasks,
+    };
+    loop {
+        if let Some(selected) = runner.step().await? {
+            return Ok(Connection { runner, selected });
+        }
+    }
+}
+
+impl Connection {
+    /// The local candidate of the selected pair.
+    #[must_use]
+    pub fn local(&self) -> &Candidate {
+        &self.selected.0
+    }
+
+    /// The remote candidate of the selected pair.
+    #[must_use]
+    pub fn remote(&self) -> &Candidate {
+        &self.selected.1
+    }
+
+    /// Which kind of path was selected.
+    #[must_use]
+    pub fn kind(&self) -> PathKind {
+        self.selected.2
+    }
+
+    /// The agent, for inspection.
+    #[must_use]
+    pub fn agent(&self) -> &Agent {
+        &self.runner.agent
+    }
+
+    /// Sends one datagram on the selected pair (through the relay for a relayed local
+    /// candidate).
+    ///
+    /// # Errors
+    /// [`IceError::Agent`] if ICE is no longer connected.
+    pub async fn send(&mut self, data: Bytes) -> Result<(), IceError> {
+        let t = self.runner.agent.send(data)?;
+        self.runner.transmit(t).await;
+        Ok(())
+    }
+
+    /// The next datagram received on the selected pair. While waiting, it answers the
+    /// peer's checks, refreshes consent and applies trickled candidates.
+    ///
+    /// # Errors
+    /// [`IceError::Failed`] when consent expires, [`IceError::Closed`] when every input
+    /// closed.
+    pub async fn recv(&mut self) -> Result<Bytes, IceError> {
+        loop {
+            if let Some(d) = self.runner.data.pop_front() {
+                return Ok(d);
+            }
+            if let Some(selected) = self.runner.step().await? {
+                // The controlling peer nominated another pair.
+                self.selected = selected;
+            }
+        }
+    }
+}
+
+impl Runner {
+    async fn transmit(&self, t: chorus_framing::Transmit) {
+        if let Some((relayed, to_relay)) = &self.relay
+            && t.src == Some(*relayed)
+        {
+            // A full or closed relay drops the datagram, as a network would.
+            let _ = to_relay.try_send((t.dst, t.payload));
+            return;
+        }
+        let sock = self
+            .sockets
+            .iter()
+            .find(|(a, _)| Some(*a) == t.src)
+            .or_else(|| self.sockets.first());
+        if let Some((_, sock)) = sock {
+            // Send errors (an unreachable destination) are a lost datagram to ICE.
+            let _ = sock.send_to(&t.payload, t.dst).await;
+        }
+    }
+
+    /// Flushes the agent, then handles one input, signalling message or timer. Returns
+    /// the selection when the agent reports one.
+    async fn step(&mut self) -> Result<Option<(Candidate, Candidate, PathKind)>, IceError> {
+        while let Some(t) = self.agent.poll_transmit() {
+            self.transmit(t).await;
+        }
+        let mut selected = None;
+        while let Some(e) = self.agent.poll_event() {
+            let signal = match e {
+                Event::LocalCandidate(c) => Some(Description {
+                    candidates: vec![c],
+                    ..Description::default()
+                }),
+                Event::GatheringComplete => Some(Description {
+                    end_of_candidates: true,
+                    ..Description::default()
+                }),
+                Event::Connected {
+                    local,
+                    remote,
+                    kind,
+                } => {
+                    selected = Some((local, remote, kind));
+                    None
+                }
+                Event::Data(d) => {
+                    self.data.push_back(d);
+                    None
+                }
+                Event::Failed(r) => return Err(IceError::Failed(r)),
+                _ => None,
+            };
+            if let Some(d) = signal {
+                // The peer may have stopped listening after connecting: not an error. A
+                // full channel makes ICE wait for the signalling path.
+                let _ = self.signalling.tx.send(d.encode()).await;
+            }
+        }
+        if selected.is_some() || !self.data.is_empty() {
+            return Ok(selected);
+        }
+        let deadline = self.agent.poll_timeout();
+        tokio::select! {
+            i = self.inputs.recv() => {
+                let Some(i) = i else { return Err(IceError::Closed) };
+                // A rejected datagram changes nothing; it is not ours.
+                let _ = self.agent.handle_input(now(), i.local, i.from, &i.bytes);
+            }
+            s = self.signalling.rx.recv(), if self.signalling_open => match s {
+                Some(text) if text.len() <= MAX_SIGNAL => {
+                    if let Ok(d) = Description::parse(&text, MAX_SIGNAL_CANDIDATES) {
+                        // Hostile or excess candidates are refused by the agent.
+                        let _ = self.agent.apply_remote_description(now(), &d);
+                    }
+                }
+                Some(_) => {}
+                None => self.signalling_open = false,
+            },
+            () = wait_until(deadline) => self.agent.handle_timeout(now()),
+        }
+        Ok(None)
+    }
+}
