@@ -462,3 +462,83 @@ async fn even_port_reservation_token_gives_the_odd_port_to_a_second_allocation()
         other => panic!("{other:?}; coturn log:\n{}", log(&dir)),
     }
 }
+
+/// ICE over a real TURN relay: agent A has no host socket, only the relayed candidate
+/// of an allocation on coturn ([`TurnHandle::into_relay_channel`], which creates the
+/// permission for B's address when A first sends to it); B has a host candidate. The
+/// pair that wins goes through coturn, and both sides say so.
+#[tokio::test]
+async fn ice_connects_through_a_coturn_relay() {
+    use chorus_nat::driver::ice::{Signalling, connect};
+    use chorus_nat::ice::{Agent, CandidateKind, IceConfig, PathKind, Role};
+    use tokio::sync::mpsc;
+
+    if !have("turnserver") {
+        return;
+    }
+    let dir = TempDir::new("turn-client-ice");
+    let port = free_port("127.0.0.1");
+    let relay = relay_range(3);
+    let _server = start_turnserver(&dir, port, relay);
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Readiness: a first allocation through the bounded retry loop.
+    let (mut probe, _) = allocate(&dir, server, Transport::Udp, 800).await;
+    let now = probe.now();
+    probe.core.close(now).unwrap();
+
+    let handle = TurnHandle::connect_with(
+        config(server, Transport::Udp),
+        Box::new(SeededEntropy::new(801)),
+    )
+    .await
+    .unwrap();
+    let channel = handle.into_relay_channel().unwrap();
+    let relayed = channel.relayed;
+    assert!((relay.0..=relay.1).contains(&relayed.port()));
+
+    let (a_tx, b_rx) = mpsc::channel(64);
+    let (b_tx, a_rx) = mpsc::channel(64);
+    let agent = |role, seed| {
+        let mut c = IceConfig::default();
+        c.role = role;
+        Agent::new(c, Box::new(SeededEntropy::new(seed))).unwrap()
+    };
+    let b_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a, b) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(
+            connect(
+                agent(Role::Controlling, 1),
+                vec![],
+                Some(channel),
+                Signalling { tx: a_tx, rx: a_rx }
+            ),
+            connect(
+                agent(Role::Controlled, 2),
+                vec![b_sock],
+                None,
+                Signalling { tx: b_tx, rx: b_rx }
+            ),
+        )
+    })
+    .await
+    .expect("ICE finished in time");
+    let (mut a, mut b) = match (a, b) {
+        (Ok(a), Ok(b)) => (a, b),
+        other => panic!("ICE failed: {other:?}; coturn log:\n{}", log(&dir)),
+    };
+    assert_eq!((a.kind(), b.kind()), (PathKind::Relayed, PathKind::Relayed));
+    assert_eq!(a.local().kind, CandidateKind::Relayed);
+    assert_eq!(
+        b.remote().addr,
+        relayed,
+        "B sees A at the coturn relayed address"
+    );
+    tokio::time::timeout(Duration::from_secs(10), async {
+        a.send(Bytes::from_static(&[0x80, 7])).await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), Bytes::from_static(&[0x80, 7]));
+        b.send(Bytes::from_static(&[0x80, 8])).await.unwrap();
+        assert_eq!(a.recv().await.unwrap(), Bytes::from_static(&[0x80, 8]));
+    })
+    .await
+    .expect("data through the relay");
+}

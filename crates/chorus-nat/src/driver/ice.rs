@@ -5,8 +5,10 @@
 //! candidate), an optional [`RelayChannel`] (a TURN allocation's relayed address and a
 //! pair of channels to it) and a [`Signalling`] pair of channels carrying
 //! [`Description`] text to and from the peer. It returns a [`Connection`] once a pair
-//! is selected; the connection sends and receives application data on that pair and
-//! keeps serving the agent (answering checks, consent) while [`Connection::recv`] runs.
+//! is selected. From then on a background task keeps serving the agent (answering the
+//! peer's checks, which it may still need to complete its own side, consent, trickled
+//! candidates, re-nominations); the connection sends and receives application data on
+//! the selected pair through it.
 //!
 //! ```no_run
 //! # use chorus_nat::driver::ice::Signalling;
@@ -32,8 +34,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::ice::{Agent, Candidate, Description, Event, FailReason, PathKind};
 
@@ -136,12 +138,26 @@ const MAX_SIGNAL: usize = 64 * 1024;
 /// Most candidates parsed from one signalling message (the agent applies its own cap).
 const MAX_SIGNAL_CANDIDATES: usize = 64;
 
-/// An agent with a selected pair, its sockets and its relay. Dropping it stops the
-/// socket reader tasks.
+/// Application datagrams buffered in each direction between a [`Connection`] and its
+/// agent's task; received ones beyond it are dropped, as a full socket buffer would.
+const DATA_QUEUE: usize = 256;
+
+type Selection = (Candidate, Candidate, PathKind);
+
+/// A selected pair, with the agent's task behind it. Dropping it stops that task and
+/// the socket readers.
 #[derive(Debug)]
 pub struct Connection {
-    runner: Runner,
-    selected: (Candidate, Candidate, PathKind),
+    selected: watch::Receiver<Selection>,
+    outgoing: mpsc::Sender<Bytes>,
+    incoming: mpsc::Receiver<Bytes>,
+    task: JoinHandle<IceError>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The agent and everything it talks through.
@@ -151,6 +167,8 @@ struct Runner {
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     relay: Option<(SocketAddr, mpsc::Sender<(SocketAddr, Bytes)>)>,
     inputs: mpsc::Receiver<Input>,
+    /// Application data to send, once connected.
+    outgoing: Option<mpsc::Receiver<Bytes>>,
     signalling: Signalling,
     signalling_open: bool,
     data: VecDeque<Bytes>,
@@ -221,75 +239,107 @@ pub async fn connect(
         sockets: socks,
         relay,
         inputs,
+        outgoing: None,
         signalling,
         signalling_open: true,
         data: VecDeque::new(),
         _tasks: tasks,
     };
-    loop {
+    let selected = loop {
         if let Some(selected) = runner.step().await? {
-            return Ok(Connection { runner, selected });
+            break selected;
         }
-    }
+    };
+    let (out_tx, out_rx) = mpsc::channel(DATA_QUEUE);
+    let (in_tx, in_rx) = mpsc::channel(DATA_QUEUE);
+    let (sel_tx, sel_rx) = watch::channel(selected);
+    runner.outgoing = Some(out_rx);
+    let task = tokio::spawn(async move {
+        loop {
+            match runner.step().await {
+                Ok(Some(selected)) => {
+                    // The controlling peer nominated another pair.
+                    let _ = sel_tx.send(selected);
+                }
+                Ok(None) => {}
+                Err(e) => return e,
+            }
+            while let Some(d) = runner.data.pop_front() {
+                let _ = in_tx.try_send(d);
+            }
+        }
+    });
+    Ok(Connection {
+        selected: sel_rx,
+        outgoing: out_tx,
+        incoming: in_rx,
+        task,
+    })
 }
 
 impl Connection {
-    /// The local candidate of the selected pair.
+    /// The local candidate of the selected pair (the latest, if the controlling peer
+    /// nominated another).
     #[must_use]
-    pub fn local(&self) -> &Candidate {
-        &self.selected.0
+    pub fn local(&self) -> Candidate {
+        self.selected.borrow().0.clone()
     }
 
     /// The remote candidate of the selected pair.
     #[must_use]
-    pub fn remote(&self) -> &Candidate {
-        &self.selected.1
+    pub fn remote(&self) -> Candidate {
+        self.selected.borrow().1.clone()
     }
 
-    /// Which kind of path was selected.
+    /// Which kind of path is selected.
     #[must_use]
     pub fn kind(&self) -> PathKind {
-        self.selected.2
-    }
-
-    /// The agent, for inspection.
-    #[must_use]
-    pub fn agent(&self) -> &Agent {
-        &self.runner.agent
+        self.selected.borrow().2
     }
 
     /// Sends one datagram on the selected pair (through the relay for a relayed local
     /// candidate).
     ///
     /// # Errors
-    /// [`IceError::Agent`] if ICE is no longer connected.
+    /// Why the agent's task ended, if it has.
     pub async fn send(&mut self, data: Bytes) -> Result<(), IceError> {
-        let t = self.runner.agent.send(data)?;
-        self.runner.transmit(t).await;
+        if self.outgoing.send(data).await.is_err() {
+            return Err(self.ended().await);
+        }
         Ok(())
     }
 
-    /// The next datagram received on the selected pair. While waiting, it answers the
-    /// peer's checks, refreshes consent and applies trickled candidates.
+    /// The next datagram received on the selected pair.
     ///
     /// # Errors
-    /// [`IceError::Failed`] when consent expires, [`IceError::Closed`] when every input
+    /// [`IceError::Failed`] when consent expired, [`IceError::Closed`] when every input
     /// closed.
     pub async fn recv(&mut self) -> Result<Bytes, IceError> {
-        loop {
-            if let Some(d) = self.runner.data.pop_front() {
-                return Ok(d);
-            }
-            if let Some(selected) = self.runner.step().await? {
-                // The controlling peer nominated another pair.
-                self.selected = selected;
-            }
+        match self.incoming.recv().await {
+            Some(d) => Ok(d),
+            None => Err(self.ended().await),
+        }
+    }
+
+    /// The agent's task has ended: why.
+    async fn ended(&mut self) -> IceError {
+        match (&mut self.task).await {
+            Ok(e) => e,
+            Err(_) => IceError::Closed,
         }
     }
 }
 
+/// The next item of an optional receiver; pending forever when there is none.
+async fn recv_some<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Runner {
-    async fn transmit(&self, t: chorus_framing::Transmit) {
+    async fn transmit(&mut self, t: chorus_framing::Transmit) {
         if let Some((relayed, to_relay)) = &self.relay
             && t.src == Some(*relayed)
         {
@@ -356,6 +406,10 @@ impl Runner {
                 // A rejected datagram changes nothing; it is not ours.
                 let _ = self.agent.handle_input(now(), i.local, i.from, &i.bytes);
             }
+            Some(d) = recv_some(&mut self.outgoing) => match self.agent.send(d) {
+                Ok(t) => self.transmit(t).await,
+                Err(e) => return Err(IceError::Agent(e)),
+            },
             s = self.signalling.rx.recv(), if self.signalling_open => match s {
                 Some(text) if text.len() <= MAX_SIGNAL => {
                     if let Ok(d) = Description::parse(&text, MAX_SIGNAL_CANDIDATES) {

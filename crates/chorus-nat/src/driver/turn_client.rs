@@ -36,6 +36,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{now, wait_until};
+
+/// Peer IPs an ICE relay channel ([`TurnHandle::into_relay_channel`]) creates
+/// permissions for, at most.
+pub const MAX_RELAY_PEERS: usize = 64;
 use crate::client::Transport;
 use crate::turn::client::{Deframer, Event, TurnClient, TurnClientConfig};
 
@@ -136,6 +140,7 @@ pub struct TurnHandle {
     cmds: mpsc::Sender<Command>,
     data: mpsc::Receiver<(SocketAddr, Bytes)>,
     granted: Granted,
+    via_tcp: bool,
     task: JoinHandle<Result<(), TurnError>>,
 }
 
@@ -197,6 +202,7 @@ impl TurnHandle {
         entropy: Box<dyn Entropy>,
         io: Io,
     ) -> Result<Self, TurnError> {
+        let via_tcp = config.transport == Transport::Tcp;
         let mut core = TurnClient::new(config, entropy)?;
         core.allocate(now())?;
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -217,6 +223,7 @@ impl TurnHandle {
             cmds: cmd_tx,
             data: data_rx,
             granted,
+            via_tcp,
             task,
         })
     }
@@ -283,6 +290,55 @@ impl TurnHandle {
     /// [`TurnError::Closed`] once the allocation is gone and the queue is empty.
     pub async fn recv_from(&mut self) -> Result<(SocketAddr, Bytes), TurnError> {
         self.data.recv().await.ok_or(TurnError::Closed)
+    }
+
+    /// Turns the allocation into the relayed candidate of an ICE agent
+    /// ([`super::ice::connect`]): a task forwards what the agent sends from the relayed
+    /// address through the relay, creating the permission for each new peer IP first
+    /// (at most [`MAX_RELAY_PEERS`]; further peers are dropped), and hands what peers
+    /// send to the relayed address back to the agent. The allocation lives as long as
+    /// the returned channel's ends do.
+    ///
+    /// # Errors
+    /// [`TurnError::Closed`] if the allocation has no relayed address.
+    pub fn into_relay_channel(mut self) -> Result<super::ice::RelayChannel, TurnError> {
+        let relayed = *self.granted.relayed.first().ok_or(TurnError::Closed)?;
+        let related = self.granted.mapped.unwrap_or(relayed);
+        let via_tcp = self.via_tcp;
+        let (to_relay, mut outbound) = mpsc::channel::<(SocketAddr, Bytes)>(DATA_QUEUE);
+        let (inbound, from_relay) = mpsc::channel(DATA_QUEUE);
+        tokio::spawn(async move {
+            let mut permitted = std::collections::HashSet::new();
+            loop {
+                tokio::select! {
+                    r = self.recv_from() => match r {
+                        // A full agent queue drops the datagram, as a socket would.
+                        Ok(d) => { let _ = inbound.try_send(d); }
+                        Err(_) => break,
+                    },
+                    out = outbound.recv() => {
+                        let Some((peer, data)) = out else { break };
+                        if !permitted.contains(&peer.ip()) {
+                            if permitted.len() >= MAX_RELAY_PEERS
+                                || self.create_permission(peer.ip()).await.is_err()
+                            {
+                                continue;
+                            }
+                            permitted.insert(peer.ip());
+                        }
+                        let _ = self.send_to(peer, &data).await;
+                    }
+                }
+            }
+            let _ = self.close().await;
+        });
+        Ok(super::ice::RelayChannel {
+            relayed,
+            related,
+            via_tcp,
+            to_relay,
+            from_relay,
+        })
     }
 
     /// Deletes the allocation (Refresh with lifetime 0) and waits for the task to end.
