@@ -124,6 +124,15 @@ pub enum Violation {
     UnexpectedClass,
     /// A method this endpoint does not serve.
     UnsupportedMethod(u16),
+    /// TURN: data or a request from a 5-tuple (or to a relayed address) that has no
+    /// allocation (RFC 8656 §7).
+    NoAllocation,
+    /// TURN: data to or from a peer without a permission (RFC 8656 §9).
+    NoPermission,
+    /// TURN: ChannelData on a channel that is not bound (RFC 8656 §12.6).
+    UnboundChannel,
+    /// A message lacks an attribute it needs (the attribute type).
+    MissingAttribute(u16),
 }
 
 /// A configured bound that was reached.
@@ -137,6 +146,8 @@ pub enum Limit {
     /// The rate limiter's table of sources is full of active sources; a new source was
     /// refused.
     Sources(usize),
+    /// The outgoing queue is full (the caller has not drained it); input was dropped.
+    Queue(usize),
 }
 
 /// The caller asked for something that cannot be done.
@@ -151,6 +162,8 @@ pub enum UsageError {
     ValueTooLong(u16),
     /// A string attribute that must be valid for its type is not.
     InvalidValue(u16),
+    /// TURN: a relay bind was reported for an address no allocation waits for.
+    UnknownRelay,
 }
 
 impl fmt::Display for Error {
@@ -206,6 +219,10 @@ impl fmt::Display for Violation {
             Self::UnknownTransaction => f.write_str("response to no outstanding transaction"),
             Self::UnexpectedClass => f.write_str("message class not accepted here"),
             Self::UnsupportedMethod(m) => write!(f, "method {m:#05x} is not served here"),
+            Self::NoAllocation => f.write_str("no allocation for this 5-tuple or address"),
+            Self::NoPermission => f.write_str("no permission for this peer"),
+            Self::UnboundChannel => f.write_str("channel not bound"),
+            Self::MissingAttribute(t) => write!(f, "required attribute {t:#06x} missing"),
         }
     }
 }
@@ -216,6 +233,7 @@ impl fmt::Display for Limit {
             Self::Transactions(n) => write!(f, "already {n} outstanding transactions"),
             Self::Rate => f.write_str("source exceeded its request rate"),
             Self::Sources(n) => write!(f, "rate limiter already tracks {n} active sources"),
+            Self::Queue(n) => write!(f, "already {n} datagrams queued"),
         }
     }
 }
@@ -227,6 +245,7 @@ impl fmt::Display for UsageError {
             Self::MissingKey => f.write_str("message integrity requested without a key"),
             Self::ValueTooLong(t) => write!(f, "value of attribute {t:#06x} is too long"),
             Self::InvalidValue(t) => write!(f, "value of attribute {t:#06x} is invalid"),
+            Self::UnknownRelay => f.write_str("no allocation waits for this relayed address"),
         }
     }
 }
@@ -316,13 +335,19 @@ mod tests {
             Violation::UnknownTransaction.into(),
             Violation::UnexpectedClass.into(),
             Violation::UnsupportedMethod(3).into(),
+            Violation::NoAllocation.into(),
+            Violation::NoPermission.into(),
+            Violation::UnboundChannel.into(),
+            Violation::MissingAttribute(7).into(),
             Limit::Transactions(4).into(),
             Limit::Rate.into(),
             Limit::Sources(5).into(),
+            Limit::Queue(8).into(),
             UsageError::InvalidConfig("x").into(),
             UsageError::MissingKey.into(),
             UsageError::ValueTooLong(6).into(),
             UsageError::InvalidValue(6).into(),
+            UsageError::UnknownRelay.into(),
             EntropyError.into(),
         ];
         let texts: Vec<String> = all.iter().map(ToString::to_string).collect();

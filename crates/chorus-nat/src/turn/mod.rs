@@ -8,3 +8,4 @@
 //! `crate::driver`.
 
 pub mod channel_data;
+pub mod server;
