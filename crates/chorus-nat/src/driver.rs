@@ -6,6 +6,7 @@
 //! - [`run_server`] drives a [`Server`] over its UDP sockets (one per address of
 //!   [`Server::addresses`]) and TCP listeners. One task owns the core; reader tasks
 //!   forward datagrams and TCP messages to it over a bounded channel.
+//! - [`turn_server`] drives a TURN server core over UDP and TCP, with its relay sockets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use crate::client::{Client, Event, Transport};
 use crate::discovery::{Discovery, Report};
 use crate::server::Server;
 use crate::stun::{HEADER_LEN, Message};
+
+pub mod turn_server;
 
 /// What can stop a driver.
 #[derive(Debug)]
