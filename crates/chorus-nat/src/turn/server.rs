@@ -152,6 +152,10 @@ pub struct TurnConfig {
     pub allowed_peers: Vec<Cidr>,
     /// Allow loopback peers (127.0.0.0/8, ::1), for tests on one machine. Default false.
     pub allow_loopback_peers: bool,
+    /// Accept the channel numbers of RFC 5766, 0x4000 through 0x7FFF, as clients
+    /// written to it (coturn's `turnutils_uclient` among them) use; RFC 8656 §12
+    /// narrowed the range to 0x4000-0x4FFF. Default false.
+    pub rfc5766_channels: bool,
     /// Decode limits for client messages. Default: 65,555 bytes (a TCP-framed STUN
     /// message of the largest length) and 48 attributes.
     pub limits: Limits,
@@ -183,6 +187,7 @@ impl Default for TurnConfig {
             software: None,
             allowed_peers: Vec::new(),
             allow_loopback_peers: false,
+            rfc5766_channels: false,
             limits,
         }
     }
@@ -646,12 +651,20 @@ impl TurnServer {
             .copied();
         let buf = &mut self.buf;
         if let Some(channel) = channel {
-            ChannelData {
-                channel,
-                data: bytes,
-            }
-            .encode(transport, buf)
-            .map_err(|_| UsageError::ValueTooLong(types::DATA))?;
+            // RFC 8656 §12.4 layout; padded over TCP (§12.5). Encoded here rather than
+            // with `ChannelData` so that RFC 5766 channel numbers work too.
+            let len =
+                u16::try_from(bytes.len()).map_err(|_| UsageError::ValueTooLong(types::DATA))?;
+            let padding = if transport == Transport::Tcp {
+                pad4(bytes.len())
+            } else {
+                0
+            };
+            buf.reserve(4 + bytes.len() + padding);
+            buf.put_u16(channel);
+            buf.put_u16(len);
+            buf.put_slice(bytes);
+            buf.put_bytes(0, padding);
         } else {
             // RFC 8656 §10.3: XOR-PEER-ADDRESS and DATA; no integrity, no FINGERPRINT.
             let peer_attr = Attribute::XorPeerAddress(peer);
@@ -713,7 +726,7 @@ impl TurnServer {
         tuple: FiveTuple,
         bytes: &[u8],
     ) -> Result<(), Error> {
-        let (cd, _) = ChannelData::decode(bytes, tuple.2)?;
+        let cd = self.decode_channel_data(bytes, tuple.2)?;
         let a = self
             .alloc_by_tuple(&tuple)
             .filter(|a| a.expires > now)
@@ -729,6 +742,34 @@ impl TurnServer {
         }
         let relayed = a.relay_for(peer.ip()).ok_or(Violation::NoAllocation)?;
         self.relay_to_peer(relayed, peer, cd.data)
+    }
+
+    fn channel_ok(&self, n: u16) -> bool {
+        if self.config.rfc5766_channels {
+            (0x4000..=0x7fff).contains(&n)
+        } else {
+            is_valid_channel(n)
+        }
+    }
+
+    /// RFC 8656 §12.4-§12.5: header, data, and over TCP the padding (the driver cut
+    /// the frame with it). Trailing bytes of a UDP datagram are ignored.
+    fn decode_channel_data<'b>(
+        &self,
+        bytes: &'b [u8],
+        transport: Transport,
+    ) -> Result<ChannelData<'b>, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let channel = r.u16()?;
+        let len = usize::from(r.u16()?);
+        let data = r.take(len)?;
+        if transport == Transport::Tcp {
+            r.skip(pad4(len))?;
+        }
+        if !self.channel_ok(channel) {
+            return Err(DecodeError::NotStun);
+        }
+        Ok(ChannelData { channel, data })
     }
 
     fn relay_to_peer(
@@ -1459,7 +1500,7 @@ impl TurnServer {
         let (Some(channel), Some(peer)) = (channel, peer) else {
             return self.error(reply, 400, Some(auth));
         };
-        if !is_valid_channel(channel) {
+        if !self.channel_ok(channel) {
             return self.error(reply, 400, Some(auth));
         }
         if let Some(code) = self.check_peer(a, peer) {

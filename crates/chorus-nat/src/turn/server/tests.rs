@@ -1063,3 +1063,33 @@ proptest! {
         fuzz::turn_server_input(&data);
     }
 }
+
+#[test]
+fn rfc5766_channel_numbers_work_only_when_enabled() {
+    for wide in [false, true] {
+        let mut cfg = config();
+        cfg.rfc5766_channels = wide;
+        let mut h = H::new(cfg);
+        let relay = h.relayed();
+        let r = h.request(
+            Method::CHANNEL_BIND,
+            vec![
+                Attribute::ChannelNumber(0x7623),
+                Attribute::XorPeerAddress(peer()),
+            ],
+        );
+        assert_eq!(code(&r), if wide { None } else { Some(400) });
+        if wide {
+            h.s.handle_input(h.now, relay, peer(), Transport::Udp, b"ab")
+                .unwrap();
+            assert_eq!(&h.out()[0].1.payload[..], b"\x76\x23\x00\x02ab");
+            h.send(b"\x76\x23\x00\x02ab").unwrap();
+            assert_eq!(&h.out()[0].1.payload[..], b"ab");
+        } else {
+            assert_eq!(
+                h.send(b"\x76\x23\x00\x02ab"),
+                Err(DecodeError::NotStun.into())
+            );
+        }
+    }
+}
