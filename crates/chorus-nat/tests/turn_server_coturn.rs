@@ -6,6 +6,7 @@
 //!
 //! Without coturn the tests print why they skip, unless `CHORUS_REQUIRE_INTEROP=1`.
 //! Every process started here is killed by a drop guard; every wait is bounded.
+#![cfg(feature = "tokio")]
 #![allow(clippy::field_reassign_with_default)]
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};

@@ -140,10 +140,19 @@ impl RecvPool {
 
 async fn read_udp(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Input>) {
     let mut pool = RecvPool::new();
-    // A receive error (an ICMP unreachable reported on Linux) is not fatal.
     loop {
-        let Ok((n, from)) = sock.recv_from(&mut pool.scratch).await else {
-            continue;
+        let (n, from) = match sock.recv_from(&mut pool.scratch).await {
+            Ok(r) => r,
+            // An ICMP error reported for an earlier send is not fatal.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => break,
         };
         let bytes = pool.take(n);
         if tx
@@ -269,6 +278,8 @@ async fn accept(listener: TcpListener, local: SocketAddr, tx: mpsc::Sender<Input
     let mut conns = JoinSet::new();
     loop {
         let Ok((stream, from)) = listener.accept().await else {
+            // Out of file descriptors, typically: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         while conns.try_join_next().is_some() {}
