@@ -46,6 +46,7 @@ struct H {
     nonce: String,
     seq: u32,
     bind_ok: bool,
+    opened: Vec<SocketAddr>,
     closed: Vec<SocketAddr>,
 }
 
@@ -64,6 +65,7 @@ impl H {
             nonce: String::new(),
             seq: 0,
             bind_ok: true,
+            opened: Vec::new(),
             closed: Vec::new(),
         }
     }
@@ -87,6 +89,7 @@ impl H {
         while let Some(e) = self.s.poll_event() {
             match e {
                 Event::OpenRelay(a) => {
+                    self.opened.push(a);
                     let _ = self.s.handle_relay_bound(self.now, a, self.bind_ok);
                 }
                 Event::CloseRelay(a) => self.closed.push(a),
@@ -1091,5 +1094,108 @@ fn rfc5766_channel_numbers_work_only_when_enabled() {
                 Err(DecodeError::NotStun.into())
             );
         }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Allocate { even: u8, dual: bool, life: u16 },
+    Refresh(u16),
+    Permit(u8),
+    Bind(u8, u8),
+    Send(u8),
+    PeerData(u8),
+    Channel(u8),
+    Advance(u16),
+    Client(u8),
+    Close,
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..3, any::<bool>(), any::<u16>()).prop_map(|(even, dual, life)| Op::Allocate {
+            even,
+            dual,
+            life
+        }),
+        any::<u16>().prop_map(Op::Refresh),
+        (0u8..4).prop_map(Op::Permit),
+        (0u8..4, 0u8..4).prop_map(|(c, p)| Op::Bind(c, p)),
+        (0u8..4).prop_map(Op::Send),
+        (0u8..4).prop_map(Op::PeerData),
+        (0u8..4).prop_map(Op::Channel),
+        (0u16..900).prop_map(Op::Advance),
+        (0u8..3).prop_map(Op::Client),
+        Just(Op::Close),
+    ]
+}
+
+fn op_peer(i: u8) -> SocketAddr {
+    [
+        peer(),
+        peer6(),
+        "198.51.100.8:7".parse().unwrap(),
+        "10.0.0.1:7".parse().unwrap(),
+    ][usize::from(i % 4)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn random_operation_sequences_keep_relays_balanced_and_tables_bounded(
+        ops in proptest::collection::vec(arb_op(), 1..40),
+        tcp in any::<bool>(),
+    ) {
+        let mut cfg = config();
+        cfg.relay_ports = 50000..=50007;
+        cfg.max_allocations = 4;
+        cfg.max_permissions = 2;
+        cfg.max_channels = 2;
+        let mut h = H::new(cfg);
+        if tcp { h.transport = Transport::Tcp; }
+        for op in ops {
+            match op {
+                Op::Allocate { even, dual, life } => {
+                    let mut attrs = vec![Attribute::Lifetime(u32::from(life))];
+                    match even { 1 => attrs.push(Attribute::EvenPort(false)), 2 => attrs.push(Attribute::EvenPort(true)), _ => {} }
+                    if dual && even == 0 { attrs.push(Attribute::AdditionalAddressFamily(AddressFamily::V6)); }
+                    h.allocate(attrs);
+                }
+                Op::Refresh(l) => { h.request(Method::REFRESH, vec![Attribute::Lifetime(u32::from(l % 3) * 400)]); }
+                Op::Permit(p) => { h.request(Method::CREATE_PERMISSION, vec![Attribute::XorPeerAddress(op_peer(p))]); }
+                Op::Bind(c, p) => {
+                    h.request(Method::CHANNEL_BIND, vec![Attribute::ChannelNumber(0x4000 + u16::from(c)), Attribute::XorPeerAddress(op_peer(p))]);
+                }
+                Op::Send(p) => { let _ = h.send(&send_indication(op_peer(p), b"x")); }
+                Op::PeerData(p) => {
+                    for r in h.s.relayed_addresses(h.from, listen(), h.transport) {
+                        let _ = h.s.handle_input(h.now, r, op_peer(p), Transport::Udp, b"y");
+                    }
+                }
+                Op::Channel(c) => { let _ = h.send(&[0x40, c, 0, 1, 0x7a, 0, 0, 0]); }
+                Op::Advance(s) => {
+                    h.advance(Duration::from_secs(u64::from(s)));
+                    // Nonces expire too: fetch a fresh one.
+                    h.login();
+                }
+                Op::Client(i) => {
+                    h.from = SocketAddr::new(client().ip(), 40000 + u16::from(i));
+                    h.login();
+                }
+                Op::Close => h.s.handle_connection_closed(listen(), h.from),
+            }
+            h.events();
+            prop_assert!(h.s.allocations() <= 4);
+            prop_assert!(h.out().len() <= 4);
+        }
+        // Everything expires: every relay opened is closed exactly once.
+        h.advance(Duration::from_secs(3700));
+        h.advance(Duration::from_secs(3700));
+        prop_assert_eq!(h.s.allocations(), 0);
+        let (mut opened, mut closed) = (h.opened.clone(), h.closed.clone());
+        opened.sort();
+        closed.sort();
+        prop_assert_eq!(opened, closed);
+        prop_assert_eq!(h.s.poll_timeout(), None);
     }
 }
