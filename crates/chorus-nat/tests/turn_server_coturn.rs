@@ -42,6 +42,8 @@ fn spawn_chorus_turn(
             let mut config = TurnConfig::default();
             config.realm = "example.org".into();
             config.relay_ips = vec![bind.ip()];
+            // Above Linux's ephemeral range, so other tests' sockets do not collide.
+            config.relay_ports = 61000..=65535;
             config.server_addresses = vec![bind];
             config.allow_loopback_peers = true;
             // uclient picks channel numbers from RFC 5766's 0x4000-0x7FFF.

@@ -380,13 +380,15 @@ mod tests {
 
     const T: Duration = Duration::from_secs(10);
 
-    fn core() -> TurnServer {
+    fn core(seed: u64) -> TurnServer {
         let mut cfg = TurnConfig::default();
+        // Above Linux's ephemeral range, so other tests' sockets do not collide.
+        cfg.relay_ports = 61000..=65535;
         cfg.realm = "example.org".into();
         cfg.allow_loopback_peers = true;
         let mut users = StaticUsers::new("example.org");
         users.add("alice", "secret");
-        TurnServer::new(cfg, Box::new(users), Box::new(SeededEntropy::new(5))).unwrap()
+        TurnServer::new(cfg, Box::new(users), Box::new(SeededEntropy::new(seed))).unwrap()
     }
 
     /// Encodes a request; authenticated when `nonce` is given.
@@ -431,7 +433,7 @@ mod tests {
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let server = spawn(core(), vec![udp], vec![tcp]);
+        let server = spawn(core(5), vec![udp], vec![tcp]);
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let peer_addr = peer.local_addr().unwrap();
 
@@ -490,6 +492,59 @@ mod tests {
         server.shutdown().await.unwrap();
         // The relay socket is closed with the server: its port can be bound again.
         assert!(UdpSocket::bind(relayed).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_allocation_closes_its_relay_socket() {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let server = spawn(core(6), vec![udp], vec![]);
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let alloc = [Attribute::RequestedTransport(17), Attribute::Lifetime(600)];
+        sock.send_to(&request(Method::ALLOCATE, 1, &alloc, None), addr)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(T, sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let nonce = Message::decode(&buf[..n], &Limits::default())
+            .unwrap()
+            .find(|a| match a {
+                Attribute::Nonce(x) => Some(x.to_string()),
+                _ => None,
+            })
+            .unwrap();
+        sock.send_to(&request(Method::ALLOCATE, 2, &alloc, Some(&nonce)), addr)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(T, sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let relayed = Message::decode(&buf[..n], &Limits::default())
+            .unwrap()
+            .find(|a| match a {
+                Attribute::XorRelayedAddress(x) => Some(*x),
+                _ => None,
+            })
+            .unwrap();
+        // Bound by the driver while the allocation lives ...
+        assert!(UdpSocket::bind(relayed).await.is_err());
+        // ... and released once it expires (600 s on the paused clock).
+        tokio::time::sleep(Duration::from_secs(602)).await;
+        let mut rebound = None;
+        for _ in 0..100 {
+            if let Ok(s) = UdpSocket::bind(relayed).await {
+                rebound = Some(s);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(rebound.is_some(), "relay socket still open after expiry");
+        assert!(!server.is_finished());
+        server.shutdown().await.unwrap();
     }
 
     #[test]
