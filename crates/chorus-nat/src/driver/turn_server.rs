@@ -40,7 +40,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
-use super::{DriverError, now, wait_until};
+use super::{DriverError, now};
 use crate::client::Transport;
 use crate::stun::{HEADER_LEN, Message};
 use crate::turn::channel_data::{ChannelData, is_channel_data};
@@ -48,6 +48,9 @@ use crate::turn::server::{Event, TurnServer};
 
 /// Inputs queued for the core at most; readers wait when it is full.
 const INPUT_QUEUE: usize = 4096;
+/// Inputs handled per wake-up before the outputs are sent. Bounded by the core's
+/// transmit queue (4096 by default), which one batch cannot fill.
+const BATCH: usize = 64;
 /// TCP connections served at once; further ones are closed on accept.
 const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Outgoing messages queued per TCP connection; more are dropped (the client is not
@@ -189,33 +192,15 @@ pub async fn run(
         let local = listener.local_addr()?;
         tasks.spawn(accept(listener, local, tx.clone()));
     }
-    let mut relays: HashMap<SocketAddr, (Arc<UdpSocket>, AbortHandle)> = HashMap::new();
+    let mut relays: Relays = HashMap::new();
     let mut conns: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Bytes>> = HashMap::new();
     tokio::pin!(shutdown);
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<std::time::Instant> = None;
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        while let Some(event) = core.poll_event() {
-            match event {
-                Event::OpenRelay(addr) => match UdpSocket::bind(addr).await {
-                    Ok(sock) => {
-                        let sock = Arc::new(sock);
-                        let abort = tasks.spawn(read_udp(sock.clone(), addr, tx.clone()));
-                        if core.handle_relay_bound(now(), addr, true).is_ok() {
-                            relays.insert(addr, (sock, abort));
-                        } else {
-                            abort.abort();
-                        }
-                    }
-                    Err(_) => {
-                        let _ = core.handle_relay_bound(now(), addr, false);
-                    }
-                },
-                Event::CloseRelay(addr) => {
-                    if let Some((_, abort)) = relays.remove(&addr) {
-                        abort.abort();
-                    }
-                }
-            }
-        }
+        handle_events(&mut core, &mut relays, &mut tasks, &tx);
         while let Some((transport, t)) = core.poll_transmit() {
             let src = t
                 .src
@@ -243,6 +228,13 @@ pub async fn run(
             }
         }
         let deadline = core.poll_timeout();
+        if deadline != armed {
+            // One timer, moved only when the core's deadline changes.
+            if let Some(t) = deadline {
+                timer.as_mut().reset(t.into());
+            }
+            armed = deadline;
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -250,28 +242,80 @@ pub async fn run(
                 tasks.shutdown().await;
                 return Ok(());
             }
-            input = rx.recv() => {
+            n = rx.recv_many(&mut batch, BATCH) => {
                 // `tx` is held here, so the channel never closes while we run.
-                let Some(input) = input else { return Err(DriverError::Closed) };
-                match input {
-                    Input::Datagram { local, from, bytes } => {
-                        let _ = core.handle_input(now(), local, from, Transport::Udp, &bytes);
-                    }
-                    Input::TcpOpened { local, from, reply } => {
-                        conns.insert((local, from), reply);
-                    }
-                    Input::Tcp { local, from, bytes } => {
-                        let _ = core.handle_input(now(), local, from, Transport::Tcp, &bytes);
-                    }
-                    Input::TcpClosed { local, from } => {
-                        conns.remove(&(local, from));
-                        core.handle_connection_closed(local, from);
+                if n == 0 {
+                    return Err(DriverError::Closed);
+                }
+                let t = now();
+                for input in batch.drain(..) {
+                    // Relay sockets are bound between inputs, so that a request
+                    // right behind an Allocate finds the allocation complete.
+                    handle_events(&mut core, &mut relays, &mut tasks, &tx);
+                    match input {
+                        Input::Datagram { local, from, bytes } => {
+                            let _ = core.handle_input(t, local, from, Transport::Udp, &bytes);
+                        }
+                        Input::TcpOpened { local, from, reply } => {
+                            conns.insert((local, from), reply);
+                        }
+                        Input::Tcp { local, from, bytes } => {
+                            let _ = core.handle_input(t, local, from, Transport::Tcp, &bytes);
+                        }
+                        Input::TcpClosed { local, from } => {
+                            conns.remove(&(local, from));
+                            core.handle_connection_closed(local, from);
+                        }
                     }
                 }
             }
-            () = wait_until(deadline) => core.handle_timeout(now()),
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                core.handle_timeout(now());
+            }
         }
     }
+}
+
+type Relays = HashMap<SocketAddr, (Arc<UdpSocket>, AbortHandle)>;
+
+/// Binds and closes relay sockets as the core asks, reporting each bind.
+fn handle_events(
+    core: &mut TurnServer,
+    relays: &mut Relays,
+    tasks: &mut JoinSet<()>,
+    tx: &mpsc::Sender<Input>,
+) {
+    while let Some(event) = core.poll_event() {
+        match event {
+            Event::OpenRelay(addr) => match bind_relay(addr) {
+                Ok(sock) => {
+                    let sock = Arc::new(sock);
+                    let abort = tasks.spawn(read_udp(sock.clone(), addr, tx.clone()));
+                    if core.handle_relay_bound(now(), addr, true).is_ok() {
+                        relays.insert(addr, (sock, abort));
+                    } else {
+                        abort.abort();
+                    }
+                }
+                Err(_) => {
+                    let _ = core.handle_relay_bound(now(), addr, false);
+                }
+            },
+            Event::CloseRelay(addr) => {
+                if let Some((_, abort)) = relays.remove(&addr) {
+                    abort.abort();
+                }
+            }
+        }
+    }
+}
+
+/// A relay socket, bound synchronously (binding a UDP socket does not block).
+fn bind_relay(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = std::net::UdpSocket::bind(addr)?;
+    sock.set_nonblocking(true)?;
+    UdpSocket::from_std(sock)
 }
 
 async fn accept(listener: TcpListener, local: SocketAddr, tx: mpsc::Sender<Input>) {
