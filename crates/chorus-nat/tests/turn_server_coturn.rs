@@ -26,6 +26,7 @@ use support::{Guard, TempDir, free_port, have};
 /// sender is dropped or used.
 fn spawn_chorus_turn(
     port: u16,
+    relay_ips: Vec<std::net::IpAddr>,
 ) -> (
     std::thread::JoinHandle<()>,
     tokio::sync::oneshot::Sender<()>,
@@ -41,7 +42,7 @@ fn spawn_chorus_turn(
             let bind: SocketAddr = ([127, 0, 0, 1], port).into();
             let mut config = TurnConfig::default();
             config.realm = "example.org".into();
-            config.relay_ips = vec![bind.ip()];
+            config.relay_ips = relay_ips;
             // Above Linux's ephemeral range, so other tests' sockets do not collide.
             config.relay_ports = 61000..=65535;
             config.server_addresses = vec![bind];
@@ -71,24 +72,24 @@ fn spawn_chorus_turn(
 
 /// Starts `turnutils_peer` (a UDP echo server) on 127.0.0.1:`port` and waits, bounded,
 /// until it echoes.
-fn start_peer(port: u16) -> Guard {
+fn start_peer(ip: &str, port: u16) -> Guard {
     let guard = Guard(
         Command::new("turnutils_peer")
-            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-L", ip, "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("turnutils_peer starts"),
     );
-    let probe = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+    let probe = StdUdpSocket::bind((ip, 0)).unwrap();
     probe
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 16];
     loop {
-        probe.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        probe.send_to(b"ping", (ip, port)).unwrap();
         if probe.recv_from(&mut buf).is_ok() {
             return guard;
         }
@@ -152,27 +153,26 @@ fn totals(text: &str) -> Option<(u64, u64)> {
 /// Relays through the Chorus server with uclient's `extra` flags and checks that every
 /// message came back from the echo peer.
 fn relay_round_trip(extra: &[&str]) {
+    relay_round_trip_via("127.0.0.1", extra);
+}
+
+/// As [`relay_round_trip`], with the peer (and a relay address of its family) on
+/// `peer_ip`.
+fn relay_round_trip_via(peer_ip: &str, extra: &[&str]) {
     if !have("turnutils_uclient") || !have("turnutils_peer") {
         return;
     }
-    let (port, peer_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
-    let _peer = start_peer(peer_port);
-    let (thread, stop) = spawn_chorus_turn(port);
+    let (port, peer_port) = (free_port("127.0.0.1"), free_port(peer_ip));
+    let _peer = start_peer(peer_ip, peer_port);
+    let mut relay_ips = vec![[127, 0, 0, 1].into()];
+    if peer_ip != "127.0.0.1" {
+        relay_ips.push(peer_ip.parse().unwrap());
+    }
+    let (thread, stop) = spawn_chorus_turn(port, relay_ips);
     let port_s = port.to_string();
     let peer_s = peer_port.to_string();
     let mut args = vec![
-        "-u",
-        "alice",
-        "-w",
-        "secret",
-        "-e",
-        "127.0.0.1",
-        "-r",
-        &peer_s,
-        "-p",
-        &port_s,
-        "-n",
-        "10",
+        "-u", "alice", "-w", "secret", "-e", peer_ip, "-r", &peer_s, "-p", &port_s, "-n", "10",
     ];
     args.extend_from_slice(extra);
     args.push("127.0.0.1");
@@ -208,12 +208,23 @@ fn coturn_uclient_relays_through_chorus_over_tcp_with_send_indications() {
 }
 
 #[test]
+fn coturn_uclient_relays_through_an_ipv6_relayed_address() {
+    // -x: REQUESTED-ADDRESS-FAMILY IPv6; the peer is on ::1. Skipped where the
+    // loopback interface has no IPv6.
+    if StdUdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipping: no IPv6 loopback");
+        return;
+    }
+    relay_round_trip_via("::1", &["-x"]);
+}
+
+#[test]
 fn coturn_uclient_with_a_wrong_password_is_refused() {
     if !have("turnutils_uclient") {
         return;
     }
     let port = free_port("127.0.0.1");
-    let (thread, stop) = spawn_chorus_turn(port);
+    let (thread, stop) = spawn_chorus_turn(port, vec![[127, 0, 0, 1].into()]);
     let port_s = port.to_string();
     let (ok, text) = uclient(&[
         "-u",
