@@ -79,7 +79,7 @@ use bytes::{BufMut, BytesMut};
 use chorus_framing::{Entropy, Reader, Transmit};
 
 use crate::client::Transport;
-use crate::error::{DecodeError, Error, Limit, UsageError, Violation};
+use crate::error::{DecodeError, Error, Limit, UnknownAttributes, UsageError, Violation};
 use crate::server::RateLimit;
 use crate::stun::{
     AddressFamily, Attribute, Class, HEADER_LEN, Header, Key, Limits, MAGIC_COOKIE, Message,
@@ -111,7 +111,8 @@ pub struct TurnConfig {
     /// The IP addresses relayed addresses are allocated on: at most one IPv4 and one
     /// IPv6, each a specific (not unspecified) address. Default `[127.0.0.1]`.
     pub relay_ips: Vec<IpAddr>,
-    /// The relay ports. Default 49152..=65535 (RFC 8656 §7.2: the dynamic range).
+    /// The relay ports; not empty, not including 0. Default 49152..=65535 (RFC 8656
+    /// §7.2: the dynamic range).
     pub relay_ports: RangeInclusive<u16>,
     /// Allocation lifetime when the client asks for none or less (RFC 8656 §7.2).
     /// Default 600 s.
@@ -410,8 +411,8 @@ impl TurnServer {
         if config.realm.is_empty() || config.realm.len() > crate::stun::MAX_TEXT {
             return invalid("realm must be 1 to 763 bytes");
         }
-        if config.relay_ports.is_empty() {
-            return invalid("relay_ports is empty");
+        if config.relay_ports.is_empty() || *config.relay_ports.start() == 0 {
+            return invalid("relay_ports is empty or contains port 0");
         }
         let mut pools: [Option<Pool>; 2] = [None, None];
         for ip in &config.relay_ips {
@@ -818,7 +819,11 @@ impl TurnServer {
                 Some(_) => {}
                 // RFC 8489 §6.3.2: an indication with an unknown comprehension-required
                 // attribute is discarded.
-                None => return Err(Violation::UnsupportedMethod(t).into()),
+                None => {
+                    let mut unknown = UnknownAttributes::new();
+                    unknown.push(t);
+                    return Err(DecodeError::UnknownRequiredAttributes(unknown).into());
+                }
             }
         }
         let (Some(peer), Some(data)) = (peer, data) else {

@@ -1001,6 +1001,11 @@ fn invalid_configurations_are_refused() {
             c.realm = String::new();
             c
         },
+        {
+            let mut c = config();
+            c.relay_ports = 0..=10;
+            c
+        },
     ];
     for c in bad {
         let users = StaticUsers::new(REALM);
