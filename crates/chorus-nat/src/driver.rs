@@ -8,6 +8,9 @@
 //! - [`run_server`] drives a [`Server`] over its UDP sockets (one per address of
 //!   [`Server::addresses`]) and TCP listeners. One task owns the core; reader tasks
 //!   forward datagrams and TCP messages to it over a bounded channel.
+//! - [`turn_server`] drives a TURN server core over UDP and TCP, with its relay sockets;
+//!   [`turn_client`] drives a TURN client allocation behind a handle; [`ice`] drives an
+//!   ICE agent over host sockets, a relay and a signalling channel.
 
 pub mod ice;
 
@@ -27,6 +30,7 @@ use crate::server::Server;
 use crate::stun::{HEADER_LEN, Message};
 
 pub mod turn_client;
+pub mod turn_server;
 
 /// What can stop a driver.
 #[derive(Debug)]

@@ -139,6 +139,13 @@ pub enum Violation {
     BadCredentials,
     /// A non-STUN datagram from a source other than the selected ICE pair's.
     UnexpectedSource,
+    /// TURN server: data or a request from a 5-tuple (or to a relayed address) that
+    /// has no allocation (RFC 8656 §7).
+    NoAllocation,
+    /// TURN server: data to or from a peer without a permission (RFC 8656 §9).
+    NoPermission,
+    /// TURN server: ChannelData on a channel that is not bound (RFC 8656 §12.6).
+    UnboundChannel,
 }
 
 /// A configured bound that was reached.
@@ -182,6 +189,8 @@ pub enum UsageError {
     NoPermission,
     /// Data can only be sent once ICE has selected a pair.
     NotConnected,
+    /// TURN: a relay bind was reported for an address no allocation waits for.
+    UnknownRelay,
 }
 
 impl fmt::Display for Error {
@@ -243,6 +252,9 @@ impl fmt::Display for Violation {
             Self::MissingAttribute(t) => write!(f, "required attribute {t:#06x} is missing"),
             Self::BadCredentials => f.write_str("ICE credentials do not match"),
             Self::UnexpectedSource => f.write_str("datagram not on the selected ICE pair"),
+            Self::NoAllocation => f.write_str("no allocation for this 5-tuple or address"),
+            Self::NoPermission => f.write_str("no permission for this peer"),
+            Self::UnboundChannel => f.write_str("channel not bound"),
         }
     }
 }
@@ -271,6 +283,7 @@ impl fmt::Display for UsageError {
             Self::NotAllocated => f.write_str("no TURN allocation"),
             Self::NoPermission => f.write_str("no permission requested for this peer"),
             Self::NotConnected => f.write_str("no ICE pair selected yet"),
+            Self::UnknownRelay => f.write_str("no allocation waits for this relayed address"),
         }
     }
 }
@@ -373,6 +386,9 @@ mod tests {
             Limit::Channels(7).into(),
             Limit::Candidates(5).into(),
             Limit::Queue(7).into(),
+            Violation::NoAllocation.into(),
+            Violation::NoPermission.into(),
+            Violation::UnboundChannel.into(),
             UsageError::InvalidConfig("x").into(),
             UsageError::MissingKey.into(),
             UsageError::ValueTooLong(6).into(),
@@ -380,6 +396,7 @@ mod tests {
             UsageError::NotAllocated.into(),
             UsageError::NoPermission.into(),
             UsageError::NotConnected.into(),
+            UsageError::UnknownRelay.into(),
             EntropyError.into(),
         ];
         let texts: Vec<String> = all.iter().map(ToString::to_string).collect();
