@@ -1,7 +1,10 @@
 //! NAT scenarios in network namespaces (root only; skipped with the reason otherwise):
 //! clients behind real Linux NATs (nftables masquerade, and fully-random masquerade as
 //! a symmetric NAT) against the Chorus STUN server on a "public" namespace. The
-//! discovery client must classify each NAT correctly.
+//! discovery client must classify each NAT correctly, and two clients behind NATs must
+//! connect with ICE: by hole punching where the NATs allow it (two port-restricted
+//! cones), through a TURN relay in the public namespace where they do not (two
+//! symmetric NATs).
 #![cfg(feature = "tokio")]
 #![allow(clippy::field_reassign_with_default)]
 
@@ -13,6 +16,7 @@ use chorus_nat::discovery::{
     Behaviour, Classic, Discovery, DiscoveryConfig, LifetimeConfig, LifetimeProbe, Report,
 };
 use chorus_nat::driver::{run_discovery, run_lifetime, run_server};
+use chorus_nat::ice::PathKind;
 use chorus_nat::server::{Server, ServerConfig};
 
 mod netns;
@@ -162,5 +166,131 @@ async fn binding_lifetime_matches_the_routers_conntrack_timeout() {
     // conntrack's garbage collection may lag the timeout by a second or two.
     assert!(lifetime.at_least >= Duration::from_secs(2), "{lifetime:?}");
     assert!(expired <= Duration::from_secs(8), "{lifetime:?}");
+    server.abort();
+}
+
+/// The TURN relay's port on the server's primary IP (the STUN server has 3478/3479).
+const TURN_PORT: u16 = 3480;
+
+/// The Chorus TURN server in the public namespace, relaying on the primary IP. Peers
+/// in 203.0.113.0/24 (documentation space, special-purpose and so denied by default)
+/// are allowed; the clients' private addresses stay denied (RFC 8656 §21.1.2), as on
+/// any public relay.
+fn start_turn_relay(world: &World) -> netns::NsTask {
+    use chorus_nat::turn::server::{Cidr, StaticUsers, TurnConfig, TurnServer};
+
+    let ip: std::net::IpAddr = SERVER_IPS[0].parse().unwrap();
+    let addr = SocketAddr::new(ip, TURN_PORT);
+    let mut config = TurnConfig::default();
+    config.realm = "example.org".to_owned();
+    config.server_addresses = vec![addr];
+    config.relay_ips = vec![ip];
+    config.relay_ports = 50_000..=50_100;
+    config.allowed_peers = vec![Cidr::new([203, 0, 113, 0].into(), 24).unwrap()];
+    let mut users = StaticUsers::new("example.org");
+    users.add("alice", "secret");
+    let core = TurnServer::new(config, Box::new(users), Box::new(SeededEntropy::new(99))).unwrap();
+    world.public.run(move || async move {
+        let udp = tokio::net::UdpSocket::bind(addr).await.expect("TURN UDP");
+        let tcp = tokio::net::TcpListener::bind(addr).await.expect("TURN TCP");
+        let r = chorus_nat::driver::turn_server::run(
+            core,
+            vec![udp],
+            vec![tcp],
+            std::future::pending(),
+        )
+        .await;
+        panic!("TURN server stopped: {r:?}");
+    })
+}
+
+/// ICE between the clients of sites 0 and 1 (site 0 controlling), each with a host
+/// socket, the STUN server for its server-reflexive candidate and, with `relay`, a
+/// TURN allocation as its relayed candidate. Data crosses both ways on the result.
+async fn ice_between(world: &World, relay: bool) -> (PathKind, PathKind) {
+    use bytes::Bytes;
+    use chorus_nat::client::Transport;
+    use chorus_nat::driver::ice::{Signalling, connect};
+    use chorus_nat::driver::turn_client::TurnHandle;
+    use chorus_nat::ice::{Agent, IceConfig, Role};
+    use chorus_nat::turn::client::TurnClientConfig;
+    use tokio::sync::mpsc;
+
+    let (a_tx, b_rx) = mpsc::channel(64);
+    let (b_tx, a_rx) = mpsc::channel(64);
+    let mut signalling = vec![
+        Signalling { tx: a_tx, rx: a_rx },
+        Signalling { tx: b_tx, rx: b_rx },
+    ];
+    let mut parties = Vec::new();
+    for (i, sig) in signalling.drain(..).enumerate() {
+        let site = &world.sites[i];
+        let host = site.client.udp(SocketAddr::new(site.client_ip, 7000));
+        let mut config = IceConfig::default();
+        config.role = if i == 0 {
+            Role::Controlling
+        } else {
+            Role::Controlled
+        };
+        config.stun_server = Some(World::server(3478));
+        let agent = Agent::new(config, Box::new(SeededEntropy::new(10 + i as u64))).unwrap();
+        let channel = if relay {
+            let sock = site.client.udp(SocketAddr::new(site.client_ip, 7001));
+            let turn = SocketAddr::new(World::server(0).ip(), TURN_PORT);
+            let config = TurnClientConfig::new(turn, Transport::Udp, "alice", "secret");
+            let handle =
+                TurnHandle::connect_udp(config, Box::new(SeededEntropy::new(20 + i as u64)), sock)
+                    .await
+                    .expect("TURN allocation");
+            Some(handle.into_relay_channel().unwrap())
+        } else {
+            None
+        };
+        parties.push((agent, vec![host], channel, sig));
+    }
+    let b = parties.pop().unwrap();
+    let a = parties.pop().unwrap();
+    let (a, b) = tokio::time::timeout(Duration::from_secs(40), async {
+        tokio::join!(connect(a.0, a.1, a.2, a.3), connect(b.0, b.1, b.2, b.3))
+    })
+    .await
+    .expect("ICE is bounded");
+    let (mut a, mut b) = match (a, b) {
+        (Ok(a), Ok(b)) => (a, b),
+        other => panic!("ICE failed: {other:?}"),
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        a.send(Bytes::from_static(&[0x80, 1])).await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), Bytes::from_static(&[0x80, 1]));
+        b.send(Bytes::from_static(&[0x80, 2])).await.unwrap();
+        assert_eq!(a.recv().await.unwrap(), Bytes::from_static(&[0x80, 2]));
+    })
+    .await
+    .expect("data crosses the selected path");
+    (a.kind(), b.kind())
+}
+
+#[tokio::test]
+async fn two_port_restricted_cones_connect_by_hole_punching() {
+    if skip() {
+        return;
+    }
+    let world = World::new(&[NatKind::Masquerade, NatKind::Masquerade]);
+    let server = start_server(&world);
+    let kinds = ice_between(&world, false).await;
+    assert_eq!(kinds, (PathKind::HolePunched, PathKind::HolePunched));
+    server.abort();
+}
+
+#[tokio::test]
+async fn two_symmetric_nats_connect_through_the_relay() {
+    if skip() {
+        return;
+    }
+    let world = World::new(&[NatKind::Symmetric, NatKind::Symmetric]);
+    let server = start_server(&world);
+    let _relay = start_turn_relay(&world);
+    let kinds = ice_between(&world, true).await;
+    assert_eq!(kinds, (PathKind::Relayed, PathKind::Relayed));
     server.abort();
 }

@@ -7,8 +7,12 @@
 //!                                                 server 203.0.113.1 and .2 ┘
 //! ```
 //!
-//! Each router masquerades its clients with nftables, as a home router does; the NAT
-//! kind picks Linux's port behaviour. Sockets are opened from a thread that has
+//! Each router masquerades its clients with nftables and drops unsolicited packets to
+//! itself from the outside, as a home router's firewall does; the NAT kind picks
+//! Linux's port behaviour. The drop matters for hole punching: a peer's packet that
+//! reaches the router before the client's own outgoing packet would otherwise leave a
+//! conntrack entry that occupies the mapping, and the router would then give the
+//! client's packet another port. Sockets are opened from a thread that has
 //! entered the namespace (`setns`), and keep that namespace when handed to tokio, so
 //! one test process drives every party. Namespaces are deleted when the world drops.
 #![allow(dead_code)] // each test binary uses its own subset
@@ -112,6 +116,36 @@ impl Netns {
         .expect("namespace thread")
     }
 
+    /// Runs `f`'s future on a thread inside this namespace, on its own tokio runtime,
+    /// until the returned task is dropped: for servers that bind sockets as they go
+    /// (a TURN server's relay sockets must be in this namespace too).
+    pub(crate) fn run<F, Fut>(&self, f: F) -> NsTask
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let path = format!("/run/netns/{}", self.0);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                tokio::select! {
+                    () = f() => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        NsTask {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
     /// A tokio UDP socket bound to `addr` inside this namespace.
     pub(crate) fn udp(&self, addr: SocketAddr) -> tokio::net::UdpSocket {
         let sock = self.enter(move || {
@@ -145,6 +179,24 @@ impl Drop for Netns {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A future running on a thread inside a namespace; stopped and joined on drop.
+#[derive(Debug)]
+pub(crate) struct NsTask {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for NsTask {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -221,7 +273,9 @@ impl World {
                 "nft -f -",
                 Some(&format!(
                     "table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  \
-                     oifname \"out\" masquerade{flags}\n }}\n}}\n"
+                     oifname \"out\" masquerade{flags}\n }}\n}}\n\
+                     table ip filter {{\n chain input {{\n  type filter hook input priority 0;\n  \
+                     iifname \"out\" ct state new drop\n }}\n}}\n"
                 )),
             );
             sites.push(Site {
