@@ -4,7 +4,7 @@
 //! discovery client must classify each NAT correctly, and two clients behind NATs must
 //! connect with ICE: by hole punching where the NATs allow it (two port-restricted
 //! cones), through a TURN relay in the public namespace where they do not (two
-//! symmetric NATs).
+//! symmetric NATs), and through the relay over TCP when one side's UDP is blocked.
 #![cfg(feature = "tokio")]
 #![allow(clippy::field_reassign_with_default)]
 
@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chorus_framing::SeededEntropy;
+use chorus_nat::client::Transport;
 use chorus_nat::discovery::{
     Behaviour, Classic, Discovery, DiscoveryConfig, LifetimeConfig, LifetimeProbe, Report,
 };
@@ -205,11 +206,11 @@ fn start_turn_relay(world: &World) -> netns::NsTask {
 }
 
 /// ICE between the clients of sites 0 and 1 (site 0 controlling), each with a host
-/// socket, the STUN server for its server-reflexive candidate and, with `relay`, a
-/// TURN allocation as its relayed candidate. Data crosses both ways on the result.
-async fn ice_between(world: &World, relay: bool) -> (PathKind, PathKind) {
+/// socket, the STUN server for its server-reflexive candidate and, where `relays`
+/// names a transport, a TURN allocation over it as its relayed candidate. Data crosses
+/// both ways on the result.
+async fn ice_between(world: &World, relays: [Option<Transport>; 2]) -> (PathKind, PathKind) {
     use bytes::Bytes;
-    use chorus_nat::client::Transport;
     use chorus_nat::driver::ice::{Signalling, connect};
     use chorus_nat::driver::turn_client::TurnHandle;
     use chorus_nat::ice::{Agent, IceConfig, Role};
@@ -234,18 +235,22 @@ async fn ice_between(world: &World, relay: bool) -> (PathKind, PathKind) {
         };
         config.stun_server = Some(World::server(3478));
         let agent = Agent::new(config, Box::new(SeededEntropy::new(10 + i as u64))).unwrap();
-        let channel = if relay {
-            let sock = site.client.udp(SocketAddr::new(site.client_ip, 7001));
-            let turn = SocketAddr::new(World::server(0).ip(), TURN_PORT);
-            let config = TurnClientConfig::new(turn, Transport::Udp, "alice", "secret");
-            let handle =
-                TurnHandle::connect_udp(config, Box::new(SeededEntropy::new(20 + i as u64)), sock)
-                    .await
-                    .expect("TURN allocation");
-            Some(handle.into_relay_channel().unwrap())
-        } else {
-            None
+        let turn = SocketAddr::new(World::server(0).ip(), TURN_PORT);
+        let entropy = Box::new(SeededEntropy::new(20 + i as u64));
+        let handle = match relays[i] {
+            Some(Transport::Udp) => {
+                let sock = site.client.udp(SocketAddr::new(site.client_ip, 7001));
+                let config = TurnClientConfig::new(turn, Transport::Udp, "alice", "secret");
+                Some(TurnHandle::connect_udp(config, entropy, sock).await)
+            }
+            Some(Transport::Tcp) => {
+                let stream = site.client.tcp_connect(turn);
+                let config = TurnClientConfig::new(turn, Transport::Tcp, "alice", "secret");
+                Some(TurnHandle::connect_tcp(config, entropy, stream).await)
+            }
+            None => None,
         };
+        let channel = handle.map(|h| h.expect("TURN allocation").into_relay_channel().unwrap());
         parties.push((agent, vec![host], channel, sig));
     }
     let b = parties.pop().unwrap();
@@ -277,7 +282,7 @@ async fn two_port_restricted_cones_connect_by_hole_punching() {
     }
     let world = World::new(&[NatKind::Masquerade, NatKind::Masquerade]);
     let server = start_server(&world);
-    let kinds = ice_between(&world, false).await;
+    let kinds = ice_between(&world, [None, None]).await;
     assert_eq!(kinds, (PathKind::HolePunched, PathKind::HolePunched));
     server.abort();
 }
@@ -290,7 +295,57 @@ async fn two_symmetric_nats_connect_through_the_relay() {
     let world = World::new(&[NatKind::Symmetric, NatKind::Symmetric]);
     let server = start_server(&world);
     let _relay = start_turn_relay(&world);
-    let kinds = ice_between(&world, true).await;
+    let kinds = ice_between(&world, [Some(Transport::Udp), Some(Transport::Udp)]).await;
     assert_eq!(kinds, (PathKind::Relayed, PathKind::Relayed));
+    server.abort();
+}
+
+#[tokio::test]
+async fn udp_blocked_reports_tcp_reachability() {
+    if skip() {
+        return;
+    }
+    let world = World::new(&[NatKind::UdpBlocked]);
+    let server = start_server(&world);
+    // The TCP probe opens its own connection: run the whole discovery inside the
+    // client's namespace.
+    let site = &world.sites[0];
+    let local = SocketAddr::new(site.client_ip, 5000);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _task = site.client.run(move || async move {
+        let sock = tokio::net::UdpSocket::bind(local).await.unwrap();
+        let mut d = Discovery::new(
+            quick(),
+            tokio::time::Instant::now().into_std(),
+            local,
+            World::server(3478),
+            Box::new(SeededEntropy::new(4)),
+        )
+        .unwrap();
+        let _ = tx.send(run_discovery(&mut d, &sock).await.unwrap());
+    });
+    let report = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("bounded")
+        .unwrap();
+    assert_eq!(report.classic, Classic::UdpBlocked, "{report:?}");
+    let tcp = report
+        .tcp_mapped
+        .expect("the STUN server is reachable over TCP");
+    assert_eq!(tcp.ip(), site.public_ip);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_udp_blocked_client_connects_through_the_relay_over_tcp() {
+    if skip() {
+        return;
+    }
+    // Site 0 forwards no UDP: its only way out is TURN over TCP.
+    let world = World::new(&[NatKind::UdpBlocked, NatKind::Masquerade]);
+    let server = start_server(&world);
+    let _relay = start_turn_relay(&world);
+    let kinds = ice_between(&world, [Some(Transport::Tcp), None]).await;
+    assert_eq!(kinds, (PathKind::RelayedTcp, PathKind::RelayedTcp));
     server.abort();
 }

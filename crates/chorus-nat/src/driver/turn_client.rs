@@ -197,6 +197,24 @@ impl TurnHandle {
         Self::start(config, entropy, Io::Udp(socket)).await
     }
 
+    /// As [`TurnHandle::connect_with`], over a TCP connection to the server that the
+    /// caller opened (from a chosen address or network). `config.transport` must be
+    /// TCP.
+    ///
+    /// # Errors
+    /// As [`TurnHandle::connect`].
+    pub async fn connect_tcp(
+        config: TurnClientConfig,
+        entropy: Box<dyn Entropy>,
+        stream: TcpStream,
+    ) -> Result<Self, TurnError> {
+        if config.transport != Transport::Tcp {
+            let e = crate::UsageError::InvalidConfig("connect_tcp needs Transport::Tcp");
+            return Err(TurnError::Core(e.into()));
+        }
+        Self::start(config, entropy, Io::tcp(stream)).await
+    }
+
     async fn start(
         config: TurnClientConfig,
         entropy: Box<dyn Entropy>,

@@ -34,6 +34,8 @@ pub(crate) enum NatKind {
     /// `masquerade fully-random`: a random port for every new 5-tuple, so the mapping
     /// depends on the destination (symmetric).
     Symmetric,
+    /// Masquerade, and a firewall that forwards no UDP at all (TCP only).
+    UdpBlocked,
 }
 
 /// Why the scenario tests cannot run here, if they cannot.
@@ -156,6 +158,17 @@ impl Netns {
         tokio::net::UdpSocket::from_std(sock).unwrap()
     }
 
+    /// A tokio TCP connection from this namespace to `addr`.
+    pub(crate) fn tcp_connect(&self, addr: SocketAddr) -> tokio::net::TcpStream {
+        let s = self.enter(move || {
+            let s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+            s.set_nonblocking(true).unwrap();
+            s
+        });
+        tokio::net::TcpStream::from_std(s).unwrap()
+    }
+
     /// A tokio TCP listener on `addr` inside this namespace.
     pub(crate) fn tcp_listener(&self, addr: SocketAddr) -> tokio::net::TcpListener {
         let l = self.enter(move || {
@@ -265,8 +278,14 @@ impl World {
             ip(&format!("-n {c} route add default via {lan}.1"));
             router.sysctl("net.ipv4.ip_forward=1");
             let flags = match nat {
-                NatKind::Masquerade => "",
+                NatKind::Masquerade | NatKind::UdpBlocked => "",
                 NatKind::Symmetric => " fully-random",
+            };
+            let forward = if *nat == NatKind::UdpBlocked {
+                "table ip fw {\n chain forward {\n  type filter hook forward priority 0;\n  \
+                 meta l4proto udp drop\n }\n}\n"
+            } else {
+                ""
             };
             in_ns(
                 &r,
@@ -275,7 +294,7 @@ impl World {
                     "table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  \
                      oifname \"out\" masquerade{flags}\n }}\n}}\n\
                      table ip filter {{\n chain input {{\n  type filter hook input priority 0;\n  \
-                     iifname \"out\" ct state new drop\n }}\n}}\n"
+                     iifname \"out\" ct state new drop\n }}\n}}\n{forward}"
                 )),
             );
             sites.push(Site {
