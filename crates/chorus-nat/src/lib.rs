@@ -9,10 +9,13 @@
 //! - [`client`]: STUN client transactions with RFC 8489 §6.2 retransmission timers.
 //! - [`server`]: a Binding server with RFC 5780 behaviour discovery, per-source rate
 //!   limits and no amplification.
-//! - [`discovery`]: RFC 5780 NAT behaviour discovery (mapping, filtering, classic name).
+//! - [`discovery`]: RFC 5780 NAT behaviour discovery (mapping, filtering, classic name,
+//!   hairpinning, binding lifetime).
+//! - [`turn`]: TURN relaying (RFC 8656): the ChannelData codec, the relay server with
+//!   long-term credentials and a pluggable authenticator, and the client.
 //! - [`ice`]: ICE connectivity establishment (RFC 8445): candidates, signalling text,
 //!   paced checks, hole punching, relay fallback, nomination and consent.
-//! - `driver` (feature `tokio`, on by default): thin UDP/TCP drivers for all three.
+//! - `driver` (feature `tokio`, on by default): thin UDP/TCP drivers for all of them.
 //!
 //! Every core is sans-IO: it never opens a socket, reads a clock or draws randomness
 //! itself; time and an [`chorus_framing::Entropy`] are passed in. Every decoder treats
