@@ -152,7 +152,13 @@ impl<'a> AlgorithmList<'a> {
         Ok(Self(value))
     }
 
-    /// The entries, in order.
+    /// The list as on the wire (for comparing with what was sent, RFC 8489 §9.2.4).
+    #[must_use]
+    pub const fn as_wire(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The entries, in the order the sender prefers them.
     pub fn iter(&self) -> impl Iterator<Item = AlgorithmEntry<'a>> {
         let mut r = Reader::new(self.0);
         core::iter::from_fn(move || read_algorithm(&mut r).ok())

@@ -82,9 +82,13 @@ use crate::client::Transport;
 use crate::error::{DecodeError, Error, Limit, UnknownAttributes, UsageError, Violation};
 use crate::server::RateLimit;
 use crate::stun::{
-    AddressFamily, Attribute, Class, HEADER_LEN, Header, Key, Limits, MAGIC_COOKIE, Message,
-    Method, TransactionId, UnknownList, types,
+    AddressFamily, AlgorithmList, Attribute, Class, HEADER_LEN, Header, Key, Limits, MAGIC_COOKIE,
+    Message, Method, PasswordAlgorithm, TransactionId, UnknownList, types,
 };
+
+/// PASSWORD-ALGORITHMS as every challenge offers it (RFC 8489 §14.11): SHA-256 first,
+/// then MD5, neither with parameters.
+const OFFERED_ALGORITHMS: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
 use crate::turn::channel_data::{ChannelData, is_channel_data, is_valid_channel};
 use auth::{NonceCheck, Nonces};
 use pool::Pool;
@@ -916,6 +920,7 @@ impl TurnServer {
             },
             Attribute::Realm(&realm),
             Attribute::Nonce(&nonce),
+            Attribute::PasswordAlgorithms(AlgorithmList::from_wire(&OFFERED_ALGORITHMS)?),
         ];
         self.send_message(reply, Class::Error, &attrs, None)
     }
@@ -1020,15 +1025,31 @@ impl TurnServer {
             return Err(401);
         }
         let (mut username, mut hash, mut realm, mut nonce) = (None, None, None, None);
+        let (mut offered, mut chosen) = (None, None);
         for a in &msg.attributes {
             match a {
                 Attribute::Username(u) => username = username.or(Some(*u)),
                 Attribute::UserHash(h) => hash = hash.or(Some(*h)),
                 Attribute::Realm(r) => realm = realm.or(Some(*r)),
                 Attribute::Nonce(n) => nonce = nonce.or(Some(*n)),
+                Attribute::PasswordAlgorithms(l) => offered = offered.or(Some(*l)),
+                Attribute::PasswordAlgorithm(e) => chosen = chosen.or(Some(*e)),
                 _ => {}
             }
         }
+        // RFC 8489 §9.2.4: our nonces announce "Password algorithms", so a request
+        // either carries both attributes, PASSWORD-ALGORITHMS exactly as we sent it
+        // and PASSWORD-ALGORITHM one of it, or neither (MD5, for RFC 5389 clients).
+        let algorithm = match (offered, chosen) {
+            (None, None) => PasswordAlgorithm::Md5,
+            (Some(list), Some(entry))
+                if list.as_wire() == OFFERED_ALGORITHMS.as_slice()
+                    && entry.parameters.is_empty() =>
+            {
+                PasswordAlgorithm::from_number(entry.algorithm).ok_or(400u16)?
+            }
+            _ => return Err(400),
+        };
         let (Some(realm), Some(nonce)) = (realm, nonce) else {
             return Err(400);
         };
@@ -1047,7 +1068,7 @@ impl TurnServer {
             (None, Some(h)) => self.auth.username_for_hash(&h, realm).ok_or(401u16)?,
             (None, None) => return Err(400),
         };
-        let key = self.auth.key(&username, realm).ok_or(401u16)?;
+        let key = self.auth.key(&username, realm, algorithm).ok_or(401u16)?;
         Message::verify(bytes, &key).map_err(|_| 401u16)?;
         Ok(Auth {
             username,

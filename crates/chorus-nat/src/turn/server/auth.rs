@@ -18,8 +18,9 @@ use crate::stun::{Key, PasswordAlgorithm, userhash};
 ///
 /// Implementations run inside the sans-IO core: they must not block.
 pub trait Authenticator: Send {
-    /// The long-term key of `username` in `realm`, or `None` to refuse it (401).
-    fn key(&self, username: &str, realm: &str) -> Option<Key>;
+    /// The long-term key of `username` in `realm` under `algorithm` (RFC 8489 §9.2.2:
+    /// MD5 or SHA-256 of `username:realm:password`), or `None` to refuse it (401).
+    fn key(&self, username: &str, realm: &str, algorithm: PasswordAlgorithm) -> Option<Key>;
 
     /// The username whose USERHASH (RFC 8489 §14.4: SHA-256 of `username:realm`) is
     /// `hash`, for clients that hide their username. Default: USERHASH unsupported.
@@ -30,21 +31,24 @@ pub trait Authenticator: Send {
 }
 
 /// A fixed table of users and their long-term keys (the passwords themselves are not
-/// kept: only MD5(username:realm:password), RFC 8489 §9.2.2, and the USERHASH).
+/// kept: only MD5 and SHA-256 of `username:realm:password`, RFC 8489 §9.2.2, and the
+/// USERHASH).
 ///
 /// ```
+/// use chorus_nat::stun::PasswordAlgorithm::{Md5, Sha256};
 /// use chorus_nat::turn::server::{Authenticator, StaticUsers};
 ///
 /// let mut users = StaticUsers::new("example.org");
 /// users.add("alice", "secret");
-/// assert!(users.key("alice", "example.org").is_some());
-/// assert!(users.key("alice", "other.org").is_none());
-/// assert!(users.key("bob", "example.org").is_none());
+/// assert!(users.key("alice", "example.org", Md5).is_some());
+/// assert!(users.key("alice", "example.org", Sha256).is_some());
+/// assert!(users.key("alice", "other.org", Md5).is_none());
+/// assert!(users.key("bob", "example.org", Md5).is_none());
 /// ```
 #[derive(Debug, Clone)]
 pub struct StaticUsers {
     realm: String,
-    keys: HashMap<String, Key>,
+    keys: HashMap<String, (Key, Key)>,
     hashes: HashMap<[u8; 32], String>,
 }
 
@@ -61,8 +65,9 @@ impl StaticUsers {
 
     /// Adds (or replaces) a user.
     pub fn add(&mut self, username: &str, password: &str) {
-        let key = Key::long_term(username, &self.realm, password, PasswordAlgorithm::Md5);
-        self.keys.insert(username.to_owned(), key);
+        let md5 = Key::long_term(username, &self.realm, password, PasswordAlgorithm::Md5);
+        let sha256 = Key::long_term(username, &self.realm, password, PasswordAlgorithm::Sha256);
+        self.keys.insert(username.to_owned(), (md5, sha256));
         self.hashes
             .insert(userhash(username, &self.realm), username.to_owned());
     }
@@ -81,10 +86,12 @@ impl StaticUsers {
 }
 
 impl Authenticator for StaticUsers {
-    fn key(&self, username: &str, realm: &str) -> Option<Key> {
-        (realm == self.realm)
-            .then(|| self.keys.get(username).cloned())
-            .flatten()
+    fn key(&self, username: &str, realm: &str, algorithm: PasswordAlgorithm) -> Option<Key> {
+        let (md5, sha256) = self.keys.get(username).filter(|_| realm == self.realm)?;
+        Some(match algorithm {
+            PasswordAlgorithm::Md5 => md5.clone(),
+            PasswordAlgorithm::Sha256 => sha256.clone(),
+        })
     }
 
     fn username_for_hash(&self, hash: &[u8; 32], realm: &str) -> Option<String> {
@@ -103,8 +110,12 @@ pub(super) struct Nonces {
     lifetime: Duration,
 }
 
+/// The nonce cookie with the "Password algorithms" security feature (RFC 8489 §9.2):
+/// every nonce starts with it, since every challenge offers PASSWORD-ALGORITHMS.
+pub(super) const NONCE_PREFIX: &str = "obMatJos2AAAB";
+
 /// A nonce's length in characters.
-pub(super) const NONCE_LEN: usize = 40;
+pub(super) const NONCE_LEN: usize = NONCE_PREFIX.len() + 40;
 
 pub(super) enum NonceCheck {
     Valid,
@@ -140,6 +151,7 @@ impl Nonces {
     pub(super) fn issue(&self, epoch: Instant, now: Instant, client: SocketAddr) -> String {
         let expiry = (now.saturating_duration_since(epoch) + self.lifetime).as_millis() as u64;
         let mut s = String::with_capacity(NONCE_LEN);
+        s.push_str(NONCE_PREFIX);
         push_hex(&mut s, &expiry.to_be_bytes());
         push_hex(&mut s, &self.tag(expiry, client));
         s
@@ -153,7 +165,10 @@ impl Nonces {
         nonce: &str,
     ) -> NonceCheck {
         let mut raw = [0u8; 20];
-        if nonce.len() != NONCE_LEN || !parse_hex(nonce, &mut raw) {
+        let Some(hex) = nonce.strip_prefix(NONCE_PREFIX) else {
+            return NonceCheck::Stale;
+        };
+        if nonce.len() != NONCE_LEN || !parse_hex(hex, &mut raw) {
             return NonceCheck::Stale;
         }
         let (e, tag) = raw.split_at(8);

@@ -1204,3 +1204,90 @@ proptest! {
         prop_assert_eq!(h.s.poll_timeout(), None);
     }
 }
+
+#[test]
+fn challenges_offer_password_algorithms_and_the_chorus_client_takes_sha256() {
+    use crate::turn::client::{Event as ClientEvent, TurnClient, TurnClientConfig};
+
+    let mut h = H::new(config());
+    let cfg = TurnClientConfig::new(listen(), Transport::Udp, "alice", "secret");
+    let mut c = TurnClient::new(cfg, Box::new(SeededEntropy::new(5))).unwrap();
+    c.allocate(h.now).unwrap();
+    let mut chosen = Vec::new();
+    for _ in 0..4 {
+        while let Some(t) = c.poll_transmit() {
+            let m = Message::decode(&t.payload, &Limits::default()).unwrap();
+            if let Some(alg) = m.find(|a| match a {
+                Attribute::PasswordAlgorithm(e) => Some(e.algorithm),
+                _ => None,
+            }) {
+                assert!(m.message_integrity_sha256, "SHA-256 key, SHA-256 MAC");
+                chosen.push(alg);
+            }
+            h.send(&t.payload).unwrap();
+        }
+        for (_, t) in h.out() {
+            let m = Message::decode(&t.payload, &Limits::default()).unwrap();
+            if m.error_code().map(|(c, _)| c) == Some(401) {
+                // RFC 8489 §9.2.4: the nonce cookie announces the offer.
+                let nonce = m.find(|a| match a {
+                    Attribute::Nonce(n) => Some(*n),
+                    _ => None,
+                });
+                let features = crate::stun::SecurityFeatures::from_nonce(nonce.unwrap());
+                assert!(features.is_some_and(|f| f.password_algorithms));
+            }
+            c.handle_input(h.now, listen(), &t.payload).unwrap();
+        }
+    }
+    assert_eq!(chosen, [PasswordAlgorithm::Sha256.number()]);
+    assert!(matches!(
+        c.poll_event(),
+        Some(ClientEvent::Allocated { .. })
+    ));
+}
+
+#[test]
+fn password_algorithm_attributes_must_match_the_offer() {
+    let mut h = H::new(config());
+    h.login();
+    let sha = [0u8, 2, 0, 0];
+    let md5 = [0u8, 1, 0, 0];
+    let offered = [0u8, 2, 0, 0, 0, 1, 0, 0];
+    let tampered = [0u8, 1, 0, 0];
+    let attempt = |h: &mut H, list: Option<&[u8]>, pick: Option<&[u8]>| {
+        let tid = h.tid();
+        let mut m = Message::new(Class::Request, Method::ALLOCATE, tid);
+        m.attributes.push(Attribute::RequestedTransport(UDP));
+        if let Some(l) = list {
+            m.attributes.push(Attribute::PasswordAlgorithms(
+                AlgorithmList::from_wire(l).unwrap(),
+            ));
+        }
+        if let Some(p) = pick {
+            let entry = AlgorithmList::from_wire(p).unwrap().iter().next().unwrap();
+            m.attributes.push(Attribute::PasswordAlgorithm(entry));
+        }
+        let nonce = h.nonce.clone();
+        m.attributes.push(Attribute::Username("alice"));
+        m.attributes.push(Attribute::Realm(REALM));
+        m.attributes.push(Attribute::Nonce(&nonce));
+        m.message_integrity = true;
+        let mut wire = BytesMut::new();
+        m.encode(Some(&key("alice", "secret")), &mut wire).unwrap();
+        h.send(&wire).unwrap();
+        let out = h.out();
+        assert_eq!(out.len(), 1);
+        code(&out[0].1.payload)
+    };
+    // A list that is not what the server sent (a bid-down), or one attribute without
+    // the other: 400 (RFC 8489 §9.2.4).
+    assert_eq!(attempt(&mut h, Some(&tampered), Some(&md5)), Some(400));
+    assert_eq!(attempt(&mut h, None, Some(&md5)), Some(400));
+    assert_eq!(attempt(&mut h, Some(&offered), None), Some(400));
+    // MD5 chosen from the genuine offer: the MD5 key (which `exchange` uses) verifies.
+    assert_eq!(attempt(&mut h, Some(&offered), Some(&md5)), None);
+    // SHA-256 chosen, but the request was keyed with MD5: 401 (authentication comes
+    // before the allocation checks).
+    assert_eq!(attempt(&mut h, Some(&offered), Some(&sha)), Some(401));
+}
