@@ -24,7 +24,7 @@ use chorus_nat::server::{Server, ServerConfig};
 use tokio::net::{TcpListener, UdpSocket};
 
 mod support;
-use support::{Guard, TempDir, free_port, have};
+use support::{Guard, TempDir, free_port, free_rfc5780_ports, have};
 
 /// Starts `turnserver` on 127.0.0.1:`port` (plus 127.0.0.2 and `alt_port` for RFC
 /// 5780) with a temporary configuration file.
@@ -70,7 +70,7 @@ async fn chorus_client_learns_its_mapped_address_from_coturn() {
         return;
     }
     let dir = TempDir::new("client");
-    let (port, alt) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let (port, alt) = free_rfc5780_ports();
     let _server = start_turnserver(&dir, port, alt);
     let server: SocketAddr = ([127, 0, 0, 1], port).into();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -192,7 +192,7 @@ fn coturn_stunclient_sees_rfc5780_change_request_answered_from_the_other_address
     if !have("turnutils_stunclient") {
         return;
     }
-    let (port, alt) = (free_port("127.0.0.1"), free_port("127.0.0.2"));
+    let (port, alt) = free_rfc5780_ports();
     let mut config = ServerConfig::default();
     config.primary = ([127, 0, 0, 1], port).into();
     config.alternate_ip = Some([127, 0, 0, 2].into());
@@ -222,7 +222,7 @@ async fn chorus_discovery_classifies_loopback_as_open_internet_against_coturn() 
         return;
     }
     let dir = TempDir::new("discovery");
-    let (port, alt) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let (port, alt) = free_rfc5780_ports();
     let _server = start_turnserver(&dir, port, alt);
     let server: SocketAddr = ([127, 0, 0, 1], port).into();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -265,7 +265,7 @@ fn coturn_natdiscovery_finds_endpoint_independent_behaviour_at_the_chorus_server
     if !have("turnutils_natdiscovery") {
         return;
     }
-    let (port, alt) = (free_port("127.0.0.1"), free_port("127.0.0.2"));
+    let (port, alt) = free_rfc5780_ports();
     let mut config = ServerConfig::default();
     config.primary = ([127, 0, 0, 1], port).into();
     config.alternate_ip = Some([127, 0, 0, 2].into());

@@ -59,3 +59,20 @@ pub(crate) fn free_port(ip: &str) -> u16 {
         .unwrap()
         .port()
 }
+
+/// Two UDP ports free on both 127.0.0.1 and 127.0.0.2 right now, for an RFC 5780
+/// server that binds all four combinations (a port free on one IP may be taken on the
+/// other).
+pub(crate) fn free_rfc5780_ports() -> (u16, u16) {
+    for _ in 0..100 {
+        let (a, b) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+        let held: Vec<_> = ["127.0.0.1", "127.0.0.2"]
+            .iter()
+            .flat_map(|ip| [a, b].map(|p| StdUdpSocket::bind((*ip, p))))
+            .collect();
+        if a != b && held.iter().all(Result::is_ok) {
+            return (a, b);
+        }
+    }
+    panic!("no free RFC 5780 port pair on 127.0.0.1/127.0.0.2");
+}
