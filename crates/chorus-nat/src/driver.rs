@@ -22,6 +22,9 @@ use crate::discovery::{Discovery, Report};
 use crate::server::Server;
 use crate::stun::{HEADER_LEN, Message};
 
+#[cfg(target_os = "linux")]
+pub mod batch;
+
 /// What can stop a driver.
 #[derive(Debug)]
 #[non_exhaustive]
