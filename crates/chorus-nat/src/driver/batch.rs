@@ -110,6 +110,10 @@ pub struct BatchConfig {
     pub rounds: usize,
     /// Send runs to one destination with UDP GSO when the kernel has it. Default true.
     pub gso: bool,
+    /// `SO_RCVBUF` to ask for on each socket, in bytes (the kernel caps it at
+    /// `net.core.rmem_max`); `None` keeps the system default (often 208 KiB, a few
+    /// hundred small datagrams: a burst from many clients overflows it). Default 4 MiB.
+    pub recv_buffer: Option<usize>,
     /// Accept GRO-coalesced datagrams (`UDP_GRO`) when the kernel has it. Default false:
     /// loopback traffic is never coalesced unless the sender uses GSO, and with GRO on
     /// every receive buffer is 64 KiB.
@@ -122,6 +126,7 @@ impl Default for BatchConfig {
             batch: 32,
             max_datagram: 2048,
             rounds: 4,
+            recv_buffer: Some(4 << 20),
             gso: true,
             gro: false,
         }
@@ -246,6 +251,10 @@ impl BatchSockets {
         // Linux without UDP_SEGMENT (before 4.18) refuses the option.
         if self.gso && nix::sys::socket::getsockopt(&sock, sockopt::UdpGsoSegment).is_err() {
             self.gso = false;
+        }
+        if let Some(size) = self.config.recv_buffer {
+            // Best effort: a smaller buffer only means more drops under bursts.
+            let _ = setsockopt(&sock, sockopt::RcvBuf, &size);
         }
         if self.gro && setsockopt(&sock, sockopt::UdpGroSegment, &true).is_err() {
             self.gro = false;
