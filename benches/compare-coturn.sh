@@ -10,6 +10,8 @@
 #   - busy % of the server's core and of the generator's core (/proc/stat, includes
 #     softirq work, which on loopback runs on the sending core) and the server
 #     process's own CPU (/proc/PID/stat);
+#   - packets per CPU-second of the server process ("per server s"): the same ratio
+#     without the noise of other load on the server's core;
 #   - drops on the server's UDP sockets (/proc/net/udp): a non-zero count means the
 #     generator delivered more than the server could take, i.e. the server was the
 #     bottleneck, not the generator.
@@ -211,9 +213,9 @@ done
 echo
 echo "loopback, server on core $SERVER_CPU, load generator on core $LOAD_CPU;" \
     "medians of $RUNS runs of ${DURATION}s"
-printf '%-10s %-7s %12s %12s %10s %11s %10s %10s\n' test server "rate/s" "server core" \
-    "server %" "load core" "load cpu" "srv drops"
-declare -A med
+printf '%-10s %-7s %12s %12s %10s %11s %10s %10s %14s\n' test server "rate/s" "server core" \
+    "server %" "load core" "load cpu" "srv drops" "per server s"
+declare -A med eff
 for test in $TESTS; do
     for server in coturn chorus; do
         f="$work/$test.$server"
@@ -223,8 +225,12 @@ for test in $TESTS; do
         fi
         read -r rate sbusy gbusy pcpu gcpu drops <<<"$(median_row "$f")"
         med["$test.$server"]="$rate"
-        printf '%-10s %-7s %12s %11s%% %9s%% %10s%% %9s%% %10s\n' "$test" "$server" "$rate" \
-            "$sbusy" "$pcpu" "$gbusy" "$gcpu" "$drops"
+        # Packets per CPU-second of the server process: comparable even when other
+        # load shares the server's core.
+        per="$(awk -v r="$rate" -v p="$pcpu" 'BEGIN { printf "%.0f", (p > 0 ? r * 100 / p : 0) }')"
+        eff["$test.$server"]="$per"
+        printf '%-10s %-7s %12s %11s%% %9s%% %10s%% %9s%% %10s %14s\n' "$test" "$server" "$rate" \
+            "$sbusy" "$pcpu" "$gbusy" "$gcpu" "$drops" "$per"
     done
 done
 echo
@@ -232,7 +238,8 @@ echo "raw generator lines:"
 sed 's/^/  /' "$work/raw.log"
 
 ratio() {
-    local c="${med[$1.chorus]:-}" t="${med[$1.coturn]:-}"
+    local -n m="${2:-med}"
+    local c="${m[$1.chorus]:-}" t="${m[$1.coturn]:-}"
     if [[ -z "$c" || -z "$t" || "$t" == 0 ]]; then
         echo n/a
     else
@@ -240,6 +247,8 @@ ratio() {
     fi
 }
 binding="$(ratio binding)"
+echo "per server CPU-second: binding=$(ratio binding eff) relay1=$(ratio relay1 eff)" \
+    "relay1000=$(ratio relay1000 eff) (chorus/coturn)"
 relay=n/a
 if [[ "$chorus_turn" == 0 ]]; then
     echo "relay: chorus turn-server not available yet"
