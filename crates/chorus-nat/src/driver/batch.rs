@@ -29,6 +29,7 @@
 //!    responses are not starved) and give each datagram to
 //!    [`DatagramCore::handle_datagram`].
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -182,6 +183,9 @@ const NO_META: Meta = Meta {
 pub struct BatchSockets {
     config: BatchConfig,
     sockets: Vec<(SocketAddr, UdpSocket)>,
+    /// Local address to index in `sockets`: a relay server has one socket per
+    /// allocation, and every transmit names its socket.
+    by_addr: HashMap<SocketAddr, usize>,
     /// `batch` receive buffers of `slot` bytes each, back to back.
     recv_buf: Vec<u8>,
     slot: usize,
@@ -191,6 +195,10 @@ pub struct BatchSockets {
     queue: Vec<Out>,
     /// Sockets found readable by the last [`BatchSockets::readable`].
     ready: Vec<usize>,
+    /// Where the next readiness scan starts: after the last socket served, so that
+    /// tokio's per-poll budget (128 ready operations) cannot starve the sockets at the
+    /// end of a long list.
+    scan_start: usize,
     /// The socket the last datagram arrived on (the default source of a reply).
     last_local: usize,
     gso: bool,
@@ -231,10 +239,12 @@ impl BatchSockets {
             send_buf: Vec::with_capacity(MAX_BATCH * 2048),
             queue: Vec::with_capacity(MAX_BATCH * 4),
             ready: Vec::new(),
+            scan_start: 0,
             last_local: 0,
             gso: config.gso,
             gro: config.gro,
             sockets: Vec::new(),
+            by_addr: HashMap::new(),
             config,
             stats: BatchStats::default(),
         })
@@ -259,13 +269,19 @@ impl BatchSockets {
         if self.gro && setsockopt(&sock, sockopt::UdpGroSegment, &true).is_err() {
             self.gro = false;
         }
+        self.by_addr.insert(local, self.sockets.len());
         self.sockets.push((local, sock));
         Ok(local)
     }
 
     /// Removes the socket bound to `local` (queued datagrams from it are dropped).
     pub fn remove(&mut self, local: SocketAddr) -> Option<UdpSocket> {
-        let i = self.sockets.iter().position(|(a, _)| *a == local)?;
+        let i = self.by_addr.remove(&local)?;
+        for v in self.by_addr.values_mut() {
+            if *v > i {
+                *v -= 1;
+            }
+        }
         self.queue.retain(|o| o.sock != i);
         for o in &mut self.queue {
             if o.sock > i {
@@ -273,6 +289,7 @@ impl BatchSockets {
             }
         }
         self.last_local = 0;
+        self.scan_start = 0;
         self.ready.clear();
         Some(self.sockets.remove(i).1)
     }
@@ -309,20 +326,29 @@ impl BatchSockets {
         if self.sockets.is_empty() {
             return Err(DriverError::Closed);
         }
-        let (sockets, ready) = (&self.sockets, &mut self.ready);
+        let (sockets, ready, start) = (&self.sockets, &mut self.ready, &mut self.scan_start);
+        let n = sockets.len();
+        // O(sockets) per wake-up, without system calls: fine for a few thousand
+        // sockets; beyond that an epoll set of our own would report only ready ones.
         poll_fn(|cx| {
             ready.clear();
-            for (i, (_, s)) in sockets.iter().enumerate() {
+            let first = *start % n;
+            for i in (first..n).chain(0..first) {
+                let Some((_, s)) = sockets.get(i) else {
+                    continue;
+                };
                 match s.poll_recv_ready(cx) {
                     Poll::Ready(Ok(())) => ready.push(i),
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Io(e))),
                     Poll::Pending => {}
                 }
             }
-            if ready.is_empty() {
-                Poll::Pending
-            } else {
-                Poll::Ready(Ok(()))
+            match ready.last() {
+                None => Poll::Pending,
+                Some(last) => {
+                    *start = last + 1;
+                    Poll::Ready(Ok(()))
+                }
             }
         })
         .await
@@ -434,7 +460,7 @@ impl BatchSockets {
                 let Some(t) = core.poll_transmit() else { break };
                 let sock = t
                     .src
-                    .and_then(|s| self.sockets.iter().position(|(a, _)| *a == s))
+                    .and_then(|s| self.by_addr.get(&s).copied())
                     .unwrap_or(self.last_local);
                 let off = self.send_buf.len();
                 self.send_buf.extend_from_slice(&t.payload);

@@ -31,7 +31,18 @@ impl DatagramCore for Echo {
 }
 
 async fn bound() -> UdpSocket {
-    UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Tests send bursts before reading: never lose them to a small default queue.
+    setsockopt(&s, sockopt::RcvBuf, &(4 << 20)).unwrap();
+    s
+}
+
+/// One datagram, or a test failure after 5 s (never a hang).
+async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
+    tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(buf))
+        .await
+        .expect("a datagram within 5 s")
+        .unwrap()
 }
 
 fn request(i: u32) -> BytesMut {
@@ -117,10 +128,10 @@ async fn runs_to_one_destination_arrive_as_separate_datagrams_in_order() {
     assert_eq!(io.flush(&mut core).await.unwrap(), 150);
     let mut buf = [0u8; 2048];
     for want in &expect {
-        let (n, _) = peer.recv_from(&mut buf).await.unwrap();
+        let (n, _) = recv(&peer, &mut buf).await;
         assert_eq!(&buf[..n], want.as_slice());
     }
-    let (n, _) = other.recv_from(&mut buf).await.unwrap();
+    let (n, _) = recv(&other, &mut buf).await;
     assert_eq!(n, 100);
     let stats = io.stats();
     eprintln!("gso={} {stats:?}", io.is_gso());
@@ -177,7 +188,7 @@ async fn removing_a_socket_drops_only_its_queued_datagrams() {
         .push_back(Transmit::new(peer.local_addr().unwrap(), vec![1; 8]).with_src(b));
     assert_eq!(io.flush(&mut core).await.unwrap(), 1);
     let mut buf = [0u8; 16];
-    let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+    let (n, from) = recv(&peer, &mut buf).await;
     assert_eq!((n, from), (8, b));
     assert!(io.remove(b).is_some());
     assert!(matches!(io.readable().await, Err(DriverError::Closed)));
@@ -214,5 +225,41 @@ async fn unreachable_peers_do_not_stop_the_server() {
         .push_back(Transmit::new(peer.local_addr().unwrap(), vec![2; 8]).with_src(local));
     io.flush(&mut core).await.unwrap();
     let mut buf = [0u8; 16];
-    assert_eq!(peer.recv_from(&mut buf).await.unwrap().0, 8);
+    assert_eq!(recv(&peer, &mut buf).await.0, 8);
+}
+
+#[tokio::test]
+async fn every_socket_of_a_long_list_is_served() {
+    // More sockets than tokio's per-poll budget of 128 ready operations.
+    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
+    let mut addrs = Vec::new();
+    for _ in 0..300 {
+        addrs.push(io.add(bound().await).unwrap());
+    }
+    let client = bound().await;
+    let mut core = Echo::default();
+    for round in 0..2u8 {
+        for a in &addrs {
+            client.send_to(&[round], a).await.unwrap();
+        }
+        let want = addrs.len() * usize::from(round + 1);
+        while core.got.len() < want {
+            tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
+                .await
+                .unwrap()
+                .unwrap();
+            io.recv_ready(&mut core).unwrap();
+        }
+        assert_eq!(core.got.len(), want);
+        // Replies leave from the socket each datagram arrived on.
+        io.flush(&mut core).await.unwrap();
+        let mut from = std::collections::HashSet::new();
+        let mut buf = [0u8; 8];
+        for _ in 0..addrs.len() {
+            let (n, a) = recv(&client, &mut buf).await;
+            assert_eq!(&buf[..n], &[round]);
+            from.insert(a);
+        }
+        assert_eq!(from.len(), addrs.len());
+    }
 }
