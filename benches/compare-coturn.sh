@@ -46,7 +46,9 @@ TESTS="${TESTS:-binding relay1 relay1000}"
 BINDING_LOAD="${BINDING_LOAD:---sockets 16 --window 64 --gso}"
 RELAY1_LOAD="${RELAY1_LOAD:---allocations 1 --window 512 --size 100 --gso}"
 RELAY1000_LOAD="${RELAY1000_LOAD:---allocations 1000 --window 2048 --burst 8 --size 100 --gso}"
-CHORUS_TURN_ARGS="${CHORUS_TURN_ARGS:---bind 127.0.0.1:$PORT --relay-ip 127.0.0.1 --user alice:secret --realm example.org --allow-loopback-peers --batched}"
+# The flags of examples/turn-server.rs: 1,000 allocations for one user from one IP
+# need its quotas and its unauthenticated-request rate limit lifted (coturn has none).
+CHORUS_TURN_ARGS="${CHORUS_TURN_ARGS:---bind 127.0.0.1:$PORT --relay-ip 127.0.0.1 --realm example.org --user alice:secret --allow-loopback-peers --no-tcp --max-allocations 2000 --user-quota 2000 --rate 0 --batched}"
 
 for tool in turnserver taskset; do
     command -v "$tool" >/dev/null || { echo "compare-coturn: $tool not found" >&2; exit 1; }

@@ -274,6 +274,18 @@ impl BatchSockets {
         Ok(local)
     }
 
+    /// Binds a UDP socket to `addr` and adds it ([`BatchSockets::add`]); returns its
+    /// local address (the port chosen by the system if `addr`'s is 0). Must run inside
+    /// a tokio runtime.
+    ///
+    /// # Errors
+    /// [`DriverError::Io`] if the address cannot be bound.
+    pub fn bind(&mut self, addr: SocketAddr) -> Result<SocketAddr, DriverError> {
+        let std_sock = std::net::UdpSocket::bind(addr)?;
+        std_sock.set_nonblocking(true)?;
+        self.add(UdpSocket::from_std(std_sock)?)
+    }
+
     /// Removes the socket bound to `local` (queued datagrams from it are dropped).
     pub fn remove(&mut self, local: SocketAddr) -> Option<UdpSocket> {
         let i = self.by_addr.remove(&local)?;
@@ -698,7 +710,43 @@ pub async fn serve<C: DatagramCore>(
     core: &mut C,
     io: &mut BatchSockets,
 ) -> Result<(), DriverError> {
+    serve_with(core, io, |_, _| {}).await
+}
+
+/// [`serve`] with `between` called after every flush, before waiting for input: where
+/// a driver performs what its core asks besides sending, such as a TURN server's
+/// "open a relay socket on this address" ([`BatchSockets::bind`], then report back to
+/// the core) or "close it" ([`BatchSockets::remove`]). Transmits queued by `between`
+/// leave before the driver waits.
+///
+/// ```no_run
+/// use chorus_nat::driver::batch::{BatchConfig, BatchSockets, serve_with};
+/// use chorus_nat::server::{Server, ServerConfig};
+///
+/// # #[allow(dead_code)]
+/// async fn run() -> Result<(), chorus_nat::driver::DriverError> {
+///     let mut core = Server::new(ServerConfig::default()).expect("a valid configuration");
+///     let mut io = BatchSockets::new(BatchConfig::default())?;
+///     io.bind("127.0.0.1:3478".parse().expect("an address"))?;
+///     serve_with(&mut core, &mut io, |_core, io| {
+///         // A TURN driver: `while let Some(e) = core.poll_event()`, then `io.bind` a
+///         // relay socket (and report the outcome to the core) or `io.remove` one.
+///         let _ = io.stats();
+///     })
+///     .await
+/// }
+/// ```
+///
+/// # Errors
+/// As [`run_batched`].
+pub async fn serve_with<C: DatagramCore>(
+    core: &mut C,
+    io: &mut BatchSockets,
+    mut between: impl FnMut(&mut C, &mut BatchSockets),
+) -> Result<(), DriverError> {
     loop {
+        io.flush(core).await?;
+        between(core, io);
         io.flush(core).await?;
         let deadline = core.poll_timeout();
         if deadline.is_some_and(|t| t <= now()) {

@@ -263,3 +263,57 @@ async fn every_socket_of_a_long_list_is_served() {
         assert_eq!(from.len(), addrs.len());
     }
 }
+
+/// Asks its driver for a second socket on the first datagram, and answers every
+/// datagram from that second socket once it is there.
+#[derive(Default)]
+struct Opener {
+    want_socket: bool,
+    second: Option<SocketAddr>,
+    out: VecDeque<Transmit>,
+}
+
+impl DatagramCore for Opener {
+    fn handle_datagram(&mut self, _: Instant, local: SocketAddr, from: SocketAddr, b: &[u8]) {
+        self.want_socket |= self.second.is_none();
+        let src = self.second.unwrap_or(local);
+        self.out
+            .push_back(Transmit::new(from, Bytes::copy_from_slice(b)).with_src(src));
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn handle_timeout(&mut self, _: Instant) {}
+}
+
+#[tokio::test]
+async fn serve_with_lets_the_driver_open_sockets_the_core_asks_for() {
+    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
+    let first = io.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut core = Opener::default();
+    let client = bound().await;
+    let talk = async {
+        let mut buf = [0u8; 8];
+        client.send_to(b"one", first).await.unwrap();
+        let (_, a) = recv(&client, &mut buf).await;
+        assert_eq!(a, first);
+        client.send_to(b"two", first).await.unwrap();
+        let (n, b) = recv(&client, &mut buf).await;
+        assert_eq!(&buf[..n], b"two");
+        b
+    };
+    let hook = |core: &mut Opener, io: &mut BatchSockets| {
+        if std::mem::take(&mut core.want_socket) {
+            core.second = Some(io.bind("127.0.0.1:0".parse().unwrap()).unwrap());
+        }
+    };
+    let second = tokio::select! {
+        r = serve_with(&mut core, &mut io, hook) => panic!("{r:?}"),
+        b = talk => b,
+    };
+    assert_ne!(second, first);
+    assert_eq!(Some(second), core.second);
+}
