@@ -46,9 +46,11 @@ TESTS="${TESTS:-binding relay1 relay1000}"
 BINDING_LOAD="${BINDING_LOAD:---sockets 16 --window 64 --gso}"
 RELAY1_LOAD="${RELAY1_LOAD:---allocations 1 --window 512 --size 100 --gso}"
 RELAY1000_LOAD="${RELAY1000_LOAD:---allocations 1000 --window 2048 --burst 8 --size 100 --gso}"
+# Relay ports above the ephemeral range (32768-60999 by default), so the generator's
+# 1,000 client sockets never take a port a server wants to relay on (both servers).
 # The flags of examples/turn-server.rs: 1,000 allocations for one user from one IP
 # need its quotas and its unauthenticated-request rate limit lifted (coturn has none).
-CHORUS_TURN_ARGS="${CHORUS_TURN_ARGS:---bind 127.0.0.1:$PORT --relay-ip 127.0.0.1 --realm example.org --user alice:secret --allow-loopback-peers --no-tcp --max-allocations 2000 --user-quota 2000 --rate 0 --batched}"
+CHORUS_TURN_ARGS="${CHORUS_TURN_ARGS:---bind 127.0.0.1:$PORT --relay-ip 127.0.0.1 --relay-ports 61000-65000 --realm example.org --user alice:secret --allow-loopback-peers --no-tcp --max-allocations 2000 --user-quota 2000 --rate 0 --batched}"
 
 for tool in turnserver taskset; do
     command -v "$tool" >/dev/null || { echo "compare-coturn: $tool not found" >&2; exit 1; }
@@ -137,7 +139,7 @@ stop_server() {
 start_coturn() {
     start_server "$work/coturn.log" turnserver -n \
         --listening-ip 127.0.0.1 --listening-port "$PORT" --relay-ip 127.0.0.1 \
-        --min-port 40000 --max-port 60000 \
+        --min-port 61000 --max-port 65000 \
         --lt-cred-mech --user alice:secret --realm example.org --allow-loopback-peers \
         --no-tls --no-dtls --no-tcp --no-tcp-relay --no-cli --no-software-attribute \
         --relay-threads 1 --log-file "$work/turn.log" --no-stdout-log
@@ -172,8 +174,11 @@ measure() {
     g0="$(core_ticks "$LOAD_CPU")"
     p0="$(proc_ticks "$server_pid")"
     # shellcheck disable=SC2086
-    out="$(taskset -c "$LOAD_CPU" "$bin/stun-load" "$mode" --server "127.0.0.1:$PORT" \
-        --duration "$DURATION" --warmup "$WARMUP" $load 2>>"$work/load.log")"
+    if ! out="$(taskset -c "$LOAD_CPU" "$bin/stun-load" "$mode" --server "127.0.0.1:$PORT" \
+        --duration "$DURATION" --warmup "$WARMUP" $load 2>>"$work/load.log")"; then
+        echo "compare-coturn: $test on $server: generator failed: $(tail -n 1 "$work/load.log")" >&2
+        out="result mode=$mode rate=0 sent=0 lost=0 cpu=0 failed"
+    fi
     d1="$(udp_drops)"
     s1="$(core_ticks "$SERVER_CPU")"
     g1="$(core_ticks "$LOAD_CPU")"

@@ -53,6 +53,10 @@ use crate::server::Server;
 /// [`BatchConfig::batch`]).
 pub const MAX_BATCH: usize = 64;
 
+/// Every this many [`BatchSockets::readable`] calls, all sockets are scanned even if
+/// the ones ready last time are ready again.
+const FULL_SCAN_EVERY: u64 = 16;
+
 /// Most segments in one UDP GSO send (the kernel's `UDP_MAX_SEGMENTS`).
 const MAX_GSO_SEGMENTS: usize = 64;
 
@@ -199,6 +203,8 @@ pub struct BatchSockets {
     /// tokio's per-poll budget (128 ready operations) cannot starve the sockets at the
     /// end of a long list.
     scan_start: usize,
+    /// Calls to [`BatchSockets::readable`], for the periodic full scan.
+    calls: u64,
     /// The socket the last datagram arrived on (the default source of a reply).
     last_local: usize,
     gso: bool,
@@ -240,6 +246,7 @@ impl BatchSockets {
             queue: Vec::with_capacity(MAX_BATCH * 4),
             ready: Vec::new(),
             scan_start: 0,
+            calls: 0,
             last_local: 0,
             gso: config.gso,
             gro: config.gro,
@@ -338,11 +345,36 @@ impl BatchSockets {
         if self.sockets.is_empty() {
             return Err(DriverError::Closed);
         }
+        // The sockets ready last time are asked first: under load they are ready again
+        // and the scan of every socket (which registers a waker on each) is skipped;
+        // a full scan still runs every FULL_SCAN_EVERY calls, and whenever none of
+        // them is ready, so no socket waits long.
+        self.calls = self.calls.wrapping_add(1);
+        let mut fast = !self.ready.is_empty() && !self.calls.is_multiple_of(FULL_SCAN_EVERY);
         let (sockets, ready, start) = (&self.sockets, &mut self.ready, &mut self.scan_start);
         let n = sockets.len();
-        // O(sockets) per wake-up, without system calls: fine for a few thousand
-        // sockets; beyond that an epoll set of our own would report only ready ones.
         poll_fn(|cx| {
+            if std::mem::take(&mut fast) {
+                let mut kept = 0;
+                for k in 0..ready.len() {
+                    let Some(&i) = ready.get(k) else { break };
+                    if let Some((_, s)) = sockets.get(i)
+                        && let Poll::Ready(r) = s.poll_recv_ready(cx)
+                    {
+                        r.map_err(DriverError::Io)?;
+                        if let Some(slot) = ready.get_mut(kept) {
+                            *slot = i;
+                        }
+                        kept += 1;
+                    }
+                }
+                ready.truncate(kept);
+                if kept > 0 {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            // O(sockets) without system calls: fine for a few thousand sockets; beyond
+            // that an epoll set of our own would report only the ready ones.
             ready.clear();
             let first = *start % n;
             for i in (first..n).chain(0..first) {
