@@ -122,7 +122,11 @@ start_server() {
     taskset -c "$SERVER_CPU" "$@" >"$log" 2>&1 &
     server_pid=$!
     pids+=("$server_pid")
-    wait_for_port
+    if ! wait_for_port; then
+        echo "compare-coturn: $1 did not start; its output:" >&2
+        tail -n 5 "$log" >&2
+        return 1
+    fi
 }
 
 stop_server() {
