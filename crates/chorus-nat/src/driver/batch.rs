@@ -17,9 +17,17 @@
 //!   buffer are allocated once (with GRO on, the receive headers are rebuilt once per
 //!   batch, because `nix` does not reset `msg_controllen` between calls).
 //!
+//! - **many sockets**: readiness comes from tokio (`poll_recv_ready`; the calls run in
+//!   `try_io`), asking first the sockets that were ready last time and scanning all of
+//!   them every 16 calls or when none of those is ready, round-robin, so a relay server
+//!   with a socket per allocation neither pays a full scan per batch nor starves a
+//!   socket; a transmit finds its socket by a map from local address.
+//! - `SO_RCVBUF` of 4 MiB per socket by default ([`BatchConfig::recv_buffer`]).
+//!
 //! The protocol stays in the core: anything implementing [`DatagramCore`] (the STUN
-//! [`Server`] does) runs on [`run_batched`], or on [`BatchSockets`] directly for a driver
-//! whose socket set changes (a TURN server adding relay sockets).
+//! [`Server`] does) runs on [`run_batched`], or on [`BatchSockets`] with [`serve_with`]
+//! for a driver whose socket set changes (a TURN server binding relay sockets with
+//! [`BatchSockets::bind`] when its core asks).
 //!
 //! The run loop of [`run_batched`]:
 //! 1. Drain [`DatagramCore::poll_transmit`] and send everything ([`BatchSockets::flush`]).
@@ -108,8 +116,8 @@ pub struct BatchConfig {
     /// Datagrams per `recvmmsg`/`sendmmsg` call. Default 32; 1 to [`MAX_BATCH`].
     pub batch: usize,
     /// Receive buffer size per datagram, in bytes. Default 2048 (longer datagrams
-    /// are truncated, and so rejected by the core); 64 to 65,535. Ignored with GRO on
-    /// (each buffer then holds 65,535 bytes).
+    /// are dropped and counted in [`BatchStats::truncated`]); 64 to 65,535. Ignored
+    /// with GRO on (each buffer then holds 65,535 bytes).
     pub max_datagram: usize,
     /// Batches read from one socket before responses are sent. Default 4; at least 1.
     pub rounds: usize,
@@ -152,6 +160,8 @@ pub struct BatchStats {
     pub send_calls: u64,
     /// Datagrams the kernel refused (unreachable, buffer full): dropped, as UDP does.
     pub send_errors: u64,
+    /// Datagrams longer than [`BatchConfig::max_datagram`]: dropped unread.
+    pub truncated: u64,
 }
 
 /// One queued outgoing datagram: a slice of the send buffer.
@@ -169,12 +179,14 @@ struct Meta {
     from: Option<SocketAddr>,
     len: usize,
     stride: usize,
+    truncated: bool,
 }
 
 const NO_META: Meta = Meta {
     from: None,
     len: 0,
     stride: 0,
+    truncated: false,
 };
 
 /// A set of UDP sockets read and written in batches. Owns its buffers; reuse one for
@@ -462,6 +474,7 @@ impl BatchSockets {
                     from: r.address.as_ref().and_then(to_std),
                     len: r.bytes,
                     stride,
+                    truncated: r.flags.contains(MsgFlags::MSG_TRUNC),
                 };
                 n += 1;
             }
@@ -478,6 +491,12 @@ impl BatchSockets {
         self.last_local = i;
         let now = now();
         for (m, chunk) in meta.iter().take(n).zip(self.recv_buf.chunks(slot)) {
+            // Longer than a receive buffer: only a prefix arrived, which the core must
+            // not mistake for a whole message.
+            if m.truncated {
+                self.stats.truncated += 1;
+                continue;
+            }
             let (Some(from), Some(data)) = (m.from, chunk.get(..m.len)) else {
                 continue;
             };

@@ -317,3 +317,24 @@ async fn serve_with_lets_the_driver_open_sockets_the_core_asks_for() {
     assert_ne!(second, first);
     assert_eq!(Some(second), core.second);
 }
+
+#[tokio::test]
+async fn datagrams_longer_than_a_buffer_are_dropped_not_cut() {
+    let mut config = BatchConfig::default();
+    config.max_datagram = 64;
+    let mut io = BatchSockets::new(config).unwrap();
+    let addr = io.add(bound().await).unwrap();
+    let client = bound().await;
+    client.send_to(&[7; 65], addr).await.unwrap();
+    client.send_to(&[8; 64], addr).await.unwrap();
+    let mut core = Echo::default();
+    while io.stats().truncated + u64::try_from(core.got.len()).unwrap() < 2 {
+        tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
+            .await
+            .unwrap()
+            .unwrap();
+        io.recv_ready(&mut core).unwrap();
+    }
+    assert_eq!(io.stats().truncated, 1);
+    assert_eq!(core.got, vec![(client.local_addr().unwrap(), vec![8; 64])]);
+}
