@@ -10,6 +10,13 @@
 //! - `stun_server/binding`: the server core answering one Binding request (decode,
 //!   response, encode, queue, drain), rate limiting off and on: binding responses per
 //!   second on one core, without sockets.
+//! - `stun_server_loopback/{batched,tokio}`: a real UDP round trip on loopback: a burst
+//!   of 64 Binding requests (one `sendmmsg`) to a server thread, and the 64 responses
+//!   back (`recvmmsg`). `batched` serves with the batched Linux driver
+//!   (`driver::batch::run_batched`: recvmmsg/sendmmsg, UDP GSO), `tokio` with the plain
+//!   `driver::run_server` (one `recv_from`/`send_to` per datagram). Throughput is
+//!   responses; client and server each have a thread, so pin nothing and expect noise.
+//!   `benches/compare-coturn.sh` is the one-core-each comparison with coturn.
 //!
 //! Inputs are fixed and built before timing starts.
 
@@ -19,9 +26,14 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use chorus_nat::client::Transport;
+use chorus_nat::driver::batch::{BatchConfig, run_batched};
+use chorus_nat::driver::run_server;
 use chorus_nat::server::{RateLimit, Server, ServerConfig};
 use chorus_nat::stun::{Attribute, Class, Key, Limits, Message, Method, TransactionId};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::AsRawFd;
 
 fn request() -> Message<'static> {
     Message::new(Class::Request, Method::BINDING, TransactionId::new([7; 12]))
@@ -117,5 +129,115 @@ fn server(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, server);
+/// A Binding server on its own thread and current-thread runtime; dropping the guard
+/// stops it.
+struct LoopbackServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[allow(clippy::field_reassign_with_default)] // the only way outside the crate
+fn loopback_server(batched: bool) -> LoopbackServer {
+    let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    std_sock.set_nonblocking(true).unwrap();
+    let addr = std_sock.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let sock = tokio::net::UdpSocket::from_std(std_sock).unwrap();
+            let mut cfg = ServerConfig::default();
+            cfg.primary = addr;
+            cfg.rate_limit = None;
+            let mut core = Server::new(cfg).unwrap();
+            if batched {
+                tokio::select! {
+                    r = run_batched(&mut core, vec![sock], BatchConfig::default()) => r.unwrap(),
+                    _ = stopped => {}
+                }
+            } else {
+                tokio::select! {
+                    r = run_server(core, vec![sock], Vec::new()) => r.unwrap(),
+                    _ = stopped => {}
+                }
+            }
+        });
+    });
+    LoopbackServer {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+fn loopback(c: &mut Criterion) {
+    const BURST: usize = 64;
+    let mut req = BytesMut::new();
+    request().encode(None, &mut req).unwrap();
+    let mut g = c.benchmark_group("stun_server_loopback");
+    g.throughput(Throughput::Elements(BURST as u64));
+    for (name, batched) in [("batched", true), ("tokio", false)] {
+        let server = loopback_server(batched);
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect(server.addr).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut send_h = MultiHeaders::<SockaddrStorage>::preallocate(BURST, None);
+        let mut recv_h = MultiHeaders::<SockaddrStorage>::preallocate(BURST, None);
+        let mut bufs = vec![0u8; BURST * 128];
+        let iovs = [[IoSlice::new(&req)]; BURST];
+        let addrs = [None::<SockaddrStorage>; BURST];
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let sent = sendmmsg(
+                    client.as_raw_fd(),
+                    &mut send_h,
+                    &iovs,
+                    addrs,
+                    [],
+                    MsgFlags::empty(),
+                )
+                .unwrap()
+                .count();
+                assert_eq!(sent, BURST);
+                let mut got = 0;
+                while got < BURST {
+                    let mut chunks = bufs.chunks_mut(128);
+                    let mut slices: Vec<[IoSliceMut<'_>; 1]> = (0..BURST - got)
+                        .map(|_| [IoSliceMut::new(chunks.next().unwrap())])
+                        .collect();
+                    // Blocks (2 s timeout) for the first, takes what else is queued.
+                    got += recvmmsg(
+                        client.as_raw_fd(),
+                        &mut recv_h,
+                        slices.iter_mut(),
+                        MsgFlags::MSG_WAITFORONE,
+                        None,
+                    )
+                    .expect("responses within 2 s")
+                    .count();
+                }
+                got
+            });
+        });
+        drop(server);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codec, server, loopback);
 criterion_main!(benches);

@@ -7,6 +7,10 @@
 //! With `--alt-ip` and `--alt-port` it listens on all four address/port combinations
 //! and answers CHANGE-REQUEST; without them it is a plain Binding server. Any STUN
 //! client (coturn's `turnutils_stunclient`, a browser's ICE agent) can use it.
+//!
+//! `--batched` serves UDP only, through the batched Linux driver
+//! (`chorus_nat::driver::batch`: recvmmsg/sendmmsg, UDP GSO), on one thread: the
+//! configuration `benches/compare-coturn.sh` measures.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -30,15 +34,31 @@ OPTIONS:
     --rate N             requests per second per source IP (default 50; 0 = unlimited)
     --burst N            burst per source IP (default 100)
     --no-tcp             do not listen on TCP
+    --batched            UDP only, batched I/O (recvmmsg/sendmmsg, UDP GSO; Linux)
+    --batch N            with --batched: datagrams per system call (default 32)
+    --no-gso             with --batched: no UDP GSO
     -h, --help           print this help
 ";
 
-fn parse() -> Result<Option<(ServerConfig, bool)>, String> {
+/// The `--batched` options.
+#[derive(Debug, Clone, Copy)]
+struct Batched {
+    on: bool,
+    batch: usize,
+    gso: bool,
+}
+
+fn parse() -> Result<Option<(ServerConfig, bool, Batched)>, String> {
     let mut config = ServerConfig::default();
     config.primary = SocketAddr::from(([127, 0, 0, 1], 3478));
     let mut rate = RateLimit::default();
     let mut unlimited = false;
     let mut tcp = true;
+    let mut batched = Batched {
+        on: false,
+        batch: 32,
+        gso: true,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -77,16 +97,23 @@ fn parse() -> Result<Option<(ServerConfig, bool)>, String> {
                     .map_err(|e| format!("--burst: {e}"))?
             }
             "--no-tcp" => tcp = false,
+            "--batched" => batched.on = true,
+            "--batch" => {
+                batched.batch = value("--batch")?
+                    .parse()
+                    .map_err(|e| format!("--batch: {e}"))?
+            }
+            "--no-gso" => batched.gso = false,
             other => return Err(format!("unknown argument {other} (try --help)")),
         }
     }
     config.rate_limit = (!unlimited).then_some(rate);
-    Ok(Some((config, tcp)))
+    Ok(Some((config, tcp && !batched.on, batched)))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let (config, tcp) = match parse() {
+    let (config, tcp, batched) = match parse() {
         Ok(Some(c)) => c,
         Ok(None) => {
             print!("{HELP}");
@@ -135,6 +162,9 @@ async fn main() -> ExitCode {
         },
         if server.is_rfc5780() { "on" } else { "off" }
     );
+    if batched.on {
+        return run_batched_server(server, udp, batched).await;
+    }
     match run_server(server, udp, listeners).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -142,4 +172,25 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+async fn run_batched_server(mut server: Server, udp: Vec<UdpSocket>, b: Batched) -> ExitCode {
+    use chorus::nat::driver::batch::{BatchConfig, run_batched};
+    let mut config = BatchConfig::default();
+    config.batch = b.batch;
+    config.gso = b.gso;
+    match run_batched(&mut server, udp, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stun-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn run_batched_server(_: Server, _: Vec<UdpSocket>, _: Batched) -> ExitCode {
+    eprintln!("stun-server: --batched needs Linux");
+    ExitCode::from(2)
 }

@@ -31,6 +31,8 @@ use crate::stun::{HEADER_LEN, Message};
 
 pub mod turn_client;
 pub mod turn_server;
+#[cfg(target_os = "linux")]
+pub mod batch;
 
 /// What can stop a driver.
 #[derive(Debug)]

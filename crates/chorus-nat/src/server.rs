@@ -177,6 +177,11 @@ pub struct Server {
     config: ServerConfig,
     rate: Option<RateTable>,
     transmits: VecDeque<Transmit>,
+    /// Responses are encoded here and split off, so that sending one allocates nothing:
+    /// once every payload handed out has been dropped, `reserve` reuses the buffer.
+    arena: BytesMut,
+    /// The attribute list of the last response, kept for its allocation.
+    scratch: Vec<Attribute<'static>>,
     stats: Stats,
 }
 
@@ -225,6 +230,8 @@ impl Server {
             config,
             rate,
             transmits: VecDeque::new(),
+            arena: BytesMut::new(),
+            scratch: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -394,6 +401,7 @@ impl Server {
         };
         let dst = response_port.map_or(from, |p| SocketAddr::new(from.ip(), p));
         let mut response = Message::new(Class::Success, Method::BINDING, header.transaction_id);
+        response.attributes = reuse(std::mem::take(&mut self.scratch));
         response.attributes.push(Attribute::XorMappedAddress(from));
         if self.config.mapped_address {
             response.attributes.push(Attribute::MappedAddress(from));
@@ -419,10 +427,10 @@ impl Server {
                     .push(Attribute::Padding(ZEROS.get(..len).unwrap_or(&[])));
             }
         }
-        let mut out = BytesMut::with_capacity(response.encoded_len());
-        response.encode(None, &mut out)?;
+        let payload = encode_into(&mut self.arena, &response)?;
+        self.scratch = reuse(response.attributes);
         self.transmits
-            .push_back(Transmit::new(dst, out.freeze()).with_src(src));
+            .push_back(Transmit::new(dst, payload).with_src(src));
         self.stats.responses += 1;
         Ok(())
     }
@@ -444,10 +452,9 @@ impl Server {
             m.attributes.push(Attribute::UnknownAttributes(list));
         }
         m.fingerprint = fingerprint;
-        let mut out = BytesMut::with_capacity(m.encoded_len());
-        m.encode(None, &mut out)?;
+        let payload = encode_into(&mut self.arena, &m)?;
         self.transmits
-            .push_back(Transmit::new(from, out.freeze()).with_src(local));
+            .push_back(Transmit::new(from, payload).with_src(local));
         self.stats.errors += 1;
         Ok(())
     }
@@ -481,6 +488,28 @@ impl Server {
             .or_else(|| rate.buckets.values().map(|b| b.last).min())?;
         Some(last + Duration::from_secs(10))
     }
+}
+
+/// Bytes reserved at once for encoding responses.
+const ARENA_CHUNK: usize = 16 * 1024;
+
+/// Encodes `m` at the end of `arena` and splits it off: no allocation while earlier
+/// payloads have been dropped (or the chunk still has room).
+fn encode_into(arena: &mut BytesMut, m: &Message<'_>) -> Result<bytes::Bytes, Error> {
+    let len = m.encoded_len();
+    if arena.capacity() < len {
+        arena.reserve(len.max(ARENA_CHUNK));
+    }
+    m.encode(None, arena)?;
+    Ok(arena.split().freeze())
+}
+
+/// An empty attribute list of any lifetime that keeps `v`'s allocation (the standard
+/// library collects a `Vec` into itself in place when the element layout is the same).
+#[allow(clippy::unnecessary_filter_map)] // `filter` could not change the lifetime
+fn reuse<'b>(mut v: Vec<Attribute<'_>>) -> Vec<Attribute<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 #[cfg(test)]

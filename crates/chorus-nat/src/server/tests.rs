@@ -388,3 +388,33 @@ mod props {
         }
     }
 }
+
+#[test]
+fn responses_are_carved_from_one_reused_buffer() {
+    // Once the payloads handed out are dropped, responses reuse the same buffer: one
+    // after another within it, and back at its start when it is full.
+    let mut s = plain();
+    s.rate = None;
+    let req = request(&[], false);
+    let first = ask(&mut s, P, &req).payload;
+    let (start, len) = (first.as_ptr() as usize, first.len());
+    drop(first);
+    let second = ask(&mut s, P, &req).payload;
+    assert_eq!(second.as_ptr() as usize, start + len);
+    drop(second);
+    let mut back_at_start = false;
+    for _ in 0..2 * ARENA_CHUNK / len {
+        let p = ask(&mut s, P, &req).payload;
+        back_at_start |= p.as_ptr() as usize == start;
+    }
+    assert!(back_at_start);
+}
+
+#[test]
+fn attribute_lists_keep_their_allocation_across_lifetimes() {
+    let mut v = Vec::with_capacity(8);
+    v.push(Attribute::Lifetime(1));
+    let reused: Vec<Attribute<'static>> = reuse(v);
+    assert!(reused.is_empty());
+    assert!(reused.capacity() >= 8);
+}

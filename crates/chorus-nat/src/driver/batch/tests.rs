@@ -1,0 +1,340 @@
+#![allow(clippy::field_reassign_with_default)] // as callers outside the crate must
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::*;
+use crate::server::ServerConfig;
+use crate::stun::{Attribute, Class, Limits, Message, Method, TransactionId};
+
+/// Echoes every datagram back to its source and records what it got.
+#[derive(Default)]
+struct Echo {
+    got: Vec<(SocketAddr, Vec<u8>)>,
+    out: VecDeque<Transmit>,
+}
+
+impl DatagramCore for Echo {
+    fn handle_datagram(&mut self, _: Instant, local: SocketAddr, from: SocketAddr, bytes: &[u8]) {
+        self.got.push((from, bytes.to_vec()));
+        self.out
+            .push_back(Transmit::new(from, Bytes::copy_from_slice(bytes)).with_src(local));
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn handle_timeout(&mut self, _: Instant) {}
+}
+
+async fn bound() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Tests send bursts before reading: never lose them to a small default queue.
+    setsockopt(&s, sockopt::RcvBuf, &(4 << 20)).unwrap();
+    s
+}
+
+/// One datagram, or a test failure after 5 s (never a hang).
+async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
+    tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(buf))
+        .await
+        .expect("a datagram within 5 s")
+        .unwrap()
+}
+
+fn request(i: u32) -> BytesMut {
+    let mut id = [0u8; 12];
+    id[..4].copy_from_slice(&i.to_be_bytes());
+    let mut out = BytesMut::new();
+    Message::new(Class::Request, Method::BINDING, TransactionId::new(id))
+        .encode(None, &mut out)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn binding_server_answers_every_request_of_a_burst() {
+    let sock = bound().await;
+    let addr = sock.local_addr().unwrap();
+    let mut cfg = ServerConfig::default();
+    cfg.primary = addr;
+    cfg.rate_limit = None;
+    let mut server = Server::new(cfg).unwrap();
+    let client = bound().await;
+    let me = client.local_addr().unwrap();
+    let clients = async {
+        // More than one batch, sent before anything is read.
+        for i in 0..100 {
+            client.send_to(&request(i), addr).await.unwrap();
+        }
+        let mut seen = [false; 100];
+        let mut buf = [0u8; 128];
+        for _ in 0..100 {
+            let (n, from) = client.recv_from(&mut buf).await.unwrap();
+            assert_eq!(from, addr);
+            let m = Message::decode(&buf[..n], &Limits::default()).unwrap();
+            assert_eq!(m.class, Class::Success);
+            assert_eq!(m.attributes, vec![Attribute::XorMappedAddress(me)]);
+            let id = m.transaction_id.0;
+            let i = u32::from_be_bytes(id[..4].try_into().unwrap());
+            seen[i as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        tokio::select! {
+            r = run_batched(&mut server, vec![sock], BatchConfig::default()) => panic!("{r:?}"),
+            () = clients => {}
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.stats().responses, 100);
+}
+
+#[tokio::test]
+async fn runs_to_one_destination_arrive_as_separate_datagrams_in_order() {
+    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
+    let local = io.add(bound().await).unwrap();
+    let peer = bound().await;
+    let mut core = Echo::default();
+    // 150 datagrams: runs of equal size, a shorter one ending a run, an empty one,
+    // and a second destination in between.
+    let other = bound().await;
+    let mut expect = Vec::new();
+    for i in 0..150u32 {
+        let len = match i {
+            70 => 10,
+            71 => 0,
+            _ => 100,
+        };
+        let dst = if i == 100 {
+            other.local_addr().unwrap()
+        } else {
+            peer.local_addr().unwrap()
+        };
+        let mut p = vec![u8::try_from(i % 251).unwrap(); len];
+        if let Some(b) = p.first_mut() {
+            *b = u8::try_from(i).unwrap();
+        }
+        if i != 100 {
+            expect.push(p.clone());
+        }
+        core.out.push_back(Transmit::new(dst, p).with_src(local));
+    }
+    assert_eq!(io.flush(&mut core).await.unwrap(), 150);
+    let mut buf = [0u8; 2048];
+    for want in &expect {
+        let (n, _) = recv(&peer, &mut buf).await;
+        assert_eq!(&buf[..n], want.as_slice());
+    }
+    let (n, _) = recv(&other, &mut buf).await;
+    assert_eq!(n, 100);
+    let stats = io.stats();
+    eprintln!("gso={} {stats:?}", io.is_gso());
+    assert_eq!(stats.sent, 150);
+    if io.is_gso() {
+        assert!(stats.send_calls < 10, "{stats:?}");
+    }
+}
+
+#[tokio::test]
+async fn gro_receiver_cuts_coalesced_datagrams_back_into_segments() {
+    let mut config = BatchConfig::default();
+    config.gro = true;
+    let mut rx = BatchSockets::new(config).unwrap();
+    let rx_addr = rx.add(bound().await).unwrap();
+    let mut tx = BatchSockets::new(BatchConfig::default()).unwrap();
+    let tx_addr = tx.add(bound().await).unwrap();
+    let mut sender = Echo::default();
+    for i in 0..40u8 {
+        sender
+            .out
+            .push_back(Transmit::new(rx_addr, vec![i; 64]).with_src(tx_addr));
+    }
+    tx.flush(&mut sender).await.unwrap();
+    let mut core = Echo::default();
+    while core.got.len() < 40 {
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.readable())
+            .await
+            .unwrap()
+            .unwrap();
+        rx.recv_ready(&mut core).unwrap();
+    }
+    for (i, (from, bytes)) in core.got.iter().enumerate() {
+        assert_eq!(*from, tx_addr);
+        assert_eq!(bytes, &vec![u8::try_from(i).unwrap(); 64]);
+    }
+    eprintln!("gro={} gso={} {:?}", rx.is_gro(), tx.is_gso(), rx.stats());
+    if rx.is_gro() && tx.is_gso() {
+        assert!(rx.stats().recv_calls < 40, "{:?}", rx.stats());
+    }
+}
+
+#[tokio::test]
+async fn removing_a_socket_drops_only_its_queued_datagrams() {
+    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
+    let a = io.add(bound().await).unwrap();
+    let b = io.add(bound().await).unwrap();
+    assert!(io.remove(a).is_some());
+    assert!(io.remove(a).is_none());
+    assert_eq!(io.addresses().collect::<Vec<_>>(), vec![b]);
+    let peer = bound().await;
+    let mut core = Echo::default();
+    core.out
+        .push_back(Transmit::new(peer.local_addr().unwrap(), vec![1; 8]).with_src(b));
+    assert_eq!(io.flush(&mut core).await.unwrap(), 1);
+    let mut buf = [0u8; 16];
+    let (n, from) = recv(&peer, &mut buf).await;
+    assert_eq!((n, from), (8, b));
+    assert!(io.remove(b).is_some());
+    assert!(matches!(io.readable().await, Err(DriverError::Closed)));
+}
+
+#[test]
+fn rejects_out_of_bounds_config() {
+    for f in [
+        |c: &mut BatchConfig| c.batch = 0,
+        |c: &mut BatchConfig| c.batch = MAX_BATCH + 1,
+        |c: &mut BatchConfig| c.max_datagram = 10,
+        |c: &mut BatchConfig| c.rounds = 0,
+    ] {
+        let mut c = BatchConfig::default();
+        f(&mut c);
+        assert!(BatchSockets::new(c).is_err());
+    }
+}
+
+#[tokio::test]
+async fn unreachable_peers_do_not_stop_the_server() {
+    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
+    let local = io.add(bound().await).unwrap();
+    // A closed port: ICMP port unreachable comes back as ECONNREFUSED on a later call.
+    let closed = bound().await.local_addr().unwrap();
+    let peer = bound().await;
+    let mut core = Echo::default();
+    for _ in 0..3 {
+        core.out
+            .push_back(Transmit::new(closed, vec![0; 8]).with_src(local));
+        io.flush(&mut core).await.unwrap();
+    }
+    core.out
+        .push_back(Transmit::new(peer.local_addr().unwrap(), vec![2; 8]).with_src(local));
+    io.flush(&mut core).await.unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(recv(&peer, &mut buf).await.0, 8);
+}
+
+#[tokio::test]
+async fn every_socket_of_a_long_list_is_served() {
+    // More sockets than tokio's per-poll budget of 128 ready operations.
+    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
+    let mut addrs = Vec::new();
+    for _ in 0..300 {
+        addrs.push(io.add(bound().await).unwrap());
+    }
+    let client = bound().await;
+    let mut core = Echo::default();
+    for round in 0..2u8 {
+        for a in &addrs {
+            client.send_to(&[round], a).await.unwrap();
+        }
+        let want = addrs.len() * usize::from(round + 1);
+        while core.got.len() < want {
+            tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
+                .await
+                .unwrap()
+                .unwrap();
+            io.recv_ready(&mut core).unwrap();
+        }
+        assert_eq!(core.got.len(), want);
+        // Replies leave from the socket each datagram arrived on.
+        io.flush(&mut core).await.unwrap();
+        let mut from = std::collections::HashSet::new();
+        let mut buf = [0u8; 8];
+        for _ in 0..addrs.len() {
+            let (n, a) = recv(&client, &mut buf).await;
+            assert_eq!(&buf[..n], &[round]);
+            from.insert(a);
+        }
+        assert_eq!(from.len(), addrs.len());
+    }
+}
+
+/// Asks its driver for a second socket on the first datagram, and answers every
+/// datagram from that second socket once it is there.
+#[derive(Default)]
+struct Opener {
+    want_socket: bool,
+    second: Option<SocketAddr>,
+    out: VecDeque<Transmit>,
+}
+
+impl DatagramCore for Opener {
+    fn handle_datagram(&mut self, _: Instant, local: SocketAddr, from: SocketAddr, b: &[u8]) {
+        self.want_socket |= self.second.is_none();
+        let src = self.second.unwrap_or(local);
+        self.out
+            .push_back(Transmit::new(from, Bytes::copy_from_slice(b)).with_src(src));
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn handle_timeout(&mut self, _: Instant) {}
+}
+
+#[tokio::test]
+async fn serve_with_lets_the_driver_open_sockets_the_core_asks_for() {
+    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
+    let first = io.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut core = Opener::default();
+    let client = bound().await;
+    let talk = async {
+        let mut buf = [0u8; 8];
+        client.send_to(b"one", first).await.unwrap();
+        let (_, a) = recv(&client, &mut buf).await;
+        assert_eq!(a, first);
+        client.send_to(b"two", first).await.unwrap();
+        let (n, b) = recv(&client, &mut buf).await;
+        assert_eq!(&buf[..n], b"two");
+        b
+    };
+    let hook = |core: &mut Opener, io: &mut BatchSockets| {
+        if std::mem::take(&mut core.want_socket) {
+            core.second = Some(io.bind("127.0.0.1:0".parse().unwrap()).unwrap());
+        }
+    };
+    let second = tokio::select! {
+        r = serve_with(&mut core, &mut io, hook) => panic!("{r:?}"),
+        b = talk => b,
+    };
+    assert_ne!(second, first);
+    assert_eq!(Some(second), core.second);
+}
+
+#[tokio::test]
+async fn datagrams_longer_than_a_buffer_are_dropped_not_cut() {
+    let mut config = BatchConfig::default();
+    config.max_datagram = 64;
+    let mut io = BatchSockets::new(config).unwrap();
+    let addr = io.add(bound().await).unwrap();
+    let client = bound().await;
+    client.send_to(&[7; 65], addr).await.unwrap();
+    client.send_to(&[8; 64], addr).await.unwrap();
+    let mut core = Echo::default();
+    while io.stats().truncated + u64::try_from(core.got.len()).unwrap() < 2 {
+        tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
+            .await
+            .unwrap()
+            .unwrap();
+        io.recv_ready(&mut core).unwrap();
+    }
+    assert_eq!(io.stats().truncated, 1);
+    assert_eq!(core.got, vec![(client.local_addr().unwrap(), vec![8; 64])]);
+}
