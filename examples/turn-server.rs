@@ -42,6 +42,8 @@ OPTIONS:
                            0 = unlimited)
     --software TEXT        SOFTWARE attribute to put in responses (default none)
     --no-tcp               do not listen on TCP
+    --batched              UDP only, through the batched driver (recvmmsg/sendmmsg,
+                           UDP GSO; Linux): the fast path; implies --no-tcp
     -h, --help             print this help
 ";
 
@@ -50,6 +52,7 @@ struct Options {
     config: TurnConfig,
     users: Vec<(String, String)>,
     tcp: bool,
+    batched: bool,
 }
 
 fn parse() -> Result<Option<Options>, String> {
@@ -58,6 +61,7 @@ fn parse() -> Result<Option<Options>, String> {
     let mut users = Vec::new();
     let mut relay_ips: Vec<IpAddr> = Vec::new();
     let mut tcp = true;
+    let mut batched = false;
     let mut rate = RateLimit::default();
     let mut unlimited = false;
     let mut args = std::env::args().skip(1);
@@ -113,6 +117,10 @@ fn parse() -> Result<Option<Options>, String> {
             }
             "--software" => config.software = Some(value("--software")?),
             "--no-tcp" => tcp = false,
+            "--batched" => {
+                batched = true;
+                tcp = false;
+            }
             other => return Err(format!("unknown argument {other} (try --help)")),
         }
     }
@@ -133,6 +141,7 @@ fn parse() -> Result<Option<Options>, String> {
         config,
         users,
         tcp,
+        batched,
     }))
 }
 
@@ -195,11 +204,33 @@ async fn main() -> ExitCode {
         relay_ips.join(", ")
     );
     // Runs until the process is stopped.
-    match turn_server::run(core, vec![udp], listeners, std::future::pending()).await {
+    let served = if options.batched {
+        batched(core, udp).await
+    } else {
+        turn_server::run(core, vec![udp], listeners, std::future::pending()).await
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("turn-server: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+async fn batched(
+    core: TurnServer,
+    udp: UdpSocket,
+) -> Result<(), chorus::nat::driver::DriverError> {
+    let config = chorus::nat::driver::batch::BatchConfig::default();
+    turn_server::run_batched(core, vec![udp], config).await
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn batched(
+    _core: TurnServer,
+    _udp: UdpSocket,
+) -> Result<(), chorus::nat::driver::DriverError> {
+    Err(std::io::Error::other("--batched needs Linux (recvmmsg/sendmmsg)").into())
 }

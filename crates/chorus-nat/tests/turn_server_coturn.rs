@@ -27,6 +27,7 @@ use support::{Guard, TempDir, free_port, have};
 fn spawn_chorus_turn(
     port: u16,
     relay_ips: Vec<std::net::IpAddr>,
+    batched: bool,
 ) -> (
     std::thread::JoinHandle<()>,
     tokio::sync::oneshot::Sender<()>,
@@ -55,6 +56,15 @@ fn spawn_chorus_turn(
             let core =
                 TurnServer::new(config, Box::new(users), Box::new(SystemEntropy::new())).unwrap();
             let udp = UdpSocket::bind(bind).await.unwrap();
+            if batched {
+                ready_tx.send(()).unwrap();
+                let config = chorus_nat::driver::batch::BatchConfig::default();
+                tokio::select! {
+                    r = turn_server::run_batched(core, vec![udp], config) => panic!("stopped: {r:?}"),
+                    _ = stop_rx => {}
+                }
+                return;
+            }
             let tcp = TcpListener::bind(bind).await.unwrap();
             ready_tx.send(()).unwrap();
             turn_server::run(core, vec![udp], vec![tcp], async {
@@ -153,12 +163,12 @@ fn totals(text: &str) -> Option<(u64, u64)> {
 /// Relays through the Chorus server with uclient's `extra` flags and checks that every
 /// message came back from the echo peer.
 fn relay_round_trip(extra: &[&str]) {
-    relay_round_trip_via("127.0.0.1", extra);
+    relay_round_trip_via("127.0.0.1", extra, false);
 }
 
 /// As [`relay_round_trip`], with the peer (and a relay address of its family) on
 /// `peer_ip`.
-fn relay_round_trip_via(peer_ip: &str, extra: &[&str]) {
+fn relay_round_trip_via(peer_ip: &str, extra: &[&str], batched: bool) {
     if !have("turnutils_uclient") || !have("turnutils_peer") {
         return;
     }
@@ -168,7 +178,7 @@ fn relay_round_trip_via(peer_ip: &str, extra: &[&str]) {
     if peer_ip != "127.0.0.1" {
         relay_ips.push(peer_ip.parse().unwrap());
     }
-    let (thread, stop) = spawn_chorus_turn(port, relay_ips);
+    let (thread, stop) = spawn_chorus_turn(port, relay_ips, batched);
     let port_s = port.to_string();
     let peer_s = peer_port.to_string();
     let mut args = vec![
@@ -215,7 +225,14 @@ fn coturn_uclient_relays_through_an_ipv6_relayed_address() {
         eprintln!("skipping: no IPv6 loopback");
         return;
     }
-    relay_round_trip_via("::1", &["-x"]);
+    relay_round_trip_via("::1", &["-x"], false);
+}
+
+#[test]
+fn coturn_uclient_relays_through_the_batched_driver() {
+    // recvmmsg/sendmmsg/GSO on the listening socket and every relay socket.
+    relay_round_trip_via("127.0.0.1", &[], true);
+    relay_round_trip_via("127.0.0.1", &["-s"], true);
 }
 
 #[test]
@@ -224,7 +241,7 @@ fn coturn_uclient_with_a_wrong_password_is_refused() {
         return;
     }
     let port = free_port("127.0.0.1");
-    let (thread, stop) = spawn_chorus_turn(port, vec![[127, 0, 0, 1].into()]);
+    let (thread, stop) = spawn_chorus_turn(port, vec![[127, 0, 0, 1].into()], false);
     let port_s = port.to_string();
     let (ok, text) = uclient(&[
         "-u",
