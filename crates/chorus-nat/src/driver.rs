@@ -29,10 +29,10 @@ use crate::discovery::{Classic, Discovery, Lifetime, LifetimeProbe, Report};
 use crate::server::Server;
 use crate::stun::{HEADER_LEN, Message};
 
-pub mod turn_client;
-pub mod turn_server;
 #[cfg(target_os = "linux")]
 pub mod batch;
+pub mod turn_client;
+pub mod turn_server;
 
 /// What can stop a driver.
 #[derive(Debug)]
