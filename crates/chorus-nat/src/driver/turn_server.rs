@@ -411,6 +411,75 @@ async fn serve_tcp(
     let _ = tx.send(Input::TcpClosed { local, from }).await;
 }
 
+/// The TURN server as a [`super::batch::DatagramCore`]: UDP only (the batched driver
+/// has no TCP), so transmits for TCP clients, which cannot exist there, are dropped.
+#[cfg(target_os = "linux")]
+impl super::batch::DatagramCore for TurnServer {
+    fn handle_datagram(
+        &mut self,
+        now: std::time::Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        // Rejected input is counted in the core's stats.
+        let _ = self.handle_input(now, local, from, Transport::Udp, bytes);
+    }
+
+    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
+        loop {
+            match Self::poll_transmit(self)? {
+                (Transport::Udp, t) => return Some(t),
+                (Transport::Tcp, _) => {}
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        Self::handle_timeout(self, now);
+    }
+}
+
+/// Serves `core` over UDP with the batched driver ([`super::batch`]: `recvmmsg`,
+/// `sendmmsg`, UDP GSO, no per-datagram allocation): the listening sockets and every
+/// relay socket the core opens share one loop. UDP clients only; for TCP clients use
+/// [`run`]. Linux only.
+///
+/// # Errors
+/// [`DriverError::Io`] if a socket fails or `config` is invalid.
+#[cfg(target_os = "linux")]
+pub async fn run_batched(
+    mut core: TurnServer,
+    udp: Vec<UdpSocket>,
+    config: super::batch::BatchConfig,
+) -> Result<(), DriverError> {
+    use super::batch::{BatchSockets, serve_with};
+
+    let mut io = BatchSockets::new(config)?;
+    for sock in udp {
+        io.add(sock)?;
+    }
+    serve_with(&mut core, &mut io, |core, io| {
+        while let Some(event) = core.poll_event() {
+            match event {
+                Event::OpenRelay(addr) => {
+                    let ok = io.bind(addr).is_ok();
+                    // Only an address no allocation waits for is refused: nothing to do.
+                    let _ = core.handle_relay_bound(now(), addr, ok);
+                }
+                Event::CloseRelay(addr) => {
+                    io.remove(addr);
+                }
+            }
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
@@ -599,73 +668,4 @@ mod tests {
         assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x08]), Ok(Some(28)));
         assert_eq!(frame_len(&[0xc0, 0x01, 0x00, 0x08]), Err(()));
     }
-}
-
-/// The TURN server as a [`super::batch::DatagramCore`]: UDP only (the batched driver
-/// has no TCP), so transmits for TCP clients, which cannot exist there, are dropped.
-#[cfg(target_os = "linux")]
-impl super::batch::DatagramCore for TurnServer {
-    fn handle_datagram(
-        &mut self,
-        now: std::time::Instant,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-    ) {
-        // Rejected input is counted in the core's stats.
-        let _ = self.handle_input(now, local, from, Transport::Udp, bytes);
-    }
-
-    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
-        loop {
-            match Self::poll_transmit(self)? {
-                (Transport::Udp, t) => return Some(t),
-                (Transport::Tcp, _) => {}
-            }
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<std::time::Instant> {
-        Self::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: std::time::Instant) {
-        Self::handle_timeout(self, now);
-    }
-}
-
-/// Serves `core` over UDP with the batched driver ([`super::batch`]: `recvmmsg`,
-/// `sendmmsg`, UDP GSO, no per-datagram allocation): the listening sockets and every
-/// relay socket the core opens share one loop. UDP clients only; for TCP clients use
-/// [`run`]. Linux only.
-///
-/// # Errors
-/// [`DriverError::Io`] if a socket fails or `config` is invalid.
-#[cfg(target_os = "linux")]
-pub async fn run_batched(
-    mut core: TurnServer,
-    udp: Vec<UdpSocket>,
-    config: super::batch::BatchConfig,
-) -> Result<(), DriverError> {
-    use super::batch::{BatchSockets, serve_with};
-
-    let mut io = BatchSockets::new(config)?;
-    for sock in udp {
-        io.add(sock)?;
-    }
-    serve_with(&mut core, &mut io, |core, io| {
-        while let Some(event) = core.poll_event() {
-            match event {
-                Event::OpenRelay(addr) => {
-                    let ok = io.bind(addr).is_ok();
-                    // Only an address no allocation waits for is refused: nothing to do.
-                    let _ = core.handle_relay_bound(now(), addr, ok);
-                }
-                Event::CloseRelay(addr) => {
-                    io.remove(addr);
-                }
-            }
-        }
-    })
-    .await
 }
