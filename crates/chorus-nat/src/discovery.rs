@@ -90,6 +90,18 @@ pub struct Report {
     pub tcp_mapped: Option<SocketAddr>,
 }
 
+impl Report {
+    /// Whether this host may serve as a super node as far as the network goes: never
+    /// behind a NAT or a firewall that filters unsolicited traffic (SYSTEM.md: "never if
+    /// it is behind NAT, a restrictive firewall"), so only the open Internet qualifies.
+    /// Bandwidth and processing power are the node's to judge; the node also caches
+    /// the report (chorus-hostcache's `NatInfo`) and refreshes it periodically.
+    #[must_use]
+    pub fn super_node_eligible(&self) -> bool {
+        self.classic == Classic::OpenInternet
+    }
+}
+
 /// Discovery configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
