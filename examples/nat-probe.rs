@@ -116,7 +116,7 @@ fn print(report: &Report, lifetime: Option<Lifetime>, json: bool) {
     if json {
         let mut out = format!(
             "{{\"mapped\":{},\"behind_nat\":{},\"mapping\":\"{}\",\"filtering\":\"{}\",\
-             \"classic\":\"{}\",\"hairpinning\":{},\"tcp_mapped\":{}",
+             \"classic\":\"{}\",\"hairpinning\":{},\"tcp_mapped\":{},\"super_node_eligible\":{}",
             json_opt(report.mapped),
             report
                 .behind_nat
@@ -128,6 +128,7 @@ fn print(report: &Report, lifetime: Option<Lifetime>, json: bool) {
                 .hairpinning
                 .map_or("null".to_owned(), |b| b.to_string()),
             json_opt(report.tcp_mapped),
+            report.super_node_eligible(),
         );
         if let Some(l) = lifetime {
             out += &format!(
