@@ -153,6 +153,12 @@ fn print(report: &Report, lifetime: Option<Lifetime>, json: bool) {
         "hairpinning:     {}",
         or(report.hairpinning.map(|b| b.to_string()))
     );
+    let eligible = if report.super_node_eligible() {
+        "eligible"
+    } else {
+        "not eligible"
+    };
+    println!("super node:      {eligible}");
     if report.classic == Classic::UdpBlocked {
         println!(
             "TCP reachable:   {}",
