@@ -27,10 +27,12 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 const LISTEN: &str = "192.0.2.1:3478";
 const PEER: &str = "198.51.100.7:5000";
 
+/// Each client's address with the ChannelData datagram it relays.
+type Clients = Vec<(SocketAddr, Vec<u8>)>;
+
 /// A server core with `n` allocations, each with a channel to `PEER`; returns the
-/// server, each client's address with its ChannelData datagram, and each relayed
-/// address.
-fn relay(n: usize) -> (TurnServer, Vec<(SocketAddr, Vec<u8>)>, Vec<SocketAddr>) {
+/// server, the clients and each relayed address.
+fn relay(n: usize) -> (TurnServer, Clients, Vec<SocketAddr>) {
     let listen: SocketAddr = LISTEN.parse().expect("address");
     let peer: SocketAddr = PEER.parse().expect("address");
     let mut config = TurnConfig::default();
@@ -44,8 +46,8 @@ fn relay(n: usize) -> (TurnServer, Vec<(SocketAddr, Vec<u8>)>, Vec<SocketAddr>) 
     config.rate_limit = None;
     let mut users = StaticUsers::new("example.org");
     users.add("alice", "secret");
-    let mut server = TurnServer::new(config, Box::new(users), Box::new(SeededEntropy::new(1)))
-        .expect("server");
+    let mut server =
+        TurnServer::new(config, Box::new(users), Box::new(SeededEntropy::new(1))).expect("server");
     let now = Instant::now();
     let mut clients = Vec::with_capacity(n);
     let mut relayed = Vec::with_capacity(n);
@@ -55,10 +57,10 @@ fn relay(n: usize) -> (TurnServer, Vec<(SocketAddr, Vec<u8>)>, Vec<SocketAddr>) 
             40_000,
         );
         let cfg = TurnClientConfig::new(listen, Transport::Udp, "alice", "secret");
-        let mut c = TurnClient::new(cfg, Box::new(SeededEntropy::new(i as u64 + 2)))
-            .expect("client");
+        let mut c =
+            TurnClient::new(cfg, Box::new(SeededEntropy::new(i as u64 + 2))).expect("client");
         c.allocate(now).expect("allocate");
-        let mut pump = |c: &mut TurnClient, server: &mut TurnServer| {
+        let pump = |c: &mut TurnClient, server: &mut TurnServer| {
             for _ in 0..4 {
                 while let Some(t) = c.poll_transmit() {
                     let _ = server.handle_input(now, listen, from, Transport::Udp, &t.payload);
