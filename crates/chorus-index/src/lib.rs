@@ -70,6 +70,8 @@ pub mod message;
 pub mod node;
 mod rate;
 pub mod record;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod table;
 
 pub use error::{DecodeError, Error, Limit, UsageError, Violation};

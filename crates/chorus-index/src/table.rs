@@ -200,7 +200,11 @@ impl RoutingTable {
             return Insert::Own;
         };
         if self.buckets.len() <= level {
-            self.buckets.resize_with(level + 1, Bucket::default);
+            // A new bucket counts as looked up now: refresh starts from its creation.
+            self.buckets.resize_with(level + 1, || Bucket {
+                last_lookup: Some(now),
+                ..Bucket::default()
+            });
         }
         let capacity = self.config.capacity(level);
         let max_replacements = self.config.replacements;
