@@ -59,8 +59,12 @@ fn parse() -> Result<Option<SimConfig>, String> {
         let bad = |_| format!("bad value for {flag}: {value}");
         match flag.as_str() {
             "--nodes" => c.nodes = value.parse().map_err(bad)?,
-            "--churn" => c.churn_per_hour = value.parse().map_err(|_| format!("bad value for {flag}"))?,
-            "--malicious" => c.malicious = value.parse().map_err(|_| format!("bad value for {flag}"))?,
+            "--churn" => {
+                c.churn_per_hour = value.parse().map_err(|_| format!("bad value for {flag}"))?
+            }
+            "--malicious" => {
+                c.malicious = value.parse().map_err(|_| format!("bad value for {flag}"))?
+            }
             "--lookups" => c.lookups = value.parse().map_err(bad)?,
             "--users" => c.users = value.parse().map_err(bad)?,
             "--duration" => c.duration = Duration::from_secs(value.parse().map_err(bad)?),
@@ -73,7 +77,11 @@ fn parse() -> Result<Option<SimConfig>, String> {
             _ => return Err(format!("unknown option {flag}")),
         }
     }
-    let mut node = if kademlia { Config::kademlia() } else { Config::default() };
+    let mut node = if kademlia {
+        Config::kademlia()
+    } else {
+        Config::default()
+    };
     if let Some(p) = paths {
         node.disjoint_paths = p;
     }
@@ -84,7 +92,10 @@ fn parse() -> Result<Option<SimConfig>, String> {
         node.value_quorum = q;
     }
     c.node = node;
-    if !(0.0..=1.0).contains(&c.malicious) || !(0.0..=1.0).contains(&c.loss) || c.churn_per_hour < 0.0 {
+    if !(0.0..=1.0).contains(&c.malicious)
+        || !(0.0..=1.0).contains(&c.loss)
+        || c.churn_per_hour < 0.0
+    {
         return Err("fractions must be within 0-1 and churn non-negative".into());
     }
     if c.nodes < 2 || c.nodes > 1 << 23 {

@@ -61,6 +61,8 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "tokio")]
+pub mod driver;
 mod error;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]

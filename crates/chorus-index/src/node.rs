@@ -563,7 +563,28 @@ impl Node {
     /// # Errors
     /// [`Limit::TooManyLookups`], [`UsageError::Left`].
     pub fn find_user(&mut self, now: Instant, username: &str) -> Result<LookupId, Error> {
-        self.start_lookup(now, LookupKind::FindValue, user_key(username), &[])
+        let key = user_key(username);
+        if self.config.value_quorum == 1
+            && !self.left
+            && let Some(s) = self.store.get(&key)
+        {
+            // We are a holder: answer from the store (verified when stored).
+            let id = self.next_id;
+            self.next_id += 1;
+            let outcome = LookupOutcome {
+                id: LookupId(id),
+                target: key,
+                record: Some(s.record.clone()),
+                closest: Vec::new(),
+                hops: Some(0),
+                found_after: Some(Duration::ZERO),
+                duration: Duration::ZERO,
+                messages: 0,
+            };
+            self.push_event(Event::Lookup(Box::new(outcome)));
+            return Ok(LookupId(id));
+        }
+        self.start_lookup(now, LookupKind::FindValue, key, &[])
             .map(LookupId)
     }
 

@@ -157,7 +157,10 @@ fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
         return T::default();
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i.min(sorted.len() - 1)).copied().unwrap_or_default()
+    sorted
+        .get(i.min(sorted.len() - 1))
+        .copied()
+        .unwrap_or_default()
 }
 
 impl Report {
@@ -165,14 +168,22 @@ impl Report {
     #[must_use]
     pub fn success_rate(&self) -> f64 {
         let n = self.lookups - self.abandoned;
-        if n == 0 { 0.0 } else { self.found as f64 / n as f64 }
+        if n == 0 {
+            0.0
+        } else {
+            self.found as f64 / n as f64
+        }
     }
 
     /// Fraction of counted lookups that found the current version.
     #[must_use]
     pub fn fresh_rate(&self) -> f64 {
         let n = self.lookups - self.abandoned;
-        if n == 0 { 0.0 } else { self.fresh as f64 / n as f64 }
+        if n == 0 {
+            0.0
+        } else {
+            self.fresh as f64 / n as f64
+        }
     }
 
     /// Hops at percentile `p` (0-1).
@@ -312,7 +323,9 @@ impl SimVerifier {
 
 impl Verifier for SimVerifier {
     fn verify_node(&self, cert: &[u8], _: SystemTime) -> Result<NodeId, Violation> {
-        let (index, tag) = cert.split_at_checked(8).ok_or(Violation::BadNodeCertificate)?;
+        let (index, tag) = cert
+            .split_at_checked(8)
+            .ok_or(Violation::BadNodeCertificate)?;
         if tag != self.tag(index) {
             return Err(Violation::BadNodeCertificate);
         }
@@ -451,7 +464,11 @@ impl Sim<'_> {
         let (x, y) = (a.min(b), a.max(b));
         let h = digest::digest(
             &digest::SHA256,
-            &[self.c.seed.to_be_bytes(), (u64::from(x) << 32 | u64::from(y)).to_be_bytes()].concat(),
+            &[
+                self.c.seed.to_be_bytes(),
+                (u64::from(x) << 32 | u64::from(y)).to_be_bytes(),
+            ]
+            .concat(),
         );
         let h = h.as_ref();
         let u = |i: usize| {
@@ -504,7 +521,8 @@ impl Sim<'_> {
             self.event(i, e);
         }
         if let Some(t) = timeout {
-            let at = u64::try_from(t.saturating_duration_since(self.t0).as_micros()).unwrap_or(u64::MAX);
+            let at =
+                u64::try_from(t.saturating_duration_since(self.t0).as_micros()).unwrap_or(u64::MAX);
             let at = at.max(self.now);
             let slot = &mut self.timers[i as usize];
             if at < *slot || *slot < self.now {
@@ -544,11 +562,11 @@ impl Sim<'_> {
                     self.report.latency.push(o.found_after.unwrap_or_default());
                 }
             }
-            Event::Published { username, replicas } => {
-                if self.publishes.remove(&(i, username)).is_some() {
-                    self.report.publishes += 1;
-                    self.replicas_total += replicas;
-                }
+            Event::Published { username, replicas }
+                if self.publishes.remove(&(i, username.clone())).is_some() =>
+            {
+                self.report.publishes += 1;
+                self.replicas_total += replicas;
             }
             _ => {}
         }
@@ -657,7 +675,8 @@ impl Sim<'_> {
         if let Some(Actor::Honest(node)) = self.actors.get_mut(home as usize)
             && node.publish(now, r).is_ok()
         {
-            self.publishes.insert((home, self.users[user as usize].name.clone()), ());
+            self.publishes
+                .insert((home, self.users[user as usize].name.clone()), ());
             self.users[user as usize].home = Some(home);
         }
         self.sync(home);
@@ -708,7 +727,10 @@ impl Sim<'_> {
         self.ids.push(node.id());
         self.actors.push(Actor::Honest(node));
         self.timers.push(u64::MAX);
-        let seeds: Vec<SocketAddr> = (0..3).filter_map(|_| self.random_honest()).map(addr).collect();
+        let seeds: Vec<SocketAddr> = (0..3)
+            .filter_map(|_| self.random_honest())
+            .map(addr)
+            .collect();
         let now = self.at(self.now);
         if let Some(Actor::Honest(node)) = self.actors.get_mut(index as usize) {
             let _ = node.bootstrap(now, &seeds);
@@ -718,7 +740,9 @@ impl Sim<'_> {
     }
 
     fn start_lookup(&mut self) {
-        let Some(from) = self.random_honest() else { return };
+        let Some(from) = self.random_honest() else {
+            return;
+        };
         // A random user who is online (attached to a super node).
         let mut user = None;
         for _ in 0..64 {
@@ -736,7 +760,8 @@ impl Sim<'_> {
             && let Ok(id) = node.find_user(now, &name)
         {
             self.report.lookups += 1;
-            self.lookups.insert((from, id), PendingLookup { user, version });
+            self.lookups
+                .insert((from, id), PendingLookup { user, version });
         }
         self.sync(from);
     }
@@ -793,12 +818,19 @@ impl Sim<'_> {
                 };
                 let n = end - start;
                 if n <= cap {
-                    picks.extend(sorted[start..end].iter().map(|&(id, j)| Contact { id, addr: addr(j) }));
+                    picks.extend(
+                        sorted[start..end]
+                            .iter()
+                            .map(|&(id, j)| Contact { id, addr: addr(j) }),
+                    );
                 } else {
                     for _ in 0..cap {
                         let j = start + (self.rand() % n as u64) as usize;
                         let (id, idx) = sorted[j];
-                        picks.push(Contact { id, addr: addr(idx) });
+                        picks.push(Contact {
+                            id,
+                            addr: addr(idx),
+                        });
                     }
                 }
                 let s = sorted.partition_point(|(id, _)| id.0 < same);
@@ -856,7 +888,8 @@ pub fn run(config: &SimConfig) -> Report {
     for i in 0..config.nodes {
         let index = i as u32;
         // Spread malicious nodes over the index range deterministically.
-        let malicious = n_malicious > 0 && (i * n_malicious) / config.nodes != ((i + 1) * n_malicious) / config.nodes;
+        let malicious = n_malicious > 0
+            && (i * n_malicious) / config.nodes != ((i + 1) * n_malicious) / config.nodes;
         if malicious {
             let cert = sim.verifier.node_cert(u64::from(index));
             let id = SimVerifier::node_id(&cert);
@@ -894,7 +927,8 @@ pub fn run(config: &SimConfig) -> Report {
         if let Some(home) = sim.random_honest() {
             let old = sim.record(u, home, 1).to_bytes();
             sim.users[u as usize].stale = Some(old);
-            let at = (u64::from(u) * config.warmup.as_micros() as u64 / 2) / config.users.max(1) as u64;
+            let at =
+                (u64::from(u) * config.warmup.as_micros() as u64 / 2) / config.users.max(1) as u64;
             sim.push(at, Ev::Reconnect { user: u });
         }
     }
@@ -903,7 +937,8 @@ pub fn run(config: &SimConfig) -> Report {
     for l in 0..config.lookups as u64 {
         sim.push(warmup + l * span / config.lookups.max(1) as u64, Ev::Lookup);
     }
-    let leaves_per_us = config.churn_per_hour * config.nodes as f64 * (1.0 - config.malicious) / 3.6e9;
+    let leaves_per_us =
+        config.churn_per_hour * config.nodes as f64 * (1.0 - config.malicious) / 3.6e9;
     if leaves_per_us > 0.0 {
         let first = (-sim.uniform().max(1e-12).ln() / leaves_per_us) as u64;
         sim.push(first, Ev::Churn);
@@ -997,7 +1032,10 @@ mod tests {
         let a = run(&small());
         assert!(a.success_rate() > 0.97, "{a}");
         let b = run(&small());
-        assert_eq!((a.found, a.hops.clone(), a.messages.clone()), (b.found, b.hops, b.messages));
+        assert_eq!(
+            (a.found, a.hops.clone(), a.messages.clone()),
+            (b.found, b.hops, b.messages)
+        );
     }
 
     #[test]
@@ -1017,11 +1055,17 @@ mod tests {
         assert!(v.verify_node(&cert, UNIX_EPOCH).is_ok());
         let mut bad = cert.to_vec();
         bad[0] ^= 1;
-        assert_eq!(v.verify_node(&bad, UNIX_EPOCH), Err(Violation::BadNodeCertificate));
+        assert_eq!(
+            v.verify_node(&bad, UNIX_EPOCH),
+            Err(Violation::BadNodeCertificate)
+        );
         let mut r = crate::record::tests::sample();
         v.sign(&mut r);
         assert!(v.verify_record(&r, UNIX_EPOCH).is_ok());
         r.version += 1;
-        assert_eq!(v.verify_record(&r, UNIX_EPOCH), Err(Violation::BadSignature));
+        assert_eq!(
+            v.verify_record(&r, UNIX_EPOCH),
+            Err(Violation::BadSignature)
+        );
     }
 }
