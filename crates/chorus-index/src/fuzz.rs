@@ -128,3 +128,35 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod seeds {
+    /// Writes the seed corpora under `fuzz/corpus/` (run by hand:
+    /// `cargo test -p chorus-index write_fuzz_seeds -- --ignored`).
+    #[test]
+    #[ignore = "writes files; run by hand when the formats change"]
+    fn write_fuzz_seeds() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus");
+        let names = [
+            "ping",
+            "find-node",
+            "nodes",
+            "value",
+            "store",
+            "store-ack",
+            "leave",
+        ];
+        for dir in ["index_message", "index_node"] {
+            std::fs::create_dir_all(format!("{root}/{dir}")).unwrap();
+            for (name, bytes) in names.iter().zip(crate::message::tests::samples()) {
+                std::fs::write(format!("{root}/{dir}/seed-{name}"), &bytes).unwrap();
+            }
+        }
+        std::fs::create_dir_all(format!("{root}/index_record")).unwrap();
+        std::fs::write(
+            format!("{root}/index_record/seed-record"),
+            crate::record::tests::sample().to_bytes(),
+        )
+        .unwrap();
+    }
+}
