@@ -27,6 +27,7 @@ OPTIONS:
     --churn F          fraction of nodes replaced per hour (default 0.2)
     --malicious F      fraction of malicious nodes (default 0)
     --lookups N        user lookups (default 10000)
+    --searches N       searches by display-name word (default 0; publishes word entries)
     --users N          users with presence records (default 10000)
     --duration SECS    simulated seconds of lookups after a 30 s warm-up (default 600)
     --rtt MS           median round-trip time (default 50)
@@ -66,6 +67,7 @@ fn parse() -> Result<Option<SimConfig>, String> {
                 c.malicious = value.parse().map_err(|_| format!("bad value for {flag}"))?
             }
             "--lookups" => c.lookups = value.parse().map_err(bad)?,
+            "--searches" => c.searches = value.parse().map_err(bad)?,
             "--users" => c.users = value.parse().map_err(bad)?,
             "--duration" => c.duration = Duration::from_secs(value.parse().map_err(bad)?),
             "--rtt" => c.median_rtt = Duration::from_millis(value.parse().map_err(bad)?),

@@ -25,6 +25,7 @@
 //! | 7 | Store | record | StoreAck |
 //! | 8 | StoreAck | stored | |
 //! | 9 | Leave | - | |
+//! | 10 | StoreWord | target (word key), record | StoreAck |
 //!
 //! Every message carries the sender's certificate, so a receiver can derive and
 //! check the sender's node id; the transaction id is echoed by the answer.
@@ -117,6 +118,13 @@ pub enum Body<'a> {
     },
     /// The sender is leaving the index: remove it from routing tables.
     Leave,
+    /// Please add this record to the search entries of a display-name word.
+    StoreWord {
+        /// The word's key ([`word_key`](crate::id::word_key)).
+        key: NodeId,
+        /// The encoded presence record whose display name has the word.
+        record: &'a [u8],
+    },
 }
 
 impl Body<'_> {
@@ -131,6 +139,7 @@ impl Body<'_> {
             Self::Store { .. } => 7,
             Self::StoreAck { .. } => 8,
             Self::Leave => 9,
+            Self::StoreWord { .. } => 10,
         }
     }
 
@@ -232,6 +241,7 @@ impl<'a> Message<'a> {
                     + nodes.iter().map(contact_len).sum::<usize>()
             }
             Body::Store { record } => 4 + record.len(),
+            Body::StoreWord { record, .. } => 4 + 32 + 4 + record.len(),
             Body::StoreAck { .. } => 5,
         };
         16 + 5 + 4 + self.sender_cert.len() + body
@@ -280,6 +290,12 @@ impl<'a> Message<'a> {
                 put_nodes(dst, nodes);
             }
             Body::Store { record } => {
+                put_attr_header(dst, RECORD, record.len());
+                dst.put_slice(record);
+            }
+            Body::StoreWord { key, record } => {
+                put_attr_header(dst, TARGET, 32);
+                dst.put_slice(&key.0);
                 put_attr_header(dst, RECORD, record.len());
                 dst.put_slice(record);
             }
@@ -388,6 +404,13 @@ impl<'a> Message<'a> {
                 &[STORED],
             ),
             9 => (Body::Leave, &[]),
+            10 => (
+                Body::StoreWord {
+                    key: target()?,
+                    record: record()?.ok_or(DecodeError::MissingAttribute(RECORD))?,
+                },
+                &[TARGET, RECORD],
+            ),
             _ => return Err(DecodeError::BadAttributeValue(KIND)),
         };
         if let Some((ty, _)) = attrs
@@ -448,7 +471,7 @@ pub(crate) mod tests {
             any::<u32>(),
             any::<u64>(),
             vec(any::<u8>(), 0..200),
-            1u8..10,
+            1u8..11,
             any::<[u8; 32]>(),
             vec(arb_contact(), 0..=MAX_NODES),
             proptest::option::of(vec(any::<u8>(), 0..300)),
@@ -477,6 +500,10 @@ pub(crate) mod tests {
                 record: record.as_deref().unwrap_or(b"r"),
             },
             8 => Body::StoreAck { stored: *stored },
+            10 => Body::StoreWord {
+                key: target,
+                record: record.as_deref().unwrap_or(b"w"),
+            },
             _ => Body::Leave,
         };
         Message {
@@ -508,6 +535,10 @@ pub(crate) mod tests {
             Body::Store { record: b"record" },
             Body::StoreAck { stored: true },
             Body::Leave,
+            Body::StoreWord {
+                key: NodeId([2; 32]),
+                record: b"record",
+            },
         ];
         bodies
             .into_iter()
@@ -567,7 +598,7 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn mutated_samples_never_panic(i in any::<prop::sample::Index>(), s in 0usize..7, v in any::<u8>()) {
+        fn mutated_samples_never_panic(i in any::<prop::sample::Index>(), s in 0usize..8, v in any::<u8>()) {
             let mut b = samples()[s].to_vec();
             let at = i.index(b.len());
             b[at] = v;

@@ -46,7 +46,7 @@ use chorus_crypto::cert::NodeId;
 use chorus_framing::{Entropy, Transmit};
 
 use crate::error::{Error, Limit, UsageError, Violation};
-use crate::id::{closer, distance, random_in_bucket, user_key};
+use crate::id::{closer, distance, random_in_bucket, user_key, word_key};
 use crate::message::{Body, Contact, MAX_NODES, Message};
 use crate::rate::RateLimiter;
 use crate::record::{PresenceRecord, Verifier, unix_secs};
@@ -109,6 +109,19 @@ pub struct Config {
     pub max_rate_peers: usize,
     /// Refresh lookups started per maintenance round. Default 2.
     pub max_refreshes: usize,
+    /// Whether [`Node::publish`] also adds the record to the search entries of each
+    /// display-name word (one more lookup per word, at most 8). Default `true`.
+    pub publish_words: bool,
+    /// Search entries kept per word (newest first). Default 64; 1-1,024.
+    pub max_entries_per_word: usize,
+    /// Search entries kept in all. Default 100,000; at least 1.
+    pub max_word_entries: usize,
+    /// Rate-limit tokens a search request costs (a plain request costs 1). Default 5.
+    pub search_cost: f32,
+    /// Holders a search waits for before it returns. Default 3; 1-8.
+    pub search_holders: usize,
+    /// Most results a search returns. Default 32; 1-1,024.
+    pub max_search_results: usize,
 }
 
 impl Default for Config {
@@ -136,6 +149,12 @@ impl Default for Config {
             rate_burst: 400.0,
             max_rate_peers: 8192,
             max_refreshes: 2,
+            publish_words: true,
+            max_entries_per_word: 64,
+            max_word_entries: 100_000,
+            search_cost: 5.0,
+            search_holders: 3,
+            max_search_results: 32,
         }
     }
 }
@@ -153,7 +172,19 @@ impl Config {
 
     fn validate(&self) -> Result<(), &'static str> {
         self.table.validate()?;
-        let checks: [(bool, &'static str); 10] = [
+        let checks: [(bool, &'static str); 13] = [
+            (
+                (1..=1024).contains(&self.max_entries_per_word) && self.max_word_entries >= 1,
+                "max_entries_per_word must be 1-1024 and max_word_entries at least 1",
+            ),
+            (
+                (1..=8).contains(&self.search_holders),
+                "search_holders must be 1-8",
+            ),
+            (
+                (1..=1024).contains(&self.max_search_results) && self.search_cost >= 1.0,
+                "max_search_results must be 1-1024 and search_cost at least 1",
+            ),
             (
                 (1..=MAX_NODES).contains(&self.replication),
                 "replication must be 1-20",
@@ -227,6 +258,9 @@ pub struct LookupOutcome {
     pub duration: Duration,
     /// Requests the lookup sent.
     pub messages: u32,
+    /// For a search: verified records whose display name has every query word,
+    /// newest version per user, by username (at most `max_search_results`).
+    pub results: Vec<PresenceRecord>,
 }
 
 /// Something the application should know.
@@ -274,6 +308,8 @@ enum LookupKind {
     Publish,
     Refresh,
     Join,
+    Search,
+    PublishWord,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +344,12 @@ struct Lookup {
     best: Option<PresenceRecord>,
     holders: usize,
     first_value: Option<(Instant, u32)>,
+    /// PublishWord: the user key of the published record.
+    subject: Option<NodeId>,
+    /// Search: the query words (lowercase).
+    query: Vec<String>,
+    /// Search: results so far, by username.
+    results: BTreeMap<String, PresenceRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,6 +401,8 @@ pub struct Node {
     anchor: (Instant, SystemTime),
     table: RoutingTable,
     store: BTreeMap<NodeId, Stored>,
+    words: BTreeMap<NodeId, Vec<Stored>>,
+    word_entries: usize,
     per_peer: BTreeMap<NodeId, usize>,
     published: BTreeMap<NodeId, Published>,
     pending: BTreeMap<u64, Pending>,
@@ -419,6 +463,8 @@ impl Node {
             anchor: (now, wall),
             table,
             store: BTreeMap::new(),
+            words: BTreeMap::new(),
+            word_entries: 0,
             per_peer: BTreeMap::new(),
             published: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -497,6 +543,16 @@ impl Node {
         size_of::<Self>()
             + self.table.memory_bytes()
             + records
+            + self
+                .words
+                .values()
+                .map(|v| {
+                    64 + v
+                        .iter()
+                        .map(|s| 96 + size_of::<Stored>() + s.bytes.len())
+                        .sum::<usize>()
+                })
+                .sum::<usize>()
             + self.per_peer.len() * 64
             + self.rate.memory_bytes()
             + self.pending.len() * (64 + size_of::<Pending>())
@@ -580,6 +636,7 @@ impl Node {
                 found_after: Some(Duration::ZERO),
                 duration: Duration::ZERO,
                 messages: 0,
+                results: Vec::new(),
             };
             self.push_event(Event::Lookup(Box::new(outcome)));
             return Ok(LookupId(id));
@@ -618,6 +675,7 @@ impl Node {
             return Err(Violation::Stale.into());
         }
         let id = self.start_lookup(now, LookupKind::Publish, key, &[])?;
+        let words = record.words();
         self.published.insert(
             key,
             Published {
@@ -625,7 +683,61 @@ impl Node {
                 next: now + self.config.republish_interval,
             },
         );
+        self.publish_words(now, key, &words);
         Ok(LookupId(id))
+    }
+
+    /// Starts one lookup per display-name word of the record published under `key`,
+    /// to store it among that word's search entries.
+    fn publish_words(&mut self, now: Instant, key: NodeId, words: &[String]) {
+        if !self.config.publish_words {
+            return;
+        }
+        for w in words {
+            let started = self.start_lookup_with(
+                now,
+                LookupKind::PublishWord,
+                word_key(w),
+                &[],
+                Some(key),
+                Vec::new(),
+            );
+            if started.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Searches users by display-name words: looks up the entries of the first word
+    /// and keeps the records whose display name has every word. Ends with
+    /// [`Event::Lookup`] whose `results` are the matches.
+    ///
+    /// # Errors
+    /// [`UsageError::InvalidRecord`] if the query has no word of 2-32 letters or
+    /// digits; [`Limit::TooManyLookups`], [`UsageError::Left`].
+    pub fn search(&mut self, now: Instant, query: &str) -> Result<LookupId, Error> {
+        let probe = PresenceRecord {
+            username: String::new(),
+            display_name: query.chars().take(256).collect(),
+            user_cert: Bytes::new(),
+            super_nodes: Vec::new(),
+            candidates: Vec::new(),
+            nat_class: crate::record::NatClass::Unknown,
+            version: 0,
+            issued_at: 0,
+            expires_at: 0,
+            signature: Bytes::new(),
+        };
+        let words = probe.words();
+        let Some(first) = words.first() else {
+            return Err(UsageError::InvalidRecord(
+                "a search needs a word of 2-32 letters or digits",
+            )
+            .into());
+        };
+        let key = word_key(first);
+        self.start_lookup_with(now, LookupKind::Search, key, &[], None, words)
+            .map(LookupId)
     }
 
     /// Stops republishing `username`'s record (it stays in the index until it
@@ -657,6 +769,28 @@ impl Node {
                 .collect();
             for c in heirs {
                 self.send_oneway(c.addr, Body::Store { record: &bytes });
+            }
+        }
+        let entries: Vec<(NodeId, Bytes)> = self
+            .words
+            .iter()
+            .flat_map(|(k, v)| v.iter().map(|s| (*k, s.bytes.clone())))
+            .collect();
+        for (key, bytes) in entries {
+            let own = self.id;
+            if let Some(heir) = self
+                .table
+                .closest(&key, self.config.replication)
+                .into_iter()
+                .find(|c| closer(&key, &own, &c.id))
+            {
+                self.send_oneway(
+                    heir.addr,
+                    Body::StoreWord {
+                        key,
+                        record: &bytes,
+                    },
+                );
             }
         }
         for c in self.table.closest(&self.id, self.config.replication) {
@@ -715,7 +849,11 @@ impl Node {
         if msg.body.is_response() {
             return self.handle_response(now, from, msg);
         }
-        if !self.rate.allow(from.ip(), now, 1.0) {
+        let cost = match &msg.body {
+            Body::FindValue { key } if self.words.contains_key(key) => self.config.search_cost,
+            _ => 1.0,
+        };
+        if !self.rate.allow(from.ip(), now, cost) {
             return Err(Limit::RateLimited.into());
         }
         let wall = self.wall(now);
@@ -738,6 +876,22 @@ impl Node {
             },
             Body::FindValue { key } => {
                 let record = self.store.get(&key).map(|s| s.bytes.clone());
+                let mut entries: Vec<&Stored> = self
+                    .words
+                    .get(&key)
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default();
+                // Newest first; as many as fit in one datagram's record list.
+                entries.sort_by_key(|s| core::cmp::Reverse(s.record.issued_at));
+                let mut records: Vec<Bytes> = Vec::new();
+                let mut size = 0;
+                for e in entries.into_iter().take(crate::message::MAX_RECORDS) {
+                    if size + e.bytes.len() > 12_000 {
+                        break;
+                    }
+                    size += e.bytes.len() + 2;
+                    records.push(e.bytes.clone());
+                }
                 let nodes = self.closest_for(&key, &sender);
                 let payload = Message {
                     network: self.config.network,
@@ -745,7 +899,7 @@ impl Node {
                     sender_cert: &self.cert,
                     body: Body::Value {
                         record: record.as_deref(),
-                        records: Vec::new(),
+                        records: records.iter().map(|b| &b[..]).collect(),
                         nodes,
                     },
                 }
@@ -753,6 +907,23 @@ impl Node {
                 self.queue(Transmit::new(from, payload));
                 self.seen(contact, now);
                 return Ok(());
+            }
+            Body::StoreWord { key, record } => {
+                let stored = match self.accept_word(now, key, record, Some(sender)) {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        if matches!(
+                            e,
+                            Error::Protocol(
+                                Violation::BadSignature | Violation::BadUserCertificate
+                            ) | Error::Decode(_)
+                        ) {
+                            self.penalize(from, &sender, now);
+                        }
+                        return Err(e);
+                    }
+                };
+                Body::StoreAck { stored }
             }
             Body::Store { record } => {
                 let stored = match self.accept_store(now, record, Some(sender)) {
@@ -1009,10 +1180,20 @@ impl Node {
         else {
             return;
         };
-        let (nodes, record) = match body {
-            Body::Nodes { nodes } => (nodes.as_slice(), None),
-            Body::Value { record, nodes, .. } => (nodes.as_slice(), *record),
-            _ => (&[][..], None),
+        let (nodes, record, records) = match body {
+            Body::Nodes { nodes } => (nodes.as_slice(), None, &[][..]),
+            Body::Value {
+                record,
+                nodes,
+                records,
+            } => (nodes.as_slice(), *record, records.as_slice()),
+            _ => (&[][..], None, &[][..]),
+        };
+        if l.kind == LookupKind::Search && !records.is_empty() {
+            self.search_response(now, lookup, depth, sender, from, records);
+        }
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
         };
         if let (Some(bytes), LookupKind::FindValue) = (record, l.kind) {
             let target = l.target;
@@ -1087,12 +1268,77 @@ impl Node {
         }
     }
 
+    /// Verifies the search entries a holder returned and merges them.
+    fn search_response(
+        &mut self,
+        now: Instant,
+        lookup: u64,
+        depth: u32,
+        sender: Contact,
+        from: SocketAddr,
+        records: &[&[u8]],
+    ) {
+        let Some(target) = self.lookups.get(&lookup).map(|l| l.target) else {
+            return;
+        };
+        let mut good = Vec::new();
+        let mut bad = false;
+        for bytes in records {
+            let verdict = PresenceRecord::decode(bytes)
+                .map_err(Error::from)
+                .and_then(|r| {
+                    if r.words().iter().any(|w| word_key(w) == target) {
+                        Ok(r)
+                    } else {
+                        Err(Violation::BadSignature.into())
+                    }
+                })
+                .and_then(|r| self.check_record(&r, now).map(|()| r));
+            match verdict {
+                Ok(r) => good.push(r),
+                Err(Error::Protocol(Violation::Expired)) => {}
+                Err(_) => bad = true,
+            }
+        }
+        if bad {
+            self.penalize(from, &sender.id, now);
+        }
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        l.holders += 1;
+        if l.first_value.is_none() {
+            l.first_value = Some((now, depth));
+        }
+        for r in good {
+            let newer = l
+                .results
+                .get(&r.username)
+                .is_none_or(|held| r.supersedes(held));
+            if newer {
+                l.results.insert(r.username.clone(), r);
+            }
+        }
+    }
+
     fn start_lookup(
         &mut self,
         now: Instant,
         kind: LookupKind,
         target: NodeId,
         extra: &[Contact],
+    ) -> Result<u64, Error> {
+        self.start_lookup_with(now, kind, target, extra, None, Vec::new())
+    }
+
+    fn start_lookup_with(
+        &mut self,
+        now: Instant,
+        kind: LookupKind,
+        target: NodeId,
+        extra: &[Contact],
+        subject: Option<NodeId>,
+        query: Vec<String>,
     ) -> Result<u64, Error> {
         if self.left {
             return Err(UsageError::Left.into());
@@ -1139,6 +1385,9 @@ impl Node {
                 best: None,
                 holders: 0,
                 first_value: None,
+                subject,
+                query,
+                results: BTreeMap::new(),
             },
         );
         self.step_lookup(now, id);
@@ -1152,7 +1401,11 @@ impl Node {
         let Some(mut l) = self.lookups.remove(&id) else {
             return;
         };
-        let value_done = l.kind == LookupKind::FindValue && l.holders >= self.config.value_quorum;
+        let value_done = match l.kind {
+            LookupKind::FindValue => l.holders >= self.config.value_quorum,
+            LookupKind::Search => l.holders >= self.config.search_holders,
+            _ => false,
+        };
         let mut all_done = true;
         if !value_done {
             for pi in 0..l.paths.len() {
@@ -1186,7 +1439,9 @@ impl Node {
                 }
                 for (_, contact) in sends {
                     let body = match l.kind {
-                        LookupKind::FindValue => Body::FindValue { key: l.target },
+                        LookupKind::FindValue | LookupKind::Search => {
+                            Body::FindValue { key: l.target }
+                        }
                         _ => Body::FindNode { target: l.target },
                     };
                     let sent = self
@@ -1267,8 +1522,41 @@ impl Node {
                         .map(|(t, _)| t.saturating_duration_since(l.started)),
                     duration: now.saturating_duration_since(l.started),
                     messages: l.messages,
+                    results: Vec::new(),
                 };
                 self.push_event(Event::Lookup(Box::new(outcome)));
+            }
+            LookupKind::Search => {
+                let max = self.config.max_search_results;
+                let query = l.query;
+                let results: Vec<PresenceRecord> = l
+                    .results
+                    .into_values()
+                    .filter(|r| {
+                        let words = r.words();
+                        query.iter().all(|q| words.contains(q))
+                    })
+                    .take(max)
+                    .collect();
+                let outcome = LookupOutcome {
+                    id: LookupId(id),
+                    target: l.target,
+                    record: None,
+                    closest,
+                    hops: l.first_value.map(|(_, h)| h),
+                    found_after: l
+                        .first_value
+                        .map(|(t, _)| t.saturating_duration_since(l.started)),
+                    duration: now.saturating_duration_since(l.started),
+                    messages: l.messages,
+                    results,
+                };
+                self.push_event(Event::Lookup(Box::new(outcome)));
+            }
+            LookupKind::PublishWord => {
+                if let Some(subject) = l.subject {
+                    self.store_word_at(now, &l.target, &subject, &closest);
+                }
             }
             LookupKind::Publish => self.store_at(now, &l.target, &closest),
             LookupKind::Refresh => {}
@@ -1313,13 +1601,14 @@ impl Node {
             .iter()
             .filter(|c| closer(key, &c.id, &self.id))
             .count();
-        if own_rank < k && self.accept_store(now, &bytes, None).unwrap_or(false) {
+        let local = own_rank < k;
+        if local && self.accept_store(now, &bytes, None).unwrap_or(false) {
             acked += 1;
         }
         let op = self.next_id;
         self.next_id += 1;
         let mut outstanding = 0;
-        for c in closest.iter().take(k) {
+        for c in closest.iter().take(k - usize::from(local)) {
             let body = Body::Store { record: &bytes };
             if self
                 .send_request(
@@ -1349,6 +1638,96 @@ impl Node {
                 },
             );
         }
+    }
+
+    /// Sends the record published under `subject` to the closest nodes of word key
+    /// `key` (and keeps it here if we are among them).
+    fn store_word_at(&mut self, now: Instant, key: &NodeId, subject: &NodeId, closest: &[Contact]) {
+        let Some(p) = self.published.get(subject) else {
+            return;
+        };
+        let bytes = p.record.to_bytes();
+        let k = self.config.replication;
+        let own_rank = closest
+            .iter()
+            .filter(|c| closer(key, &c.id, &self.id))
+            .count();
+        let local = own_rank < k;
+        if local {
+            let _ = self.accept_word(now, *key, &bytes, None);
+        }
+        for c in closest.iter().take(k - usize::from(local)) {
+            let body = Body::StoreWord {
+                key: *key,
+                record: &bytes,
+            };
+            let _ = self.send_request(now, c.addr, Some(c.id), body, Purpose::Store { op: None });
+        }
+    }
+
+    /// Adds a record to the search entries of word key `key`: it must verify and
+    /// its display name must have the word. Keeps the newest version per user and
+    /// at most `max_entries_per_word` users (the most recently issued).
+    fn accept_word(
+        &mut self,
+        now: Instant,
+        key: NodeId,
+        bytes: &[u8],
+        from: Option<NodeId>,
+    ) -> Result<bool, Error> {
+        let record = PresenceRecord::decode(bytes)?;
+        if !record.words().iter().any(|w| word_key(w) == key) {
+            return Err(Violation::BadSignature.into());
+        }
+        if let Some(held) = self
+            .words
+            .get(&key)
+            .and_then(|v| v.iter().find(|s| s.record.username == record.username))
+        {
+            if held.record == record {
+                return Ok(true);
+            }
+            if !record.supersedes(&held.record) {
+                return Ok(false);
+            }
+        }
+        self.check_record(&record, now)?;
+        if self.word_entries >= self.config.max_word_entries {
+            return Err(Limit::StoreFull {
+                max: self.config.max_word_entries,
+            }
+            .into());
+        }
+        let max_per_word = self.config.max_entries_per_word;
+        let entries = self.words.entry(key).or_default();
+        let before = entries.len();
+        entries.retain(|s| s.record.username != record.username);
+        let mut removed = before - entries.len();
+        if entries.len() >= max_per_word {
+            // Full: the least recently issued entry makes room, unless it is newer.
+            let oldest = entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.record.issued_at)
+                .map(|(i, s)| (i, s.record.issued_at));
+            match oldest {
+                Some((i, issued)) if issued < record.issued_at => {
+                    entries.swap_remove(i);
+                    removed += 1;
+                }
+                _ => {
+                    self.word_entries -= removed;
+                    return Ok(false);
+                }
+            }
+        }
+        entries.push(Stored {
+            bytes: record.to_bytes(),
+            record,
+            from,
+        });
+        self.word_entries = self.word_entries - removed + 1;
+        Ok(true)
     }
 
     fn store_done(&mut self, op: Option<u64>, stored: bool) {
@@ -1547,6 +1926,14 @@ impl Node {
             self.remove_record(&k);
         }
         self.published.retain(|_, p| !p.record.is_expired(secs));
+        let mut removed = 0;
+        for entries in self.words.values_mut() {
+            let before = entries.len();
+            entries.retain(|s| !s.record.is_expired(secs));
+            removed += before - entries.len();
+        }
+        self.word_entries -= removed;
+        self.words.retain(|_, v| !v.is_empty());
         self.rate.forget_idle(now);
         // Republish what is due.
         let due: Vec<NodeId> = self
@@ -1562,9 +1949,12 @@ impl Node {
             {
                 break;
             }
+            let mut words = Vec::new();
             if let Some(p) = self.published.get_mut(&key) {
                 p.next = now + self.config.republish_interval;
+                words = p.record.words();
             }
+            self.publish_words(now, key, &words);
         }
         // Refresh buckets nobody looked into for a while.
         if let Some(before) = now.checked_sub(self.config.refresh_interval) {
@@ -1608,5 +1998,421 @@ impl Node {
             t = t.min(p.stall_at.unwrap_or(p.deadline).min(p.deadline));
         }
         Some(t)
+    }
+}
+
+#[cfg(test)]
+// Tests configure the way callers do (STYLE.md section 8).
+#[allow(clippy::field_reassign_with_default)]
+mod tests {
+    use super::*;
+    use crate::sim::SimVerifier;
+    use chorus_framing::SeededEntropy;
+    use std::time::UNIX_EPOCH;
+
+    const EPOCH: u64 = 1_700_000_000;
+
+    /// Nodes exchanging datagrams by hand on a virtual clock, with a set of nodes
+    /// that are "down" (their datagrams vanish).
+    struct Net {
+        nodes: Vec<Node>,
+        verifier: Arc<SimVerifier>,
+        now: Instant,
+        down: Vec<bool>,
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i as u8 + 1], 4000))
+    }
+
+    impl Net {
+        fn new(n: usize, config: &Config) -> Self {
+            let verifier = Arc::new(SimVerifier::new(9));
+            let now = Instant::now();
+            let wall = UNIX_EPOCH + Duration::from_secs(EPOCH);
+            let nodes = (0..n)
+                .map(|i| {
+                    Node::new(
+                        config.clone(),
+                        NodeIdentity {
+                            cert: verifier.node_cert(i as u64),
+                        },
+                        verifier.clone(),
+                        Box::new(SeededEntropy::new(i as u64)),
+                        now,
+                        wall,
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let mut net = Self {
+                nodes,
+                verifier,
+                now,
+                down: vec![false; n],
+            };
+            for i in 0..n {
+                for j in 0..n {
+                    if i != j {
+                        let id = net.nodes[j].id();
+                        net.nodes[i].add_contact(Contact { id, addr: addr(j) }, now);
+                    }
+                }
+            }
+            net
+        }
+
+        /// Delivers datagrams until none are left (each hop takes 10 ms).
+        fn settle(&mut self) -> Vec<(usize, Event)> {
+            let mut events = Vec::new();
+            for _ in 0..1000 {
+                let mut moved = false;
+                self.now += Duration::from_millis(10);
+                for i in 0..self.nodes.len() {
+                    while let Some(e) = self.nodes[i].poll_event() {
+                        events.push((i, e));
+                    }
+                    while let Some(t) = self.nodes[i].poll_transmit() {
+                        moved = true;
+                        let to = usize::from(
+                            t.dst
+                                .ip()
+                                .to_string()
+                                .rsplit('.')
+                                .next()
+                                .unwrap()
+                                .parse::<u8>()
+                                .unwrap(),
+                        ) - 1;
+                        if !self.down[to] && !self.down[i] {
+                            let _ = self.nodes[to].handle_input(self.now, addr(i), &t.payload);
+                        }
+                    }
+                }
+                for n in &mut self.nodes {
+                    n.handle_timeout(self.now);
+                }
+                if !moved && self.nodes.iter().all(|n| n.pending.is_empty()) {
+                    break;
+                }
+            }
+            for i in 0..self.nodes.len() {
+                while let Some(e) = self.nodes[i].poll_event() {
+                    events.push((i, e));
+                }
+            }
+            events
+        }
+
+        fn record(&self, name: &str, version: u64) -> PresenceRecord {
+            let issued = EPOCH + version;
+            let mut r = PresenceRecord {
+                username: name.into(),
+                display_name: format!("Display {name}"),
+                user_cert: Bytes::new(),
+                super_nodes: vec![addr(0)],
+                candidates: Vec::new(),
+                nat_class: crate::record::NatClass::Open,
+                version,
+                issued_at: issued,
+                expires_at: issued + 72 * 3600,
+                signature: Bytes::new(),
+            };
+            self.verifier.sign(&mut r);
+            r
+        }
+    }
+
+    fn lookups(events: &[(usize, Event)]) -> Vec<&LookupOutcome> {
+        events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Lookup(o) => Some(&**o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn published_records_replicate_to_the_k_closest_and_are_found() {
+        let mut config = Config::default();
+        config.replication = 5;
+        let mut net = Net::new(12, &config);
+        let r = net.record("alice", 1);
+        net.nodes[0].publish(net.now, r.clone()).unwrap();
+        let events = net.settle();
+        assert!(
+            events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::Published { replicas: 5, .. }))
+        );
+        let holders = net
+            .nodes
+            .iter()
+            .filter(|n| n.record("alice").is_some())
+            .count();
+        assert_eq!(holders, 5);
+        // The holders are the five closest to the key.
+        let key = user_key("alice");
+        let mut ids: Vec<NodeId> = net.nodes.iter().map(Node::id).collect();
+        ids.sort_by_key(|id| distance(&key, id));
+        for id in &ids[..5] {
+            assert!(
+                net.nodes
+                    .iter()
+                    .find(|n| n.id() == *id)
+                    .unwrap()
+                    .record("alice")
+                    .is_some()
+            );
+        }
+        let lookup = net
+            .nodes
+            .iter()
+            .position(|n| n.record("alice").is_none())
+            .unwrap();
+        net.nodes[lookup].find_user(net.now, "alice").unwrap();
+        let events = net.settle();
+        let found = lookups(&events);
+        assert_eq!(found[0].record.as_ref(), Some(&r));
+        assert_eq!(found[0].hops, Some(1));
+    }
+
+    #[test]
+    fn only_the_newest_version_is_kept_and_stale_ones_are_refused() {
+        let mut config = Config::default();
+        config.replication = 3;
+        let mut net = Net::new(6, &config);
+        let (v1, v2) = (net.record("bob", 1), net.record("bob", 2));
+        let now = net.now;
+        assert_eq!(
+            net.nodes[1].accept_store(now, &v2.to_bytes(), None),
+            Ok(true)
+        );
+        assert_eq!(
+            net.nodes[1].accept_store(now, &v1.to_bytes(), None),
+            Ok(false)
+        );
+        assert_eq!(net.nodes[1].record("bob").unwrap().version, 2);
+        // Publishing an older version than one already published here is refused.
+        net.nodes[0].publish(now, v2).unwrap();
+        assert_eq!(net.nodes[0].publish(now, v1), Err(Violation::Stale.into()));
+    }
+
+    #[test]
+    fn records_that_do_not_verify_are_dropped_and_the_sender_penalized() {
+        let net = Net::new(3, &Config::default());
+        let mut forged = net.record("carol", 1);
+        forged.version = 9; // signature no longer matches
+        let mut sender = Net::new(3, &Config::default());
+        let mut target = sender.nodes.remove(1);
+        let msg = Message {
+            network: DEFAULT_NETWORK,
+            txid: 1,
+            sender_cert: &net.verifier.node_cert(0),
+            body: Body::Store {
+                record: &forged.to_bytes(),
+            },
+        }
+        .to_bytes();
+        let now = net.now;
+        assert!(target.table().get(&net.nodes[0].id()).is_some());
+        assert_eq!(
+            target.handle_input(now, addr(0), &msg),
+            Err(Violation::BadSignature.into())
+        );
+        assert!(target.record("carol").is_none());
+        assert!(
+            target.table().get(&net.nodes[0].id()).is_none(),
+            "sender dropped"
+        );
+        assert_eq!(target.stats().penalized, 1);
+        // And it is rate-limited for a while.
+        assert_eq!(
+            target.handle_input(now, addr(0), &msg),
+            Err(Limit::RateLimited.into())
+        );
+    }
+
+    #[test]
+    fn forged_node_certificates_are_refused() {
+        let mut net = Net::new(2, &Config::default());
+        let mut cert = net.verifier.node_cert(5).to_vec();
+        cert[0] ^= 1;
+        let msg = Message {
+            network: DEFAULT_NETWORK,
+            txid: 1,
+            sender_cert: &cert,
+            body: Body::Ping,
+        }
+        .to_bytes();
+        let now = net.now;
+        assert_eq!(
+            net.nodes[0].handle_input(now, addr(1), &msg),
+            Err(Violation::BadNodeCertificate.into())
+        );
+        assert!(net.nodes[0].poll_transmit().is_none());
+    }
+
+    #[test]
+    fn records_expire() {
+        let mut net = Net::new(2, &Config::default());
+        let r = net.record("dave", 1);
+        let now = net.now;
+        assert_eq!(
+            net.nodes[0].accept_store(now, &r.to_bytes(), None),
+            Ok(true)
+        );
+        let later = now + Duration::from_secs(73 * 3600);
+        net.nodes[0].handle_timeout(later);
+        assert!(net.nodes[0].record("dave").is_none());
+        // An expired record is refused outright.
+        assert_eq!(
+            net.nodes[1].accept_store(later, &r.to_bytes(), None),
+            Err(Violation::Expired.into())
+        );
+        // So is one claiming to live longer than 72 hours.
+        let mut long = net.record("erin", 1);
+        long.expires_at += 3600;
+        net.verifier.sign(&mut long);
+        assert_eq!(
+            net.nodes[1].accept_store(now, &long.to_bytes(), None),
+            Err(Violation::Expired.into())
+        );
+    }
+
+    #[test]
+    fn lookups_route_around_dead_nodes_and_drop_them_after_timeouts() {
+        let mut config = Config::default();
+        config.replication = 4;
+        let mut net = Net::new(10, &config);
+        let r = net.record("frank", 1);
+        net.nodes[0].publish(net.now, r.clone()).unwrap();
+        net.settle();
+        // Kill the closest holder; a lookup still finds the record.
+        let key = user_key("frank");
+        let closest = (0..10)
+            .filter(|&i| i != 0)
+            .min_by_key(|&i| distance(&key, &net.nodes[i].id()))
+            .unwrap();
+        net.down[closest] = true;
+        let asker = (1..10)
+            .find(|&i| i != closest && net.nodes[i].record("frank").is_none())
+            .unwrap();
+        let dead = net.nodes[closest].id();
+        net.nodes[asker].find_user(net.now, "frank").unwrap();
+        let events = net.settle();
+        assert_eq!(lookups(&events)[0].record.as_ref(), Some(&r));
+        // Two more lookups that try the dead node: after max_fails it is gone.
+        for _ in 0..3 {
+            net.nodes[asker].find_node(net.now, dead).unwrap();
+            net.settle();
+        }
+        assert!(net.nodes[asker].table().get(&dead).is_none());
+    }
+
+    #[test]
+    fn store_requests_are_retried() {
+        let mut config = Config::default();
+        config.replication = 2;
+        config.retries = 1;
+        let mut net = Net::new(3, &config);
+        let r = net.record("gina", 1);
+        let now = net.now;
+        net.nodes[0].published.insert(
+            r.key(),
+            Published {
+                record: r,
+                next: now,
+            },
+        );
+        let targets = [Contact {
+            id: net.nodes[1].id(),
+            addr: addr(1),
+        }];
+        net.nodes[0].store_at(now, &user_key("gina"), &targets);
+        let first = net.nodes[0].poll_transmit().unwrap();
+        // Lost. After the request timeout the same datagram goes out again.
+        net.nodes[0].handle_timeout(now + config.request_timeout);
+        let again = net.nodes[0].poll_transmit().unwrap();
+        assert_eq!(first, again);
+        net.nodes[1]
+            .handle_input(now, addr(0), &again.payload)
+            .unwrap();
+        let ack = net.nodes[1].poll_transmit().unwrap();
+        net.nodes[0]
+            .handle_input(now, addr(1), &ack.payload)
+            .unwrap();
+        assert!(matches!(
+            net.nodes[0].poll_event(),
+            Some(Event::Published { replicas, .. }) if replicas >= 1
+        ));
+    }
+
+    #[test]
+    fn search_finds_users_by_display_name_words() {
+        let mut config = Config::default();
+        config.replication = 4;
+        let mut net = Net::new(10, &config);
+        let mut r = net.record("hana", 1);
+        r.display_name = "Hana Sato".into();
+        net.verifier.sign(&mut r);
+        net.nodes[0].publish(net.now, r.clone()).unwrap();
+        net.settle();
+        net.nodes[5].search(net.now, "sato HANA").unwrap();
+        let events = net.settle();
+        assert_eq!(lookups(&events)[0].results, vec![r]);
+        net.nodes[5].search(net.now, "sato tanaka").unwrap();
+        let events = net.settle();
+        assert!(lookups(&events)[0].results.is_empty());
+        assert!(net.nodes[5].search(net.now, "!").is_err());
+    }
+
+    #[test]
+    fn unsolicited_responses_are_rejected() {
+        let mut net = Net::new(2, &Config::default());
+        let msg = Message {
+            network: DEFAULT_NETWORK,
+            txid: 77,
+            sender_cert: &net.verifier.node_cert(1),
+            body: Body::Pong,
+        }
+        .to_bytes();
+        let now = net.now;
+        assert_eq!(
+            net.nodes[0].handle_input(now, addr(1), &msg),
+            Err(Violation::Unsolicited.into())
+        );
+    }
+
+    #[test]
+    fn graceful_leave_hands_records_on_and_leaves_tables() {
+        let mut config = Config::default();
+        config.replication = 3;
+        let mut net = Net::new(8, &config);
+        let r = net.record("ivan", 1);
+        net.nodes[0].publish(net.now, r).unwrap();
+        net.settle();
+        let holder = (1..8)
+            .find(|&i| net.nodes[i].record("ivan").is_some())
+            .unwrap();
+        let gone = net.nodes[holder].id();
+        let now = net.now;
+        net.nodes[holder].leave(now);
+        net.settle();
+        assert_eq!(
+            net.nodes
+                .iter()
+                .filter(|n| !n.has_left() && n.record("ivan").is_some())
+                .count(),
+            3
+        );
+        // The nodes it told (its closest) dropped it.
+        let forgot = net
+            .nodes
+            .iter()
+            .filter(|n| !n.has_left() && n.table().get(&gone).is_none())
+            .count();
+        assert!(forgot >= 3, "{forgot}");
     }
 }

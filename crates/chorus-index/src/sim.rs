@@ -17,10 +17,11 @@
 //!   another after [`SimConfig::reconnect_delay`] and publishes a new version.
 //! - **Malicious nodes**: a fraction [`SimConfig::malicious`] of the initial nodes,
 //!   present in routing tables like any other, answer pings and acknowledge stores
-//!   (and discard them), and answer lookups by one of three behaviours (in turn):
+//!   (and discard them), and answer lookups by one of four behaviours (in turn):
 //!   *drop* (no answer), *lie* (claim no record and return only colluding malicious
 //!   nodes close to the target, the eclipse attempt), *stale* (return an older,
-//!   validly signed version of the record, and colluding nodes).
+//!   validly signed version of the record, and colluding nodes), *forge* (return a
+//!   "newer" version whose signature does not verify, and colluding nodes).
 //! - **Signatures**: RSA verification of every record at every node would make a
 //!   100,000-node run measure RSA. The simulator's [`SimVerifier`] uses a keyed hash
 //!   instead (same call sites, same accept/reject decisions); the real node uses
@@ -76,6 +77,10 @@ pub struct SimConfig {
     pub users: usize,
     /// User lookups, spread evenly over the measured period. Default 1,000.
     pub lookups: usize,
+    /// Searches by a display-name word, spread the same way. Default 0. When
+    /// non-zero, records are also published under their display-name words (each
+    /// user is "User U<n>": one word unique to the user, one shared by all).
+    pub searches: usize,
     /// Time for publishing before lookups start. Default 30 s.
     pub warmup: Duration,
     /// Simulated time over which lookups run, after the warm-up. Default 600 s.
@@ -103,6 +108,7 @@ impl Default for SimConfig {
             malicious: 0.0,
             users: 1000,
             lookups: 1000,
+            searches: 0,
             warmup: Duration::from_secs(30),
             duration: Duration::from_secs(600),
             median_rtt: Duration::from_millis(50),
@@ -126,9 +132,13 @@ pub struct Report {
     pub fresh: usize,
     /// Lookups whose node left before they finished (not counted).
     pub abandoned: usize,
+    /// Searches started.
+    pub searches: usize,
+    /// Searches whose results included the user searched for.
+    pub searches_found: usize,
     /// Hops to the first record, per successful lookup, sorted.
     pub hops: Vec<u32>,
-    /// Time to the first record, per successful lookup, sorted.
+    /// Time until a successful lookup returned its record, sorted.
     pub latency: Vec<Duration>,
     /// Requests sent per lookup, sorted.
     pub messages: Vec<u32>,
@@ -222,11 +232,21 @@ impl fmt::Display for Report {
             100.0 * self.success_rate(),
             100.0 * self.fresh_rate()
         )?;
+        let share = |h: u32| {
+            100.0 * self.hops.iter().filter(|&&x| x == h).count() as f64
+                / self.hops.len().max(1) as f64
+        };
         writeln!(
             f,
-            "hops               median {}, p99 {}",
+            "hops               median {}, p99 {} (0: {:.1} %, 1: {:.1} %, 2: {:.1} %, 3: {:.1} %, more: {:.1} %)",
             self.hops_at(0.5),
-            self.hops_at(0.99)
+            self.hops_at(0.99),
+            share(0),
+            share(1),
+            share(2),
+            share(3),
+            100.0 * self.hops.iter().filter(|&&x| x > 3).count() as f64
+                / self.hops.len().max(1) as f64
         )?;
         writeln!(
             f,
@@ -257,6 +277,14 @@ impl fmt::Display for Report {
             "churn              {} leaves (each with a join); {} peers penalized",
             self.churned, self.penalized
         )?;
+        if self.searches > 0 {
+            writeln!(
+                f,
+                "searches           {} ({:.2} % found the user)",
+                self.searches,
+                100.0 * self.searches_found as f64 / self.searches as f64
+            )?;
+        }
         writeln!(f, "datagrams          {}", self.datagrams)?;
         write!(
             f,
@@ -348,6 +376,7 @@ enum Mode {
     Drop,
     Lie,
     Stale,
+    Forge,
 }
 
 enum Actor {
@@ -362,6 +391,7 @@ enum Ev {
     Timer { node: u32 },
     Churn,
     Lookup,
+    Search,
     Reconnect { user: u32 },
 }
 
@@ -399,6 +429,7 @@ struct User {
 struct PendingLookup {
     user: u32,
     version: u64,
+    search: bool,
 }
 
 const EPOCH_SECS: u64 = 1_700_000_000;
@@ -550,6 +581,12 @@ impl Sim<'_> {
                     return;
                 };
                 let user = &self.users[p.user as usize];
+                if p.search {
+                    if o.results.iter().any(|r| r.username == user.name) {
+                        self.report.searches_found += 1;
+                    }
+                    return;
+                }
                 self.report.messages.push(o.messages);
                 if let Some(r) = &o.record
                     && r.username == user.name
@@ -559,7 +596,9 @@ impl Sim<'_> {
                         self.report.fresh += 1;
                     }
                     self.report.hops.push(o.hops.unwrap_or(0));
-                    self.report.latency.push(o.found_after.unwrap_or_default());
+                    // Until the lookup returned (with a quorum above 1, after the first
+                    // record).
+                    self.report.latency.push(o.duration);
                 }
             }
             Event::Published { username, replicas }
@@ -616,10 +655,18 @@ impl Sim<'_> {
                 nodes: self.colluders(&target),
             },
             Body::FindValue { key } => {
-                stale_record = if mode == Mode::Stale {
-                    self.stale_for(&key)
-                } else {
-                    None
+                stale_record = match mode {
+                    Mode::Stale => self.stale_for(&key),
+                    // A "newer" version with a broken signature: must be dropped and its
+                    // sender penalized.
+                    Mode::Forge => self
+                        .stale_for(&key)
+                        .and_then(|old| PresenceRecord::decode(&old).ok())
+                        .map(|mut r| {
+                            r.version += 1000;
+                            r.to_bytes()
+                        }),
+                    _ => None,
                 };
                 Body::Value {
                     record: stale_record.as_deref(),
@@ -654,7 +701,7 @@ impl Sim<'_> {
         let issued = EPOCH_SECS + self.now / 1_000_000 + version;
         let mut r = PresenceRecord {
             username: u.name.clone(),
-            display_name: format!("User {user}"),
+            display_name: format!("User U{user}"),
             user_cert: Bytes::new(),
             super_nodes: vec![addr(home)],
             candidates: vec![SocketAddr::from(([192, 0, 2, (user % 250) as u8], 5000))],
@@ -739,7 +786,7 @@ impl Sim<'_> {
         self.sync(index);
     }
 
-    fn start_lookup(&mut self) {
+    fn start_lookup(&mut self, search: bool) {
         let Some(from) = self.random_honest() else {
             return;
         };
@@ -756,12 +803,27 @@ impl Sim<'_> {
         let now = self.at(self.now);
         let name = self.users[user as usize].name.clone();
         let version = self.users[user as usize].version;
-        if let Some(Actor::Honest(node)) = self.actors.get_mut(from as usize)
-            && let Ok(id) = node.find_user(now, &name)
-        {
-            self.report.lookups += 1;
-            self.lookups
-                .insert((from, id), PendingLookup { user, version });
+        if let Some(Actor::Honest(node)) = self.actors.get_mut(from as usize) {
+            let started = if search {
+                node.search(now, &format!("u{user}"))
+            } else {
+                node.find_user(now, &name)
+            };
+            if let Ok(id) = started {
+                if search {
+                    self.report.searches += 1;
+                } else {
+                    self.report.lookups += 1;
+                }
+                self.lookups.insert(
+                    (from, id),
+                    PendingLookup {
+                        user,
+                        version,
+                        search,
+                    },
+                );
+            }
         }
         self.sync(from);
     }
@@ -862,6 +924,13 @@ fn unreachable_config(e: crate::Error) -> ! {
 pub fn run(config: &SimConfig) -> Report {
     let started = Instant::now();
     let verifier = Arc::new(SimVerifier::new(config.seed));
+    let mut node = config.node.clone();
+    node.publish_words = config.searches > 0;
+    let with_words = SimConfig {
+        node,
+        ..config.clone()
+    };
+    let config = &with_words;
     let mut sim = Sim {
         c: config,
         t0: started,
@@ -882,7 +951,7 @@ pub fn run(config: &SimConfig) -> Report {
         publishes: BTreeMap::new(),
         report: Report::default(),
         replicas_total: 0,
-        lookups_left: config.lookups,
+        lookups_left: config.lookups + config.searches,
     };
     let n_malicious = (config.nodes as f64 * config.malicious).round() as usize;
     for i in 0..config.nodes {
@@ -893,10 +962,11 @@ pub fn run(config: &SimConfig) -> Report {
         if malicious {
             let cert = sim.verifier.node_cert(u64::from(index));
             let id = SimVerifier::node_id(&cert);
-            let mode = match sim.malicious_sorted.len() % 3 {
+            let mode = match sim.malicious_sorted.len() % 4 {
                 0 => Mode::Drop,
                 1 => Mode::Lie,
-                _ => Mode::Stale,
+                2 => Mode::Stale,
+                _ => Mode::Forge,
             };
             sim.malicious_sorted.push((id, index));
             sim.ids.push(id);
@@ -937,6 +1007,12 @@ pub fn run(config: &SimConfig) -> Report {
     for l in 0..config.lookups as u64 {
         sim.push(warmup + l * span / config.lookups.max(1) as u64, Ev::Lookup);
     }
+    for l in 0..config.searches as u64 {
+        sim.push(
+            warmup + l * span / config.searches.max(1) as u64 + 1,
+            Ev::Search,
+        );
+    }
     let leaves_per_us =
         config.churn_per_hour * config.nodes as f64 * (1.0 - config.malicious) / 3.6e9;
     if leaves_per_us > 0.0 {
@@ -971,7 +1047,11 @@ pub fn run(config: &SimConfig) -> Report {
             }
             Ev::Lookup => {
                 sim.lookups_left = sim.lookups_left.saturating_sub(1);
-                sim.start_lookup();
+                sim.start_lookup(false);
+            }
+            Ev::Search => {
+                sim.lookups_left = sim.lookups_left.saturating_sub(1);
+                sim.start_lookup(true);
             }
             Ev::Reconnect { user } => {
                 if sim.users[user as usize].home.is_none()
@@ -990,7 +1070,7 @@ pub fn run(config: &SimConfig) -> Report {
             break;
         }
     }
-    sim.report.abandoned = sim.report.lookups - sim.report.messages.len();
+    sim.report.abandoned = sim.report.lookups.saturating_sub(sim.report.messages.len());
     sim.report.simulated = Duration::from_micros(sim.now);
     let mut tables = 0usize;
     let mut memory = 0usize;
@@ -1046,6 +1126,18 @@ mod tests {
         };
         let r = run(&c);
         assert!(r.success_rate() > 0.95, "{r}");
+    }
+
+    #[test]
+    fn searches_by_display_name_word_find_the_user() {
+        let c = SimConfig {
+            searches: 100,
+            lookups: 0,
+            ..small()
+        };
+        let r = run(&c);
+        assert!(r.searches >= 95, "{r}");
+        assert!(r.searches_found as f64 >= 0.95 * r.searches as f64, "{r}");
     }
 
     #[test]
