@@ -36,7 +36,7 @@ OPTIONS:
     --kademlia         plain Kademlia (k=20, alpha=3, one path) instead of Chorus's
     --paths N          disjoint lookup paths (default 2; Kademlia 1)
     --alpha N          requests in flight per path (default 3)
-    --quorum N         holders a user lookup waits for (default 1)
+    --quorum N         holders a user lookup waits for (default 2; Kademlia 1)
     -h, --help         print this help
 ";
 

@@ -72,7 +72,8 @@ pub struct Config {
     /// Node-disjoint lookup paths (S/Kademlia). Default 2; 1-8.
     pub disjoint_paths: usize,
     /// Distinct holders whose records a value lookup waits for before it returns the
-    /// newest (guards against a holder returning a stale version). Default 1; 1-8.
+    /// newest, on as many distinct paths as there are (guards against attackers
+    /// replaying a stale version). Default 2; 1-8.
     pub value_quorum: usize,
     /// After this long without an answer a request stops counting against `alpha`.
     /// Default 250 ms.
@@ -132,7 +133,7 @@ impl Default for Config {
             replication: 20,
             alpha: 3,
             disjoint_paths: 2,
-            value_quorum: 1,
+            value_quorum: 2,
             stall_timeout: Duration::from_millis(250),
             request_timeout: Duration::from_secs(1),
             retries: 1,
@@ -160,12 +161,14 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Plain Kademlia as published: k = 20, alpha = 3, one path, no wide buckets.
+    /// Plain Kademlia as published: k = 20, alpha = 3, one path, no wide buckets,
+    /// the first record found wins.
     #[must_use]
     pub fn kademlia() -> Self {
         Self {
             table: TableConfig::kademlia(20),
             disjoint_paths: 1,
+            value_quorum: 1,
             ..Self::default()
         }
     }
@@ -343,6 +346,8 @@ struct Lookup {
     messages: u32,
     best: Option<PresenceRecord>,
     holders: usize,
+    /// Bit i: path i found a holder.
+    holder_paths: u8,
     first_value: Option<(Instant, u32)>,
     /// PublishWord: the user key of the published record.
     subject: Option<NodeId>,
@@ -1213,6 +1218,7 @@ impl Node {
                         return;
                     };
                     l.holders += 1;
+                    l.holder_paths |= 1 << path.min(7);
                     if l.first_value.is_none() {
                         l.first_value = Some((now, depth));
                     }
@@ -1384,6 +1390,7 @@ impl Node {
                 messages: 0,
                 best: None,
                 holders: 0,
+                holder_paths: 0,
                 first_value: None,
                 subject,
                 query,
@@ -1402,7 +1409,17 @@ impl Node {
             return;
         };
         let value_done = match l.kind {
-            LookupKind::FindValue => l.holders >= self.config.value_quorum,
+            // A quorum counts holders on distinct paths where there are several: a
+            // stale record replayed by attackers on one path cannot win alone.
+            // After `stall_timeout` a quorum on one path is accepted too, so a path
+            // that wanders does not hold the answer back.
+            LookupKind::FindValue => {
+                let q = self.config.value_quorum;
+                l.holders >= q
+                    && (l.holder_paths.count_ones() as usize >= q.min(l.paths.len())
+                        || l.first_value
+                            .is_some_and(|(t, _)| now >= t + self.config.stall_timeout))
+            }
             LookupKind::Search => l.holders >= self.config.search_holders,
             _ => false,
         };
@@ -1908,6 +1925,22 @@ impl Node {
                 }
             }
         }
+        // Value lookups whose quorum waited long enough for a second path.
+        let quorum = self.config.value_quorum;
+        let ripe: Vec<u64> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| {
+                l.kind == LookupKind::FindValue
+                    && l.holders >= quorum
+                    && l.first_value
+                        .is_some_and(|(t, _)| now >= t + self.config.stall_timeout)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ripe {
+            self.step_lookup(now, id);
+        }
         if now >= self.next_maintenance {
             self.next_maintenance = now + self.config.maintenance_interval;
             self.maintain(now);
@@ -1996,6 +2029,14 @@ impl Node {
         let mut t = self.next_maintenance;
         for p in self.pending.values() {
             t = t.min(p.stall_at.unwrap_or(p.deadline).min(p.deadline));
+        }
+        for l in self.lookups.values() {
+            if l.kind == LookupKind::FindValue
+                && l.holders >= self.config.value_quorum
+                && let Some((found, _)) = l.first_value
+            {
+                t = t.min(found + self.config.stall_timeout);
+            }
         }
         Some(t)
     }
