@@ -339,9 +339,14 @@ impl RoutingTable {
         };
         let mut group: Vec<Contact> = Vec::new();
         let take = |out: &mut Vec<Contact>, group: &mut Vec<Contact>| {
-            by_distance(group);
             let room = n - out.len();
-            out.extend(group.drain(..).take(room));
+            if group.len() > room {
+                // Only the `room` closest need sorting.
+                group.select_nth_unstable_by_key(room, |x| distance(target, &x.id));
+                group.truncate(room);
+            }
+            by_distance(group);
+            out.append(group);
         };
         if let Some(b) = self.buckets.get(c) {
             group.extend(b.entries.iter().map(|e| e.contact));
