@@ -123,6 +123,12 @@ pub struct Config {
     pub search_holders: usize,
     /// Most results a search returns. Default 32; 1-1,024.
     pub max_search_results: usize,
+    /// Verified node certificates remembered (by SHA-256), so a known sender costs a
+    /// hash instead of an RSA verification. Default 1,024; 0 disables the cache.
+    pub cert_cache: usize,
+    /// How long a verified certificate is trusted without checking it again (a
+    /// revoked or expired certificate is accepted at most this long). Default 600 s.
+    pub cert_cache_ttl: Duration,
 }
 
 impl Default for Config {
@@ -156,6 +162,8 @@ impl Default for Config {
             search_cost: 5.0,
             search_holders: 3,
             max_search_results: 32,
+            cert_cache: 1024,
+            cert_cache_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -408,6 +416,7 @@ pub struct Node {
     store: BTreeMap<NodeId, Stored>,
     words: BTreeMap<NodeId, Vec<Stored>>,
     word_entries: usize,
+    certs: BTreeMap<[u8; 32], (NodeId, Instant)>,
     per_peer: BTreeMap<NodeId, usize>,
     published: BTreeMap<NodeId, Published>,
     pending: BTreeMap<u64, Pending>,
@@ -470,6 +479,7 @@ impl Node {
             store: BTreeMap::new(),
             words: BTreeMap::new(),
             word_entries: 0,
+            certs: BTreeMap::new(),
             per_peer: BTreeMap::new(),
             published: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -558,6 +568,7 @@ impl Node {
                         .sum::<usize>()
                 })
                 .sum::<usize>()
+            + self.certs.len() * 96
             + self.per_peer.len() * 64
             + self.rate.memory_bytes()
             + self.pending.len() * (64 + size_of::<Pending>())
@@ -861,8 +872,7 @@ impl Node {
         if !self.rate.allow(from.ip(), now, cost) {
             return Err(Limit::RateLimited.into());
         }
-        let wall = self.wall(now);
-        let sender = self.verifier.verify_node(msg.sender_cert, wall)?;
+        let sender = self.verify_sender(msg.sender_cert, now)?;
         if sender == self.id {
             return Err(Violation::FromSelf.into());
         }
@@ -960,6 +970,33 @@ impl Node {
         self.queue(Transmit::new(from, payload));
         self.seen(contact, now);
         Ok(())
+    }
+
+    /// The node id of a message's sender, from its certificate: verified (RSA in
+    /// production), or found in the cache of certificates verified in the last
+    /// `cert_cache_ttl`, keyed by the certificate's SHA-256.
+    fn verify_sender(&mut self, cert: &[u8], now: Instant) -> Result<NodeId, Violation> {
+        if self.config.cert_cache == 0 {
+            return self.verifier.verify_node(cert, self.wall(now));
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert).as_ref());
+        let ttl = self.config.cert_cache_ttl;
+        if let Some(&(id, at)) = self.certs.get(&key)
+            && now < at + ttl
+        {
+            return Ok(id);
+        }
+        let id = self.verifier.verify_node(cert, self.wall(now))?;
+        if self.certs.len() >= self.config.cert_cache {
+            self.certs.retain(|_, (_, at)| now < *at + ttl);
+            if self.certs.len() >= self.config.cert_cache {
+                // Keys are hashes: the first one is an arbitrary victim.
+                self.certs.pop_first();
+            }
+        }
+        self.certs.insert(key, (id, now));
+        Ok(id)
     }
 
     fn closest_for(&self, target: &NodeId, requester: &NodeId) -> Vec<Contact> {
@@ -1118,9 +1155,9 @@ impl Node {
         if p.to != from {
             return Err(Violation::Unsolicited.into());
         }
-        let wall = self.wall(now);
-        let sender = match self.verifier.verify_node(msg.sender_cert, wall) {
-            Ok(id) if p.expect.is_none_or(|e| e == id) && id != self.id => id,
+        let expect = p.expect;
+        let sender = match self.verify_sender(msg.sender_cert, now) {
+            Ok(id) if expect.is_none_or(|e| e == id) && id != self.id => id,
             Ok(_) => return Err(Violation::Unsolicited.into()),
             Err(v) => return Err(v.into()),
         };
@@ -2407,6 +2444,40 @@ mod tests {
         let events = net.settle();
         assert!(lookups(&events)[0].results.is_empty());
         assert!(net.nodes[5].search(net.now, "!").is_err());
+    }
+
+    #[test]
+    fn verified_certificates_are_cached_until_their_ttl() {
+        let mut config = Config::default();
+        config.cert_cache = 2;
+        let mut net = Net::new(4, &config);
+        let ping = |i: u64, v: &SimVerifier| {
+            Message {
+                network: DEFAULT_NETWORK,
+                txid: i,
+                sender_cert: &v.node_cert(i),
+                body: Body::Ping,
+            }
+            .to_bytes()
+        };
+        let now = net.now;
+        for i in 1..4 {
+            let m = ping(i, &net.verifier);
+            net.nodes[0]
+                .handle_input(now, addr(i as usize), &m)
+                .unwrap();
+        }
+        assert_eq!(net.nodes[0].certs.len(), 2, "bounded");
+        let later = now + config.cert_cache_ttl;
+        let m = ping(1, &net.verifier);
+        net.nodes[0].handle_input(later, addr(1), &m).unwrap();
+        assert!(
+            net.nodes[0]
+                .certs
+                .values()
+                .all(|(_, at)| *at == later || *at == now)
+        );
+        assert!(net.nodes[0].certs.len() <= 2);
     }
 
     #[test]
