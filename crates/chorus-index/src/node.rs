@@ -624,6 +624,20 @@ impl Node {
         Ok(())
     }
 
+    /// [`Node::bootstrap`] through the 16 best-ranked super nodes of the host cache
+    /// (chorus-hostcache), as a client or a new super node does at start-up.
+    ///
+    /// # Errors
+    /// As [`Node::bootstrap`].
+    pub fn bootstrap_from_host_cache(
+        &mut self,
+        now: Instant,
+        cache: &chorus_hostcache::hostcache::HostCache,
+    ) -> Result<(), Error> {
+        let seeds = cache.best(16, self.wall(now));
+        self.bootstrap(now, &seeds)
+    }
+
     fn start_join(&mut self, now: Instant) -> Result<(), Error> {
         let extra = core::mem::take(&mut self.bootstrap_found);
         self.start_lookup(now, LookupKind::Join, self.id, &extra)
@@ -2478,6 +2492,25 @@ mod tests {
                 .all(|(_, at)| *at == later || *at == now)
         );
         assert!(net.nodes[0].certs.len() <= 2);
+    }
+
+    #[test]
+    fn joins_through_the_host_cache() {
+        use chorus_hostcache::hostcache::{CacheConfig, HostCache, Source};
+        let mut net = Net::new(3, &Config::default());
+        let wall = UNIX_EPOCH + Duration::from_secs(EPOCH);
+        let mut cache = HostCache::new(CacheConfig::default()).unwrap();
+        cache.insert(addr(1), Source::Bootstrap, wall).unwrap();
+        let now = net.now;
+        net.nodes[0].bootstrap_from_host_cache(now, &cache).unwrap();
+        let probe = net.nodes[0].poll_transmit().unwrap();
+        assert_eq!(probe.dst, addr(1));
+        let events = net.settle();
+        assert!(
+            events
+                .iter()
+                .any(|(i, e)| *i == 0 && matches!(e, Event::Bootstrapped { .. }))
+        );
     }
 
     #[test]
