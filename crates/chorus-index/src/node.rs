@@ -183,7 +183,20 @@ impl Config {
 
     fn validate(&self) -> Result<(), &'static str> {
         self.table.validate()?;
-        let checks: [(bool, &'static str); 13] = [
+        let day = Duration::from_secs(86_400);
+        let checks: [(bool, &'static str); 15] = [
+            (
+                self.request_timeout <= day && self.maintenance_interval <= day,
+                "request_timeout and maintenance_interval must be at most a day",
+            ),
+            (
+                self.refresh_interval <= 30 * day
+                    && self.republish_interval <= 30 * day
+                    && self.max_record_lifetime <= 365 * day
+                    && self.cert_cache_ttl <= day,
+                "refresh and republish intervals at most 30 days, record lifetime at most a \
+                 year, cert_cache_ttl at most a day",
+            ),
             (
                 (1..=1024).contains(&self.max_entries_per_word) && self.max_word_entries >= 1,
                 "max_entries_per_word must be 1-1024 and max_word_entries at least 1",
@@ -1305,7 +1318,7 @@ impl Node {
             if let Some(p) = l.paths.get_mut(path) {
                 p.cands.push(Cand {
                     contact: *c,
-                    depth: depth + 1,
+                    depth: depth.saturating_add(1),
                     state: CandState::Fresh,
                 });
                 added = true;
@@ -1784,7 +1797,7 @@ impl Node {
                     removed += 1;
                 }
                 _ => {
-                    self.word_entries -= removed;
+                    self.word_entries = self.word_entries.saturating_sub(removed);
                     return Ok(false);
                 }
             }
@@ -1794,7 +1807,7 @@ impl Node {
             record,
             from,
         });
-        self.word_entries = self.word_entries - removed + 1;
+        self.word_entries = self.word_entries.saturating_sub(removed) + 1;
         Ok(true)
     }
 
@@ -2016,7 +2029,7 @@ impl Node {
             entries.retain(|s| !s.record.is_expired(secs));
             removed += before - entries.len();
         }
-        self.word_entries -= removed;
+        self.word_entries = self.word_entries.saturating_sub(removed);
         self.words.retain(|_, v| !v.is_empty());
         self.rate.forget_idle(now);
         // Republish what is due.
