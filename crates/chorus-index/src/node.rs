@@ -1043,11 +1043,17 @@ impl Node {
 
     /// Replication on join: for each record we hold, if `newcomer` is among the
     /// `replication` closest to its key and we are the closest holder we know of,
-    /// send it the record. Bounded to 64 records per newcomer.
+    /// send it the record. Bounded: looks at 128 records and sends at most 64 per
+    /// newcomer.
     fn hand_off(&mut self, newcomer: Contact, now: Instant) {
         let k = self.config.replication;
         let mut sends = Vec::new();
-        for (key, s) in &self.store {
+        // Keys the newcomer may now be among the closest to share a long prefix
+        // with its id, and keys sharing a prefix sit next to it in key order: look
+        // at the 64 held keys on either side of its id, not at the whole store.
+        let after = self.store.range(newcomer.id..).take(64);
+        let before = self.store.range(..newcomer.id).rev().take(64);
+        for (key, s) in after.chain(before) {
             if sends.len() == 64 {
                 break;
             }

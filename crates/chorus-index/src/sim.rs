@@ -152,6 +152,11 @@ pub struct Report {
     pub publishes: usize,
     /// Mean replicas acknowledged per publication.
     pub replicas_mean: f64,
+    /// At the end, for up to 200 online users: mean online nodes holding their current
+    /// version.
+    pub replicas_end_mean: f64,
+    /// The fewest such holders of any of those users.
+    pub replicas_end_min: usize,
     /// Leaves and joins.
     pub churned: usize,
     /// Peers penalized for records that did not verify.
@@ -271,6 +276,11 @@ impl fmt::Display for Report {
             f,
             "publications       {} (mean {:.1} replicas acknowledged)",
             self.publishes, self.replicas_mean
+        )?;
+        writeln!(
+            f,
+            "replicas at end    mean {:.1}, min {} (current version, online holders)",
+            self.replicas_end_mean, self.replicas_end_min
         )?;
         writeln!(
             f,
@@ -1087,6 +1097,29 @@ pub fn run(config: &SimConfig) -> Report {
         }
     }
     sim.report.table_mean = tables as f64 / online.max(1) as f64;
+    let sample: Vec<(String, u64)> = sim
+        .users
+        .iter()
+        .filter(|u| u.home.is_some())
+        .take(200)
+        .map(|u| (u.name.clone(), u.version))
+        .collect();
+    let mut total = 0;
+    let mut min = usize::MAX;
+    for (name, version) in &sample {
+        let holders = sim
+            .actors
+            .iter()
+            .filter(|a| match a {
+                Actor::Honest(n) => n.record(name).is_some_and(|r| r.version == *version),
+                _ => false,
+            })
+            .count();
+        total += holders;
+        min = min.min(holders);
+    }
+    sim.report.replicas_end_mean = total as f64 / sample.len().max(1) as f64;
+    sim.report.replicas_end_min = if sample.is_empty() { 0 } else { min };
     sim.report.memory_mean = memory as f64 / online.max(1) as f64;
     sim.report.replicas_mean = sim.replicas_total as f64 / sim.report.publishes.max(1) as f64;
     sim.report.hops.sort_unstable();
