@@ -2533,6 +2533,29 @@ mod tests {
     }
 
     #[test]
+    fn lookups_keep_alpha_requests_in_flight_per_path_on_disjoint_paths() {
+        let mut config = Config::default();
+        config.alpha = 2;
+        config.disjoint_paths = 3;
+        let mut net = Net::new(30, &config);
+        let target = NodeId([0x5a; 32]);
+        let now = net.now;
+        net.nodes[0].find_node(now, target).unwrap();
+        let sent: Vec<Transmit> = std::iter::from_fn(|| net.nodes[0].poll_transmit()).collect();
+        assert_eq!(sent.len(), 6);
+        let mut dsts: Vec<SocketAddr> = sent.iter().map(|t| t.dst).collect();
+        dsts.sort();
+        dsts.dedup();
+        assert_eq!(dsts.len(), 6, "no node is asked twice");
+        // A stalled request frees its slot: one more request per path goes out.
+        net.nodes[0].handle_timeout(now + config.stall_timeout);
+        let more = std::iter::from_fn(|| net.nodes[0].poll_transmit()).count();
+        assert_eq!(more, 6);
+        assert!(Node::accepts(&sent[0].payload));
+        assert!(!Node::accepts(&[0x00, 0x01, 0, 0]));
+    }
+
+    #[test]
     fn unsolicited_responses_are_rejected() {
         let mut net = Net::new(2, &Config::default());
         let msg = Message {
