@@ -34,7 +34,10 @@ use tokio::sync::mpsc;
 use crate::node::{Event, Node};
 use crate::record::PresenceRecord;
 
-/// What the application asks the node to do.
+/// What the application asks the node to do. Lookups, searches and publications end
+/// with an [`Event`]; a command the node refuses outright (too many lookups running, an
+/// invalid or stale record) is dropped without one, so applications put a deadline on
+/// what they wait for.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Command {
@@ -44,8 +47,9 @@ pub enum Command {
     FindUser(String),
     /// [`Node::find_node`].
     FindNode(NodeId),
-    /// [`Node::publish`] (a rejected record is logged by the error it returns being
-    /// dropped: publish only records you signed).
+    /// [`Node::search`].
+    Search(String),
+    /// [`Node::publish`].
     Publish(Box<PresenceRecord>),
     /// [`Node::withdraw`].
     Withdraw(String),
@@ -150,6 +154,7 @@ pub async fn drive(
                     Some(Command::Bootstrap(seeds)) => { let _ = core.bootstrap(now, &seeds); }
                     Some(Command::FindUser(name)) => { let _ = core.find_user(now, &name); }
                     Some(Command::FindNode(target)) => { let _ = core.find_node(now, target); }
+                    Some(Command::Search(query)) => { let _ = core.search(now, &query); }
                     Some(Command::Publish(record)) => { let _ = core.publish(now, *record); }
                     Some(Command::Withdraw(name)) => core.withdraw(&name),
                     Some(Command::Leave) | None => {

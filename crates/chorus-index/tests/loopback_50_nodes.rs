@@ -1,6 +1,6 @@
 //! 50 real nodes on loopback UDP, with real certificates and RSA-signed records:
-//! they join through one seed, each publishes one user's record, and each finds
-//! another's.
+//! they join through one seed, each publishes one user's record, each finds
+//! another's, and a search by display-name word finds its user.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -63,7 +63,7 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
         let now = unix_secs(wall);
         let mut record = PresenceRecord {
             username: format!("user-{i}"),
-            display_name: format!("User Number {i}"),
+            display_name: format!("User N{i:02}"),
             user_cert: Bytes::from(user_cert),
             super_nodes: vec![addrs[i]],
             candidates: vec![SocketAddr::from(([127, 0, 0, 1], 40_000 + i as u16))],
@@ -141,6 +141,15 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
     for (i, record) in found {
         let want = &records[(i + 1) % NODES];
         assert_eq!(record.as_ref(), Some(want), "node {i}");
+    }
+
+    // And searches by display-name word.
+    cmds[3].send(Command::Search("n07".into())).await.unwrap();
+    loop {
+        if let (3, Event::Lookup(o)) = events.recv().await.unwrap() {
+            assert_eq!(o.results, vec![records[7].clone()]);
+            break;
+        }
     }
     for cmd in &cmds {
         let _ = cmd.send(Command::Leave).await;
