@@ -112,6 +112,8 @@ pub enum Insert {
     Added,
     /// The contact was already there; its liveness was refreshed.
     Updated,
+    /// The id is in the table under another address; nothing changed.
+    AddressConflict,
     /// The bucket is full; the contact waits in the replacement cache.
     Pending,
     /// Our own id: never inserted.
@@ -233,7 +235,13 @@ impl RoutingTable {
             .iter_mut()
             .find(|e| e.contact.id == contact.id)
         {
-            e.contact.addr = contact.addr;
+            if e.contact.addr != contact.addr {
+                // First binding wins while it answers: a node replaying another's
+                // certificate from its own address cannot take over the entry. A
+                // node whose address really changed gets back in once the old entry
+                // has failed `max_fails` requests and been dropped.
+                return Insert::AddressConflict;
+            }
             e.seen_secs = seen_secs;
             e.fails = 0;
             return Insert::Updated;
@@ -454,6 +462,21 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert!(t.get(&NodeId(id_with_first(0x82, 3))).is_some());
         assert!(t.get(&NodeId(id_with_first(0x80, 1))).is_none());
+    }
+
+    #[test]
+    fn an_existing_entry_keeps_its_address_until_it_fails() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(NodeId([0; 32]), TableConfig::kademlia(2)).unwrap();
+        let real = contact(id_with_first(0x80, 1));
+        let mut fake = real;
+        fake.addr = SocketAddr::from(([203, 0, 113, 9], 4000));
+        assert_eq!(t.insert(real, now), Insert::Added);
+        assert_eq!(t.insert(fake, now), Insert::AddressConflict);
+        assert_eq!(t.get(&real.id).unwrap().contact.addr, real.addr);
+        t.record_failure(&real.id, now);
+        t.record_failure(&real.id, now);
+        assert_eq!(t.insert(fake, now), Insert::Added);
     }
 
     #[test]
