@@ -79,7 +79,7 @@ pub struct SimConfig {
     pub lookups: usize,
     /// Searches by a display-name word, spread the same way. Default 0. When
     /// non-zero, records are also published under their display-name words (each
-    /// user is "User U<n>": one word unique to the user, one shared by all).
+    /// user is "User U`n`": one word unique to the user, one shared by all).
     pub searches: usize,
     /// Time for publishing before lookups start. Default 30 s.
     pub warmup: Duration,
