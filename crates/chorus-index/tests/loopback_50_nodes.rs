@@ -53,6 +53,9 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
     let mut config = Config::default();
     config.request_timeout = Duration::from_secs(2);
     config.stall_timeout = Duration::from_millis(500);
+    // Every node sends from 127.0.0.1, so per-IP rate limits would pool all 50.
+    config.rate_limit = 100_000.0;
+    config.rate_burst = 100_000.0;
     let mut cmds = Vec::new();
     let (event_tx, mut events) = mpsc::channel::<(usize, Event)>(1024);
     let mut records = Vec::new();
