@@ -13,6 +13,7 @@ use chorus_crypto::cert::{Authority, CertificateRequest, NodeId, Role, TrustStor
 use chorus_crypto::identity::{IdentityKeyPair, KeySize};
 use chorus_framing::{Entropy, SeededEntropy};
 use chorus_index::message::{Body, Contact, Message};
+use chorus_index::node::{Config, DEFAULT_NETWORK, Node, NodeIdentity};
 use chorus_index::record::{CertVerifier, NatClass, PresenceRecord, Verifier, unix_secs};
 use chorus_index::sim::SimVerifier;
 use chorus_index::table::{RoutingTable, TableConfig};
@@ -144,5 +145,62 @@ fn message(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, table, record, message);
+/// One node (table filled from a 100,000-node network) answering a FindNode request:
+/// decode, certificate check (the simulator's, so RSA is not measured twice), rate
+/// limit, closest 20, encode.
+fn node(c: &mut Criterion) {
+    let verifier = Arc::new(SimVerifier::new(3));
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    let mut n = Node::new(
+        Config::default(),
+        NodeIdentity {
+            cert: verifier.node_cert(0),
+        },
+        verifier.clone(),
+        Box::new(SeededEntropy::new(3)),
+        now,
+        wall,
+    )
+    .unwrap();
+    let mut e = SeededEntropy::new(4);
+    for i in 1..100_000u32 {
+        let id = SimVerifier::node_id(&verifier.node_cert(u64::from(i)));
+        n.add_contact(contact(id, i), now);
+    }
+    let cert = verifier.node_cert(7);
+    let requests: Vec<Bytes> = (0..256)
+        .map(|i| {
+            Message {
+                network: DEFAULT_NETWORK,
+                txid: i,
+                sender_cert: &cert,
+                body: Body::FindNode {
+                    target: random_id(&mut e),
+                },
+            }
+            .to_bytes()
+        })
+        .collect();
+    let from = SocketAddr::from(([10, 0, 0, 7], 4000));
+    let mut g = c.benchmark_group("index/node");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    let mut t = now;
+    g.bench_function(
+        format!("answer FindNode (table of {})", n.table().len()),
+        |b| {
+            b.iter(|| {
+                i = (i + 1) % requests.len();
+                // Advance time so the rate limiter never refuses.
+                t += Duration::from_millis(10);
+                n.handle_input(t, from, &requests[i]).unwrap();
+                black_box(n.poll_transmit())
+            });
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(benches, table, record, message, node);
 criterion_main!(benches);
