@@ -16,3 +16,7 @@ pub use chorus_hostcache as hostcache;
 #[cfg(feature = "nat")]
 #[doc(inline)]
 pub use chorus_nat as nat;
+
+#[cfg(feature = "index")]
+#[doc(inline)]
+pub use chorus_index as index;

@@ -1,0 +1,2605 @@
+//! The sans-IO Global Index node: routing, lookups, record storage and replication.
+//!
+//! A [`Node`] never opens a socket, reads a clock or draws from a global generator:
+//! the caller feeds it datagrams and the current [`Instant`], and drains what it wants
+//! sent, what happened and when to wake it. The run loop:
+//!
+//! 1. Build it with [`Node::new`] (which verifies the node's own certificate: the
+//!    node id is derived from it, never chosen), then [`Node::bootstrap`] with super
+//!    node addresses from the host cache.
+//! 2. Feed every datagram of type `Index` to [`Node::handle_input`]; an `Err` means
+//!    "rejected, state unchanged" (the sender may have been penalized).
+//! 3. Issue commands: [`Node::find_user`], [`Node::find_node`], [`Node::publish`],
+//!    [`Node::leave`].
+//! 4. After any of these, drain [`Node::poll_transmit`] and [`Node::poll_event`] until
+//!    `None`, then sleep until [`Node::poll_timeout`] and call
+//!    [`Node::handle_timeout`]. `now` never goes backwards; an early
+//!    `handle_timeout` is a harmless no-op.
+//!
+//! Wall-clock time (record issue and expiry, certificate validity) is derived from the
+//! `SystemTime` given to [`Node::new`] plus the monotonic time elapsed since, so the
+//! core takes one clock and stays deterministic.
+//!
+//! Lookups are iterative (the node itself queries each hop), `alpha` requests in
+//! parallel per path, over `disjoint_paths` paths that never share a node
+//! (S/Kademlia): a minority of malicious nodes must sit on every path to hide a
+//! record. A request that has not been answered after `stall_timeout` stops counting
+//! against `alpha` (the lookup moves on) and fails after `request_timeout`; Store,
+//! Ping and bootstrap requests are retried `retries` times.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use chorus_crypto::cert::NodeId;
+use chorus_framing::{Entropy, Transmit};
+
+use crate::error::{Error, Limit, UsageError, Violation};
+use crate::id::{closer, distance, random_in_bucket, user_key, word_key};
+use crate::message::{Body, Contact, MAX_NODES, Message};
+use crate::rate::RateLimiter;
+use crate::record::{PresenceRecord, Verifier, unix_secs};
+use crate::table::{Insert, RoutingTable, TableConfig};
+
+/// The default network id: "CHOR".
+pub const DEFAULT_NETWORK: u32 = 0x4348_4f52;
+
+/// Node configuration. Every field's bound is checked by [`Node::new`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Separates independent index networks. Default [`DEFAULT_NETWORK`].
+    pub network: u32,
+    /// Routing table sizes. Default: Chorus's wide top buckets
+    /// ([`TableConfig::default`]); [`TableConfig::kademlia`] for the baseline.
+    pub table: TableConfig,
+    /// Replication factor k: records live on the k closest nodes, lookups converge on
+    /// the k closest. Default 20; 1-20.
+    pub replication: usize,
+    /// Requests in flight per lookup path. Default 3; 1-16.
+    pub alpha: usize,
+    /// Node-disjoint lookup paths (S/Kademlia). Default 2; 1-8.
+    pub disjoint_paths: usize,
+    /// Distinct holders whose records a value lookup waits for before it returns the
+    /// newest, on as many distinct paths as there are (guards against attackers
+    /// replaying a stale version). Default 2; 1-8.
+    pub value_quorum: usize,
+    /// After this long without an answer a request stops counting against `alpha`.
+    /// Default 250 ms.
+    pub stall_timeout: Duration,
+    /// After this long without an answer a request has failed. Default 1 s.
+    pub request_timeout: Duration,
+    /// Retries of Store, Ping and bootstrap requests. Default 1; at most 5.
+    pub retries: u8,
+    /// How often expiry, bucket refresh and republishing run. Default 60 s.
+    pub maintenance_interval: Duration,
+    /// A bucket not looked up for this long is refreshed. Default 1 hour.
+    pub refresh_interval: Duration,
+    /// Records this node publishes are republished this often. Default 1 hour.
+    pub republish_interval: Duration,
+    /// The longest lifetime (expiry minus issue time) a record may claim. Default
+    /// 72 hours (records outlive the user's last login by this much).
+    pub max_record_lifetime: Duration,
+    /// Records stored for other nodes. Default 100,000; at least 1.
+    pub max_records: usize,
+    /// Records one peer may have stored here. Default 1,024; at least 1.
+    pub max_records_per_peer: usize,
+    /// Lookups running at once (including internal ones). Default 64; 1-4,096.
+    pub max_lookups: usize,
+    /// Requests in flight. Default 1,024; at least 16.
+    pub max_pending: usize,
+    /// Datagrams and events queued for the caller before new ones are dropped.
+    /// Default 4,096.
+    pub max_queue: usize,
+    /// Requests per second a source IP may send. Default 200.
+    pub rate_limit: f32,
+    /// Requests a source IP may send in a burst. Default 400.
+    pub rate_burst: f32,
+    /// Source IPs tracked by the rate limiter. Default 8,192.
+    pub max_rate_peers: usize,
+    /// Refresh lookups started per maintenance round. Default 2.
+    pub max_refreshes: usize,
+    /// Whether [`Node::publish`] also adds the record to the search entries of each
+    /// display-name word (one more lookup per word, at most 8). Default `true`.
+    pub publish_words: bool,
+    /// Search entries kept per word (newest first). Default 64; 1-1,024.
+    pub max_entries_per_word: usize,
+    /// Search entries kept in all. Default 100,000; at least 1.
+    pub max_word_entries: usize,
+    /// Rate-limit tokens a search request costs (a plain request costs 1). Default 5.
+    pub search_cost: f32,
+    /// Holders a search waits for before it returns. Default 3; 1-8.
+    pub search_holders: usize,
+    /// Most results a search returns. Default 32; 1-1,024.
+    pub max_search_results: usize,
+    /// Verified node certificates remembered (by SHA-256), so a known sender costs a
+    /// hash instead of an RSA verification. Default 1,024; 0 disables the cache.
+    pub cert_cache: usize,
+    /// How long a verified certificate is trusted without checking it again (a
+    /// revoked or expired certificate is accepted at most this long). Default 600 s.
+    pub cert_cache_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            network: DEFAULT_NETWORK,
+            table: TableConfig::default(),
+            replication: 20,
+            alpha: 3,
+            disjoint_paths: 2,
+            value_quorum: 2,
+            stall_timeout: Duration::from_millis(250),
+            request_timeout: Duration::from_secs(1),
+            retries: 1,
+            maintenance_interval: Duration::from_secs(60),
+            refresh_interval: Duration::from_secs(3600),
+            republish_interval: Duration::from_secs(3600),
+            max_record_lifetime: Duration::from_secs(72 * 3600),
+            max_records: 100_000,
+            max_records_per_peer: 1024,
+            max_lookups: 64,
+            max_pending: 1024,
+            max_queue: 4096,
+            rate_limit: 200.0,
+            rate_burst: 400.0,
+            max_rate_peers: 8192,
+            max_refreshes: 2,
+            publish_words: true,
+            max_entries_per_word: 64,
+            max_word_entries: 100_000,
+            search_cost: 5.0,
+            search_holders: 3,
+            max_search_results: 32,
+            cert_cache: 1024,
+            cert_cache_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Config {
+    /// Plain Kademlia as published: k = 20, alpha = 3, one path, no wide buckets,
+    /// the first record found wins.
+    #[must_use]
+    pub fn kademlia() -> Self {
+        Self {
+            table: TableConfig::kademlia(20),
+            disjoint_paths: 1,
+            value_quorum: 1,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), &'static str> {
+        self.table.validate()?;
+        let day = Duration::from_secs(86_400);
+        let checks: [(bool, &'static str); 15] = [
+            (
+                self.request_timeout <= day && self.maintenance_interval <= day,
+                "request_timeout and maintenance_interval must be at most a day",
+            ),
+            (
+                self.refresh_interval <= 30 * day
+                    && self.republish_interval <= 30 * day
+                    && self.max_record_lifetime <= 365 * day
+                    && self.cert_cache_ttl <= day,
+                "refresh and republish intervals at most 30 days, record lifetime at most a \
+                 year, cert_cache_ttl at most a day",
+            ),
+            (
+                (1..=1024).contains(&self.max_entries_per_word) && self.max_word_entries >= 1,
+                "max_entries_per_word must be 1-1024 and max_word_entries at least 1",
+            ),
+            (
+                (1..=8).contains(&self.search_holders),
+                "search_holders must be 1-8",
+            ),
+            (
+                (1..=1024).contains(&self.max_search_results) && self.search_cost >= 1.0,
+                "max_search_results must be 1-1024 and search_cost at least 1",
+            ),
+            (
+                (1..=MAX_NODES).contains(&self.replication),
+                "replication must be 1-20",
+            ),
+            ((1..=16).contains(&self.alpha), "alpha must be 1-16"),
+            (
+                (1..=8).contains(&self.disjoint_paths),
+                "disjoint_paths must be 1-8",
+            ),
+            (
+                (1..=8).contains(&self.value_quorum),
+                "value_quorum must be 1-8",
+            ),
+            (
+                !self.stall_timeout.is_zero() && self.stall_timeout <= self.request_timeout,
+                "stall_timeout must be positive and at most request_timeout",
+            ),
+            (self.retries <= 5, "retries must be at most 5"),
+            (
+                !self.maintenance_interval.is_zero(),
+                "maintenance_interval must be positive",
+            ),
+            (
+                self.max_records >= 1 && self.max_records_per_peer >= 1,
+                "record bounds must be at least 1",
+            ),
+            (
+                (1..=4096).contains(&self.max_lookups) && self.max_pending >= 16,
+                "max_lookups must be 1-4096 and max_pending at least 16",
+            ),
+            (
+                self.rate_limit > 0.0 && self.rate_burst >= 1.0 && self.max_rate_peers >= 1,
+                "rate limits must be positive",
+            ),
+        ];
+        checks
+            .into_iter()
+            .find_map(|(ok, why)| (!ok).then_some(why))
+            .map_or(Ok(()), Err)
+    }
+}
+
+/// Who this node is: its super node certificate (encoded). The node id is derived
+/// from the certified key by the [`Verifier`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// The encoded certificate, sent with every message.
+    pub cert: Bytes,
+}
+
+/// Names a lookup started by a command; its outcome carries the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LookupId(pub u64);
+
+/// What a finished lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupOutcome {
+    /// The lookup.
+    pub id: LookupId,
+    /// The id or key looked up.
+    pub target: NodeId,
+    /// For a user lookup: the newest verified record found.
+    pub record: Option<PresenceRecord>,
+    /// The closest nodes that answered, closest first (at most `replication`).
+    pub closest: Vec<Contact>,
+    /// Hops to the first verified record: 1 if a node from our own table held it.
+    pub hops: Option<u32>,
+    /// Time from the start to the first verified record.
+    pub found_after: Option<Duration>,
+    /// Time from the start to the end of the lookup.
+    pub duration: Duration,
+    /// Requests the lookup sent.
+    pub messages: u32,
+    /// For a search: verified records whose display name has every query word,
+    /// newest version per user, by username (at most `max_search_results`).
+    pub results: Vec<PresenceRecord>,
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Joining finished: the routing table holds `contacts` nodes.
+    Bootstrapped {
+        /// Contacts in the table.
+        contacts: usize,
+    },
+    /// No bootstrap node answered.
+    BootstrapFailed,
+    /// A lookup started by [`Node::find_user`] or [`Node::find_node`] finished.
+    Lookup(Box<LookupOutcome>),
+    /// A record given to [`Node::publish`] was stored on `replicas` nodes (this one
+    /// included, if it is among the closest).
+    Published {
+        /// The user.
+        username: String,
+        /// Nodes that acknowledged it.
+        replicas: usize,
+    },
+}
+
+/// Counters, for tests, the simulator and monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams accepted.
+    pub received: u64,
+    /// Datagrams rejected (malformed, rate-limited, unsolicited, not verifying).
+    pub rejected: u64,
+    /// Datagrams queued for sending.
+    pub sent: u64,
+    /// Peers penalized for records that did not verify.
+    pub penalized: u64,
+    /// Datagrams or events dropped because the caller did not drain the queues.
+    pub overflow: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LookupKind {
+    FindNode,
+    FindValue,
+    Publish,
+    Refresh,
+    Join,
+    Search,
+    PublishWord,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CandState {
+    Fresh,
+    Waiting,
+    Stalled,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Cand {
+    contact: Contact,
+    depth: u32,
+    state: CandState,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Path {
+    cands: Vec<Cand>,
+}
+
+#[derive(Debug)]
+struct Lookup {
+    kind: LookupKind,
+    target: NodeId,
+    paths: Vec<Path>,
+    seen: BTreeSet<NodeId>,
+    started: Instant,
+    messages: u32,
+    best: Option<PresenceRecord>,
+    holders: usize,
+    /// Bit i: path i found a holder.
+    holder_paths: u8,
+    first_value: Option<(Instant, u32)>,
+    /// PublishWord: the user key of the published record.
+    subject: Option<NodeId>,
+    /// Search: the query words (lowercase).
+    query: Vec<String>,
+    /// Search: results so far, by username.
+    results: BTreeMap<String, PresenceRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Lookup { lookup: u64, path: usize },
+    Store { op: Option<u64> },
+    Ping,
+    Bootstrap,
+}
+
+#[derive(Debug)]
+struct Pending {
+    to: SocketAddr,
+    expect: Option<NodeId>,
+    deadline: Instant,
+    stall_at: Option<Instant>,
+    purpose: Purpose,
+    payload: Bytes,
+    tries: u8,
+}
+
+#[derive(Debug)]
+struct Stored {
+    record: PresenceRecord,
+    bytes: Bytes,
+    from: Option<NodeId>,
+}
+
+#[derive(Debug)]
+struct Published {
+    record: PresenceRecord,
+    next: Instant,
+}
+
+#[derive(Debug)]
+struct StoreOp {
+    username: String,
+    acked: usize,
+    outstanding: usize,
+}
+
+/// A Global Index node. See the [module documentation](self) for the run loop.
+pub struct Node {
+    config: Config,
+    cert: Bytes,
+    id: NodeId,
+    verifier: Arc<dyn Verifier>,
+    entropy: Box<dyn Entropy>,
+    anchor: (Instant, SystemTime),
+    table: RoutingTable,
+    store: BTreeMap<NodeId, Stored>,
+    words: BTreeMap<NodeId, Vec<Stored>>,
+    word_entries: usize,
+    certs: BTreeMap<[u8; 32], (NodeId, Instant)>,
+    per_peer: BTreeMap<NodeId, usize>,
+    published: BTreeMap<NodeId, Published>,
+    pending: BTreeMap<u64, Pending>,
+    lookups: BTreeMap<u64, Lookup>,
+    store_ops: BTreeMap<u64, StoreOp>,
+    next_id: u64,
+    bootstrap_pending: usize,
+    bootstrap_found: Vec<Contact>,
+    joining: bool,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    rate: RateLimiter,
+    next_maintenance: Instant,
+    left: bool,
+    stats: Stats,
+}
+
+impl core::fmt::Debug for Node {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("contacts", &self.table.len())
+            .field("records", &self.store.len())
+            .field("lookups", &self.lookups.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with certificate `identity`, verified by `verifier` at `wall` (the
+    /// wall-clock time matching the monotonic `now`).
+    ///
+    /// # Errors
+    /// [`UsageError::InvalidConfig`] for a configuration out of bounds;
+    /// [`Violation::BadNodeCertificate`] if the node's own certificate does not
+    /// verify.
+    pub fn new(
+        config: Config,
+        identity: NodeIdentity,
+        verifier: Arc<dyn Verifier>,
+        entropy: Box<dyn Entropy>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Self, Error> {
+        config.validate().map_err(UsageError::InvalidConfig)?;
+        let id = verifier.verify_node(&identity.cert, wall)?;
+        let table =
+            RoutingTable::new(id, config.table.clone()).map_err(UsageError::InvalidConfig)?;
+        let rate = RateLimiter::new(config.rate_limit, config.rate_burst, config.max_rate_peers);
+        let next_maintenance = now + config.maintenance_interval;
+        Ok(Self {
+            config,
+            cert: identity.cert,
+            id,
+            verifier,
+            entropy,
+            anchor: (now, wall),
+            table,
+            store: BTreeMap::new(),
+            words: BTreeMap::new(),
+            word_entries: 0,
+            certs: BTreeMap::new(),
+            per_peer: BTreeMap::new(),
+            published: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            store_ops: BTreeMap::new(),
+            next_id: 1,
+            bootstrap_pending: 0,
+            bootstrap_found: Vec::new(),
+            joining: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            rate,
+            next_maintenance,
+            left: false,
+            stats: Stats::default(),
+        })
+    }
+
+    /// This node's id (derived from its certificate).
+    #[must_use]
+    pub const fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub const fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The routing table.
+    #[must_use]
+    pub const fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// Counters.
+    #[must_use]
+    pub const fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Records stored for the index.
+    #[must_use]
+    pub fn records(&self) -> usize {
+        self.store.len()
+    }
+
+    /// The stored record of `username`, if this node holds one.
+    #[must_use]
+    pub fn record(&self, username: &str) -> Option<&PresenceRecord> {
+        self.store.get(&user_key(username)).map(|s| &s.record)
+    }
+
+    /// Whether [`Node::leave`] was called.
+    #[must_use]
+    pub const fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Approximate heap bytes this node holds: routing table, records, rate limiter,
+    /// requests and lookups in flight.
+    #[must_use]
+    pub fn memory_bytes(&self) -> usize {
+        let records: usize = self
+            .store
+            .values()
+            .map(|s| {
+                96 + size_of::<Stored>()
+                    + s.bytes.len()
+                    + s.record.username.len()
+                    + s.record.display_name.len()
+                    + 32 * (s.record.super_nodes.len() + s.record.candidates.len())
+            })
+            .sum();
+        size_of::<Self>()
+            + self.table.memory_bytes()
+            + records
+            + self
+                .words
+                .values()
+                .map(|v| {
+                    64 + v
+                        .iter()
+                        .map(|s| 96 + size_of::<Stored>() + s.bytes.len())
+                        .sum::<usize>()
+                })
+                .sum::<usize>()
+            + self.certs.len() * 96
+            + self.per_peer.len() * 64
+            + self.rate.memory_bytes()
+            + self.pending.len() * (64 + size_of::<Pending>())
+            + self
+                .lookups
+                .values()
+                .map(|l| {
+                    size_of::<Lookup>()
+                        + l.seen.len() * 48
+                        + l.paths
+                            .iter()
+                            .map(|p| p.cands.capacity() * size_of::<Cand>())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.anchor.1 + now.saturating_duration_since(self.anchor.0)
+    }
+
+    /// Adds a known contact without talking to it (a warm start from a saved table,
+    /// or the simulator's initial state). Its id must be the one its certificate
+    /// gives; the first failed request removes a wrong one.
+    pub fn add_contact(&mut self, contact: Contact, now: Instant) -> bool {
+        self.table.insert(contact, now) == Insert::Added
+    }
+
+    /// Joins the index through `seeds` (super node addresses from the host cache):
+    /// asks each for the nodes closest to our id, then looks our id up and refreshes
+    /// the buckets farther away. Ends with [`Event::Bootstrapped`] or
+    /// [`Event::BootstrapFailed`].
+    ///
+    /// # Errors
+    /// [`UsageError::Left`] after [`Node::leave`].
+    pub fn bootstrap(&mut self, now: Instant, seeds: &[SocketAddr]) -> Result<(), Error> {
+        if self.left {
+            return Err(UsageError::Left.into());
+        }
+        self.joining = true;
+        if seeds.is_empty() {
+            return self.start_join(now);
+        }
+        for &addr in seeds.iter().take(16) {
+            let body = Body::FindNode { target: self.id };
+            if self
+                .send_request(now, addr, None, body, Purpose::Bootstrap)
+                .is_some()
+            {
+                self.bootstrap_pending += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Node::bootstrap`] through the 16 best-ranked super nodes of the host cache
+    /// (chorus-hostcache), as a client or a new super node does at start-up.
+    ///
+    /// # Errors
+    /// As [`Node::bootstrap`].
+    pub fn bootstrap_from_host_cache(
+        &mut self,
+        now: Instant,
+        cache: &chorus_hostcache::hostcache::HostCache,
+    ) -> Result<(), Error> {
+        let seeds = cache.best(16, self.wall(now));
+        self.bootstrap(now, &seeds)
+    }
+
+    fn start_join(&mut self, now: Instant) -> Result<(), Error> {
+        let extra = core::mem::take(&mut self.bootstrap_found);
+        self.start_lookup(now, LookupKind::Join, self.id, &extra)
+            .map(drop)
+    }
+
+    /// Looks up the presence record of `username`; ends with [`Event::Lookup`].
+    ///
+    /// # Errors
+    /// [`Limit::TooManyLookups`], [`UsageError::Left`].
+    pub fn find_user(&mut self, now: Instant, username: &str) -> Result<LookupId, Error> {
+        let key = user_key(username);
+        if self.config.value_quorum == 1
+            && !self.left
+            && let Some(s) = self.store.get(&key)
+        {
+            // We are a holder: answer from the store (verified when stored).
+            let id = self.next_id;
+            self.next_id += 1;
+            let outcome = LookupOutcome {
+                id: LookupId(id),
+                target: key,
+                record: Some(s.record.clone()),
+                closest: Vec::new(),
+                hops: Some(0),
+                found_after: Some(Duration::ZERO),
+                duration: Duration::ZERO,
+                messages: 0,
+                results: Vec::new(),
+            };
+            self.push_event(Event::Lookup(Box::new(outcome)));
+            return Ok(LookupId(id));
+        }
+        self.start_lookup(now, LookupKind::FindValue, key, &[])
+            .map(LookupId)
+    }
+
+    /// Looks up the nodes closest to `target`; ends with [`Event::Lookup`].
+    ///
+    /// # Errors
+    /// [`Limit::TooManyLookups`], [`UsageError::Left`].
+    pub fn find_node(&mut self, now: Instant, target: NodeId) -> Result<LookupId, Error> {
+        self.start_lookup(now, LookupKind::FindNode, target, &[])
+            .map(LookupId)
+    }
+
+    /// Publishes a user's signed record: verifies it, finds the `replication` nodes
+    /// closest to its key, stores it there, and republishes it every
+    /// `republish_interval` until [`Node::withdraw`] or expiry. Ends with
+    /// [`Event::Published`].
+    ///
+    /// # Errors
+    /// The record's verification failure ([`Violation`]), [`Violation::Stale`] if an
+    /// equal or newer version is already published here, [`Limit::TooManyLookups`],
+    /// [`UsageError::Left`].
+    pub fn publish(&mut self, now: Instant, record: PresenceRecord) -> Result<LookupId, Error> {
+        if self.left {
+            return Err(UsageError::Left.into());
+        }
+        self.check_record(&record, now)?;
+        let key = record.key();
+        if let Some(p) = self.published.get(&key)
+            && !record.supersedes(&p.record)
+        {
+            return Err(Violation::Stale.into());
+        }
+        let id = self.start_lookup(now, LookupKind::Publish, key, &[])?;
+        let words = record.words();
+        self.published.insert(
+            key,
+            Published {
+                record,
+                next: now + self.config.republish_interval,
+            },
+        );
+        self.publish_words(now, key, &words);
+        Ok(LookupId(id))
+    }
+
+    /// Starts one lookup per display-name word of the record published under `key`,
+    /// to store it among that word's search entries.
+    fn publish_words(&mut self, now: Instant, key: NodeId, words: &[String]) {
+        if !self.config.publish_words {
+            return;
+        }
+        for w in words {
+            let started = self.start_lookup_with(
+                now,
+                LookupKind::PublishWord,
+                word_key(w),
+                &[],
+                Some(key),
+                Vec::new(),
+            );
+            if started.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Searches users by display-name words: looks up the entries of the first word
+    /// and keeps the records whose display name has every word. Ends with
+    /// [`Event::Lookup`] whose `results` are the matches.
+    ///
+    /// # Errors
+    /// [`UsageError::InvalidRecord`] if the query has no word of 2-32 letters or
+    /// digits; [`Limit::TooManyLookups`], [`UsageError::Left`].
+    pub fn search(&mut self, now: Instant, query: &str) -> Result<LookupId, Error> {
+        let probe = PresenceRecord {
+            username: String::new(),
+            display_name: query.chars().take(256).collect(),
+            user_cert: Bytes::new(),
+            super_nodes: Vec::new(),
+            candidates: Vec::new(),
+            nat_class: crate::record::NatClass::Unknown,
+            version: 0,
+            issued_at: 0,
+            expires_at: 0,
+            signature: Bytes::new(),
+        };
+        let words = probe.words();
+        let Some(first) = words.first() else {
+            return Err(UsageError::InvalidRecord(
+                "a search needs a word of 2-32 letters or digits",
+            )
+            .into());
+        };
+        let key = word_key(first);
+        self.start_lookup_with(now, LookupKind::Search, key, &[], None, words)
+            .map(LookupId)
+    }
+
+    /// Stops republishing `username`'s record (it stays in the index until it
+    /// expires or a newer version replaces it).
+    pub fn withdraw(&mut self, username: &str) {
+        self.published.remove(&user_key(username));
+    }
+
+    /// Leaves the index gracefully: hands each stored record to the next node in
+    /// line for it, tells the nodes closest to us, and stops. Queued datagrams should
+    /// still be sent.
+    pub fn leave(&mut self, _now: Instant) {
+        if self.left {
+            return;
+        }
+        let stored: Vec<(NodeId, Bytes)> = self
+            .store
+            .iter()
+            .map(|(k, s)| (*k, s.bytes.clone()))
+            .collect();
+        for (key, bytes) in stored {
+            let own = self.id;
+            let heirs: Vec<Contact> = self
+                .table
+                .closest(&key, self.config.replication)
+                .into_iter()
+                .filter(|c| closer(&key, &own, &c.id))
+                .take(2)
+                .collect();
+            for c in heirs {
+                self.send_oneway(c.addr, Body::Store { record: &bytes });
+            }
+        }
+        let entries: Vec<(NodeId, Bytes)> = self
+            .words
+            .iter()
+            .flat_map(|(k, v)| v.iter().map(|s| (*k, s.bytes.clone())))
+            .collect();
+        for (key, bytes) in entries {
+            let own = self.id;
+            if let Some(heir) = self
+                .table
+                .closest(&key, self.config.replication)
+                .into_iter()
+                .find(|c| closer(&key, &own, &c.id))
+            {
+                self.send_oneway(
+                    heir.addr,
+                    Body::StoreWord {
+                        key,
+                        record: &bytes,
+                    },
+                );
+            }
+        }
+        for c in self.table.closest(&self.id, self.config.replication) {
+            self.send_oneway(c.addr, Body::Leave);
+        }
+        self.left = true;
+        self.pending.clear();
+        self.lookups.clear();
+        self.store_ops.clear();
+        self.published.clear();
+    }
+
+    /// Whether `bytes` looks like a Global Index datagram (for routing on a shared
+    /// port): a Chorus datagram of type `Index`.
+    #[must_use]
+    pub fn accepts(bytes: &[u8]) -> bool {
+        bytes.get(1) == Some(&(chorus_framing::DatagramType::Index as u8))
+            && chorus_framing::classify(bytes) == chorus_framing::PacketKind::Chorus
+    }
+
+    /// One received datagram.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for malformed bytes, [`Violation`]s (bad certificate or
+    /// record, unsolicited response, wrong network), [`Limit::RateLimited`],
+    /// [`UsageError::Left`]. The node's state is unchanged, except that a peer that
+    /// sent a record that does not verify is dropped from the table and rate-limited.
+    pub fn handle_input(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        let r = self.handle_input_inner(now, from, bytes);
+        if r.is_err() {
+            self.stats.rejected += 1;
+        } else {
+            self.stats.received += 1;
+        }
+        r
+    }
+
+    fn handle_input_inner(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        if self.left {
+            return Err(UsageError::Left.into());
+        }
+        let msg = Message::decode(bytes)?;
+        if msg.network != self.config.network {
+            return Err(Violation::WrongNetwork(msg.network).into());
+        }
+        if msg.body.is_response() {
+            return self.handle_response(now, from, msg);
+        }
+        let cost = match &msg.body {
+            Body::FindValue { key } if self.words.contains_key(key) => self.config.search_cost,
+            _ => 1.0,
+        };
+        if !self.rate.allow(from.ip(), now, cost) {
+            return Err(Limit::RateLimited.into());
+        }
+        let sender = self.verify_sender(msg.sender_cert, now)?;
+        if sender == self.id {
+            return Err(Violation::FromSelf.into());
+        }
+        let contact = Contact {
+            id: sender,
+            addr: from,
+        };
+        if let Body::Leave = msg.body {
+            self.table.remove(&sender, now);
+            return Ok(());
+        }
+        let answer = match msg.body {
+            Body::Ping => Body::Pong,
+            Body::FindNode { target } => Body::Nodes {
+                nodes: self.closest_for(&target, &sender),
+            },
+            Body::FindValue { key } => {
+                let record = self.store.get(&key).map(|s| s.bytes.clone());
+                let mut entries: Vec<&Stored> = self
+                    .words
+                    .get(&key)
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default();
+                // Newest first; as many as fit in one datagram's record list.
+                entries.sort_by_key(|s| core::cmp::Reverse(s.record.issued_at));
+                let mut records: Vec<Bytes> = Vec::new();
+                let mut size = 0;
+                for e in entries.into_iter().take(crate::message::MAX_RECORDS) {
+                    if size + e.bytes.len() > 12_000 {
+                        break;
+                    }
+                    size += e.bytes.len() + 2;
+                    records.push(e.bytes.clone());
+                }
+                let nodes = self.closest_for(&key, &sender);
+                let payload = Message {
+                    network: self.config.network,
+                    txid: msg.txid,
+                    sender_cert: &self.cert,
+                    body: Body::Value {
+                        record: record.as_deref(),
+                        records: records.iter().map(|b| &b[..]).collect(),
+                        nodes,
+                    },
+                }
+                .to_bytes();
+                self.queue(Transmit::new(from, payload));
+                self.seen(contact, now);
+                return Ok(());
+            }
+            Body::StoreWord { key, record } => {
+                let stored = match self.accept_word(now, key, record, Some(sender)) {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        if matches!(
+                            e,
+                            Error::Protocol(
+                                Violation::BadSignature | Violation::BadUserCertificate
+                            ) | Error::Decode(_)
+                        ) {
+                            self.penalize(from, &sender, now);
+                        }
+                        return Err(e);
+                    }
+                };
+                Body::StoreAck { stored }
+            }
+            Body::Store { record } => {
+                let stored = match self.accept_store(now, record, Some(sender)) {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        if matches!(
+                            e,
+                            Error::Protocol(
+                                Violation::BadSignature | Violation::BadUserCertificate
+                            ) | Error::Decode(_)
+                        ) {
+                            self.penalize(from, &sender, now);
+                        }
+                        return Err(e);
+                    }
+                };
+                Body::StoreAck { stored }
+            }
+            // Responses were routed above; Leave returned.
+            _ => return Ok(()),
+        };
+        let payload = Message {
+            network: self.config.network,
+            txid: msg.txid,
+            sender_cert: &self.cert,
+            body: answer,
+        }
+        .to_bytes();
+        self.queue(Transmit::new(from, payload));
+        self.seen(contact, now);
+        Ok(())
+    }
+
+    /// The node id of a message's sender, from its certificate: verified (RSA in
+    /// production), or found in the cache of certificates verified in the last
+    /// `cert_cache_ttl`, keyed by the certificate's SHA-256.
+    fn verify_sender(&mut self, cert: &[u8], now: Instant) -> Result<NodeId, Violation> {
+        if self.config.cert_cache == 0 {
+            return self.verifier.verify_node(cert, self.wall(now));
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert).as_ref());
+        let ttl = self.config.cert_cache_ttl;
+        if let Some(&(id, at)) = self.certs.get(&key)
+            && now < at + ttl
+        {
+            return Ok(id);
+        }
+        let id = self.verifier.verify_node(cert, self.wall(now))?;
+        if self.certs.len() >= self.config.cert_cache {
+            self.certs.retain(|_, (_, at)| now < *at + ttl);
+            if self.certs.len() >= self.config.cert_cache {
+                // Keys are hashes: the first one is an arbitrary victim.
+                self.certs.pop_first();
+            }
+        }
+        self.certs.insert(key, (id, now));
+        Ok(id)
+    }
+
+    fn closest_for(&self, target: &NodeId, requester: &NodeId) -> Vec<Contact> {
+        let mut nodes = self.table.closest(target, self.config.replication + 1);
+        nodes.retain(|c| c.id != *requester);
+        nodes.truncate(self.config.replication.min(MAX_NODES));
+        nodes
+    }
+
+    /// A verified node talked to us: refresh or add it, and hand it the records it
+    /// should now hold.
+    fn seen(&mut self, contact: Contact, now: Instant) {
+        if self.table.insert(contact, now) == Insert::Added {
+            self.hand_off(contact, now);
+        }
+    }
+
+    /// Replication on join: for each record we hold, if `newcomer` is among the
+    /// `replication` closest to its key and we are the closest holder we know of,
+    /// send it the record. Bounded: looks at 128 records and sends at most 64 per
+    /// newcomer.
+    fn hand_off(&mut self, newcomer: Contact, now: Instant) {
+        let k = self.config.replication;
+        let mut sends = Vec::new();
+        // Keys the newcomer may now be among the closest to share a long prefix
+        // with its id, and keys sharing a prefix sit next to it in key order: look
+        // at the 64 held keys on either side of its id, not at the whole store.
+        let after = self.store.range(newcomer.id..).take(64);
+        let before = self.store.range(..newcomer.id).rev().take(64);
+        for (key, s) in after.chain(before) {
+            if sends.len() == 64 {
+                break;
+            }
+            if !closer(key, &newcomer.id, &self.id) {
+                // Only nodes closer than us can have been missing from the set.
+                continue;
+            }
+            let near = self.table.closest(key, k);
+            let rank = near.iter().position(|c| c.id == newcomer.id);
+            let we_are_first = near
+                .iter()
+                .filter(|c| c.id != newcomer.id)
+                .all(|c| closer(key, &self.id, &c.id));
+            if rank.is_some() && we_are_first {
+                sends.push(s.bytes.clone());
+            }
+        }
+        for bytes in sends {
+            let body = Body::Store { record: &bytes };
+            let _ = self.send_request(
+                now,
+                newcomer.addr,
+                Some(newcomer.id),
+                body,
+                Purpose::Store { op: None },
+            );
+        }
+    }
+
+    fn penalize(&mut self, from: SocketAddr, id: &NodeId, now: Instant) {
+        self.stats.penalized += 1;
+        self.table.remove(id, now);
+        self.rate.penalize(from.ip(), now);
+    }
+
+    /// Checks a record for storing or returning: structure, expiry, lifetime bound,
+    /// certificate and signature.
+    fn check_record(&self, record: &PresenceRecord, now: Instant) -> Result<(), Error> {
+        record.check()?;
+        let wall = self.wall(now);
+        let secs = unix_secs(wall);
+        let lifetime = record.expires_at.saturating_sub(record.issued_at);
+        if record.is_expired(secs)
+            || lifetime > self.config.max_record_lifetime.as_secs()
+            || record.issued_at > secs + 600
+        {
+            return Err(Violation::Expired.into());
+        }
+        self.verifier.verify_record(record, wall)?;
+        Ok(())
+    }
+
+    /// Stores a record a peer sent (or we publish). `Ok(false)`: not stored because
+    /// we hold a newer one.
+    fn accept_store(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        from: Option<NodeId>,
+    ) -> Result<bool, Error> {
+        let record = PresenceRecord::decode(bytes)?;
+        let key = record.key();
+        if let Some(held) = self.store.get(&key) {
+            if held.record == record {
+                return Ok(true);
+            }
+            if !record.supersedes(&held.record) {
+                return Ok(false);
+            }
+        }
+        self.check_record(&record, now)?;
+        if let Some(peer) = from {
+            let count = self.per_peer.get(&peer).copied().unwrap_or(0);
+            let replacing_own = self.store.get(&key).is_some_and(|s| s.from == Some(peer));
+            if !replacing_own && count >= self.config.max_records_per_peer {
+                return Err(Limit::PeerStoreFull {
+                    max: self.config.max_records_per_peer,
+                }
+                .into());
+            }
+        }
+        if !self.store.contains_key(&key) && self.store.len() >= self.config.max_records {
+            // Full: evict the record farthest from us if the new one is closer.
+            let own = self.id;
+            let farthest = self.store.keys().max_by_key(|k| distance(&own, k)).copied();
+            match farthest {
+                Some(f) if closer(&own, &key, &f) => self.remove_record(&f),
+                _ => {
+                    return Err(Limit::StoreFull {
+                        max: self.config.max_records,
+                    }
+                    .into());
+                }
+            }
+        }
+        self.remove_record(&key);
+        if let Some(peer) = from {
+            *self.per_peer.entry(peer).or_insert(0) += 1;
+        }
+        self.store.insert(
+            key,
+            Stored {
+                bytes: record.to_bytes(),
+                record,
+                from,
+            },
+        );
+        Ok(true)
+    }
+
+    fn remove_record(&mut self, key: &NodeId) {
+        if let Some(old) = self.store.remove(key)
+            && let Some(peer) = old.from
+            && let Some(c) = self.per_peer.get_mut(&peer)
+        {
+            *c -= 1;
+            if *c == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+    }
+
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: Message<'_>,
+    ) -> Result<(), Error> {
+        let Some(p) = self.pending.get(&msg.txid) else {
+            return Err(Violation::Unsolicited.into());
+        };
+        if p.to != from {
+            return Err(Violation::Unsolicited.into());
+        }
+        let expect = p.expect;
+        let sender = match self.verify_sender(msg.sender_cert, now) {
+            Ok(id) if expect.is_none_or(|e| e == id) && id != self.id => id,
+            Ok(_) => return Err(Violation::Unsolicited.into()),
+            Err(v) => return Err(v.into()),
+        };
+        let Some(p) = self.pending.remove(&msg.txid) else {
+            return Err(Violation::Unsolicited.into());
+        };
+        let contact = Contact {
+            id: sender,
+            addr: from,
+        };
+        self.seen(contact, now);
+        match p.purpose {
+            Purpose::Ping => {}
+            Purpose::Store { op } => {
+                let stored = matches!(msg.body, Body::StoreAck { stored: true });
+                self.store_done(op, stored);
+            }
+            Purpose::Bootstrap => {
+                self.bootstrap_pending = self.bootstrap_pending.saturating_sub(1);
+                if let Body::Nodes { nodes } = &msg.body {
+                    self.bootstrap_found
+                        .extend(nodes.iter().filter(|c| c.id != self.id));
+                    self.bootstrap_found.truncate(2 * MAX_NODES);
+                }
+                if self.joining && !self.lookups.values().any(|l| l.kind == LookupKind::Join) {
+                    self.start_join(now)?;
+                }
+            }
+            Purpose::Lookup { lookup, path } => {
+                self.lookup_response(now, lookup, path, contact, from, &msg.body);
+                self.step_lookup(now, lookup);
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup_response(
+        &mut self,
+        now: Instant,
+        lookup: u64,
+        path: usize,
+        sender: Contact,
+        from: SocketAddr,
+        body: &Body<'_>,
+    ) {
+        let own = self.id;
+        let k = self.config.replication;
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        let Some(p) = l.paths.get_mut(path) else {
+            return;
+        };
+        let Some(depth) = p
+            .cands
+            .iter_mut()
+            .find(|c| c.contact.id == sender.id)
+            .map(|c| {
+                c.state = CandState::Done;
+                c.depth
+            })
+        else {
+            return;
+        };
+        let (nodes, record, records) = match body {
+            Body::Nodes { nodes } => (nodes.as_slice(), None, &[][..]),
+            Body::Value {
+                record,
+                nodes,
+                records,
+            } => (nodes.as_slice(), *record, records.as_slice()),
+            _ => (&[][..], None, &[][..]),
+        };
+        if l.kind == LookupKind::Search && !records.is_empty() {
+            self.search_response(now, lookup, depth, sender, from, records);
+        }
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        if let (Some(bytes), LookupKind::FindValue) = (record, l.kind) {
+            let target = l.target;
+            let verdict = PresenceRecord::decode(bytes)
+                .map_err(Error::from)
+                .and_then(|r| {
+                    if r.key() == target {
+                        Ok(r)
+                    } else {
+                        Err(Violation::BadSignature.into())
+                    }
+                })
+                .and_then(|r| self.check_record(&r, now).map(|()| r));
+            match verdict {
+                Ok(r) => {
+                    let Some(l) = self.lookups.get_mut(&lookup) else {
+                        return;
+                    };
+                    l.holders += 1;
+                    l.holder_paths |= 1 << path.min(7);
+                    if l.first_value.is_none() {
+                        l.first_value = Some((now, depth));
+                    }
+                    if l.best.as_ref().is_none_or(|b| r.supersedes(b)) {
+                        l.best = Some(r);
+                    }
+                }
+                Err(Error::Protocol(Violation::Expired)) => {}
+                Err(_) => {
+                    // A record that does not verify: drop it and the node that sent it.
+                    self.penalize(from, &sender.id, now);
+                    if let Some(c) = self
+                        .lookups
+                        .get_mut(&lookup)
+                        .and_then(|l| l.paths.get_mut(path))
+                        .and_then(|p| p.cands.iter_mut().find(|c| c.contact.id == sender.id))
+                    {
+                        c.state = CandState::Failed;
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        let target = l.target;
+        let mut added = false;
+        for c in nodes {
+            if c.id == own || !l.seen.insert(c.id) {
+                continue;
+            }
+            if let Some(p) = l.paths.get_mut(path) {
+                p.cands.push(Cand {
+                    contact: *c,
+                    depth: depth.saturating_add(1),
+                    state: CandState::Fresh,
+                });
+                added = true;
+            }
+        }
+        if added && let Some(p) = l.paths.get_mut(path) {
+            p.cands.sort_by_key(|c| distance(&target, &c.contact.id));
+            // Bounded: drop the farthest never-queried candidates beyond 3k.
+            let mut excess = p.cands.len().saturating_sub(3 * k);
+            while excess > 0 {
+                let Some(pos) = p.cands.iter().rposition(|c| c.state == CandState::Fresh) else {
+                    break;
+                };
+                p.cands.remove(pos);
+                excess -= 1;
+            }
+        }
+    }
+
+    /// Verifies the search entries a holder returned and merges them.
+    fn search_response(
+        &mut self,
+        now: Instant,
+        lookup: u64,
+        depth: u32,
+        sender: Contact,
+        from: SocketAddr,
+        records: &[&[u8]],
+    ) {
+        let Some(target) = self.lookups.get(&lookup).map(|l| l.target) else {
+            return;
+        };
+        let mut good = Vec::new();
+        let mut bad = false;
+        for bytes in records {
+            let verdict = PresenceRecord::decode(bytes)
+                .map_err(Error::from)
+                .and_then(|r| {
+                    if r.words().iter().any(|w| word_key(w) == target) {
+                        Ok(r)
+                    } else {
+                        Err(Violation::BadSignature.into())
+                    }
+                })
+                .and_then(|r| self.check_record(&r, now).map(|()| r));
+            match verdict {
+                Ok(r) => good.push(r),
+                Err(Error::Protocol(Violation::Expired)) => {}
+                Err(_) => bad = true,
+            }
+        }
+        if bad {
+            self.penalize(from, &sender.id, now);
+        }
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        l.holders += 1;
+        if l.first_value.is_none() {
+            l.first_value = Some((now, depth));
+        }
+        for r in good {
+            let newer = l
+                .results
+                .get(&r.username)
+                .is_none_or(|held| r.supersedes(held));
+            if newer {
+                l.results.insert(r.username.clone(), r);
+            }
+        }
+    }
+
+    fn start_lookup(
+        &mut self,
+        now: Instant,
+        kind: LookupKind,
+        target: NodeId,
+        extra: &[Contact],
+    ) -> Result<u64, Error> {
+        self.start_lookup_with(now, kind, target, extra, None, Vec::new())
+    }
+
+    fn start_lookup_with(
+        &mut self,
+        now: Instant,
+        kind: LookupKind,
+        target: NodeId,
+        extra: &[Contact],
+        subject: Option<NodeId>,
+        query: Vec<String>,
+    ) -> Result<u64, Error> {
+        if self.left {
+            return Err(UsageError::Left.into());
+        }
+        if self.lookups.len() >= self.config.max_lookups {
+            return Err(Limit::TooManyLookups {
+                max: self.config.max_lookups,
+            }
+            .into());
+        }
+        let k = self.config.replication;
+        let d = self.config.disjoint_paths;
+        let mut initial = self.table.closest(&target, k * d);
+        for c in extra {
+            if c.id != self.id && !initial.iter().any(|i| i.id == c.id) {
+                initial.push(*c);
+            }
+        }
+        initial.sort_by_key(|c| distance(&target, &c.id));
+        let mut paths = vec![Path::default(); d];
+        let mut seen = BTreeSet::new();
+        for (i, c) in initial.into_iter().enumerate() {
+            seen.insert(c.id);
+            if let Some(p) = paths.get_mut(i % d) {
+                p.cands.push(Cand {
+                    contact: c,
+                    depth: 1,
+                    state: CandState::Fresh,
+                });
+            }
+        }
+        self.table.touch(&target, now);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.lookups.insert(
+            id,
+            Lookup {
+                kind,
+                target,
+                paths,
+                seen,
+                started: now,
+                messages: 0,
+                best: None,
+                holders: 0,
+                holder_paths: 0,
+                first_value: None,
+                subject,
+                query,
+                results: BTreeMap::new(),
+            },
+        );
+        self.step_lookup(now, id);
+        Ok(id)
+    }
+
+    /// Sends what each path may send, and finishes the lookup when it is done.
+    fn step_lookup(&mut self, now: Instant, id: u64) {
+        let k = self.config.replication;
+        let alpha = self.config.alpha;
+        let Some(mut l) = self.lookups.remove(&id) else {
+            return;
+        };
+        let value_done = match l.kind {
+            // A quorum counts holders on distinct paths where there are several: a
+            // stale record replayed by attackers on one path cannot win alone.
+            // After `stall_timeout` a quorum on one path is accepted too, so a path
+            // that wanders does not hold the answer back.
+            LookupKind::FindValue => {
+                let q = self.config.value_quorum;
+                l.holders >= q
+                    && (l.holder_paths.count_ones() as usize >= q.min(l.paths.len())
+                        || l.first_value
+                            .is_some_and(|(t, _)| now >= t + self.config.stall_timeout))
+            }
+            LookupKind::Search => l.holders >= self.config.search_holders,
+            _ => false,
+        };
+        let mut all_done = true;
+        if !value_done {
+            for pi in 0..l.paths.len() {
+                let mut sends = Vec::new();
+                let mut path_done = true;
+                if let Some(p) = l.paths.get(pi) {
+                    let mut waiting = p
+                        .cands
+                        .iter()
+                        .filter(|c| c.state == CandState::Waiting)
+                        .count();
+                    for (ci, c) in p
+                        .cands
+                        .iter()
+                        .filter(|c| c.state != CandState::Failed)
+                        .take(k)
+                        .enumerate()
+                    {
+                        match c.state {
+                            CandState::Fresh => {
+                                path_done = false;
+                                if waiting < alpha {
+                                    sends.push((ci, c.contact));
+                                    waiting += 1;
+                                }
+                            }
+                            CandState::Waiting | CandState::Stalled => path_done = false,
+                            CandState::Done | CandState::Failed => {}
+                        }
+                    }
+                }
+                for (_, contact) in sends {
+                    let body = match l.kind {
+                        LookupKind::FindValue | LookupKind::Search => {
+                            Body::FindValue { key: l.target }
+                        }
+                        _ => Body::FindNode { target: l.target },
+                    };
+                    let sent = self
+                        .send_request(
+                            now,
+                            contact.addr,
+                            Some(contact.id),
+                            body,
+                            Purpose::Lookup {
+                                lookup: id,
+                                path: pi,
+                            },
+                        )
+                        .is_some();
+                    if sent {
+                        l.messages += 1;
+                    }
+                    if let Some(c) = l
+                        .paths
+                        .get_mut(pi)
+                        .and_then(|p| p.cands.iter_mut().find(|c| c.contact.id == contact.id))
+                    {
+                        c.state = if sent {
+                            CandState::Waiting
+                        } else {
+                            CandState::Failed
+                        };
+                    }
+                    if !sent {
+                        path_done = false;
+                    }
+                }
+                all_done &= path_done;
+            }
+        }
+        if value_done || all_done {
+            // A failed send above may leave a path with nothing to do but not done:
+            // re-check that no request is still out before finishing.
+            self.finish_lookup(now, id, l);
+        } else {
+            let stuck = l.paths.iter().all(|p| {
+                !p.cands
+                    .iter()
+                    .any(|c| matches!(c.state, CandState::Waiting | CandState::Stalled))
+            });
+            if stuck {
+                self.finish_lookup(now, id, l);
+            } else {
+                self.lookups.insert(id, l);
+            }
+        }
+    }
+
+    fn finish_lookup(&mut self, now: Instant, id: u64, l: Lookup) {
+        // Forget requests still out for it: late answers are unsolicited.
+        self.pending
+            .retain(|_, p| !matches!(p.purpose, Purpose::Lookup { lookup, .. } if lookup == id));
+        let k = self.config.replication;
+        let mut closest: Vec<Contact> = l
+            .paths
+            .iter()
+            .flat_map(|p| p.cands.iter())
+            .filter(|c| c.state == CandState::Done)
+            .map(|c| c.contact)
+            .collect();
+        closest.sort_by_key(|c| distance(&l.target, &c.id));
+        closest.truncate(k);
+        match l.kind {
+            LookupKind::FindNode | LookupKind::FindValue => {
+                let outcome = LookupOutcome {
+                    id: LookupId(id),
+                    target: l.target,
+                    record: l.best,
+                    closest,
+                    hops: l.first_value.map(|(_, h)| h),
+                    found_after: l
+                        .first_value
+                        .map(|(t, _)| t.saturating_duration_since(l.started)),
+                    duration: now.saturating_duration_since(l.started),
+                    messages: l.messages,
+                    results: Vec::new(),
+                };
+                self.push_event(Event::Lookup(Box::new(outcome)));
+            }
+            LookupKind::Search => {
+                let max = self.config.max_search_results;
+                let query = l.query;
+                let results: Vec<PresenceRecord> = l
+                    .results
+                    .into_values()
+                    .filter(|r| {
+                        let words = r.words();
+                        query.iter().all(|q| words.contains(q))
+                    })
+                    .take(max)
+                    .collect();
+                let outcome = LookupOutcome {
+                    id: LookupId(id),
+                    target: l.target,
+                    record: None,
+                    closest,
+                    hops: l.first_value.map(|(_, h)| h),
+                    found_after: l
+                        .first_value
+                        .map(|(t, _)| t.saturating_duration_since(l.started)),
+                    duration: now.saturating_duration_since(l.started),
+                    messages: l.messages,
+                    results,
+                };
+                self.push_event(Event::Lookup(Box::new(outcome)));
+            }
+            LookupKind::PublishWord => {
+                if let Some(subject) = l.subject {
+                    self.store_word_at(now, &l.target, &subject, &closest);
+                }
+            }
+            LookupKind::Publish => self.store_at(now, &l.target, &closest),
+            LookupKind::Refresh => {}
+            LookupKind::Join => {
+                self.joining = false;
+                if self.table.is_empty() {
+                    self.push_event(Event::BootstrapFailed);
+                } else {
+                    // Refresh every bucket farther than our closest neighbour.
+                    let levels = self.table.levels().min(24);
+                    for level in 0..levels.saturating_sub(1) {
+                        let mut r = [0u8; 32];
+                        if self.entropy.fill(&mut r).is_err() {
+                            break;
+                        }
+                        let target = random_in_bucket(&self.id, level, r);
+                        if self
+                            .start_lookup(now, LookupKind::Refresh, target, &[])
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    let contacts = self.table.len();
+                    self.push_event(Event::Bootstrapped { contacts });
+                }
+            }
+        }
+    }
+
+    /// Sends a published record to the `replication` closest nodes found.
+    fn store_at(&mut self, now: Instant, key: &NodeId, closest: &[Contact]) {
+        let Some(p) = self.published.get(key) else {
+            return;
+        };
+        let record = p.record.clone();
+        let bytes = record.to_bytes();
+        let k = self.config.replication;
+        let mut acked = 0;
+        // Store locally too if we are among the k closest.
+        let own_rank = closest
+            .iter()
+            .filter(|c| closer(key, &c.id, &self.id))
+            .count();
+        let local = own_rank < k;
+        if local && self.accept_store(now, &bytes, None).unwrap_or(false) {
+            acked += 1;
+        }
+        let op = self.next_id;
+        self.next_id += 1;
+        let mut outstanding = 0;
+        for c in closest.iter().take(k - usize::from(local)) {
+            let body = Body::Store { record: &bytes };
+            if self
+                .send_request(
+                    now,
+                    c.addr,
+                    Some(c.id),
+                    body,
+                    Purpose::Store { op: Some(op) },
+                )
+                .is_some()
+            {
+                outstanding += 1;
+            }
+        }
+        if outstanding == 0 {
+            self.push_event(Event::Published {
+                username: record.username,
+                replicas: acked,
+            });
+        } else {
+            self.store_ops.insert(
+                op,
+                StoreOp {
+                    username: record.username,
+                    acked,
+                    outstanding,
+                },
+            );
+        }
+    }
+
+    /// Sends the record published under `subject` to the closest nodes of word key
+    /// `key` (and keeps it here if we are among them).
+    fn store_word_at(&mut self, now: Instant, key: &NodeId, subject: &NodeId, closest: &[Contact]) {
+        let Some(p) = self.published.get(subject) else {
+            return;
+        };
+        let bytes = p.record.to_bytes();
+        let k = self.config.replication;
+        let own_rank = closest
+            .iter()
+            .filter(|c| closer(key, &c.id, &self.id))
+            .count();
+        let local = own_rank < k;
+        if local {
+            let _ = self.accept_word(now, *key, &bytes, None);
+        }
+        for c in closest.iter().take(k - usize::from(local)) {
+            let body = Body::StoreWord {
+                key: *key,
+                record: &bytes,
+            };
+            let _ = self.send_request(now, c.addr, Some(c.id), body, Purpose::Store { op: None });
+        }
+    }
+
+    /// Adds a record to the search entries of word key `key`: it must verify and
+    /// its display name must have the word. Keeps the newest version per user and
+    /// at most `max_entries_per_word` users (the most recently issued).
+    fn accept_word(
+        &mut self,
+        now: Instant,
+        key: NodeId,
+        bytes: &[u8],
+        from: Option<NodeId>,
+    ) -> Result<bool, Error> {
+        let record = PresenceRecord::decode(bytes)?;
+        if !record.words().iter().any(|w| word_key(w) == key) {
+            return Err(Violation::BadSignature.into());
+        }
+        if let Some(held) = self
+            .words
+            .get(&key)
+            .and_then(|v| v.iter().find(|s| s.record.username == record.username))
+        {
+            if held.record == record {
+                return Ok(true);
+            }
+            if !record.supersedes(&held.record) {
+                return Ok(false);
+            }
+        }
+        self.check_record(&record, now)?;
+        if self.word_entries >= self.config.max_word_entries {
+            return Err(Limit::StoreFull {
+                max: self.config.max_word_entries,
+            }
+            .into());
+        }
+        let max_per_word = self.config.max_entries_per_word;
+        let entries = self.words.entry(key).or_default();
+        let before = entries.len();
+        entries.retain(|s| s.record.username != record.username);
+        let mut removed = before - entries.len();
+        if entries.len() >= max_per_word {
+            // Full: the least recently issued entry makes room, unless it is newer.
+            let oldest = entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.record.issued_at)
+                .map(|(i, s)| (i, s.record.issued_at));
+            match oldest {
+                Some((i, issued)) if issued < record.issued_at => {
+                    entries.swap_remove(i);
+                    removed += 1;
+                }
+                _ => {
+                    self.word_entries = self.word_entries.saturating_sub(removed);
+                    return Ok(false);
+                }
+            }
+        }
+        entries.push(Stored {
+            bytes: record.to_bytes(),
+            record,
+            from,
+        });
+        self.word_entries = self.word_entries.saturating_sub(removed) + 1;
+        Ok(true)
+    }
+
+    fn store_done(&mut self, op: Option<u64>, stored: bool) {
+        let Some(op) = op else { return };
+        let Some(s) = self.store_ops.get_mut(&op) else {
+            return;
+        };
+        s.outstanding = s.outstanding.saturating_sub(1);
+        if stored {
+            s.acked += 1;
+        }
+        if s.outstanding == 0
+            && let Some(s) = self.store_ops.remove(&op)
+        {
+            self.push_event(Event::Published {
+                username: s.username,
+                replicas: s.acked,
+            });
+        }
+    }
+
+    fn txid(&mut self) -> Option<u64> {
+        for _ in 0..4 {
+            let t = self.entropy.u64().ok()?;
+            if !self.pending.contains_key(&t) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn send_request(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        expect: Option<NodeId>,
+        body: Body<'_>,
+        purpose: Purpose,
+    ) -> Option<u64> {
+        if self.pending.len() >= self.config.max_pending {
+            return None;
+        }
+        let txid = self.txid()?;
+        let payload = Message {
+            network: self.config.network,
+            txid,
+            sender_cert: &self.cert,
+            body,
+        }
+        .to_bytes();
+        self.queue(Transmit::new(to, payload.clone()));
+        let stall_at =
+            matches!(purpose, Purpose::Lookup { .. }).then(|| now + self.config.stall_timeout);
+        self.pending.insert(
+            txid,
+            Pending {
+                to,
+                expect,
+                deadline: now + self.config.request_timeout,
+                stall_at,
+                purpose,
+                payload,
+                tries: 1,
+            },
+        );
+        Some(txid)
+    }
+
+    fn send_oneway(&mut self, to: SocketAddr, body: Body<'_>) {
+        let Ok(txid) = self.entropy.u64() else { return };
+        let payload = Message {
+            network: self.config.network,
+            txid,
+            sender_cert: &self.cert,
+            body,
+        }
+        .to_bytes();
+        self.queue(Transmit::new(to, payload));
+    }
+
+    fn queue(&mut self, t: Transmit) {
+        if self.transmits.len() >= self.config.max_queue {
+            self.stats.overflow += 1;
+            return;
+        }
+        self.stats.sent += 1;
+        self.transmits.push_back(t);
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= self.config.max_queue {
+            self.stats.overflow += 1;
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    /// Pings `addr`; the answer refreshes (or adds) it in the routing table.
+    pub fn ping(&mut self, now: Instant, addr: SocketAddr) {
+        if !self.left {
+            let _ = self.send_request(now, addr, None, Body::Ping, Purpose::Ping);
+        }
+    }
+
+    /// Processes timers: request stalls, timeouts and retries, and every
+    /// `maintenance_interval` record expiry, bucket refresh and republishing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        let mut stalled = Vec::new();
+        let mut expired = Vec::new();
+        for (txid, p) in &mut self.pending {
+            if p.deadline <= now {
+                expired.push(*txid);
+            } else if p.stall_at.is_some_and(|s| s <= now) {
+                p.stall_at = None;
+                if let Purpose::Lookup { lookup, path } = p.purpose {
+                    stalled.push((lookup, path, p.expect));
+                }
+            }
+        }
+        for (lookup, path, expect) in stalled {
+            if let Some(c) = self
+                .lookups
+                .get_mut(&lookup)
+                .and_then(|l| l.paths.get_mut(path))
+                .and_then(|p| p.cands.iter_mut().find(|c| Some(c.contact.id) == expect))
+                && c.state == CandState::Waiting
+            {
+                c.state = CandState::Stalled;
+            }
+            self.step_lookup(now, lookup);
+        }
+        for txid in expired {
+            let Some(mut p) = self.pending.remove(&txid) else {
+                continue;
+            };
+            let retry =
+                !matches!(p.purpose, Purpose::Lookup { .. }) && p.tries <= self.config.retries;
+            if retry {
+                p.tries += 1;
+                p.deadline = now + self.config.request_timeout;
+                self.queue(Transmit::new(p.to, p.payload.clone()));
+                self.pending.insert(txid, p);
+                continue;
+            }
+            if let Some(id) = p.expect {
+                self.table.record_failure(&id, now);
+            }
+            match p.purpose {
+                Purpose::Lookup { lookup, path } => {
+                    if let Some(c) = self
+                        .lookups
+                        .get_mut(&lookup)
+                        .and_then(|l| l.paths.get_mut(path))
+                        .and_then(|pa| pa.cands.iter_mut().find(|c| Some(c.contact.id) == p.expect))
+                    {
+                        c.state = CandState::Failed;
+                    }
+                    self.step_lookup(now, lookup);
+                }
+                Purpose::Store { op } => self.store_done(op, false),
+                Purpose::Ping => {}
+                Purpose::Bootstrap => {
+                    self.bootstrap_pending = self.bootstrap_pending.saturating_sub(1);
+                    if self.bootstrap_pending == 0
+                        && self.joining
+                        && !self.lookups.values().any(|l| l.kind == LookupKind::Join)
+                    {
+                        if self.table.is_empty() && self.bootstrap_found.is_empty() {
+                            self.joining = false;
+                            self.push_event(Event::BootstrapFailed);
+                        } else {
+                            let _ = self.start_join(now);
+                        }
+                    }
+                }
+            }
+        }
+        // Value lookups whose quorum waited long enough for a second path.
+        let quorum = self.config.value_quorum;
+        let ripe: Vec<u64> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| {
+                l.kind == LookupKind::FindValue
+                    && l.holders >= quorum
+                    && l.first_value
+                        .is_some_and(|(t, _)| now >= t + self.config.stall_timeout)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ripe {
+            self.step_lookup(now, id);
+        }
+        if now >= self.next_maintenance {
+            self.next_maintenance = now + self.config.maintenance_interval;
+            self.maintain(now);
+        }
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        let secs = unix_secs(self.wall(now));
+        let expired: Vec<NodeId> = self
+            .store
+            .iter()
+            .filter(|(_, s)| s.record.is_expired(secs))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            self.remove_record(&k);
+        }
+        self.published.retain(|_, p| !p.record.is_expired(secs));
+        let mut removed = 0;
+        for entries in self.words.values_mut() {
+            let before = entries.len();
+            entries.retain(|s| !s.record.is_expired(secs));
+            removed += before - entries.len();
+        }
+        self.word_entries = self.word_entries.saturating_sub(removed);
+        self.words.retain(|_, v| !v.is_empty());
+        self.rate.forget_idle(now);
+        // Republish what is due.
+        let due: Vec<NodeId> = self
+            .published
+            .iter()
+            .filter(|(_, p)| p.next <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if self
+                .start_lookup(now, LookupKind::Publish, key, &[])
+                .is_err()
+            {
+                break;
+            }
+            let mut words = Vec::new();
+            if let Some(p) = self.published.get_mut(&key) {
+                p.next = now + self.config.republish_interval;
+                words = p.record.words();
+            }
+            self.publish_words(now, key, &words);
+        }
+        // Refresh buckets nobody looked into for a while.
+        if let Some(before) = now.checked_sub(self.config.refresh_interval) {
+            let stale = self.table.stale_levels(before);
+            for level in stale.into_iter().take(self.config.max_refreshes) {
+                let mut r = [0u8; 32];
+                if self.entropy.fill(&mut r).is_err() {
+                    break;
+                }
+                let target = random_in_bucket(&self.id, level, r);
+                if self
+                    .start_lookup(now, LookupKind::Refresh, target, &[])
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should next be called (`None` after leaving).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.left {
+            return None;
+        }
+        let mut t = self.next_maintenance;
+        for p in self.pending.values() {
+            t = t.min(p.stall_at.unwrap_or(p.deadline).min(p.deadline));
+        }
+        for l in self.lookups.values() {
+            if l.kind == LookupKind::FindValue
+                && l.holders >= self.config.value_quorum
+                && let Some((found, _)) = l.first_value
+            {
+                t = t.min(found + self.config.stall_timeout);
+            }
+        }
+        Some(t)
+    }
+}
+
+#[cfg(test)]
+// Tests configure the way callers do (STYLE.md section 8).
+#[allow(clippy::field_reassign_with_default)]
+mod tests {
+    use super::*;
+    use crate::sim::SimVerifier;
+    use chorus_framing::SeededEntropy;
+    use std::time::UNIX_EPOCH;
+
+    const EPOCH: u64 = 1_700_000_000;
+
+    /// Nodes exchanging datagrams by hand on a virtual clock, with a set of nodes
+    /// that are "down" (their datagrams vanish).
+    struct Net {
+        nodes: Vec<Node>,
+        verifier: Arc<SimVerifier>,
+        now: Instant,
+        down: Vec<bool>,
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i as u8 + 1], 4000))
+    }
+
+    impl Net {
+        fn new(n: usize, config: &Config) -> Self {
+            let verifier = Arc::new(SimVerifier::new(9));
+            let now = Instant::now();
+            let wall = UNIX_EPOCH + Duration::from_secs(EPOCH);
+            let nodes = (0..n)
+                .map(|i| {
+                    Node::new(
+                        config.clone(),
+                        NodeIdentity {
+                            cert: verifier.node_cert(i as u64),
+                        },
+                        verifier.clone(),
+                        Box::new(SeededEntropy::new(i as u64)),
+                        now,
+                        wall,
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let mut net = Self {
+                nodes,
+                verifier,
+                now,
+                down: vec![false; n],
+            };
+            for i in 0..n {
+                for j in 0..n {
+                    if i != j {
+                        let id = net.nodes[j].id();
+                        net.nodes[i].add_contact(Contact { id, addr: addr(j) }, now);
+                    }
+                }
+            }
+            net
+        }
+
+        /// Delivers datagrams until none are left (each hop takes 10 ms).
+        fn settle(&mut self) -> Vec<(usize, Event)> {
+            let mut events = Vec::new();
+            for _ in 0..1000 {
+                let mut moved = false;
+                self.now += Duration::from_millis(10);
+                for i in 0..self.nodes.len() {
+                    while let Some(e) = self.nodes[i].poll_event() {
+                        events.push((i, e));
+                    }
+                    while let Some(t) = self.nodes[i].poll_transmit() {
+                        moved = true;
+                        let to = usize::from(
+                            t.dst
+                                .ip()
+                                .to_string()
+                                .rsplit('.')
+                                .next()
+                                .unwrap()
+                                .parse::<u8>()
+                                .unwrap(),
+                        ) - 1;
+                        if !self.down[to] && !self.down[i] {
+                            let _ = self.nodes[to].handle_input(self.now, addr(i), &t.payload);
+                        }
+                    }
+                }
+                for n in &mut self.nodes {
+                    n.handle_timeout(self.now);
+                }
+                if !moved && self.nodes.iter().all(|n| n.pending.is_empty()) {
+                    break;
+                }
+            }
+            for i in 0..self.nodes.len() {
+                while let Some(e) = self.nodes[i].poll_event() {
+                    events.push((i, e));
+                }
+            }
+            events
+        }
+
+        fn record(&self, name: &str, version: u64) -> PresenceRecord {
+            let issued = EPOCH + version;
+            let mut r = PresenceRecord {
+                username: name.into(),
+                display_name: format!("Display {name}"),
+                user_cert: Bytes::new(),
+                super_nodes: vec![addr(0)],
+                candidates: Vec::new(),
+                nat_class: crate::record::NatClass::Open,
+                version,
+                issued_at: issued,
+                expires_at: issued + 72 * 3600,
+                signature: Bytes::new(),
+            };
+            self.verifier.sign(&mut r);
+            r
+        }
+    }
+
+    fn lookups(events: &[(usize, Event)]) -> Vec<&LookupOutcome> {
+        events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Lookup(o) => Some(&**o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn published_records_replicate_to_the_k_closest_and_are_found() {
+        let mut config = Config::default();
+        config.replication = 5;
+        let mut net = Net::new(12, &config);
+        let r = net.record("alice", 1);
+        net.nodes[0].publish(net.now, r.clone()).unwrap();
+        let events = net.settle();
+        assert!(
+            events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::Published { replicas: 5, .. }))
+        );
+        let holders = net
+            .nodes
+            .iter()
+            .filter(|n| n.record("alice").is_some())
+            .count();
+        assert_eq!(holders, 5);
+        // The holders are the five closest to the key.
+        let key = user_key("alice");
+        let mut ids: Vec<NodeId> = net.nodes.iter().map(Node::id).collect();
+        ids.sort_by_key(|id| distance(&key, id));
+        for id in &ids[..5] {
+            assert!(
+                net.nodes
+                    .iter()
+                    .find(|n| n.id() == *id)
+                    .unwrap()
+                    .record("alice")
+                    .is_some()
+            );
+        }
+        let lookup = net
+            .nodes
+            .iter()
+            .position(|n| n.record("alice").is_none())
+            .unwrap();
+        net.nodes[lookup].find_user(net.now, "alice").unwrap();
+        let events = net.settle();
+        let found = lookups(&events);
+        assert_eq!(found[0].record.as_ref(), Some(&r));
+        assert_eq!(found[0].hops, Some(1));
+    }
+
+    #[test]
+    fn only_the_newest_version_is_kept_and_stale_ones_are_refused() {
+        let mut config = Config::default();
+        config.replication = 3;
+        let mut net = Net::new(6, &config);
+        let (v1, v2) = (net.record("bob", 1), net.record("bob", 2));
+        let now = net.now;
+        assert_eq!(
+            net.nodes[1].accept_store(now, &v2.to_bytes(), None),
+            Ok(true)
+        );
+        assert_eq!(
+            net.nodes[1].accept_store(now, &v1.to_bytes(), None),
+            Ok(false)
+        );
+        assert_eq!(net.nodes[1].record("bob").unwrap().version, 2);
+        // Publishing an older version than one already published here is refused.
+        net.nodes[0].publish(now, v2).unwrap();
+        assert_eq!(net.nodes[0].publish(now, v1), Err(Violation::Stale.into()));
+    }
+
+    #[test]
+    fn records_that_do_not_verify_are_dropped_and_the_sender_penalized() {
+        let net = Net::new(3, &Config::default());
+        let mut forged = net.record("carol", 1);
+        forged.version = 9; // signature no longer matches
+        let mut sender = Net::new(3, &Config::default());
+        let mut target = sender.nodes.remove(1);
+        let msg = Message {
+            network: DEFAULT_NETWORK,
+            txid: 1,
+            sender_cert: &net.verifier.node_cert(0),
+            body: Body::Store {
+                record: &forged.to_bytes(),
+            },
+        }
+        .to_bytes();
+        let now = net.now;
+        assert!(target.table().get(&net.nodes[0].id()).is_some());
+        assert_eq!(
+            target.handle_input(now, addr(0), &msg),
+            Err(Violation::BadSignature.into())
+        );
+        assert!(target.record("carol").is_none());
+        assert!(
+            target.table().get(&net.nodes[0].id()).is_none(),
+            "sender dropped"
+        );
+        assert_eq!(target.stats().penalized, 1);
+        // And it is rate-limited for a while.
+        assert_eq!(
+            target.handle_input(now, addr(0), &msg),
+            Err(Limit::RateLimited.into())
+        );
+    }
+
+    #[test]
+    fn forged_node_certificates_are_refused() {
+        let mut net = Net::new(2, &Config::default());
+        let mut cert = net.verifier.node_cert(5).to_vec();
+        cert[0] ^= 1;
+        let msg = Message {
+            network: DEFAULT_NETWORK,
+            txid: 1,
+            sender_cert: &cert,
+            body: Body::Ping,
+        }
+        .to_bytes();
+        let now = net.now;
+        assert_eq!(
+            net.nodes[0].handle_input(now, addr(1), &msg),
+            Err(Violation::BadNodeCertificate.into())
+        );
+        assert!(net.nodes[0].poll_transmit().is_none());
+    }
+
+    #[test]
+    fn records_expire() {
+        let mut net = Net::new(2, &Config::default());
+        let r = net.record("dave", 1);
+        let now = net.now;
+        assert_eq!(
+            net.nodes[0].accept_store(now, &r.to_bytes(), None),
+            Ok(true)
+        );
+        let later = now + Duration::from_secs(73 * 3600);
+        net.nodes[0].handle_timeout(later);
+        assert!(net.nodes[0].record("dave").is_none());
+        // An expired record is refused outright.
+        assert_eq!(
+            net.nodes[1].accept_store(later, &r.to_bytes(), None),
+            Err(Violation::Expired.into())
+        );
+        // So is one claiming to live longer than 72 hours.
+        let mut long = net.record("erin", 1);
+        long.expires_at += 3600;
+        net.verifier.sign(&mut long);
+        assert_eq!(
+            net.nodes[1].accept_store(now, &long.to_bytes(), None),
+            Err(Violation::Expired.into())
+        );
+    }
+
+    #[test]
+    fn lookups_route_around_dead_nodes_and_drop_them_after_timeouts() {
+        let mut config = Config::default();
+        config.replication = 4;
+        let mut net = Net::new(10, &config);
+        let r = net.record("frank", 1);
+        net.nodes[0].publish(net.now, r.clone()).unwrap();
+        net.settle();
+        // Kill the closest holder; a lookup still finds the record.
+        let key = user_key("frank");
+        let closest = (0..10)
+            .filter(|&i| i != 0)
+            .min_by_key(|&i| distance(&key, &net.nodes[i].id()))
+            .unwrap();
+        net.down[closest] = true;
+        let asker = (1..10)
+            .find(|&i| i != closest && net.nodes[i].record("frank").is_none())
+            .unwrap();
+        let dead = net.nodes[closest].id();
+        net.nodes[asker].find_user(net.now, "frank").unwrap();
+        let events = net.settle();
+        assert_eq!(lookups(&events)[0].record.as_ref(), Some(&r));
+        // Two more lookups that try the dead node: after max_fails it is gone.
+        for _ in 0..3 {
+            net.nodes[asker].find_node(net.now, dead).unwrap();
+            net.settle();
+        }
+        assert!(net.nodes[asker].table().get(&dead).is_none());
+    }
+
+    #[test]
+    fn store_requests_are_retried() {
+        let mut config = Config::default();
+        config.replication = 2;
+        config.retries = 1;
+        let mut net = Net::new(3, &config);
+        let r = net.record("gina", 1);
+        let now = net.now;
+        net.nodes[0].published.insert(
+            r.key(),
+            Published {
+                record: r,
+                next: now,
+            },
+        );
+        let targets = [Contact {
+            id: net.nodes[1].id(),
+            addr: addr(1),
+        }];
+        net.nodes[0].store_at(now, &user_key("gina"), &targets);
+        let first = net.nodes[0].poll_transmit().unwrap();
+        // Lost. After the request timeout the same datagram goes out again.
+        net.nodes[0].handle_timeout(now + config.request_timeout);
+        let again = net.nodes[0].poll_transmit().unwrap();
+        assert_eq!(first, again);
+        net.nodes[1]
+            .handle_input(now, addr(0), &again.payload)
+            .unwrap();
+        let ack = net.nodes[1].poll_transmit().unwrap();
+        net.nodes[0]
+            .handle_input(now, addr(1), &ack.payload)
+            .unwrap();
+        assert!(matches!(
+            net.nodes[0].poll_event(),
+            Some(Event::Published { replicas, .. }) if replicas >= 1
+        ));
+    }
+
+    #[test]
+    fn search_finds_users_by_display_name_words() {
+        let mut config = Config::default();
+        config.replication = 4;
+        let mut net = Net::new(10, &config);
+        let mut r = net.record("hana", 1);
+        r.display_name = "Hana Sato".into();
+        net.verifier.sign(&mut r);
+        net.nodes[0].publish(net.now, r.clone()).unwrap();
+        net.settle();
+        net.nodes[5].search(net.now, "sato HANA").unwrap();
+        let events = net.settle();
+        assert_eq!(lookups(&events)[0].results, vec![r]);
+        net.nodes[5].search(net.now, "sato tanaka").unwrap();
+        let events = net.settle();
+        assert!(lookups(&events)[0].results.is_empty());
+        assert!(net.nodes[5].search(net.now, "!").is_err());
+    }
+
+    #[test]
+    fn verified_certificates_are_cached_until_their_ttl() {
+        let mut config = Config::default();
+        config.cert_cache = 2;
+        let mut net = Net::new(4, &config);
+        let ping = |i: u64, v: &SimVerifier| {
+            Message {
+                network: DEFAULT_NETWORK,
+                txid: i,
+                sender_cert: &v.node_cert(i),
+                body: Body::Ping,
+            }
+            .to_bytes()
+        };
+        let now = net.now;
+        for i in 1..4 {
+            let m = ping(i, &net.verifier);
+            net.nodes[0]
+                .handle_input(now, addr(i as usize), &m)
+                .unwrap();
+        }
+        assert_eq!(net.nodes[0].certs.len(), 2, "bounded");
+        let later = now + config.cert_cache_ttl;
+        let m = ping(1, &net.verifier);
+        net.nodes[0].handle_input(later, addr(1), &m).unwrap();
+        assert!(
+            net.nodes[0]
+                .certs
+                .values()
+                .all(|(_, at)| *at == later || *at == now)
+        );
+        assert!(net.nodes[0].certs.len() <= 2);
+    }
+
+    #[test]
+    fn joins_through_the_host_cache() {
+        use chorus_hostcache::hostcache::{CacheConfig, HostCache, Source};
+        let mut net = Net::new(3, &Config::default());
+        let wall = UNIX_EPOCH + Duration::from_secs(EPOCH);
+        let mut cache = HostCache::new(CacheConfig::default()).unwrap();
+        cache.insert(addr(1), Source::Bootstrap, wall).unwrap();
+        let now = net.now;
+        net.nodes[0].bootstrap_from_host_cache(now, &cache).unwrap();
+        let probe = net.nodes[0].poll_transmit().unwrap();
+        assert_eq!(probe.dst, addr(1));
+        let events = net.settle();
+        assert!(
+            events
+                .iter()
+                .any(|(i, e)| *i == 0 && matches!(e, Event::Bootstrapped { .. }))
+        );
+    }
+
+    #[test]
+    fn lookups_keep_alpha_requests_in_flight_per_path_on_disjoint_paths() {
+        let mut config = Config::default();
+        config.alpha = 2;
+        config.disjoint_paths = 3;
+        let mut net = Net::new(30, &config);
+        let target = NodeId([0x5a; 32]);
+        let now = net.now;
+        net.nodes[0].find_node(now, target).unwrap();
+        let sent: Vec<Transmit> = std::iter::from_fn(|| net.nodes[0].poll_transmit()).collect();
+        assert_eq!(sent.len(), 6);
+        let mut dsts: Vec<SocketAddr> = sent.iter().map(|t| t.dst).collect();
+        dsts.sort();
+        dsts.dedup();
+        assert_eq!(dsts.len(), 6, "no node is asked twice");
+        // A stalled request frees its slot: one more request per path goes out.
+        net.nodes[0].handle_timeout(now + config.stall_timeout);
+        let more = std::iter::from_fn(|| net.nodes[0].poll_transmit()).count();
+        assert_eq!(more, 6);
+        assert!(Node::accepts(&sent[0].payload));
+        assert!(!Node::accepts(&[0x00, 0x01, 0, 0]));
+    }
+
+    #[test]
+    fn unsolicited_responses_are_rejected() {
+        let mut net = Net::new(2, &Config::default());
+        let msg = Message {
+            network: DEFAULT_NETWORK,
+            txid: 77,
+            sender_cert: &net.verifier.node_cert(1),
+            body: Body::Pong,
+        }
+        .to_bytes();
+        let now = net.now;
+        assert_eq!(
+            net.nodes[0].handle_input(now, addr(1), &msg),
+            Err(Violation::Unsolicited.into())
+        );
+    }
+
+    #[test]
+    fn graceful_leave_hands_records_on_and_leaves_tables() {
+        let mut config = Config::default();
+        config.replication = 3;
+        let mut net = Net::new(8, &config);
+        let r = net.record("ivan", 1);
+        net.nodes[0].publish(net.now, r).unwrap();
+        net.settle();
+        let holder = (1..8)
+            .find(|&i| net.nodes[i].record("ivan").is_some())
+            .unwrap();
+        let gone = net.nodes[holder].id();
+        let now = net.now;
+        net.nodes[holder].leave(now);
+        net.settle();
+        assert_eq!(
+            net.nodes
+                .iter()
+                .filter(|n| !n.has_left() && n.record("ivan").is_some())
+                .count(),
+            3
+        );
+        // The nodes it told (its closest) dropped it.
+        let forgot = net
+            .nodes
+            .iter()
+            .filter(|n| !n.has_left() && n.table().get(&gone).is_none())
+            .count();
+        assert!(forgot >= 3, "{forgot}");
+    }
+}
