@@ -219,10 +219,7 @@ async fn main() -> ExitCode {
 }
 
 #[cfg(target_os = "linux")]
-async fn batched(
-    core: TurnServer,
-    udp: UdpSocket,
-) -> Result<(), chorus::nat::driver::DriverError> {
+async fn batched(core: TurnServer, udp: UdpSocket) -> Result<(), chorus::nat::driver::DriverError> {
     let config = chorus::nat::driver::batch::BatchConfig::default();
     turn_server::run_batched(core, vec![udp], config).await
 }

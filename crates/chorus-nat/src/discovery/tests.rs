@@ -183,7 +183,10 @@ fn classifies_every_classic_nat_type_through_a_simulated_nat() {
         assert_eq!(report.mapping, mapping, "{report:?}");
         assert_eq!(report.filtering, filtering, "{report:?}");
         assert_eq!(report.behind_nat, Some(translate));
-        assert_eq!(report.super_node_eligible(), classic == Classic::OpenInternet);
+        assert_eq!(
+            report.super_node_eligible(),
+            classic == Classic::OpenInternet
+        );
     }
 }
 
