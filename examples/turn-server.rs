@@ -44,6 +44,8 @@ OPTIONS:
     --no-tcp               do not listen on TCP
     --batched              UDP only, through the batched driver (recvmmsg/sendmmsg,
                            UDP GSO; Linux): the fast path; implies --no-tcp
+    --batch N              with --batched: datagrams per system call (default 32)
+    --gro                  with --batched: accept GRO-coalesced datagrams
     -h, --help             print this help
 ";
 
@@ -53,6 +55,8 @@ struct Options {
     users: Vec<(String, String)>,
     tcp: bool,
     batched: bool,
+    batch: usize,
+    gro: bool,
 }
 
 fn parse() -> Result<Option<Options>, String> {
@@ -62,6 +66,7 @@ fn parse() -> Result<Option<Options>, String> {
     let mut relay_ips: Vec<IpAddr> = Vec::new();
     let mut tcp = true;
     let mut batched = false;
+    let (mut batch, mut gro) = (32, false);
     let mut rate = RateLimit::default();
     let mut unlimited = false;
     let mut args = std::env::args().skip(1);
@@ -117,6 +122,8 @@ fn parse() -> Result<Option<Options>, String> {
             }
             "--software" => config.software = Some(value("--software")?),
             "--no-tcp" => tcp = false,
+            "--batch" => batch = num(&arg, value(&arg)?)? as usize,
+            "--gro" => gro = true,
             "--batched" => {
                 batched = true;
                 tcp = false;
@@ -142,6 +149,8 @@ fn parse() -> Result<Option<Options>, String> {
         users,
         tcp,
         batched,
+        batch,
+        gro,
     }))
 }
 
@@ -205,7 +214,7 @@ async fn main() -> ExitCode {
     );
     // Runs until the process is stopped.
     let served = if options.batched {
-        batched(core, udp).await
+        batched(core, udp, options.batch, options.gro).await
     } else {
         turn_server::run(core, vec![udp], listeners, std::future::pending()).await
     };
@@ -219,8 +228,15 @@ async fn main() -> ExitCode {
 }
 
 #[cfg(target_os = "linux")]
-async fn batched(core: TurnServer, udp: UdpSocket) -> Result<(), chorus::nat::driver::DriverError> {
-    let config = chorus::nat::driver::batch::BatchConfig::default();
+async fn batched(
+    core: TurnServer,
+    udp: UdpSocket,
+    batch: usize,
+    gro: bool,
+) -> Result<(), chorus::nat::driver::DriverError> {
+    let mut config = chorus::nat::driver::batch::BatchConfig::default();
+    config.batch = batch;
+    config.gro = gro;
     turn_server::run_batched(core, vec![udp], config).await
 }
 
@@ -228,6 +244,8 @@ async fn batched(core: TurnServer, udp: UdpSocket) -> Result<(), chorus::nat::dr
 async fn batched(
     _core: TurnServer,
     _udp: UdpSocket,
+    _batch: usize,
+    _gro: bool,
 ) -> Result<(), chorus::nat::driver::DriverError> {
     Err(std::io::Error::other("--batched needs Linux (recvmmsg/sendmmsg)").into())
 }

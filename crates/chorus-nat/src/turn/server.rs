@@ -332,6 +332,9 @@ pub struct TurnServer {
     allocs: Vec<Option<Allocation>>,
     free_slots: Vec<usize>,
     by_tuple: HashMap<FiveTuple, usize>,
+    /// The last `by_tuple` hit: clients send in bursts, so most lookups on the relay
+    /// path skip hashing. Checked against the slot's tuple, so it never goes stale.
+    last_tuple: std::cell::Cell<Option<(FiveTuple, usize)>>,
     by_relay: HashMap<SocketAddr, usize>,
     per_user: HashMap<Box<str>, usize>,
     reservations: HashMap<[u8; 8], Reservation>,
@@ -494,6 +497,7 @@ impl TurnServer {
             allocs: Vec::new(),
             free_slots: Vec::new(),
             by_tuple: HashMap::new(),
+            last_tuple: std::cell::Cell::new(None),
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
             reservations: HashMap::new(),
@@ -549,7 +553,15 @@ impl TurnServer {
     }
 
     fn alloc_by_tuple(&self, tuple: &FiveTuple) -> Option<&Allocation> {
+        if let Some((t, slot)) = self.last_tuple.get()
+            && t == *tuple
+            && let Some(Some(a)) = self.allocs.get(slot)
+            && a.tuple == *tuple
+        {
+            return Some(a);
+        }
         let slot = *self.by_tuple.get(tuple)?;
+        self.last_tuple.set(Some((*tuple, slot)));
         self.allocs.get(slot)?.as_ref()
     }
 
@@ -575,7 +587,11 @@ impl TurnServer {
         transport: Transport,
         bytes: &[u8],
     ) -> Result<(), Error> {
+        // Client input arrives on a listening address: that check (a short list)
+        // spares the relay table's hash on the per-packet path.
+        let listening = self.config.server_addresses.contains(&local);
         let result = if transport == Transport::Udp
+            && !listening
             && let Some(&slot) = self.by_relay.get(&local)
         {
             self.peer_data(now, slot, local, from, bytes)
