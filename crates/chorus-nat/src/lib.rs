@@ -68,6 +68,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod ice;
+mod rate;
 pub mod server;
 pub mod stun;
 pub mod turn;

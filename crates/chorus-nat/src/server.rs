@@ -12,15 +12,16 @@
 //! refused (400); malformed requests other than unknown attributes get no answer at
 //! all; every source IP is held to a token-bucket rate.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use chorus_framing::Transmit;
 
 use crate::client::Transport;
 use crate::error::{DecodeError, Error, Limit, UsageError, Violation};
+use crate::rate::RateTable;
 use crate::stun::{Attribute, Class, Header, Limits, Message, Method, UnknownList, types};
 
 /// Per-source request rate: a token bucket keyed by source IP address.
@@ -82,72 +83,6 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_queued: 1024,
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// Tokens, in millitokens so refills need no floating point.
-    milli: u64,
-    last: Instant,
-}
-
-#[derive(Debug)]
-struct RateTable {
-    cfg: RateLimit,
-    buckets: HashMap<IpAddr, Bucket>,
-    last_purge: Option<Instant>,
-}
-
-impl RateTable {
-    fn refill(&self, b: &mut Bucket, now: Instant) {
-        let elapsed = now.saturating_duration_since(b.last);
-        let add = elapsed
-            .as_micros()
-            .saturating_mul(u128::from(self.cfg.per_second))
-            / 1000;
-        let cap = u64::from(self.cfg.burst) * 1000;
-        b.milli = u64::try_from(u128::from(b.milli).saturating_add(add).min(u128::from(cap)))
-            .unwrap_or(cap);
-        b.last = now;
-    }
-
-    fn purge(&mut self, now: Instant) {
-        let cap = u64::from(self.cfg.burst) * 1000;
-        let per_second = u64::from(self.cfg.per_second);
-        self.buckets.retain(|_, b| {
-            let elapsed = now.saturating_duration_since(b.last).as_millis();
-            u128::from(b.milli) + elapsed * u128::from(per_second) < u128::from(cap)
-        });
-        self.last_purge = Some(now);
-    }
-
-    fn allow(&mut self, now: Instant, ip: IpAddr) -> Result<(), Limit> {
-        if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.cfg.max_sources {
-            if self
-                .last_purge
-                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
-            {
-                self.purge(now);
-            }
-            if self.buckets.len() >= self.cfg.max_sources {
-                return Err(Limit::Sources(self.buckets.len()));
-            }
-        }
-        let cap = u64::from(self.cfg.burst) * 1000;
-        let mut b = self.buckets.get(&ip).copied().unwrap_or(Bucket {
-            milli: cap,
-            last: now,
-        });
-        self.refill(&mut b, now);
-        let result = if b.milli >= 1000 {
-            b.milli -= 1000;
-            Ok(())
-        } else {
-            Err(Limit::Rate)
-        };
-        self.buckets.insert(ip, b);
-        result
     }
 }
 
@@ -221,11 +156,7 @@ impl Server {
         if config.max_queued == 0 {
             return Err(UsageError::InvalidConfig("max_queued is 0").into());
         }
-        let rate = config.rate_limit.clone().map(|cfg| RateTable {
-            cfg,
-            buckets: HashMap::new(),
-            last_purge: None,
-        });
+        let rate = config.rate_limit.clone().map(RateTable::new);
         Ok(Self {
             config,
             rate,
@@ -479,14 +410,7 @@ impl Server {
     /// sources are tracked.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let rate = self.rate.as_ref()?;
-        if rate.buckets.is_empty() {
-            return None;
-        }
-        let last = rate
-            .last_purge
-            .or_else(|| rate.buckets.values().map(|b| b.last).min())?;
-        Some(last + Duration::from_secs(10))
+        self.rate.as_ref()?.next_purge()
     }
 }
 

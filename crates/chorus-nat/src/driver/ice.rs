@@ -30,13 +30,13 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::{now, wait_until};
 use crate::ice::{Agent, Candidate, Description, Event, FailReason, PathKind};
 
 /// A relayed address owned by a TURN client (or any relay): the driver sends
@@ -110,18 +110,6 @@ impl From<std::io::Error> for IceError {
 impl From<crate::Error> for IceError {
     fn from(e: crate::Error) -> Self {
         Self::Agent(e)
-    }
-}
-
-/// tokio's clock, so `#[tokio::test(start_paused = true)]` controls driver time.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-async fn wait_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
     }
 }
 

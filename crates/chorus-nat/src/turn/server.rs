@@ -80,6 +80,7 @@ use chorus_framing::{Entropy, Reader, Transmit};
 
 use crate::client::Transport;
 use crate::error::{DecodeError, Error, Limit, UnknownAttributes, UsageError, Violation};
+use crate::rate::RateTable;
 use crate::server::RateLimit;
 use crate::stun::{
     AddressFamily, AlgorithmList, Attribute, Class, HEADER_LEN, Header, Key, Limits, MAGIC_COOKIE,
@@ -296,12 +297,6 @@ struct Reservation {
     expires: Instant,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    milli: u64,
-    last: Instant,
-}
-
 /// The response context: where it goes and how it is protected.
 struct Reply {
     tuple: FiveTuple,
@@ -338,7 +333,7 @@ pub struct TurnServer {
     by_relay: HashMap<SocketAddr, usize>,
     per_user: HashMap<Box<str>, usize>,
     reservations: HashMap<[u8; 8], Reservation>,
-    buckets: HashMap<IpAddr, Bucket>,
+    rate: Option<RateTable>,
     transmits: VecDeque<(Transport, Transmit)>,
     events: VecDeque<Event>,
     next_sweep: Option<Instant>,
@@ -485,6 +480,7 @@ impl TurnServer {
             .copied()
             .chain(config.server_addresses.iter().map(SocketAddr::ip))
             .collect();
+        let rate = config.rate_limit.clone().map(RateTable::new);
         Ok(Self {
             config,
             auth,
@@ -501,7 +497,7 @@ impl TurnServer {
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
             reservations: HashMap::new(),
-            buckets: HashMap::new(),
+            rate,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_sweep: None,
@@ -861,26 +857,9 @@ impl TurnServer {
     }
 
     fn rate_allow(&mut self, now: Instant, ip: IpAddr) -> Result<(), Error> {
-        let Some(cfg) = &self.config.rate_limit else {
-            return Ok(());
-        };
-        let cap = u64::from(cfg.burst) * 1000;
-        if !self.buckets.contains_key(&ip) && self.buckets.len() >= cfg.max_sources {
-            return Err(Limit::Sources(self.buckets.len()).into());
-        }
-        let b = self.buckets.entry(ip).or_insert(Bucket {
-            milli: cap,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(b.last).as_micros();
-        let add = elapsed.saturating_mul(u128::from(cfg.per_second)) / 1000;
-        b.milli = u64::try_from((u128::from(b.milli) + add).min(u128::from(cap))).unwrap_or(cap);
-        b.last = now;
-        if b.milli >= 1000 {
-            b.milli -= 1000;
-            Ok(())
-        } else {
-            Err(Limit::Rate.into())
+        match &mut self.rate {
+            Some(rate) => Ok(rate.allow(now, ip)?),
+            None => Ok(()),
         }
     }
 
@@ -1640,15 +1619,11 @@ impl TurnServer {
             });
         }
         self.expire_reservations(now, false);
-        if let Some(cfg) = &self.config.rate_limit {
-            let cap = u128::from(cfg.burst) * 1000;
-            let per_second = u128::from(cfg.per_second);
-            self.buckets.retain(|_, b| {
-                let elapsed = now.saturating_duration_since(b.last).as_millis();
-                u128::from(b.milli) + elapsed * per_second < cap
-            });
+        if let Some(rate) = &mut self.rate {
+            rate.purge(now);
         }
-        if self.by_tuple.is_empty() && self.reservations.is_empty() && self.buckets.is_empty() {
+        let no_sources = self.rate.as_ref().is_none_or(RateTable::is_empty);
+        if self.by_tuple.is_empty() && self.reservations.is_empty() && no_sources {
             self.next_sweep = None;
         }
     }
