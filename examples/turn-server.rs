@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! cargo run --release --example turn-server -- --bind 127.0.0.1:3478 --realm example.org \
-//!     --user alice:secret --allow-loopback-peers --rfc5766-channels
+//!     --user alice:secret --allow-loopback-peers
 //! ```
 //!
 //! Any TURN client (coturn's `turnutils_uclient`, a browser's ICE agent) can allocate
-//! relayed addresses on it. Relayed addresses are taken from `--relay-ip` (by default
+//! relayed addresses on it: as a drop-in server it accepts the channel numbers of RFC
+//! 5766 (0x4000-0x7FFF), which those clients pick from, unless `--strict-channels`
+//! narrows them to RFC 8656's 0x4000-0x4FFF. Relayed addresses are taken from `--relay-ip` (by default
 //! the `--bind` address) and the port range `--relay-ports`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -33,8 +35,9 @@ OPTIONS:
     --relay-ports LO-HI    relay port range (default 49152-65535)
     --allow-loopback-peers allow peers on 127.0.0.0/8 and ::1 (for tests)
     --allow-peer CIDR      allow peers in this special-purpose prefix; repeatable
-    --rfc5766-channels     accept channel numbers 0x4000-0x7FFF (RFC 5766 clients such
-                           as coturn's turnutils_uclient), not only 0x4000-0x4FFF
+    --strict-channels      accept only RFC 8656's channel numbers 0x4000-0x4FFF (by
+                           default also RFC 5766's up to 0x7FFF, which coturn's and
+                           browsers' clients pick from)
     --max-allocations N    allocations at most (default 1000)
     --user-quota N         allocations per user at most (default 10)
     --max-lifetime SECS    longest allocation lifetime (default 3600)
@@ -61,6 +64,9 @@ struct Options {
 
 fn parse() -> Result<Option<Options>, String> {
     let mut config = TurnConfig::default();
+    // A drop-in server: RFC 5766 clients (coturn's, libwebrtc's) pick channel numbers
+    // up to 0x7FFF.
+    config.rfc5766_channels = true;
     let mut bind = SocketAddr::from(([127, 0, 0, 1], 3478));
     let mut users = Vec::new();
     let mut relay_ips: Vec<IpAddr> = Vec::new();
@@ -103,7 +109,7 @@ fn parse() -> Result<Option<Options>, String> {
                 config.relay_ports = lo..=hi;
             }
             "--allow-loopback-peers" => config.allow_loopback_peers = true,
-            "--rfc5766-channels" => config.rfc5766_channels = true,
+            "--strict-channels" => config.rfc5766_channels = false,
             "--allow-peer" => config.allowed_peers.push(
                 value("--allow-peer")?
                     .parse::<Cidr>()
