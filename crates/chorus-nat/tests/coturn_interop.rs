@@ -24,7 +24,7 @@ use chorus_nat::server::{Server, ServerConfig};
 use tokio::net::{TcpListener, UdpSocket};
 
 mod support;
-use support::{Guard, TempDir, free_port, free_rfc5780_ports, have};
+use support::{Guard, ServerThread, TempDir, free_port, free_rfc5780_ports, have};
 
 /// Starts `turnserver` on 127.0.0.1:`port` (plus 127.0.0.2 and `alt_port` for RFC
 /// 5780) with a temporary configuration file.
@@ -101,37 +101,18 @@ async fn chorus_client_learns_its_mapped_address_from_coturn() {
 
 /// Runs the Chorus server on its own thread and runtime while the test blocks on a
 /// child process.
-fn spawn_chorus_server(
-    config: ServerConfig,
-) -> (
-    std::thread::JoinHandle<()>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let server = Server::new(config.clone()).unwrap();
-            let mut udp = Vec::new();
-            for a in server.addresses() {
-                udp.push(UdpSocket::bind(a).await.unwrap());
-            }
-            let tcp = vec![TcpListener::bind(config.primary).await.unwrap()];
-            ready_tx.send(()).unwrap();
-            tokio::select! {
-                r = run_server(server, udp, tcp) => panic!("server stopped: {r:?}"),
-                _ = stop_rx => {}
-            }
-        });
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server ready");
-    (handle, stop_tx)
+fn spawn_chorus_server(config: ServerConfig) -> ServerThread {
+    ServerThread::spawn(move |ready| async move {
+        let server = Server::new(config.clone()).unwrap();
+        let mut udp = Vec::new();
+        for a in server.addresses() {
+            udp.push(UdpSocket::bind(a).await.unwrap());
+        }
+        let tcp = vec![TcpListener::bind(config.primary).await.unwrap()];
+        ready.send(()).unwrap();
+        let r = run_server(server, udp, tcp).await;
+        panic!("server stopped: {r:?}");
+    })
 }
 
 /// Runs `turnutils_stunclient` with `args`, bounded to 20 s, and returns its stdout.
@@ -180,10 +161,9 @@ fn coturn_stunclient_gets_its_reflexive_address_from_the_chorus_server() {
     let port = free_port("127.0.0.1");
     let mut config = ServerConfig::default();
     config.primary = ([127, 0, 0, 1], port).into();
-    let (thread, stop) = spawn_chorus_server(config);
+    let server = spawn_chorus_server(config);
     let text = stunclient(&["-p".into(), port.to_string(), "127.0.0.1".into()]);
-    stop.send(()).unwrap();
-    thread.join().unwrap();
+    server.stop();
     assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
 }
 
@@ -197,15 +177,14 @@ fn coturn_stunclient_sees_rfc5780_change_request_answered_from_the_other_address
     config.primary = ([127, 0, 0, 1], port).into();
     config.alternate_ip = Some([127, 0, 0, 2].into());
     config.alternate_port = Some(alt);
-    let (thread, stop) = spawn_chorus_server(config);
+    let server = spawn_chorus_server(config);
     let text = stunclient(&[
         "-f".into(),
         "-p".into(),
         port.to_string(),
         "127.0.0.1".into(),
     ]);
-    stop.send(()).unwrap();
-    thread.join().unwrap();
+    server.stop();
     let other = format!("127.0.0.2:{alt}");
     assert!(text.contains(&format!("Other addr: : {other}")), "{text}");
     // Its second request asks for a change of IP and port: answered from 127.0.0.2:alt.
@@ -270,7 +249,7 @@ fn coturn_natdiscovery_finds_endpoint_independent_behaviour_at_the_chorus_server
     config.primary = ([127, 0, 0, 1], port).into();
     config.alternate_ip = Some([127, 0, 0, 2].into());
     config.alternate_port = Some(alt);
-    let (thread, stop) = spawn_chorus_server(config);
+    let server = spawn_chorus_server(config);
     let text = run_tool(
         "turnutils_natdiscovery",
         &[
@@ -281,8 +260,7 @@ fn coturn_natdiscovery_finds_endpoint_independent_behaviour_at_the_chorus_server
             "127.0.0.1".into(),
         ],
     );
-    stop.send(()).unwrap();
-    thread.join().unwrap();
+    server.stop();
     assert!(text.contains("Endpoint Independent Mapping"), "{text}");
     assert!(text.contains("Endpoint Independent Filtering"), "{text}");
 }

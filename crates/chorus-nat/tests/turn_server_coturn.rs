@@ -19,65 +19,40 @@ use chorus_nat::turn::server::{StaticUsers, TurnConfig, TurnServer};
 use tokio::net::{TcpListener, UdpSocket};
 
 mod support;
-use support::{Guard, TempDir, free_port, have};
+use support::{Guard, ServerThread, TempDir, free_port, have};
 
-/// Runs the Chorus TURN server on its own thread and runtime on 127.0.0.1:`port`
-/// (UDP and TCP) while the test blocks on child processes; stops when the returned
-/// sender is dropped or used.
-fn spawn_chorus_turn(
-    port: u16,
-    relay_ips: Vec<std::net::IpAddr>,
-    batched: bool,
-) -> (
-    std::thread::JoinHandle<()>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let bind: SocketAddr = ([127, 0, 0, 1], port).into();
-            let mut config = TurnConfig::default();
-            config.realm = "example.org".into();
-            config.relay_ips = relay_ips;
-            // Above Linux's ephemeral range, so other tests' sockets do not collide.
-            config.relay_ports = 61000..=65535;
-            config.server_addresses = vec![bind];
-            config.allow_loopback_peers = true;
-            // uclient picks channel numbers from RFC 5766's 0x4000-0x7FFF.
-            config.rfc5766_channels = true;
-            config.max_allocations_per_user = 100;
-            let mut users = StaticUsers::new("example.org");
-            users.add("alice", "secret");
-            let core =
-                TurnServer::new(config, Box::new(users), Box::new(SystemEntropy::new())).unwrap();
-            let udp = UdpSocket::bind(bind).await.unwrap();
-            if batched {
-                ready_tx.send(()).unwrap();
-                let config = chorus_nat::driver::batch::BatchConfig::default();
-                tokio::select! {
-                    r = turn_server::run_batched(core, vec![udp], config) => panic!("stopped: {r:?}"),
-                    _ = stop_rx => {}
-                }
-                return;
-            }
+/// Runs the Chorus TURN server on 127.0.0.1:`port` (UDP and TCP, or UDP only through
+/// the batched driver) on its own thread and runtime while the test blocks on child
+/// processes.
+fn spawn_chorus_turn(port: u16, relay_ips: Vec<std::net::IpAddr>, batched: bool) -> ServerThread {
+    ServerThread::spawn(move |ready| async move {
+        let bind: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut config = TurnConfig::default();
+        config.realm = "example.org".into();
+        config.relay_ips = relay_ips;
+        // Above Linux's ephemeral range, so other tests' sockets do not collide.
+        config.relay_ports = 61000..=65535;
+        config.server_addresses = vec![bind];
+        config.allow_loopback_peers = true;
+        // uclient picks channel numbers from RFC 5766's 0x4000-0x7FFF.
+        config.rfc5766_channels = true;
+        config.max_allocations_per_user = 100;
+        let mut users = StaticUsers::new("example.org");
+        users.add("alice", "secret");
+        let core =
+            TurnServer::new(config, Box::new(users), Box::new(SystemEntropy::new())).unwrap();
+        let udp = UdpSocket::bind(bind).await.unwrap();
+        let r = if batched {
+            ready.send(()).unwrap();
+            let config = chorus_nat::driver::batch::BatchConfig::default();
+            turn_server::run_batched(core, vec![udp], config).await
+        } else {
             let tcp = TcpListener::bind(bind).await.unwrap();
-            ready_tx.send(()).unwrap();
-            turn_server::run(core, vec![udp], vec![tcp], async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server ready");
-    (handle, stop_tx)
+            ready.send(()).unwrap();
+            turn_server::run(core, vec![udp], vec![tcp], std::future::pending()).await
+        };
+        panic!("TURN server stopped: {r:?}");
+    })
 }
 
 /// Starts `turnutils_peer` (a UDP echo server) on 127.0.0.1:`port` and waits, bounded,
@@ -178,7 +153,7 @@ fn relay_round_trip_via(peer_ip: &str, extra: &[&str], batched: bool) {
     if peer_ip != "127.0.0.1" {
         relay_ips.push(peer_ip.parse().unwrap());
     }
-    let (thread, stop) = spawn_chorus_turn(port, relay_ips, batched);
+    let server = spawn_chorus_turn(port, relay_ips, batched);
     let port_s = port.to_string();
     let peer_s = peer_port.to_string();
     let mut args = vec![
@@ -187,8 +162,7 @@ fn relay_round_trip_via(peer_ip: &str, extra: &[&str], batched: bool) {
     args.extend_from_slice(extra);
     args.push("127.0.0.1");
     let (ok, text) = uclient(&args);
-    stop.send(()).unwrap();
-    thread.join().unwrap();
+    server.stop();
     assert!(ok, "uclient failed:\n{text}");
     let (sent, received) = totals(&text).unwrap_or_else(|| panic!("no totals:\n{text}"));
     assert!(sent >= 10, "{text}");
@@ -241,7 +215,7 @@ fn coturn_uclient_with_a_wrong_password_is_refused() {
         return;
     }
     let port = free_port("127.0.0.1");
-    let (thread, stop) = spawn_chorus_turn(port, vec![[127, 0, 0, 1].into()], false);
+    let server = spawn_chorus_turn(port, vec![[127, 0, 0, 1].into()], false);
     let port_s = port.to_string();
     let (ok, text) = uclient(&[
         "-u",
@@ -258,8 +232,7 @@ fn coturn_uclient_with_a_wrong_password_is_refused() {
         "1",
         "127.0.0.1",
     ]);
-    stop.send(()).unwrap();
-    thread.join().unwrap();
+    server.stop();
     assert!(!ok, "{text}");
     assert!(text.contains("Cannot complete Allocation"), "{text}");
     assert!(totals(&text).is_none_or(|(_, r)| r == 0), "{text}");

@@ -76,3 +76,61 @@ pub(crate) fn free_rfc5780_ports() -> (u16, u16) {
     }
     panic!("no free RFC 5780 port pair on 127.0.0.1/127.0.0.2");
 }
+
+/// A server the test runs on its own thread and current-thread runtime while the test
+/// itself blocks on child processes: `serve` binds, says so on `ready`, then serves.
+/// Stopped (its future dropped) when [`ServerThread::stop`] is called or it is dropped.
+pub(crate) struct ServerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    pub(crate) fn spawn<F, Fut>(serve: F) -> Self
+    where
+        F: FnOnce(std::sync::mpsc::Sender<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                tokio::select! {
+                    () = serve(ready_tx) => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("server ready");
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the server and waits for its thread (a panic there fails the test).
+    pub(crate) fn stop(mut self) {
+        assert!(self.shutdown(), "the server thread panicked");
+    }
+
+    /// Whether the thread ended without a panic.
+    fn shutdown(&mut self) -> bool {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread.take().is_none_or(|t| t.join().is_ok())
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        // During a test's own panic: do not panic again.
+        let _ = self.shutdown();
+    }
+}
