@@ -2,6 +2,8 @@
 //! they join through one seed, each publishes one user's record, each finds
 //! another's, and a search by display-name word finds its user.
 
+#![cfg(feature = "tokio")]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,6 +65,7 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
         let key = IdentityKeyPair::generate(KeySize::Rsa2048, &mut rng).unwrap();
         let node_cert = issue(&format!("sn-{i}"), &key, Role::SuperNode, 2 * i as u64);
         let user_cert = issue(&format!("user-{i}"), &key, Role::User, 2 * i as u64 + 1);
+        let key = Arc::new(key);
         let now = unix_secs(wall);
         let mut record = PresenceRecord {
             username: format!("user-{i}"),
@@ -82,6 +85,7 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
             config.clone(),
             NodeIdentity {
                 cert: Bytes::from(node_cert),
+                key: key.clone(),
             },
             verifier.clone(),
             Box::new(SystemEntropy::new()),
