@@ -88,6 +88,16 @@ pub struct Config {
     pub refresh_interval: Duration,
     /// Records this node publishes are republished this often. Default 1 hour.
     pub republish_interval: Duration,
+    /// Records this node holds for others are re-replicated (looked up and stored on
+    /// the current `replication` closest nodes) this often, plus a random 0-25 %
+    /// jitter; a record stored here again by someone else (the publisher's or
+    /// another holder's republish) restarts its timer, so a record is usually
+    /// re-replicated by one holder per interval. Default 1 hour; at most 30 days.
+    pub replicate_interval: Duration,
+    /// Most records re-replicated per maintenance round (each costs a lookup and up
+    /// to `replication` stores); the rest wait for the next round. At most half of
+    /// `max_lookups` is used for it. Default 8; 0 turns holder-side replication off.
+    pub max_replications: usize,
     /// The longest lifetime (expiry minus issue time) a record may claim. Default
     /// 72 hours (records outlive the user's last login by this much).
     pub max_record_lifetime: Duration,
@@ -157,6 +167,8 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(60),
             refresh_interval: Duration::from_secs(3600),
             republish_interval: Duration::from_secs(3600),
+            replicate_interval: Duration::from_secs(3600),
+            max_replications: 8,
             max_record_lifetime: Duration::from_secs(72 * 3600),
             max_records: 100_000,
             max_records_per_peer: 1024,
@@ -211,10 +223,12 @@ impl Config {
             (
                 self.refresh_interval <= 30 * day
                     && self.republish_interval <= 30 * day
+                    && self.replicate_interval <= 30 * day
+                    && !self.replicate_interval.is_zero()
                     && self.max_record_lifetime <= 365 * day
                     && self.cert_cache_ttl <= day,
-                "refresh and republish intervals at most 30 days, record lifetime at most a \
-                 year, cert_cache_ttl at most a day",
+                "refresh, republish and replicate intervals positive and at most 30 days, \
+                 record lifetime at most a year, cert_cache_ttl at most a day",
             ),
             (
                 (1..=1024).contains(&self.max_entries_per_word) && self.max_word_entries >= 1,
@@ -364,6 +378,7 @@ enum LookupKind {
     FindValue,
     Publish,
     Refresh,
+    Replicate,
     Join,
     Search,
     PublishWord,
@@ -437,6 +452,8 @@ struct Stored {
     record: PresenceRecord,
     bytes: Bytes,
     from: Option<NodeId>,
+    /// When this holder re-replicates the record (presence records only).
+    due: Instant,
 }
 
 #[derive(Debug)]
@@ -1290,8 +1307,11 @@ impl Node {
     ) -> Result<bool, Error> {
         let record = PresenceRecord::decode(bytes)?;
         let key = record.key();
-        if let Some(held) = self.store.get(&key) {
+        let due = self.replicate_due(now);
+        if let Some(held) = self.store.get_mut(&key) {
             if held.record == record {
+                // Someone else replicated it just now: our turn can wait.
+                held.due = held.due.max(due);
                 return Ok(true);
             }
             if !record.supersedes(&held.record) {
@@ -1333,6 +1353,7 @@ impl Node {
                 bytes: record.to_bytes(),
                 record,
                 from,
+                due,
             },
         );
         Ok(true)
@@ -1842,6 +1863,7 @@ impl Node {
             }
             LookupKind::Publish => self.store_at(now, &l.target, &closest),
             LookupKind::Refresh => {}
+            LookupKind::Replicate => self.replicate_to(now, &l.target, &closest),
             LookupKind::Join => {
                 self.joining = false;
                 if self.table.is_empty() {
@@ -1866,6 +1888,63 @@ impl Node {
                     self.push_event(Event::Bootstrapped { contacts });
                 }
             }
+        }
+    }
+
+    /// When a record stored now is next re-replicated: `replicate_interval` plus a
+    /// 0-25 % jitter, so holders do not all fire at once.
+    fn replicate_due(&mut self, now: Instant) -> Instant {
+        let interval = self.config.replicate_interval;
+        let r = self.entropy.u64().unwrap_or(0);
+        let jitter = interval.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64 / 4.0);
+        now + interval + jitter
+    }
+
+    /// Starts re-replication lookups for held records that are due: at most
+    /// `max_replications` per round and at most half of `max_lookups` in all.
+    fn replicate_due_records(&mut self, now: Instant) {
+        let running = self
+            .lookups
+            .values()
+            .filter(|l| l.kind == LookupKind::Replicate)
+            .count();
+        let budget = self
+            .config
+            .max_replications
+            .min((self.config.max_lookups / 2).saturating_sub(running));
+        if budget == 0 {
+            return;
+        }
+        let due: Vec<NodeId> = self
+            .store
+            .iter()
+            .filter(|(_, s)| s.due <= now)
+            .map(|(k, _)| *k)
+            .take(budget)
+            .collect();
+        for key in due {
+            if self
+                .start_lookup(now, LookupKind::Replicate, key, &[])
+                .is_err()
+            {
+                break;
+            }
+            let next = self.replicate_due(now);
+            if let Some(s) = self.store.get_mut(&key) {
+                s.due = next;
+            }
+        }
+    }
+
+    /// Stores a held record on the `replication` closest nodes a re-replication
+    /// lookup found (those that hold it already just acknowledge).
+    fn replicate_to(&mut self, now: Instant, key: &NodeId, closest: &[Contact]) {
+        let Some(bytes) = self.store.get(key).map(|s| s.bytes.clone()) else {
+            return;
+        };
+        for c in closest.iter().take(self.config.replication) {
+            let body = Body::Store { record: &bytes };
+            let _ = self.send_request(now, c.addr, Some(c.id), body, Purpose::Store { op: None });
         }
     }
 
@@ -2007,6 +2086,7 @@ impl Node {
             bytes: record.to_bytes(),
             record,
             from,
+            due: now,
         });
         self.word_entries = self.word_entries.saturating_sub(removed) + 1;
         Ok(true)
@@ -2274,6 +2354,7 @@ impl Node {
             }
             self.publish_words(now, key, &words);
         }
+        self.replicate_due_records(now);
         // Refresh buckets nobody looked into for a while.
         if let Some(before) = now.checked_sub(self.config.refresh_interval) {
             let stale = self.table.stale_levels(before);
@@ -2429,6 +2510,26 @@ mod tests {
                 }
             }
             events
+        }
+
+        /// Runs the network for `d` of virtual time, a timer round every 30 s.
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                self.now += Duration::from_secs(30);
+                let now = self.now;
+                for n in &mut self.nodes {
+                    n.handle_timeout(now);
+                }
+                self.settle();
+            }
+        }
+
+        /// Online nodes holding `name`'s record.
+        fn holders(&self, name: &str) -> Vec<usize> {
+            (0..self.nodes.len())
+                .filter(|&i| !self.down[i] && self.nodes[i].record(name).is_some())
+                .collect()
         }
 
         fn record(&self, name: &str, version: u64) -> PresenceRecord {
@@ -2995,6 +3096,71 @@ mod tests {
                     UNIX_EPOCH
                 )
                 .is_ok()
+        );
+    }
+
+    /// Publishes a record, takes its publisher offline for good, then crashes two
+    /// of its online holders every 90 minutes, four times (9 of 24 nodes down).
+    /// Returns the online holders at the end and what a lookup finds.
+    fn replicas_after_churn(max_replications: usize) -> (usize, Option<PresenceRecord>) {
+        let mut config = Config::default();
+        config.replication = 4;
+        config.max_replications = max_replications;
+        let mut net = Net::new(24, &config);
+        let r = net.record("kate", 1);
+        net.nodes[0].publish(net.now, r).unwrap();
+        net.settle();
+        assert!(net.holders("kate").len() >= 4);
+        net.down[0] = true;
+        for _ in 0..4 {
+            for h in net.holders("kate").into_iter().take(2) {
+                net.down[h] = true;
+            }
+            net.advance(Duration::from_secs(90 * 60));
+        }
+        let holders = net.holders("kate").len();
+        let asker = (1..24)
+            .find(|&i| !net.down[i] && net.nodes[i].record("kate").is_none())
+            .unwrap();
+        net.nodes[asker].find_user(net.now, "kate").unwrap();
+        let events = net.settle();
+        let found = lookups(&events).first().and_then(|o| o.record.clone());
+        (holders, found)
+    }
+
+    #[test]
+    fn holders_re_replicate_so_records_outlive_their_publisher_and_churn() {
+        let (holders, found) = replicas_after_churn(Config::default().max_replications);
+        assert!(holders >= 3, "{holders} online holders");
+        assert_eq!(found.map(|r| r.username), Some("kate".to_owned()));
+        // Without holder-side replication the same churn loses the record.
+        let (holders, found) = replicas_after_churn(0);
+        assert_eq!(holders, 0);
+        assert_eq!(found, None);
+    }
+
+    #[test]
+    fn a_record_stored_again_by_someone_else_postpones_its_replication() {
+        let mut net = Net::new(3, &Config::default());
+        let r = net.record("liam", 1);
+        let now = net.now;
+        net.nodes[1].accept_store(now, &r.to_bytes(), None).unwrap();
+        let first = net.nodes[1].store[&r.key()].due;
+        assert!(first >= now + Duration::from_secs(3600));
+        assert!(first <= now + Duration::from_secs(4500));
+        // Half an hour later another holder's replication stores it again.
+        let later = now + Duration::from_secs(1800);
+        net.nodes[1]
+            .accept_store(later, &r.to_bytes(), None)
+            .unwrap();
+        assert!(net.nodes[1].store[&r.key()].due >= later + Duration::from_secs(3600));
+        // Before it is due, maintenance starts no replication lookup.
+        net.nodes[1].handle_timeout(later + Duration::from_secs(60));
+        assert!(
+            !net.nodes[1]
+                .lookups
+                .values()
+                .any(|l| l.kind == LookupKind::Replicate)
         );
     }
 }
