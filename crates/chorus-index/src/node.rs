@@ -370,6 +370,10 @@ pub struct Stats {
     pub penalized: u64,
     /// Datagrams or events dropped because the caller did not drain the queues.
     pub overflow: u64,
+    /// Requests sent with a possession challenge (to a node not yet proven).
+    pub challenges: u64,
+    /// Proofs of possession signed (an RSA signature each in production).
+    pub proofs_signed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1100,6 +1104,7 @@ impl Node {
             return Ok(p.clone());
         }
         let sig = self.signer.sign(&possession_message(&nonce, &requester))?;
+        self.stats.proofs_signed += 1;
         while self.proofs.len() >= self.config.proof_cache {
             let Some(old) = self.proof_order.pop_front() else {
                 break;
@@ -1160,11 +1165,17 @@ impl Node {
     }
 
     /// A verified certificate sent us a request from `contact.addr`: refresh the
-    /// contact if it is proven, else challenge it (a Ping with a nonce) once; it
-    /// enters the routing table when it answers with a valid proof.
+    /// contact if it is proven, else, if its bucket has room, challenge it (a Ping
+    /// with a nonce) once; it enters the routing table when it answers with a valid
+    /// proof.
     fn heard_from(&mut self, contact: Contact, now: Instant) {
         if self.is_proven(&contact.id, contact.addr, now) {
             self.seen(contact, now);
+            return;
+        }
+        if !self.table.has_room(&contact.id) {
+            // It could only wait as a replacement: not worth a challenge (and maybe
+            // a signature). Replacements also come from answers to our requests.
             return;
         }
         let challenged = self
@@ -2136,6 +2147,7 @@ impl Node {
         let nonce = expect
             .is_none_or(|id| !self.is_proven(&id, to, now))
             .then(|| self.nonce_for(to, now));
+        self.stats.challenges += u64::from(nonce.is_some());
         let payload = Message {
             network: self.config.network,
             txid,
