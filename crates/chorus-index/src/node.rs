@@ -2345,6 +2345,9 @@ impl Node {
         self.word_entries = self.word_entries.saturating_sub(removed);
         self.words.retain(|_, v| !v.is_empty());
         self.rate.forget_idle(now);
+        // Proofs older than `cert_cache_ttl` no longer count: forget them.
+        let ttl = self.config.cert_cache_ttl;
+        self.verified.retain(|_, (_, at)| now < *at + ttl);
         // Republish what is due.
         let due: Vec<NodeId> = self
             .published
