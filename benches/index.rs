@@ -127,6 +127,8 @@ fn message(c: &mut Criterion) {
         network: 1,
         txid: 42,
         sender_cert: &cert,
+        nonce: None,
+        proof: None,
         body: Body::Nodes { nodes },
     };
     let bytes = msg.to_bytes();
@@ -156,6 +158,7 @@ fn node(c: &mut Criterion) {
         Config::default(),
         NodeIdentity {
             cert: verifier.node_cert(0),
+            key: verifier.node_key(0),
         },
         verifier.clone(),
         Box::new(SeededEntropy::new(3)),
@@ -175,6 +178,8 @@ fn node(c: &mut Criterion) {
                 network: DEFAULT_NETWORK,
                 txid: i,
                 sender_cert: &cert,
+                nonce: None,
+                proof: None,
                 body: Body::FindNode {
                     target: random_id(&mut e),
                 },

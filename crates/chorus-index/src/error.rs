@@ -44,6 +44,9 @@ pub enum Violation {
     WrongNetwork(u32),
     /// A request from our own node id (a reflected or looped datagram).
     FromSelf,
+    /// An answer to a possession challenge without a valid signature by the key the
+    /// sender's certificate names: the sender replays someone else's certificate.
+    BadProof,
 }
 
 /// A configured bound was reached. The input was refused; state is unchanged.
@@ -104,6 +107,7 @@ impl fmt::Display for Violation {
             Self::Unsolicited => f.write_str("response without a request"),
             Self::WrongNetwork(n) => write!(f, "message for network {n:#010x}"),
             Self::FromSelf => f.write_str("message from our own node id"),
+            Self::BadProof => f.write_str("no proof of possession of the certified key"),
         }
     }
 }

@@ -13,7 +13,7 @@ use ring::digest;
 use crate::error::Violation;
 use crate::message::Message;
 use crate::node::{Config, Node, NodeIdentity};
-use crate::record::{PresenceRecord, Verifier};
+use crate::record::{PresenceRecord, Signer, Verifier};
 
 /// Accepts any certificate of 1-64 bytes (the node id is its hash) and any record
 /// whose signature is the first 16 bytes of SHA-256 of its signed message: cheap,
@@ -31,6 +31,21 @@ impl Verifier for FuzzVerifier {
         Ok(NodeId(id))
     }
 
+    fn verify_possession(
+        &self,
+        cert: &[u8],
+        message: &[u8],
+        signature: &[u8],
+        now: SystemTime,
+    ) -> Result<(), Violation> {
+        self.verify_node(cert, now)?;
+        if signature == FuzzSigner::sig(cert, message) {
+            Ok(())
+        } else {
+            Err(Violation::BadProof)
+        }
+    }
+
     fn verify_record(&self, record: &PresenceRecord, _: SystemTime) -> Result<(), Violation> {
         let d = digest::digest(&digest::SHA256, &record.signed_message());
         if record.signature.as_ref() == d.as_ref().get(..16).unwrap_or_default() {
@@ -38,6 +53,26 @@ impl Verifier for FuzzVerifier {
         } else {
             Err(Violation::BadSignature)
         }
+    }
+}
+
+/// The key of the fuzz verifier's certificates: a signature is the first 16 bytes
+/// of SHA-256 over the certificate and the message.
+#[derive(Debug)]
+pub struct FuzzSigner(pub &'static [u8]);
+
+impl FuzzSigner {
+    fn sig(cert: &[u8], message: &[u8]) -> Vec<u8> {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(cert);
+        ctx.update(message);
+        ctx.finish().as_ref().get(..16).unwrap_or_default().to_vec()
+    }
+}
+
+impl Signer for FuzzSigner {
+    fn sign(&self, message: &[u8]) -> Result<bytes::Bytes, chorus_framing::EntropyError> {
+        Ok(Self::sig(self.0, message).into())
     }
 }
 
@@ -72,6 +107,7 @@ pub fn node_input(data: &[u8]) {
     let t0 = Instant::now();
     let identity = NodeIdentity {
         cert: bytes::Bytes::from_static(b"fuzz node"),
+        key: Arc::new(FuzzSigner(b"fuzz node")),
     };
     let Ok(mut node) = Node::new(
         Config::default(),
@@ -145,6 +181,9 @@ mod seeds {
             "store",
             "store-ack",
             "leave",
+            "store-word",
+            "ping-nonce",
+            "pong-proof",
         ];
         for dir in ["index_message", "index_node"] {
             std::fs::create_dir_all(format!("{root}/{dir}")).unwrap();

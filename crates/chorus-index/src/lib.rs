@@ -45,8 +45,9 @@
 //! let verifier: Arc<dyn Verifier> = Arc::new(CertVerifier::new(Arc::new(trust)));
 //! let mut nodes = Vec::new();
 //! for name in ["sn-0", "sn-1"] {
-//!     let (_, cert) = certify(name, Role::SuperNode)?;
-//!     let identity = NodeIdentity { cert }; // the node id is derived from it
+//!     let (key, cert) = certify(name, Role::SuperNode)?;
+//!     // The node id is derived from the certificate; the key proves the node holds it.
+//!     let identity = NodeIdentity { cert, key: Arc::new(key) };
 //!     nodes.push(Node::new(Config::default(), identity, verifier.clone(),
 //!                          Box::new(SystemEntropy::new()), t0, wall)?);
 //! }

@@ -12,6 +12,9 @@
 //!   0x0005 record        one encoded record (presence record or search entry)
 //!   0x0006 stored        u8: 1 if a Store was accepted
 //!   0x0007 records       search results: u16-length-prefixed records, at most 16
+//!   0x0008 nonce         16 bytes (requests): "prove you hold your certified key"
+//!   0x0009 proof         the responder's signature over the nonce (responses),
+//!                        at most 512 bytes; see [`possession_message`]
 //! ```
 //!
 //! | kind | message | attributes | answer |
@@ -28,7 +31,10 @@
 //! | 10 | StoreWord | target (word key), record | StoreAck |
 //!
 //! Every message carries the sender's certificate, so a receiver can derive and
-//! check the sender's node id; the transaction id is echoed by the answer.
+//! check the sender's node id; the transaction id is echoed by the answer. A request
+//! to a node not yet proven to hold its certified key carries a nonce, and the answer
+//! must carry a proof: the responder's signature over [`possession_message`], made
+//! with the key its certificate names (a certificate alone can be replayed).
 #![cfg_attr(
     not(test),
     deny(
@@ -43,6 +49,7 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chorus_crypto::cert::{MAX_CERT_LEN, NodeId};
+use chorus_crypto::identity::MAX_SIGNATURE_LEN;
 use chorus_framing::tlv::{Attributes, TlvLimits};
 use chorus_framing::{DatagramHeader, DatagramType, Reader};
 
@@ -55,7 +62,24 @@ pub const MAX_NODES: usize = 20;
 pub const MAX_RECORDS: usize = 16;
 /// Longest encoded message (fits a 1,500-byte-MTU path only for small certificates;
 /// the index sends at most this in one UDP datagram).
-pub const MAX_MESSAGE_LEN: usize = 16 + 8 * 4 + 1 + MAX_CERT_LEN + 32 + MAX_NODES * 51 + 16_384;
+pub const MAX_MESSAGE_LEN: usize =
+    16 + 9 * 4 + 1 + MAX_CERT_LEN + MAX_SIGNATURE_LEN + 32 + MAX_NODES * 51 + 16_384;
+/// Length of a possession challenge nonce.
+pub const NONCE_LEN: usize = 16;
+/// Domain separation for proofs of key possession.
+const POSSESSION_CONTEXT: &[u8] = b"chorus index possession v1\0";
+
+/// The bytes a responder signs to prove it holds the key its certificate names: a
+/// context string, the requester's nonce and the requester's node id (so a proof made
+/// for one requester is worthless to another).
+#[must_use]
+pub fn possession_message(nonce: &[u8; NONCE_LEN], requester: &NodeId) -> Vec<u8> {
+    let mut m = Vec::with_capacity(POSSESSION_CONTEXT.len() + NONCE_LEN + 32);
+    m.extend_from_slice(POSSESSION_CONTEXT);
+    m.extend_from_slice(nonce);
+    m.extend_from_slice(&requester.0);
+    m
+}
 
 const KIND: u16 = 0x0001;
 const SENDER_CERT: u16 = 0x0002;
@@ -64,7 +88,19 @@ const NODES: u16 = 0x0004;
 const RECORD: u16 = 0x0005;
 const STORED: u16 = 0x0006;
 const RECORDS: u16 = 0x0007;
-const KNOWN: [u16; 7] = [KIND, SENDER_CERT, TARGET, NODES, RECORD, STORED, RECORDS];
+const NONCE: u16 = 0x0008;
+const PROOF: u16 = 0x0009;
+const KNOWN: [u16; 9] = [
+    KIND,
+    SENDER_CERT,
+    TARGET,
+    NODES,
+    RECORD,
+    STORED,
+    RECORDS,
+    NONCE,
+    PROOF,
+];
 
 /// A node in the index: its id and where it listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,6 +179,19 @@ impl Body<'_> {
         }
     }
 
+    /// Whether this message is a request that expects an answer.
+    #[must_use]
+    pub const fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Self::Ping
+                | Self::FindNode { .. }
+                | Self::FindValue { .. }
+                | Self::Store { .. }
+                | Self::StoreWord { .. }
+        )
+    }
+
     /// Whether this message answers a request (and so must match one in flight).
     #[must_use]
     pub const fn is_response(&self) -> bool {
@@ -162,6 +211,12 @@ pub struct Message<'a> {
     pub txid: u64,
     /// The sender's super node certificate, encoded.
     pub sender_cert: &'a [u8],
+    /// A request's possession challenge (requests only).
+    pub nonce: Option<[u8; NONCE_LEN]>,
+    /// A response's proof of key possession: the sender's signature over
+    /// [`possession_message`] of the request's nonce (responses only, at most 512
+    /// bytes).
+    pub proof: Option<&'a [u8]>,
     /// What the message says.
     pub body: Body<'a>,
 }
@@ -244,7 +299,12 @@ impl<'a> Message<'a> {
             Body::StoreWord { record, .. } => 4 + 32 + 4 + record.len(),
             Body::StoreAck { .. } => 5,
         };
-        16 + 5 + 4 + self.sender_cert.len() + body
+        16 + 5
+            + 4
+            + self.sender_cert.len()
+            + self.nonce.map_or(0, |n| 4 + n.len())
+            + self.proof.map_or(0, |p| 4 + p.len())
+            + body
     }
 
     /// Appends the datagram. Lists longer than their maximum, or values longer than
@@ -253,6 +313,16 @@ impl<'a> Message<'a> {
     pub fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(self.encoded_len());
         DatagramHeader::new(DatagramType::Index, self.network, self.txid).encode(dst);
+        // The optional challenge and proof come first, so that no strict prefix of
+        // a message is itself a valid message.
+        if let Some(n) = &self.nonce {
+            put_attr_header(dst, NONCE, n.len());
+            dst.put_slice(n);
+        }
+        if let Some(p) = self.proof {
+            put_attr_header(dst, PROOF, p.len());
+            dst.put_slice(p);
+        }
         put_attr_header(dst, KIND, 1);
         dst.put_u8(self.body.kind());
         put_attr_header(dst, SENDER_CERT, self.sender_cert.len());
@@ -322,7 +392,7 @@ impl<'a> Message<'a> {
     /// datagram of another type, [`DecodeError::TooLong`] beyond
     /// [`MAX_MESSAGE_LEN`] or a list's bound, TLV errors, and
     /// [`DecodeError::BadAttributeValue`] for an unknown kind, a missing or extra
-    /// attribute for that kind.
+    /// attribute for that kind (a nonce on a response, a proof on a request).
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         if bytes.len() > MAX_MESSAGE_LEN {
             return Err(DecodeError::TooLong {
@@ -413,10 +483,34 @@ impl<'a> Message<'a> {
             ),
             _ => return Err(DecodeError::BadAttributeValue(KIND)),
         };
-        if let Some((ty, _)) = attrs
-            .iter()
-            .find(|(ty, _)| *ty != KIND && *ty != SENDER_CERT && !allowed.contains(ty))
+        let nonce = attrs
+            .get::<&[u8]>(NONCE)?
+            .map(|n| {
+                <[u8; NONCE_LEN]>::try_from(n).map_err(|_| DecodeError::BadAttributeLength {
+                    attr: NONCE,
+                    len: n.len(),
+                })
+            })
+            .transpose()?;
+        let proof = attrs.get::<&[u8]>(PROOF)?;
+        if let Some(p) = proof
+            && p.len() > MAX_SIGNATURE_LEN
         {
+            return Err(DecodeError::TooLong {
+                len: p.len(),
+                max: MAX_SIGNATURE_LEN,
+            });
+        }
+        // Kinds 1, 3, 5, 7 and 10 are requests (may carry a nonce); 2, 4, 6 and 8
+        // answers (may carry a proof); a Leave carries neither.
+        let (nonce_ok, proof_ok) = (body.is_request(), body.is_response());
+        if let Some((ty, _)) = attrs.iter().find(|(ty, _)| {
+            *ty != KIND
+                && *ty != SENDER_CERT
+                && !allowed.contains(ty)
+                && !(*ty == NONCE && nonce_ok)
+                && !(*ty == PROOF && proof_ok)
+        }) {
             return Err(DecodeError::BadAttributeValue(ty));
         }
         if let Body::Value { records, .. } = &body
@@ -429,6 +523,8 @@ impl<'a> Message<'a> {
             network: header.connection_id,
             txid: header.sequence,
             sender_cert,
+            nonce,
+            proof,
             body,
         })
     }
@@ -455,7 +551,7 @@ pub(crate) mod tests {
     }
 
     type Owned = (
-        u32,
+        (u32, Option<[u8; 16]>, Option<Vec<u8>>),
         u64,
         Vec<u8>,
         u8,
@@ -468,7 +564,11 @@ pub(crate) mod tests {
 
     fn arb_owned() -> impl Strategy<Value = Owned> {
         (
-            any::<u32>(),
+            (
+                any::<u32>(),
+                proptest::option::of(any::<[u8; 16]>()),
+                proptest::option::of(vec(any::<u8>(), 0..=512)),
+            ),
             any::<u64>(),
             vec(any::<u8>(), 0..200),
             1u8..11,
@@ -481,7 +581,7 @@ pub(crate) mod tests {
     }
 
     fn build(o: &Owned) -> Message<'_> {
-        let (network, txid, cert, kind, target, nodes, record, records, stored) = o;
+        let ((network, nonce, proof), txid, cert, kind, target, nodes, record, records, stored) = o;
         let target = NodeId(*target);
         let body = match kind {
             1 => Body::Ping,
@@ -510,6 +610,8 @@ pub(crate) mod tests {
             network: *network,
             txid: *txid,
             sender_cert: cert,
+            nonce: nonce.filter(|_| body.is_request()),
+            proof: proof.as_deref().filter(|_| body.is_response()),
             body,
         }
     }
@@ -547,10 +649,32 @@ pub(crate) mod tests {
                     network: 7,
                     txid: 42,
                     sender_cert: b"cert",
+                    nonce: None,
+                    proof: None,
                     body,
                 }
                 .to_bytes()
             })
+            .chain([
+                Message {
+                    network: 7,
+                    txid: 43,
+                    sender_cert: b"cert",
+                    nonce: Some([5; NONCE_LEN]),
+                    proof: None,
+                    body: Body::Ping,
+                }
+                .to_bytes(),
+                Message {
+                    network: 7,
+                    txid: 43,
+                    sender_cert: b"cert",
+                    nonce: None,
+                    proof: Some(&[6; 64]),
+                    body: Body::Pong,
+                }
+                .to_bytes(),
+            ])
             .collect()
     }
 
@@ -577,6 +701,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn nonces_only_on_requests_and_proofs_only_on_answers() {
+        // samples()[8] is a Ping with a nonce, [9] a Pong with a proof; swap kinds.
+        let kind_at = |extra: usize| 16 + 4 + extra + 4;
+        let mut ping = BytesMut::from(&samples()[8][..]);
+        let mut pong = BytesMut::from(&samples()[9][..]);
+        assert!(Message::decode(&ping).unwrap().nonce.is_some());
+        assert!(Message::decode(&pong).unwrap().proof.is_some());
+        // The kind's value follows the header, the nonce or proof, and its TLV header.
+        let (i, j) = (kind_at(16), kind_at(64));
+        ping[i] = 2;
+        pong[j] = 1;
+        assert_eq!(
+            Message::decode(&ping),
+            Err(DecodeError::BadAttributeValue(NONCE))
+        );
+        assert_eq!(
+            Message::decode(&pong),
+            Err(DecodeError::BadAttributeValue(PROOF))
+        );
+    }
+
+    #[test]
     fn other_datagram_types_are_not_index_messages() {
         let mut b = BytesMut::from(&samples()[0][..]);
         b[1] = DatagramType::Control as u8;
@@ -598,7 +744,7 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn mutated_samples_never_panic(i in any::<prop::sample::Index>(), s in 0usize..8, v in any::<u8>()) {
+        fn mutated_samples_never_panic(i in any::<prop::sample::Index>(), s in 0usize..10, v in any::<u8>()) {
             let mut b = samples()[s].to_vec();
             let at = i.index(b.len());
             b[at] = v;

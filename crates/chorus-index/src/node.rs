@@ -47,9 +47,9 @@ use chorus_framing::{Entropy, Transmit};
 
 use crate::error::{Error, Limit, UsageError, Violation};
 use crate::id::{closer, distance, random_in_bucket, user_key, word_key};
-use crate::message::{Body, Contact, MAX_NODES, Message};
+use crate::message::{Body, Contact, MAX_NODES, Message, NONCE_LEN, possession_message};
 use crate::rate::RateLimiter;
-use crate::record::{PresenceRecord, Verifier, unix_secs};
+use crate::record::{PresenceRecord, Signer, Verifier, unix_secs};
 use crate::table::{Insert, RoutingTable, TableConfig};
 
 /// The default network id: "CHOR".
@@ -88,6 +88,16 @@ pub struct Config {
     pub refresh_interval: Duration,
     /// Records this node publishes are republished this often. Default 1 hour.
     pub republish_interval: Duration,
+    /// Records this node holds for others are re-replicated (looked up and stored on
+    /// the current `replication` closest nodes) this often, plus a random 0-25 %
+    /// jitter; a record stored here again by someone else (the publisher's or
+    /// another holder's republish) restarts its timer, so a record is usually
+    /// re-replicated by one holder per interval. Default 1 hour; at most 30 days.
+    pub replicate_interval: Duration,
+    /// Most records re-replicated per maintenance round (each costs a lookup and up
+    /// to `replication` stores); the rest wait for the next round. At most half of
+    /// `max_lookups` is used for it. Default 8; 0 turns holder-side replication off.
+    pub max_replications: usize,
     /// The longest lifetime (expiry minus issue time) a record may claim. Default
     /// 72 hours (records outlive the user's last login by this much).
     pub max_record_lifetime: Duration,
@@ -127,8 +137,19 @@ pub struct Config {
     /// hash instead of an RSA verification. Default 1,024; 0 disables the cache.
     pub cert_cache: usize,
     /// How long a verified certificate is trusted without checking it again (a
-    /// revoked or expired certificate is accepted at most this long). Default 600 s.
+    /// revoked or expired certificate is accepted at most this long); also how long
+    /// a contact that proved possession of its key stays proven outside the routing
+    /// table. Default 600 s.
     pub cert_cache_ttl: Duration,
+    /// Contacts (id and address) remembered as having proved possession of their
+    /// certified key, besides those in the routing table. Default 4,096; at least 16.
+    pub max_verified: usize,
+    /// Proofs of possession this node made, remembered by requester and nonce so a
+    /// repeated challenge costs no second signature. Default 256; at least 1.
+    pub proof_cache: usize,
+    /// Rate-limit tokens a request carrying a possession challenge costs (answering
+    /// it may cost an RSA signature). Default 10.
+    pub proof_cost: f32,
 }
 
 impl Default for Config {
@@ -146,6 +167,8 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(60),
             refresh_interval: Duration::from_secs(3600),
             republish_interval: Duration::from_secs(3600),
+            replicate_interval: Duration::from_secs(3600),
+            max_replications: 8,
             max_record_lifetime: Duration::from_secs(72 * 3600),
             max_records: 100_000,
             max_records_per_peer: 1024,
@@ -164,6 +187,9 @@ impl Default for Config {
             max_search_results: 32,
             cert_cache: 1024,
             cert_cache_ttl: Duration::from_secs(600),
+            max_verified: 4096,
+            proof_cache: 256,
+            proof_cost: 10.0,
         }
     }
 }
@@ -184,7 +210,12 @@ impl Config {
     fn validate(&self) -> Result<(), &'static str> {
         self.table.validate()?;
         let day = Duration::from_secs(86_400);
-        let checks: [(bool, &'static str); 15] = [
+        let checks: [(bool, &'static str); 16] = [
+            (
+                self.max_verified >= 16 && self.proof_cache >= 1 && self.proof_cost >= 1.0,
+                "max_verified must be at least 16, proof_cache at least 1, proof_cost at \
+                 least 1",
+            ),
             (
                 self.request_timeout <= day && self.maintenance_interval <= day,
                 "request_timeout and maintenance_interval must be at most a day",
@@ -192,10 +223,12 @@ impl Config {
             (
                 self.refresh_interval <= 30 * day
                     && self.republish_interval <= 30 * day
+                    && self.replicate_interval <= 30 * day
+                    && !self.replicate_interval.is_zero()
                     && self.max_record_lifetime <= 365 * day
                     && self.cert_cache_ttl <= day,
-                "refresh and republish intervals at most 30 days, record lifetime at most a \
-                 year, cert_cache_ttl at most a day",
+                "refresh, republish and replicate intervals positive and at most 30 days, \
+                 record lifetime at most a year, cert_cache_ttl at most a day",
             ),
             (
                 (1..=1024).contains(&self.max_entries_per_word) && self.max_word_entries >= 1,
@@ -251,12 +284,26 @@ impl Config {
     }
 }
 
-/// Who this node is: its super node certificate (encoded). The node id is derived
-/// from the certified key by the [`Verifier`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who this node is: its super node certificate (encoded) and the key it names. The
+/// node id is derived from the certified key by the [`Verifier`]; the key signs the
+/// nonces of peers that challenge this node to prove it is not replaying the
+/// certificate.
+#[derive(Clone)]
 pub struct NodeIdentity {
     /// The encoded certificate, sent with every message.
     pub cert: Bytes,
+    /// The certified key (an [`IdentityKeyPair`](chorus_crypto::identity::IdentityKeyPair)
+    /// in production).
+    pub key: Arc<dyn Signer>,
+}
+
+impl core::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NodeIdentity")
+            .field("cert_len", &self.cert.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Names a lookup started by a command; its outcome carries the same id.
@@ -323,6 +370,10 @@ pub struct Stats {
     pub penalized: u64,
     /// Datagrams or events dropped because the caller did not drain the queues.
     pub overflow: u64,
+    /// Requests sent with a possession challenge (to a node not yet proven).
+    pub challenges: u64,
+    /// Proofs of possession signed (an RSA signature each in production).
+    pub proofs_signed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,6 +382,7 @@ enum LookupKind {
     FindValue,
     Publish,
     Refresh,
+    Replicate,
     Join,
     Search,
     PublishWord,
@@ -395,6 +447,8 @@ struct Pending {
     purpose: Purpose,
     payload: Bytes,
     tries: u8,
+    /// The possession challenge the request carried, if the peer was not proven.
+    nonce: Option<[u8; NONCE_LEN]>,
 }
 
 #[derive(Debug)]
@@ -402,6 +456,8 @@ struct Stored {
     record: PresenceRecord,
     bytes: Bytes,
     from: Option<NodeId>,
+    /// When this holder re-replicates the record (presence records only).
+    due: Instant,
 }
 
 #[derive(Debug)]
@@ -423,7 +479,15 @@ pub struct Node {
     cert: Bytes,
     id: NodeId,
     verifier: Arc<dyn Verifier>,
+    signer: Arc<dyn Signer>,
     entropy: Box<dyn Entropy>,
+    /// Keys the possession challenges (nonces) this node sends.
+    challenge_secret: [u8; 32],
+    /// Contacts that proved possession of their key: id -> (address, when).
+    verified: BTreeMap<NodeId, (SocketAddr, Instant)>,
+    /// Proofs made for (requester, nonce), oldest first for eviction.
+    proofs: BTreeMap<(NodeId, [u8; NONCE_LEN]), Bytes>,
+    proof_order: VecDeque<(NodeId, [u8; NONCE_LEN])>,
     anchor: (Instant, SystemTime),
     table: RoutingTable,
     store: BTreeMap<NodeId, Stored>,
@@ -466,17 +530,24 @@ impl Node {
     /// # Errors
     /// [`UsageError::InvalidConfig`] for a configuration out of bounds;
     /// [`Violation::BadNodeCertificate`] if the node's own certificate does not
-    /// verify.
+    /// verify, [`Violation::BadProof`] if its key is not the one the certificate
+    /// names; [`Error::Entropy`] if the entropy source or signing fails.
     pub fn new(
         config: Config,
         identity: NodeIdentity,
         verifier: Arc<dyn Verifier>,
-        entropy: Box<dyn Entropy>,
+        mut entropy: Box<dyn Entropy>,
         now: Instant,
         wall: SystemTime,
     ) -> Result<Self, Error> {
         config.validate().map_err(UsageError::InvalidConfig)?;
         let id = verifier.verify_node(&identity.cert, wall)?;
+        let mut challenge_secret = [0u8; 32];
+        entropy.fill(&mut challenge_secret)?;
+        // A key that does not match the certificate would fail every challenge.
+        let probe = possession_message(&[0; NONCE_LEN], &id);
+        let sig = identity.key.sign(&probe)?;
+        verifier.verify_possession(&identity.cert, &probe, &sig, wall)?;
         let table =
             RoutingTable::new(id, config.table.clone()).map_err(UsageError::InvalidConfig)?;
         let rate = RateLimiter::new(config.rate_limit, config.rate_burst, config.max_rate_peers);
@@ -486,7 +557,12 @@ impl Node {
             cert: identity.cert,
             id,
             verifier,
+            signer: identity.key,
             entropy,
+            challenge_secret,
+            verified: BTreeMap::new(),
+            proofs: BTreeMap::new(),
+            proof_order: VecDeque::new(),
             anchor: (now, wall),
             table,
             store: BTreeMap::new(),
@@ -582,6 +658,8 @@ impl Node {
                 })
                 .sum::<usize>()
             + self.certs.len() * 96
+            + self.verified.len() * 96
+            + self.proofs.values().map(|p| 128 + p.len()).sum::<usize>()
             + self.per_peer.len() * 64
             + self.rate.memory_bytes()
             + self.pending.len() * (64 + size_of::<Pending>())
@@ -895,6 +973,10 @@ impl Node {
         let cost = match &msg.body {
             Body::FindValue { key } if self.words.contains_key(key) => self.config.search_cost,
             _ => 1.0,
+        } + if msg.nonce.is_some() {
+            self.config.proof_cost
+        } else {
+            0.0
         };
         if !self.rate.allow(from.ip(), now, cost) {
             return Err(Limit::RateLimited.into());
@@ -908,9 +990,21 @@ impl Node {
             addr: from,
         };
         if let Body::Leave = msg.body {
-            self.table.remove(&sender, now);
+            // Only the contact at that address leaves: a node replaying the
+            // certificate from elsewhere cannot evict its owner.
+            if self
+                .table
+                .get(&sender)
+                .is_some_and(|e| e.contact.addr == from)
+            {
+                self.table.remove(&sender, now);
+            }
             return Ok(());
         }
+        let proof = match msg.nonce {
+            Some(nonce) => Some(self.prove(sender, nonce)?),
+            None => None,
+        };
         let answer = match msg.body {
             Body::Ping => Body::Pong,
             Body::FindNode { target } => Body::Nodes {
@@ -939,6 +1033,8 @@ impl Node {
                     network: self.config.network,
                     txid: msg.txid,
                     sender_cert: &self.cert,
+                    nonce: None,
+                    proof: proof.as_deref(),
                     body: Body::Value {
                         record: record.as_deref(),
                         records: records.iter().map(|b| &b[..]).collect(),
@@ -947,7 +1043,7 @@ impl Node {
                 }
                 .to_bytes();
                 self.queue(Transmit::new(from, payload));
-                self.seen(contact, now);
+                self.heard_from(contact, now);
                 return Ok(());
             }
             Body::StoreWord { key, record } => {
@@ -991,12 +1087,110 @@ impl Node {
             network: self.config.network,
             txid: msg.txid,
             sender_cert: &self.cert,
+            nonce: None,
+            proof: proof.as_deref(),
             body: answer,
         }
         .to_bytes();
         self.queue(Transmit::new(from, payload));
-        self.seen(contact, now);
+        self.heard_from(contact, now);
         Ok(())
+    }
+
+    /// Our proof of key possession for `requester`'s `nonce`: signed once (RSA costs
+    /// about 0.5 ms), then answered from a bounded cache.
+    fn prove(&mut self, requester: NodeId, nonce: [u8; NONCE_LEN]) -> Result<Bytes, Error> {
+        if let Some(p) = self.proofs.get(&(requester, nonce)) {
+            return Ok(p.clone());
+        }
+        let sig = self.signer.sign(&possession_message(&nonce, &requester))?;
+        self.stats.proofs_signed += 1;
+        while self.proofs.len() >= self.config.proof_cache {
+            let Some(old) = self.proof_order.pop_front() else {
+                break;
+            };
+            self.proofs.remove(&old);
+        }
+        self.proofs.insert((requester, nonce), sig.clone());
+        self.proof_order.push_back((requester, nonce));
+        Ok(sig)
+    }
+
+    /// The nonce we challenge the node at `addr` with: a keyed hash of the address
+    /// and a 10-minute window, so parallel requests to one peer share a nonce (and
+    /// the peer signs once) while a proof made for another address is worthless.
+    fn nonce_for(&self, addr: SocketAddr, now: Instant) -> [u8; NONCE_LEN] {
+        let window = now.saturating_duration_since(self.anchor.0).as_secs() / 600;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&self.challenge_secret);
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => ctx.update(&ip.octets()),
+            std::net::IpAddr::V6(ip) => ctx.update(&ip.octets()),
+        }
+        ctx.update(&addr.port().to_be_bytes());
+        ctx.update(&window.to_be_bytes());
+        let mut n = [0u8; NONCE_LEN];
+        n.copy_from_slice(
+            ctx.finish()
+                .as_ref()
+                .get(..NONCE_LEN)
+                .unwrap_or(&[0; NONCE_LEN]),
+        );
+        n
+    }
+
+    /// Whether `id` at `addr` has proved possession of its key: it is in the routing
+    /// table at that address (entries are proven before they are inserted, or added
+    /// by the caller), or it proved it within `cert_cache_ttl`.
+    fn is_proven(&self, id: &NodeId, addr: SocketAddr, now: Instant) -> bool {
+        self.table.get(id).is_some_and(|e| e.contact.addr == addr)
+            || self
+                .verified
+                .get(id)
+                .is_some_and(|(a, at)| *a == addr && now < *at + self.config.cert_cache_ttl)
+    }
+
+    fn remember_proven(&mut self, contact: Contact, now: Instant) {
+        if self.verified.len() >= self.config.max_verified
+            && !self.verified.contains_key(&contact.id)
+        {
+            let ttl = self.config.cert_cache_ttl;
+            self.verified.retain(|_, (_, at)| now < *at + ttl);
+            if self.verified.len() >= self.config.max_verified {
+                // Keys are hashes: the first one is an arbitrary victim.
+                self.verified.pop_first();
+            }
+        }
+        self.verified.insert(contact.id, (contact.addr, now));
+    }
+
+    /// A verified certificate sent us a request from `contact.addr`: refresh the
+    /// contact if it is proven, else, if its bucket has room, challenge it (a Ping
+    /// with a nonce) once; it enters the routing table when it answers with a valid
+    /// proof.
+    fn heard_from(&mut self, contact: Contact, now: Instant) {
+        if self.is_proven(&contact.id, contact.addr, now) {
+            self.seen(contact, now);
+            return;
+        }
+        if !self.table.has_room(&contact.id) {
+            // It could only wait as a replacement: not worth a challenge (and maybe
+            // a signature). Replacements also come from answers to our requests.
+            return;
+        }
+        let challenged = self
+            .pending
+            .values()
+            .any(|p| p.to == contact.addr && p.purpose == Purpose::Ping);
+        if !challenged {
+            let _ = self.send_request(
+                now,
+                contact.addr,
+                Some(contact.id),
+                Body::Ping,
+                Purpose::Ping,
+            );
+        }
     }
 
     /// The node id of a message's sender, from its certificate: verified (RSA in
@@ -1083,9 +1277,17 @@ impl Node {
         }
     }
 
+    /// Drops the node at `from` claiming `id` (from the table only if it sits there
+    /// at that address: a certificate replayed from elsewhere must not evict its
+    /// owner) and empties the source's rate-limit bucket.
     fn penalize(&mut self, from: SocketAddr, id: &NodeId, now: Instant) {
         self.stats.penalized += 1;
-        self.table.remove(id, now);
+        if self.table.get(id).is_some_and(|e| e.contact.addr == from) {
+            self.table.remove(id, now);
+        }
+        if self.verified.get(id).is_some_and(|(a, _)| *a == from) {
+            self.verified.remove(id);
+        }
         self.rate.penalize(from.ip(), now);
     }
 
@@ -1116,8 +1318,11 @@ impl Node {
     ) -> Result<bool, Error> {
         let record = PresenceRecord::decode(bytes)?;
         let key = record.key();
-        if let Some(held) = self.store.get(&key) {
+        let due = self.replicate_due(now);
+        if let Some(held) = self.store.get_mut(&key) {
             if held.record == record {
+                // Someone else replicated it just now: our turn can wait.
+                held.due = held.due.max(due);
                 return Ok(true);
             }
             if !record.supersedes(&held.record) {
@@ -1159,6 +1364,7 @@ impl Node {
                 bytes: record.to_bytes(),
                 record,
                 from,
+                due,
             },
         );
         Ok(true)
@@ -1201,6 +1407,27 @@ impl Node {
             id: sender,
             addr: from,
         };
+        if let Some(nonce) = p.nonce {
+            let wall = self.wall(now);
+            let proven = msg.proof.is_some_and(|sig| {
+                self.verifier
+                    .verify_possession(
+                        msg.sender_cert,
+                        &possession_message(&nonce, &self.id),
+                        sig,
+                        wall,
+                    )
+                    .is_ok()
+            });
+            if !proven {
+                // A valid certificate without its key: a replayed certificate.
+                self.penalize(from, &sender, now);
+                self.request_failed(now, p, false);
+                return Err(Violation::BadProof.into());
+            }
+            self.remember_proven(contact, now);
+        }
+        // Proven now, or it was when we sent the request (no nonce).
         self.seen(contact, now);
         match p.purpose {
             Purpose::Ping => {}
@@ -1647,6 +1874,7 @@ impl Node {
             }
             LookupKind::Publish => self.store_at(now, &l.target, &closest),
             LookupKind::Refresh => {}
+            LookupKind::Replicate => self.replicate_to(now, &l.target, &closest),
             LookupKind::Join => {
                 self.joining = false;
                 if self.table.is_empty() {
@@ -1671,6 +1899,63 @@ impl Node {
                     self.push_event(Event::Bootstrapped { contacts });
                 }
             }
+        }
+    }
+
+    /// When a record stored now is next re-replicated: `replicate_interval` plus a
+    /// 0-25 % jitter, so holders do not all fire at once.
+    fn replicate_due(&mut self, now: Instant) -> Instant {
+        let interval = self.config.replicate_interval;
+        let r = self.entropy.u64().unwrap_or(0);
+        let jitter = interval.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64 / 4.0);
+        now + interval + jitter
+    }
+
+    /// Starts re-replication lookups for held records that are due: at most
+    /// `max_replications` per round and at most half of `max_lookups` in all.
+    fn replicate_due_records(&mut self, now: Instant) {
+        let running = self
+            .lookups
+            .values()
+            .filter(|l| l.kind == LookupKind::Replicate)
+            .count();
+        let budget = self
+            .config
+            .max_replications
+            .min((self.config.max_lookups / 2).saturating_sub(running));
+        if budget == 0 {
+            return;
+        }
+        let due: Vec<NodeId> = self
+            .store
+            .iter()
+            .filter(|(_, s)| s.due <= now)
+            .map(|(k, _)| *k)
+            .take(budget)
+            .collect();
+        for key in due {
+            if self
+                .start_lookup(now, LookupKind::Replicate, key, &[])
+                .is_err()
+            {
+                break;
+            }
+            let next = self.replicate_due(now);
+            if let Some(s) = self.store.get_mut(&key) {
+                s.due = next;
+            }
+        }
+    }
+
+    /// Stores a held record on the `replication` closest nodes a re-replication
+    /// lookup found (those that hold it already just acknowledge).
+    fn replicate_to(&mut self, now: Instant, key: &NodeId, closest: &[Contact]) {
+        let Some(bytes) = self.store.get(key).map(|s| s.bytes.clone()) else {
+            return;
+        };
+        for c in closest.iter().take(self.config.replication) {
+            let body = Body::Store { record: &bytes };
+            let _ = self.send_request(now, c.addr, Some(c.id), body, Purpose::Store { op: None });
         }
     }
 
@@ -1812,6 +2097,7 @@ impl Node {
             bytes: record.to_bytes(),
             record,
             from,
+            due: now,
         });
         self.word_entries = self.word_entries.saturating_sub(removed) + 1;
         Ok(true)
@@ -1858,10 +2144,16 @@ impl Node {
             return None;
         }
         let txid = self.txid()?;
+        let nonce = expect
+            .is_none_or(|id| !self.is_proven(&id, to, now))
+            .then(|| self.nonce_for(to, now));
+        self.stats.challenges += u64::from(nonce.is_some());
         let payload = Message {
             network: self.config.network,
             txid,
             sender_cert: &self.cert,
+            nonce,
+            proof: None,
             body,
         }
         .to_bytes();
@@ -1878,6 +2170,7 @@ impl Node {
                 purpose,
                 payload,
                 tries: 1,
+                nonce,
             },
         );
         Some(txid)
@@ -1889,6 +2182,8 @@ impl Node {
             network: self.config.network,
             txid,
             sender_cert: &self.cert,
+            nonce: None,
+            proof: None,
             body,
         }
         .to_bytes();
@@ -1962,9 +2257,23 @@ impl Node {
                 self.pending.insert(txid, p);
                 continue;
             }
-            if let Some(id) = p.expect {
-                self.table.record_failure(&id, now);
-            }
+            self.request_failed(now, p, true);
+        }
+        // Value lookups whose quorum waited long enough for a second path.
+        self.ripen_lookups(now);
+        if now >= self.next_maintenance {
+            self.next_maintenance = now + self.config.maintenance_interval;
+            self.maintain(now);
+        }
+    }
+
+    /// A request timed out (`count` against the contact in the table) or was
+    /// answered by an impostor: fail what waited for it.
+    fn request_failed(&mut self, now: Instant, p: Pending, count: bool) {
+        if count && let Some(id) = p.expect {
+            self.table.record_failure(&id, now);
+        }
+        {
             match p.purpose {
                 Purpose::Lookup { lookup, path } => {
                     if let Some(c) = self
@@ -1995,7 +2304,9 @@ impl Node {
                 }
             }
         }
-        // Value lookups whose quorum waited long enough for a second path.
+    }
+
+    fn ripen_lookups(&mut self, now: Instant) {
         let quorum = self.config.value_quorum;
         let ripe: Vec<u64> = self
             .lookups
@@ -2010,10 +2321,6 @@ impl Node {
             .collect();
         for id in ripe {
             self.step_lookup(now, id);
-        }
-        if now >= self.next_maintenance {
-            self.next_maintenance = now + self.config.maintenance_interval;
-            self.maintain(now);
         }
     }
 
@@ -2038,6 +2345,9 @@ impl Node {
         self.word_entries = self.word_entries.saturating_sub(removed);
         self.words.retain(|_, v| !v.is_empty());
         self.rate.forget_idle(now);
+        // Proofs older than `cert_cache_ttl` no longer count: forget them.
+        let ttl = self.config.cert_cache_ttl;
+        self.verified.retain(|_, (_, at)| now < *at + ttl);
         // Republish what is due.
         let due: Vec<NodeId> = self
             .published
@@ -2059,6 +2369,7 @@ impl Node {
             }
             self.publish_words(now, key, &words);
         }
+        self.replicate_due_records(now);
         // Refresh buckets nobody looked into for a while.
         if let Some(before) = now.checked_sub(self.config.refresh_interval) {
             let stale = self.table.stale_levels(before);
@@ -2147,6 +2458,7 @@ mod tests {
                         config.clone(),
                         NodeIdentity {
                             cert: verifier.node_cert(i as u64),
+                            key: verifier.node_key(i as u64),
                         },
                         verifier.clone(),
                         Box::new(SeededEntropy::new(i as u64)),
@@ -2213,6 +2525,26 @@ mod tests {
                 }
             }
             events
+        }
+
+        /// Runs the network for `d` of virtual time, a timer round every 30 s.
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                self.now += Duration::from_secs(30);
+                let now = self.now;
+                for n in &mut self.nodes {
+                    n.handle_timeout(now);
+                }
+                self.settle();
+            }
+        }
+
+        /// Online nodes holding `name`'s record.
+        fn holders(&self, name: &str) -> Vec<usize> {
+            (0..self.nodes.len())
+                .filter(|&i| !self.down[i] && self.nodes[i].record(name).is_some())
+                .collect()
         }
 
         fn record(&self, name: &str, version: u64) -> PresenceRecord {
@@ -2321,6 +2653,8 @@ mod tests {
             network: DEFAULT_NETWORK,
             txid: 1,
             sender_cert: &net.verifier.node_cert(0),
+            nonce: None,
+            proof: None,
             body: Body::Store {
                 record: &forged.to_bytes(),
             },
@@ -2354,6 +2688,8 @@ mod tests {
             network: DEFAULT_NETWORK,
             txid: 1,
             sender_cert: &cert,
+            nonce: None,
+            proof: None,
             body: Body::Ping,
         }
         .to_bytes();
@@ -2489,6 +2825,8 @@ mod tests {
                 network: DEFAULT_NETWORK,
                 txid: i,
                 sender_cert: &v.node_cert(i),
+                nonce: None,
+                proof: None,
                 body: Body::Ping,
             }
             .to_bytes()
@@ -2562,6 +2900,8 @@ mod tests {
             network: DEFAULT_NETWORK,
             txid: 77,
             sender_cert: &net.verifier.node_cert(1),
+            nonce: None,
+            proof: None,
             body: Body::Pong,
         }
         .to_bytes();
@@ -2601,5 +2941,241 @@ mod tests {
             .filter(|n| !n.has_left() && n.table().get(&gone).is_none())
             .count();
         assert!(forgot >= 3, "{forgot}");
+    }
+
+    /// Node 0 of a 3-node network where node 0 does not know node 2 yet; returns
+    /// the network and node 2's id.
+    fn stranger_net() -> (Net, NodeId) {
+        let mut net = Net::new(3, &Config::default());
+        let id2 = net.nodes[2].id();
+        let now = net.now;
+        net.nodes[0].table.remove(&id2, now);
+        assert!(net.nodes[0].table().get(&id2).is_none());
+        (net, id2)
+    }
+
+    #[test]
+    fn an_impostor_replaying_a_certificate_is_never_inserted_and_is_penalized() {
+        let (mut net, id2) = stranger_net();
+        let now = net.now;
+        let impostor = SocketAddr::from(([10, 0, 0, 99], 4000));
+        let cert2 = net.verifier.node_cert(2);
+        // The impostor sends a request with node 2's (valid) certificate.
+        let request = Message {
+            network: DEFAULT_NETWORK,
+            txid: 5,
+            sender_cert: &cert2,
+            nonce: None,
+            proof: None,
+            body: Body::FindNode {
+                target: NodeId([3; 32]),
+            },
+        }
+        .to_bytes();
+        net.nodes[0].handle_input(now, impostor, &request).unwrap();
+        assert!(
+            net.nodes[0].table().get(&id2).is_none(),
+            "not before a proof"
+        );
+        // Node 0 answers and challenges the sender: a Ping with a nonce.
+        let out: Vec<Transmit> = std::iter::from_fn(|| net.nodes[0].poll_transmit()).collect();
+        let challenge = out
+            .iter()
+            .map(|t| Message::decode(&t.payload).unwrap())
+            .find(|m| m.body == Body::Ping)
+            .expect("a challenge");
+        let nonce = challenge.nonce.expect("the challenge carries a nonce");
+        // Without node 2's key the impostor can only answer with a made-up proof
+        // (or one node 2 made for another nonce or requester).
+        let stolen = net.nodes[2]
+            .signer
+            .sign(&possession_message(&[1; 16], &net.nodes[0].id()))
+            .unwrap();
+        for (txid, proof) in [
+            (challenge.txid, &b"forged"[..]),
+            (challenge.txid, &stolen[..]),
+        ] {
+            let pong = Message {
+                network: DEFAULT_NETWORK,
+                txid,
+                sender_cert: &cert2,
+                nonce: None,
+                proof: Some(proof),
+                body: Body::Pong,
+            }
+            .to_bytes();
+            let r = net.nodes[0].handle_input(now, impostor, &pong);
+            assert!(
+                r == Err(Violation::BadProof.into()) || r == Err(Violation::Unsolicited.into()),
+                "{r:?}"
+            );
+        }
+        assert!(net.nodes[0].table().get(&id2).is_none());
+        assert_eq!(net.nodes[0].stats().penalized, 1);
+        // The penalty empties the impostor's rate-limit bucket.
+        assert_eq!(
+            net.nodes[0].handle_input(now, impostor, &request),
+            Err(Limit::RateLimited.into())
+        );
+        // A proof for the right nonce would have passed: node 2 signs it.
+        assert!(nonce != [1; 16]);
+
+        // The honest node 2 talks to node 0 from its own address: challenged, it
+        // answers with its key and enters the table.
+        net.nodes[2].ping(net.now, addr(0));
+        net.settle();
+        assert_eq!(
+            net.nodes[0].table().get(&id2).map(|e| e.contact.addr),
+            Some(addr(2))
+        );
+        assert_eq!(net.nodes[0].stats().penalized, 1);
+    }
+
+    #[test]
+    fn an_impostor_answering_a_request_in_the_owners_name_is_rejected() {
+        let (mut net, id2) = stranger_net();
+        let now = net.now;
+        let impostor = SocketAddr::from(([10, 0, 0, 99], 4000));
+        // Node 0 bootstraps through an address that turns out to be the impostor.
+        net.nodes[0].bootstrap(now, &[impostor]).unwrap();
+        let t = net.nodes[0].poll_transmit().unwrap();
+        let request = Message::decode(&t.payload).unwrap();
+        assert!(request.nonce.is_some(), "an unknown node is challenged");
+        let cert2 = net.verifier.node_cert(2);
+        let answer = Message {
+            network: DEFAULT_NETWORK,
+            txid: request.txid,
+            sender_cert: &cert2,
+            nonce: None,
+            proof: None,
+            body: Body::Nodes { nodes: Vec::new() },
+        }
+        .to_bytes();
+        assert_eq!(
+            net.nodes[0].handle_input(now, impostor, &answer),
+            Err(Violation::BadProof.into())
+        );
+        assert!(net.nodes[0].table().get(&id2).is_none());
+        assert_eq!(net.nodes[0].stats().penalized, 1);
+        // A replayed Leave in node 1's name from elsewhere does not evict node 1.
+        let id1 = net.nodes[1].id();
+        let leave = Message {
+            network: DEFAULT_NETWORK,
+            txid: 9,
+            sender_cert: &net.verifier.node_cert(1),
+            nonce: None,
+            proof: None,
+            body: Body::Leave,
+        }
+        .to_bytes();
+        let elsewhere = SocketAddr::from(([10, 0, 0, 98], 4000));
+        net.nodes[0].handle_input(now, elsewhere, &leave).unwrap();
+        assert!(net.nodes[0].table().get(&id1).is_some());
+    }
+
+    #[test]
+    fn a_proof_is_signed_once_per_requester_and_nonce() {
+        let (mut net, _) = stranger_net();
+        let now = net.now;
+        let ping = |txid| {
+            Message {
+                network: DEFAULT_NETWORK,
+                txid,
+                sender_cert: &net.verifier.node_cert(2),
+                nonce: Some([4; 16]),
+                proof: None,
+                body: Body::Ping,
+            }
+            .to_bytes()
+        };
+        let (a, b) = (ping(1), ping(2));
+        net.nodes[1].handle_input(now, addr(2), &a).unwrap();
+        net.nodes[1].handle_input(now, addr(2), &b).unwrap();
+        assert_eq!(net.nodes[1].proofs.len(), 1);
+        let proofs: Vec<Vec<u8>> = std::iter::from_fn(|| net.nodes[1].poll_transmit())
+            .filter_map(|t| {
+                Message::decode(&t.payload)
+                    .ok()
+                    .and_then(|m| m.proof.map(<[u8]>::to_vec))
+            })
+            .collect();
+        assert_eq!(proofs.len(), 2);
+        assert_eq!(proofs[0], proofs[1]);
+        let id2 = net.nodes[2].id();
+        assert!(
+            net.verifier
+                .verify_possession(
+                    &net.verifier.node_cert(1),
+                    &possession_message(&[4; 16], &id2),
+                    &proofs[0],
+                    UNIX_EPOCH
+                )
+                .is_ok()
+        );
+    }
+
+    /// Publishes a record, takes its publisher offline for good, then crashes two
+    /// of its online holders every 90 minutes, four times (9 of 24 nodes down).
+    /// Returns the online holders at the end and what a lookup finds.
+    fn replicas_after_churn(max_replications: usize) -> (usize, Option<PresenceRecord>) {
+        let mut config = Config::default();
+        config.replication = 4;
+        config.max_replications = max_replications;
+        let mut net = Net::new(24, &config);
+        let r = net.record("kate", 1);
+        net.nodes[0].publish(net.now, r).unwrap();
+        net.settle();
+        assert!(net.holders("kate").len() >= 4);
+        net.down[0] = true;
+        for _ in 0..4 {
+            for h in net.holders("kate").into_iter().take(2) {
+                net.down[h] = true;
+            }
+            net.advance(Duration::from_secs(90 * 60));
+        }
+        let holders = net.holders("kate").len();
+        let asker = (1..24)
+            .find(|&i| !net.down[i] && net.nodes[i].record("kate").is_none())
+            .unwrap();
+        net.nodes[asker].find_user(net.now, "kate").unwrap();
+        let events = net.settle();
+        let found = lookups(&events).first().and_then(|o| o.record.clone());
+        (holders, found)
+    }
+
+    #[test]
+    fn holders_re_replicate_so_records_outlive_their_publisher_and_churn() {
+        let (holders, found) = replicas_after_churn(Config::default().max_replications);
+        assert!(holders >= 3, "{holders} online holders");
+        assert_eq!(found.map(|r| r.username), Some("kate".to_owned()));
+        // Without holder-side replication the same churn loses the record.
+        let (holders, found) = replicas_after_churn(0);
+        assert_eq!(holders, 0);
+        assert_eq!(found, None);
+    }
+
+    #[test]
+    fn a_record_stored_again_by_someone_else_postpones_its_replication() {
+        let mut net = Net::new(3, &Config::default());
+        let r = net.record("liam", 1);
+        let now = net.now;
+        net.nodes[1].accept_store(now, &r.to_bytes(), None).unwrap();
+        let first = net.nodes[1].store[&r.key()].due;
+        assert!(first >= now + Duration::from_secs(3600));
+        assert!(first <= now + Duration::from_secs(4500));
+        // Half an hour later another holder's replication stores it again.
+        let later = now + Duration::from_secs(1800);
+        net.nodes[1]
+            .accept_store(later, &r.to_bytes(), None)
+            .unwrap();
+        assert!(net.nodes[1].store[&r.key()].due >= later + Duration::from_secs(3600));
+        // Before it is due, maintenance starts no replication lookup.
+        net.nodes[1].handle_timeout(later + Duration::from_secs(60));
+        assert!(
+            !net.nodes[1]
+                .lookups
+                .values()
+                .any(|l| l.kind == LookupKind::Replicate)
+        );
     }
 }

@@ -55,9 +55,9 @@ use ring::digest;
 
 use crate::error::Violation;
 use crate::id::{distance, user_key};
-use crate::message::{Body, Contact, Message};
+use crate::message::{Body, Contact, Message, possession_message};
 use crate::node::{Config, Event, LookupId, Node, NodeIdentity};
-use crate::record::{NatClass, PresenceRecord, Verifier};
+use crate::record::{NatClass, PresenceRecord, Signer, Verifier};
 
 /// Simulation parameters.
 #[derive(Debug, Clone)]
@@ -159,8 +159,13 @@ pub struct Report {
     pub replicas_end_min: usize,
     /// Leaves and joins.
     pub churned: usize,
-    /// Peers penalized for records that did not verify.
+    /// Peers penalized for records that did not verify (or proofs of possession).
     pub penalized: u64,
+    /// Requests honest nodes sent with a possession challenge.
+    pub challenges: u64,
+    /// Proofs of possession honest nodes signed (an RSA signature each in
+    /// production).
+    pub proofs_signed: u64,
     /// Simulated time.
     pub simulated: Duration,
     /// Wall-clock time of the run.
@@ -295,6 +300,11 @@ impl fmt::Display for Report {
                 100.0 * self.searches_found as f64 / self.searches as f64
             )?;
         }
+        writeln!(
+            f,
+            "possession         {} challenges sent, {} proofs signed",
+            self.challenges, self.proofs_signed
+        )?;
         writeln!(f, "datagrams          {}", self.datagrams)?;
         write!(
             f,
@@ -342,6 +352,17 @@ impl SimVerifier {
         cert.into()
     }
 
+    /// The key of simulated super node `index` (a keyed hash only the simulator can
+    /// compute: a node replaying another's certificate cannot sign for it).
+    #[must_use]
+    pub fn node_key(&self, index: u64) -> Arc<dyn Signer> {
+        let mut seed = b"node key".to_vec();
+        seed.extend_from_slice(&index.to_be_bytes());
+        Arc::new(SimSigner {
+            key: self.tag(&seed),
+        })
+    }
+
     /// The node id a certificate made by [`SimVerifier::node_cert`] yields.
     #[must_use]
     pub fn node_id(cert: &[u8]) -> NodeId {
@@ -359,6 +380,28 @@ impl SimVerifier {
     }
 }
 
+/// A simulated node's key: signatures are keyed hashes (see [`SimVerifier`]).
+struct SimSigner {
+    key: [u8; 16],
+}
+
+impl SimSigner {
+    fn sig(key: &[u8; 16], message: &[u8]) -> [u8; 16] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(key);
+        ctx.update(message);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&ctx.finish().as_ref()[..16]);
+        out
+    }
+}
+
+impl Signer for SimSigner {
+    fn sign(&self, message: &[u8]) -> Result<Bytes, chorus_framing::EntropyError> {
+        Ok(Bytes::copy_from_slice(&Self::sig(&self.key, message)))
+    }
+}
+
 impl Verifier for SimVerifier {
     fn verify_node(&self, cert: &[u8], _: SystemTime) -> Result<NodeId, Violation> {
         let (index, tag) = cert
@@ -368,6 +411,22 @@ impl Verifier for SimVerifier {
             return Err(Violation::BadNodeCertificate);
         }
         Ok(Self::node_id(cert))
+    }
+
+    fn verify_possession(
+        &self,
+        cert: &[u8],
+        message: &[u8],
+        signature: &[u8],
+        now: SystemTime,
+    ) -> Result<(), Violation> {
+        self.verify_node(cert, now)?;
+        let mut seed = b"node key".to_vec();
+        seed.extend_from_slice(cert.get(..8).unwrap_or_default());
+        if signature != SimSigner::sig(&self.tag(&seed), message) {
+            return Err(Violation::BadProof);
+        }
+        Ok(())
     }
 
     fn verify_record(&self, record: &PresenceRecord, _: SystemTime) -> Result<(), Violation> {
@@ -391,7 +450,11 @@ enum Mode {
 
 enum Actor {
     Honest(Box<Node>),
-    Malicious { cert: Bytes, mode: Mode },
+    Malicious {
+        cert: Bytes,
+        key: Arc<dyn Signer>,
+        mode: Mode,
+    },
     Gone,
 }
 
@@ -526,9 +589,10 @@ impl Sim<'_> {
     fn new_honest(&mut self, index: u32) -> Box<Node> {
         let cert = self.verifier.node_cert(u64::from(index));
         let seed = self.c.seed ^ (u64::from(index) << 20) ^ 0x5eed;
+        let key = self.verifier.node_key(u64::from(index));
         let node = Node::new(
             self.c.node.clone(),
-            NodeIdentity { cert },
+            NodeIdentity { cert, key },
             self.verifier.clone(),
             Box::new(SeededEntropy::new(seed)),
             self.at(self.now),
@@ -629,10 +693,10 @@ impl Sim<'_> {
                 let _ = node.handle_input(now, addr(from), payload);
                 self.sync(to);
             }
-            Some(Actor::Malicious { cert, mode }) => {
+            Some(Actor::Malicious { cert, key, mode }) => {
                 self.report.datagrams += 1;
-                let (cert, mode) = (cert.clone(), *mode);
-                if let Some(reply) = self.malicious_reply(&cert, mode, payload) {
+                let (cert, key, mode) = (cert.clone(), key.clone(), *mode);
+                if let Some(reply) = self.malicious_reply(&cert, &*key, mode, payload) {
                     self.send(to, addr(from), reply);
                 }
             }
@@ -654,8 +718,22 @@ impl Sim<'_> {
         near
     }
 
-    fn malicious_reply(&self, cert: &Bytes, mode: Mode, payload: &[u8]) -> Option<Bytes> {
+    fn malicious_reply(
+        &self,
+        cert: &Bytes,
+        key: &dyn Signer,
+        mode: Mode,
+        payload: &[u8],
+    ) -> Option<Bytes> {
         let msg = Message::decode(payload).ok()?;
+        // Malicious nodes hold their own certified keys: they pass challenges.
+        let proof = msg.nonce.and_then(|n| {
+            key.sign(&possession_message(
+                &n,
+                &SimVerifier::node_id(msg.sender_cert),
+            ))
+            .ok()
+        });
         let stale_record;
         let body = match msg.body {
             Body::Ping => Body::Pong,
@@ -691,6 +769,8 @@ impl Sim<'_> {
                 network: msg.network,
                 txid: msg.txid,
                 sender_cert: cert,
+                nonce: None,
+                proof: proof.as_deref(),
                 body,
             }
             .to_bytes(),
@@ -762,6 +842,8 @@ impl Sim<'_> {
                 node.leave(now);
             }
             self.report.penalized += node.stats().penalized;
+            self.report.challenges += node.stats().challenges;
+            self.report.proofs_signed += node.stats().proofs_signed;
         }
         if graceful {
             self.sync(leaving);
@@ -939,6 +1021,10 @@ pub fn run(config: &SimConfig) -> Report {
     // The simulator's certificates cost a hash to check anyway; a cache per node
     // would only add memory.
     node.cert_cache = 0;
+    // Proofs are remembered only so a repeated challenge costs no second signature;
+    // the simulator's signatures cost a hash, and 100,000 caches of 256 would
+    // dominate its memory.
+    node.proof_cache = node.proof_cache.min(8);
     let with_words = SimConfig {
         node,
         ..config.clone()
@@ -983,7 +1069,8 @@ pub fn run(config: &SimConfig) -> Report {
             };
             sim.malicious_sorted.push((id, index));
             sim.ids.push(id);
-            sim.actors.push(Actor::Malicious { cert, mode });
+            let key = sim.verifier.node_key(u64::from(index));
+            sim.actors.push(Actor::Malicious { cert, key, mode });
         } else {
             let node = sim.new_honest(index);
             sim.ids.push(node.id());
@@ -1094,6 +1181,8 @@ pub fn run(config: &SimConfig) -> Report {
             memory += n.memory_bytes();
             online += 1;
             sim.report.penalized += n.stats().penalized;
+            sim.report.challenges += n.stats().challenges;
+            sim.report.proofs_signed += n.stats().proofs_signed;
         }
     }
     sim.report.table_mean = tables as f64 / online.max(1) as f64;

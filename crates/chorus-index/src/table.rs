@@ -204,6 +204,19 @@ impl RoutingTable {
         u32::try_from(now.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX)
     }
 
+    /// Whether `id` would take a free slot (or is in the table already): `false` if
+    /// its bucket is full and it could only wait as a replacement.
+    #[must_use]
+    pub fn has_room(&self, id: &NodeId) -> bool {
+        let Some(level) = self.level(id) else {
+            return false;
+        };
+        self.buckets.get(level).is_none_or(|b| {
+            b.entries.len() < self.config.capacity(level)
+                || b.entries.iter().any(|e| e.contact.id == *id)
+        })
+    }
+
     /// When `entry` was last seen.
     #[must_use]
     pub fn last_seen(&self, entry: &Entry) -> Option<Instant> {

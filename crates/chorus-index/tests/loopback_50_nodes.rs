@@ -2,6 +2,8 @@
 //! they join through one seed, each publishes one user's record, each finds
 //! another's, and a search by display-name word finds its user.
 
+#![cfg(feature = "tokio")]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,13 +13,21 @@ use bytes::Bytes;
 use chorus_crypto::SystemEntropy;
 use chorus_crypto::cert::{Authority, CertificateRequest, Role, TrustStore};
 use chorus_crypto::identity::{IdentityKeyPair, KeySize};
-use chorus_index::driver::{Command, drive};
+use chorus_index::driver::{Command, DriverEvent, drive};
 use chorus_index::node::{Config, Event, Node, NodeIdentity};
 use chorus_index::record::{CertVerifier, NatClass, PresenceRecord, Verifier, unix_secs};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 const NODES: usize = 50;
+
+/// The next node event; a refused command fails the test.
+async fn next(events: &mut mpsc::Receiver<(usize, DriverEvent)>) -> (usize, Event) {
+    match events.recv().await.unwrap() {
+        (i, DriverEvent::Node(e)) => (i, e),
+        (i, refused) => panic!("node {i}: {refused:?}"),
+    }
+}
 
 #[tokio::test(flavor = "current_thread")]
 async fn fifty_nodes_on_loopback_find_each_others_records() {
@@ -57,12 +67,13 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
     config.rate_limit = 100_000.0;
     config.rate_burst = 100_000.0;
     let mut cmds = Vec::new();
-    let (event_tx, mut events) = mpsc::channel::<(usize, Event)>(1024);
+    let (event_tx, mut events) = mpsc::channel::<(usize, DriverEvent)>(1024);
     let mut records = Vec::new();
     for (i, sock) in sockets.into_iter().enumerate() {
         let key = IdentityKeyPair::generate(KeySize::Rsa2048, &mut rng).unwrap();
         let node_cert = issue(&format!("sn-{i}"), &key, Role::SuperNode, 2 * i as u64);
         let user_cert = issue(&format!("user-{i}"), &key, Role::User, 2 * i as u64 + 1);
+        let key = Arc::new(key);
         let now = unix_secs(wall);
         let mut record = PresenceRecord {
             username: format!("user-{i}"),
@@ -82,6 +93,7 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
             config.clone(),
             NodeIdentity {
                 cert: Bytes::from(node_cert),
+                key: key.clone(),
             },
             verifier.clone(),
             Box::new(SystemEntropy::new()),
@@ -107,7 +119,7 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
     for (i, cmd) in cmds.iter().enumerate().skip(1) {
         cmd.send(Command::Bootstrap(vec![addrs[0]])).await.unwrap();
         loop {
-            let (from, e) = events.recv().await.unwrap();
+            let (from, e) = next(&mut events).await;
             if from == i {
                 assert!(matches!(e, Event::Bootstrapped { .. }), "{e:?}");
                 break;
@@ -123,7 +135,7 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
     }
     let mut published = 0;
     while published < NODES {
-        if let (_, Event::Published { replicas, .. }) = events.recv().await.unwrap() {
+        if let (_, Event::Published { replicas, .. }) = next(&mut events).await {
             assert!(replicas >= 10, "{replicas} replicas");
             published += 1;
         }
@@ -137,7 +149,7 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
     }
     let mut found = BTreeMap::new();
     while found.len() < NODES {
-        if let (i, Event::Lookup(o)) = events.recv().await.unwrap() {
+        if let (i, Event::Lookup(o)) = next(&mut events).await {
             found.insert(i, o.record.clone());
         }
     }
@@ -149,7 +161,7 @@ async fn fifty_nodes_on_loopback_find_each_others_records() {
     // And searches by display-name word.
     cmds[3].send(Command::Search("n07".into())).await.unwrap();
     loop {
-        if let (3, Event::Lookup(o)) = events.recv().await.unwrap() {
+        if let (3, Event::Lookup(o)) = next(&mut events).await {
             assert_eq!(o.results, vec![records[7].clone()]);
             break;
         }
