@@ -1,0 +1,63 @@
+//! Media transport for Chorus: the packets that carry speech and video, and what keeps
+//! them useful on a bad network.
+//!
+//! - [`rtp`]: RTP packets (RFC 3550 §5.1) with CSRCs, padding and header extensions,
+//!   the RFC 8285 one-byte and two-byte element forms, the RFC 6464 audio level, and
+//!   sequence-number / timestamp unwrapping to 64-bit counters.
+//! - [`rtcp`]: SR, RR, SDES, BYE (RFC 3550 §6.4-§6.6), generic NACK and PLI feedback
+//!   (RFC 4585), compound packets, round-trip time from LSR/DLSR.
+//! - [`stats`]: per-source receive statistics: RFC 3550 §A.1 sequence validation, §A.3
+//!   loss accounting and §A.8 interarrival jitter, producing report blocks.
+//!
+//! Everything here is sans-IO: no sockets, clocks or randomness inside; arrival times
+//! are passed in. Every decoder treats its input as hostile: it borrows from the
+//! input, returns a [`DecodeError`] naming what is wrong, never panics, and bounds
+//! what it allocates.
+//!
+//! A packet from sender to receiver, with the receiver's report going back:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::BytesMut;
+//! use chorus_media::rtp::{self, AudioLevel, Element, Extension};
+//! use chorus_media::rtcp;
+//! use chorus_media::stats::ReceiveStats;
+//!
+//! // The sender: an Opus packet (RFC 7587: PT dynamic, 48 kHz clock) with its level.
+//! let level = [AudioLevel { voice: true, level: 30 }.to_byte()];
+//! let mut ext = Vec::new();
+//! let profile = rtp::write_elements(&[Element { id: 1, data: &level }], &mut ext)?;
+//! let packet = rtp::Packet {
+//!     marker: true, payload_type: 111, sequence: 65_535, timestamp: 960, ssrc: 0x1234,
+//!     csrcs: vec![], extension: Some(Extension { profile, data: &ext }),
+//!     payload: b"opus frame", padding: 0,
+//! };
+//! let mut wire = BytesMut::new();
+//! packet.encode(&mut wire)?;
+//!
+//! // The receiver: decode, read the level, account for the packet.
+//! let got = rtp::Packet::decode(&wire)?;
+//! let element = got.extension_elements().expect("RFC 8285").next().expect("one")?;
+//! assert_eq!(AudioLevel::decode(element.data)?.level, 30);
+//! let mut stats = ReceiveStats::new(48_000);
+//! stats.handle_packet(Instant::now(), got.sequence, got.timestamp);
+//!
+//! // ... and its receiver report.
+//! let rr = rtcp::Packet::ReceiverReport { ssrc: 0x5678, reports: vec![stats.report_block(0x1234, 0, 0)] };
+//! let mut report = BytesMut::new();
+//! rr.encode(&mut report)?;
+//! assert_eq!(rtcp::decode_compound(&report, &rtcp::Limits::default())?, vec![rr]);
+//! # let _ = Duration::ZERO;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+#[cfg(any(test, feature = "_fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
+pub mod rtcp;
+pub mod rtp;
+pub mod stats;
+
+pub use error::{DecodeError, Error, Limit, UsageError};
