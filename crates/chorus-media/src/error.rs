@@ -91,8 +91,6 @@ pub enum UsageError {
     BadPadding,
     /// An invalid configuration (the message says which rule).
     BadConfig(&'static str),
-    /// Packets pushed to the FEC encoder out of sequence order.
-    OutOfSequence,
 }
 
 impl fmt::Display for Error {
@@ -151,7 +149,6 @@ impl fmt::Display for UsageError {
             Self::TextTooLong => f.write_str("text longer than 255 bytes"),
             Self::BadPadding => f.write_str("padding length must be at least 1"),
             Self::BadConfig(why) => write!(f, "invalid configuration: {why}"),
-            Self::OutOfSequence => f.write_str("packets pushed out of sequence order"),
         }
     }
 }

@@ -8,6 +8,9 @@
 //!   (RFC 4585), compound packets, round-trip time from LSR/DLSR.
 //! - [`stats`]: per-source receive statistics: RFC 3550 §A.1 sequence validation, §A.3
 //!   loss accounting and §A.8 interarrival jitter, producing report blocks.
+//! - [`fec`]: Reed-Solomon packet FEC: groups of k sources plus m repair packets,
+//!   any m losses per group rebuilt bit-exact, optional interleaving
+//!   (wire format in `docs/media.md`).
 //!
 //! Everything here is sans-IO: no sockets, clocks or randomness inside; arrival times
 //! are passed in. Every decoder treats its input as hostile: it borrows from the
@@ -53,6 +56,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
+pub mod fec;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
