@@ -11,6 +11,9 @@
 //! - [`fec`]: Reed-Solomon packet FEC: groups of k sources plus m repair packets,
 //!   any m losses per group rebuilt bit-exact, optional interleaving
 //!   (wire format in `docs/media.md`).
+//! - [`netsim`]: a seeded, deterministic network impairment simulator (random and
+//!   Gilbert-Elliott loss, loss traces, delay, jitter, reordering, duplication,
+//!   bandwidth cap).
 //!
 //! Everything here is sans-IO: no sockets, clocks or randomness inside; arrival times
 //! are passed in. Every decoder treats its input as hostile: it borrows from the
@@ -60,6 +63,7 @@ pub mod fec;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod netsim;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
