@@ -80,6 +80,61 @@ pub fn fec_packet(data: &[u8]) {
     }
 }
 
+/// Jitter buffer input sequences: each 4-byte chunk is (time step in ms, sequence
+/// number, action). Frames never come out of order or twice, and the buffer never
+/// holds more than its bound.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn jitter_sequence(data: &[u8]) {
+    use std::time::{Duration, Instant};
+
+    use crate::jitter::{JitterBuffer, JitterConfig, Playout};
+
+    let config = JitterConfig {
+        max_packets: 32,
+        window: 16,
+        ..JitterConfig::default()
+    };
+    let mut jb = JitterBuffer::new(config).expect("valid config");
+    let mut now = Instant::now();
+    // Mirrors the buffer's own unwrapping (it unwraps every input, in order), so the
+    // payload is the extended sequence number the buffer uses.
+    let mut unwrap = crate::rtp::SequenceUnwrapper::new();
+    let mut last: Option<u64> = None;
+    for chunk in data.chunks_exact(4) {
+        let &[step, s0, s1, action] = chunk else {
+            continue;
+        };
+        now += Duration::from_millis(u64::from(step));
+        let seq = u16::from_be_bytes([s0, s1]);
+        if action & 1 == 0 {
+            let ts = u32::from(seq)
+                .wrapping_mul(960)
+                .wrapping_add(u32::from(action));
+            let _ = jb.handle_packet(now, seq, ts, unwrap.unwrap(seq));
+        }
+        while let Some(f) = jb.poll_frame(now) {
+            let ext = match f {
+                Playout::Packet { seq, payload, .. } => {
+                    assert_eq!(seq, payload as u16);
+                    payload
+                }
+                Playout::Missing { seq } => {
+                    let ext = jb.next_sequence().expect("started") - 1;
+                    assert_eq!(seq, ext as u16);
+                    ext
+                }
+                Playout::Empty => break,
+            };
+            assert!(last.is_none_or(|l| ext > l), "out of order or twice: {ext}");
+            assert_eq!(jb.next_sequence(), Some(ext + 1));
+            last = Some(ext);
+        }
+        assert!(jb.len() <= config.max_packets);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The committed seeds decode (so the fuzzer starts from valid packets).

@@ -11,6 +11,9 @@
 //! - [`fec`]: Reed-Solomon packet FEC: groups of k sources plus m repair packets,
 //!   any m losses per group rebuilt bit-exact, optional interleaving
 //!   (wire format in `docs/media.md`).
+//! - [`jitter`]: an adaptive jitter buffer: reordering, duplicates, late packets,
+//!   target delay from observed jitter plus the FEC group delay, clock drift,
+//!   concealment signalling, statistics.
 //! - [`netsim`]: a seeded, deterministic network impairment simulator (random and
 //!   Gilbert-Elliott loss, loss traces, delay, jitter, reordering, duplication,
 //!   bandwidth cap).
@@ -63,6 +66,7 @@ pub mod fec;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod jitter;
 pub mod netsim;
 pub mod rtcp;
 pub mod rtp;
