@@ -13,6 +13,9 @@ pub enum Error {
     Limit(Limit),
     /// The caller asked for something that cannot be encoded or done.
     Usage(UsageError),
+    /// The Opus codec (libopus) reported an error; the text is libopus's description
+    /// of its error code (for example "corrupted stream" for an invalid packet).
+    Codec(&'static str),
 }
 
 /// Peer-supplied bytes that do not parse.
@@ -99,6 +102,7 @@ impl fmt::Display for Error {
             Self::Decode(e) => write!(f, "invalid packet: {e}"),
             Self::Limit(l) => write!(f, "limit reached: {l}"),
             Self::Usage(u) => write!(f, "usage error: {u}"),
+            Self::Codec(e) => write!(f, "codec error: {e}"),
         }
     }
 }

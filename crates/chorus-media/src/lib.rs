@@ -1,6 +1,9 @@
 //! Media transport for Chorus: the packets that carry speech and video, and what keeps
 //! them useful on a bad network.
 //!
+//! - `opus` (feature `opus`, on by default): Opus encoding and decoding through
+//!   libopus: 8-48 kHz, mono and stereo, 10-60 ms frames, 6-510 kbit/s, complexity,
+//!   DTX, in-band FEC with an expected-loss hint, packet loss concealment.
 //! - [`rtp`]: RTP packets (RFC 3550 §5.1) with CSRCs, padding and header extensions,
 //!   the RFC 8285 one-byte and two-byte element forms, the RFC 6464 audio level, and
 //!   sequence-number / timestamp unwrapping to 64-bit counters.
@@ -68,6 +71,8 @@ pub mod fec;
 pub mod fuzz;
 pub mod jitter;
 pub mod netsim;
+#[cfg(feature = "opus")]
+pub mod opus;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
