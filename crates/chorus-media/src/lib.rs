@@ -1,6 +1,8 @@
 //! Media transport for Chorus: the packets that carry speech and video, and what keeps
 //! them useful on a bad network.
 //!
+//! - [`adapt`]: loss and burst estimation, the choice of Reed-Solomon `(k, m)`,
+//!   interleaving and Opus in-band FEC, and loss-based send-rate control.
 //! - `opus` (feature `opus`, on by default): Opus encoding and decoding through
 //!   libopus: 8-48 kHz, mono and stereo, 10-60 ms frames, 6-510 kbit/s, complexity,
 //!   DTX, in-band FEC with an expected-loss hint, packet loss concealment.
@@ -64,6 +66,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod adapt;
 mod error;
 pub mod fec;
 #[cfg(any(test, feature = "_fuzz"))]
