@@ -59,6 +59,8 @@ pub enum DecodeError {
     BadFecHeader,
     /// A reserved field that must be zero was not.
     ReservedNotZero,
+    /// A WAV file this crate does not read (the text says which rule it breaks).
+    BadWav(&'static str),
 }
 
 /// A configured bound that was hit.
@@ -127,6 +129,7 @@ impl fmt::Display for DecodeError {
             Self::BadRtcpType(t) => write!(f, "RTCP packet type {t} not allowed here"),
             Self::BadFecHeader => f.write_str("invalid FEC header"),
             Self::ReservedNotZero => f.write_str("reserved field is not zero"),
+            Self::BadWav(why) => write!(f, "unsupported WAV file: {why}"),
         }
     }
 }
@@ -193,5 +196,11 @@ impl From<chorus_framing::DecodeError> for DecodeError {
                 needed: 0,
             },
         }
+    }
+}
+
+impl From<chorus_framing::DecodeError> for Error {
+    fn from(e: chorus_framing::DecodeError) -> Self {
+        Self::Decode(e.into())
     }
 }

@@ -22,6 +22,8 @@
 //! - [`netsim`]: a seeded, deterministic network impairment simulator (random and
 //!   Gilbert-Elliott loss, loss traces, delay, jitter, reordering, duplication,
 //!   bandwidth cap).
+//! - [`wav`]: 16-bit PCM WAV read/write for tests and examples, and windowed-sinc
+//!   resampling (to 48 kHz).
 //!
 //! Everything here is sans-IO: no sockets, clocks or randomness inside; arrival times
 //! are passed in. Every decoder treats its input as hostile: it borrows from the
@@ -79,5 +81,6 @@ pub mod opus;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
+pub mod wav;
 
 pub use error::{DecodeError, Error, Limit, UsageError};
