@@ -288,6 +288,15 @@ impl<T> JitterBuffer<T> {
         self.next_seq
     }
 
+    /// The payload of the next frame to play, if it is already buffered. Right after a
+    /// [`Playout::Missing`], this is the packet that followed the lost one: with Opus,
+    /// pass it to `opus::Decoder::decode_fec` to rebuild the lost frame from its
+    /// in-band FEC (LBRR) instead of concealing it.
+    #[must_use]
+    pub fn peek(&self) -> Option<&T> {
+        self.packets.get(&self.next_seq?).map(|e| &e.payload)
+    }
+
     /// When [`JitterBuffer::poll_frame`] should next be called.
     #[must_use]
     pub const fn poll_timeout(&self) -> Option<Instant> {

@@ -190,7 +190,12 @@ fn run(loss: f64, use_fec: bool) -> Outcome {
                     *seq
                 }
                 Playout::Missing { seq } => {
-                    decoder.conceal(FRAME, &mut pcm).unwrap();
+                    // With FEC on, the next packet's in-band copy (Opus LBRR) is the
+                    // second line of defence; otherwise plain concealment.
+                    match jb.peek() {
+                        Some(next) if use_fec => decoder.decode_fec(next, FRAME, &mut pcm).unwrap(),
+                        _ => decoder.conceal(FRAME, &mut pcm).unwrap(),
+                    };
                     concealed += 1;
                     *seq
                 }
