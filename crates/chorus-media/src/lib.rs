@@ -22,6 +22,8 @@
 //! - [`netsim`]: a seeded, deterministic network impairment simulator (random and
 //!   Gilbert-Elliott loss, loss traces, delay, jitter, reordering, duplication,
 //!   bandwidth cap).
+//! - [`video`]: RTP payload formats for VP8 (RFC 7741) and H.264 (RFC 6184, single
+//!   NAL unit, STAP-A, FU-A) with bounded frame reassembly and keyframe detection.
 //! - [`wav`]: 16-bit PCM WAV read/write for tests and examples, and windowed-sinc
 //!   resampling (to 48 kHz).
 //!
@@ -81,6 +83,7 @@ pub mod opus;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
+pub mod video;
 pub mod wav;
 
 pub use error::{DecodeError, Error, Limit, UsageError};
