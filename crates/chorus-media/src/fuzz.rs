@@ -156,7 +156,12 @@ mod tests {
             for e in entries {
                 let path = e.unwrap().path();
                 // Only the committed seeds; a local fuzz run adds other inputs here.
-                if !path.file_name().unwrap().to_string_lossy().starts_with("seed-") {
+                if !path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("seed-")
+                {
                     continue;
                 }
                 let bytes = std::fs::read(&path).unwrap();
