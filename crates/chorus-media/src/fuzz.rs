@@ -135,6 +135,43 @@ pub fn jitter_sequence(data: &[u8]) {
     }
 }
 
+/// Video reassembly: the bytes as a sequence of RTP-ish packets (2-byte sequence
+/// number, flags byte, length byte, payload) for a VP8 and an H.264 reassembler with
+/// small bounds; never panics, never holds more than its bounds, and the VP8
+/// descriptor round-trips.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn video_packets(data: &[u8]) {
+    use crate::video::{Assembler, AssemblerConfig, Codec, Vp8Descriptor};
+    if let Ok((d, rest)) = Vp8Descriptor::decode(data) {
+        let mut out = Vec::new();
+        d.encode(&mut out);
+        out.extend_from_slice(rest);
+        assert_eq!(Vp8Descriptor::decode(&out), Ok((d, rest)));
+    }
+    let config = AssemblerConfig {
+        max_packets: 16,
+        max_frame_bytes: 512,
+        max_pending: 4,
+    };
+    for codec in [Codec::Vp8, Codec::H264] {
+        let mut a = Assembler::new(codec, config);
+        let mut rest = data;
+        while let [s0, s1, flags, len, tail @ ..] = rest {
+            let n = usize::from(*len).min(tail.len());
+            let (payload, tail) = tail.split_at(n);
+            rest = tail;
+            let seq = u16::from_be_bytes([*s0, *s1]);
+            if let Ok(Some(frame)) =
+                a.handle_packet(seq, u32::from(flags & 0x7f), flags & 0x80 != 0, payload)
+            {
+                assert!(frame.data.len() <= config.max_frame_bytes * 2);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The committed seeds decode (so the fuzzer starts from valid packets).

@@ -533,6 +533,11 @@ mod tests {
         }
 
         #[test]
+        fn fuzz_entry_never_panics(b in vec(any::<u8>(), 0..600)) {
+            crate::fuzz::video_packets(&b);
+        }
+
+        #[test]
         fn arbitrary_packets_never_panic(packets in vec((any::<u16>(), any::<bool>(), vec(any::<u8>(), 0..40)), 0..40)) {
             for codec in [Codec::Vp8, Codec::H264] {
                 let mut a = Assembler::new(codec, AssemblerConfig { max_packets: 8, max_frame_bytes: 200, max_pending: 2 });
