@@ -447,4 +447,50 @@ mod tests {
             jb.target_delay()
         );
     }
+
+    #[test]
+    fn follows_a_sender_clock_that_drifts_either_way() {
+        for drift in [0.99, 1.01] {
+            let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+            let t0 = Instant::now();
+            let (mut played, mut max_len) = (0, 0);
+            // 60 s of packets sent every 20 ms of *sender* time.
+            let mut next_arrival = 0u32;
+            let mut now = t0;
+            let end = t0 + Duration::from_secs(60);
+            while now < end {
+                let arrival = t0 + Duration::from_secs_f64(0.02 * f64::from(next_arrival) * drift);
+                let tick = jb.poll_timeout().unwrap_or(arrival);
+                now = arrival.min(tick);
+                if now == arrival {
+                    jb.handle_packet(now, next_arrival as u16, next_arrival * 960, next_arrival)
+                        .unwrap();
+                    next_arrival += 1;
+                }
+                while let Some(f) = jb.poll_frame(now) {
+                    if let Playout::Packet { .. } = f {
+                        played += 1;
+                    }
+                }
+                max_len = max_len.max(jb.len());
+            }
+            let stats = jb.stats();
+            assert_eq!(stats.late, 0, "{drift}: {stats:?}");
+            assert!(
+                max_len < 10,
+                "{drift}: the buffer does not grow ({max_len})"
+            );
+            // A fast sender's surplus (1 %) is dropped to hold the delay; a slow
+            // sender's shortfall shows as empty ticks. Nothing else is lost.
+            let accounted = played + stats.accelerated as u32 + jb.len() as u32;
+            assert!(
+                accounted + 5 >= next_arrival,
+                "{drift}: {played} of {next_arrival} {stats:?}"
+            );
+            assert!(
+                stats.accelerated <= 40 && stats.empty <= 40,
+                "{drift}: {stats:?}"
+            );
+        }
+    }
 }
