@@ -11,6 +11,8 @@
 //!   sequence-number / timestamp unwrapping to 64-bit counters.
 //! - [`rtcp`]: SR, RR, SDES, BYE (RFC 3550 §6.4-§6.6), generic NACK and PLI feedback
 //!   (RFC 4585), compound packets, round-trip time from LSR/DLSR.
+//! - [`feedback`]: receiver-side NACK scheduling with retries and keyframe (PLI)
+//!   requests for video.
 //! - [`stats`]: per-source receive statistics: RFC 3550 §A.1 sequence validation, §A.3
 //!   loss accounting and §A.8 interarrival jitter, producing report blocks.
 //! - [`fec`]: Reed-Solomon packet FEC: groups of k sources plus m repair packets,
@@ -73,6 +75,7 @@
 pub mod adapt;
 mod error;
 pub mod fec;
+pub mod feedback;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
