@@ -25,6 +25,8 @@ USAGE: cargo run --example media-quality -- [OPTIONS]
 OPTIONS:
   --input <wav>          16-bit PCM WAV to send (default: 10 s of synthetic speech)
   --output <wav>         where to write what the receiver played (48 kHz mono)
+  --reference <wav>      where to write what was sent (48 kHz mono), for PESQ:
+                         python3 examples/media-quality-pesq.py <reference> <output>
   --loss <0-1>           random loss probability (default 0.1)
   --burst <packets>      mean loss burst length; > 1 uses Gilbert-Elliott (default 1)
   --trace <file>         replay a loss trace (1/x lost, 0/. delivered) instead
@@ -40,6 +42,7 @@ const FRAME: usize = 960;
 struct Options {
     input: Option<String>,
     output: Option<String>,
+    reference: Option<String>,
     loss: f64,
     burst: f64,
     trace: Option<String>,
@@ -53,6 +56,7 @@ fn parse() -> Result<Option<Options>, String> {
     let mut o = Options {
         input: None,
         output: None,
+        reference: None,
         loss: 0.1,
         burst: 1.0,
         trace: None,
@@ -76,6 +80,7 @@ fn parse() -> Result<Option<Options>, String> {
         match flag.as_str() {
             "--input" => o.input = Some(value),
             "--output" => o.output = Some(value),
+            "--reference" => o.reference = Some(value),
             "--loss" => {
                 o.loss = value
                     .parse()
@@ -318,6 +323,19 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             &output[lag..]
         )
     );
+    if let Some(path) = &o.reference {
+        let mut file = Vec::new();
+        let samples = input[..frames * FRAME].to_vec();
+        wav::write(
+            &wav::Wav {
+                sample_rate: RATE,
+                channels: 1,
+                samples,
+            },
+            &mut file,
+        )?;
+        std::fs::write(path, file)?;
+    }
     if let Some(path) = &o.output {
         let mut file = Vec::new();
         wav::write(
