@@ -323,6 +323,10 @@ pub struct DecoderConfig {
     pub max_groups: usize,
     /// Longest repair shard accepted (2 + longest source). Default 1,502.
     pub max_shard_len: usize,
+    /// Largest `m` accepted; with `max_groups` and `max_shard_len` it bounds the
+    /// memory held for repair packets (default: 64 * 16 * 1,502 bytes = 1.5 MiB).
+    /// Default 16.
+    pub max_m: u8,
 }
 
 impl Default for DecoderConfig {
@@ -331,6 +335,7 @@ impl Default for DecoderConfig {
             history: 1024,
             max_groups: 64,
             max_shard_len: 1502,
+            max_m: 16,
         }
     }
 }
@@ -395,7 +400,11 @@ impl core::fmt::Debug for Decoder {
 impl Decoder {
     /// A new decoder; fails on an invalid configuration.
     pub fn new(config: DecoderConfig) -> Result<Self, Error> {
-        if config.history == 0 || config.max_groups == 0 || config.max_shard_len < 2 {
+        if config.history == 0
+            || config.max_groups == 0
+            || config.max_shard_len < 2
+            || config.max_m == 0
+        {
             return Err(UsageError::BadConfig(
                 "history, max_groups must be >= 1, max_shard_len >= 2",
             )
@@ -458,6 +467,13 @@ impl Decoder {
                 return Err(e.into());
             }
         };
+        if p.m > self.config.max_m {
+            self.stats.rejected += 1;
+            return Err(DecodeError::TooMany {
+                max: usize::from(self.config.max_m),
+            }
+            .into());
+        }
         if p.shard.len() > self.config.max_shard_len {
             self.stats.rejected += 1;
             return Err(DecodeError::TooLong {

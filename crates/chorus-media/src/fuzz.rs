@@ -61,6 +61,7 @@ pub fn fec_packet(data: &[u8]) {
         history: 64,
         max_groups: 8,
         max_shard_len: 256,
+        max_m: 8,
     };
     let mut dec = Decoder::new(config).expect("valid config");
     let mut rest = data;
