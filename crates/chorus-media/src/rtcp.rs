@@ -556,6 +556,45 @@ pub fn round_trip_time(arrival: u32, block: &ReportBlock) -> Option<core::time::
     ))
 }
 
+/// The RTCP transmission interval of RFC 3550 §6.3.1 (algorithm of appendix A.7).
+///
+/// `rtcp_bps` is the RTCP share of the session bandwidth (5 % of it, RFC 3550 §6.2),
+/// `avg_rtcp_size` the average compound packet size in octets (with UDP/IP headers),
+/// `initial` whether no packet was sent yet (the minimum is halved), and `random` a
+/// value in [0, 1) drawn by the caller (the interval is spread over [0.5, 1.5] times
+/// its value to avoid synchronisation). Deterministic given its inputs.
+#[must_use]
+pub fn report_interval(
+    members: u32,
+    senders: u32,
+    we_sent: bool,
+    rtcp_bps: f64,
+    avg_rtcp_size: f64,
+    initial: bool,
+    random: f64,
+) -> core::time::Duration {
+    const MIN_TIME: f64 = 5.0;
+    // e - 3/2: compensates for the timer reconsideration algorithm (A.7).
+    const COMPENSATION: f64 = core::f64::consts::E - 1.5;
+    let min_time = if initial { MIN_TIME / 2.0 } else { MIN_TIME };
+    let mut bytes_per_second = (rtcp_bps / 8.0).max(1.0);
+    let mut n = f64::from(members.max(1));
+    // Senders get a quarter of the RTCP bandwidth when they are at most a quarter of
+    // the members.
+    if f64::from(senders) > 0.0 && f64::from(senders) <= f64::from(members) * 0.25 {
+        if we_sent {
+            bytes_per_second *= 0.25;
+            n = f64::from(senders);
+        } else {
+            bytes_per_second *= 0.75;
+            n -= f64::from(senders);
+        }
+    }
+    let t = (avg_rtcp_size.max(0.0) * n / bytes_per_second).max(min_time);
+    let t = t * (random.clamp(0.0, 1.0) + 0.5) / COMPENSATION;
+    core::time::Duration::from_secs_f64(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,6 +735,20 @@ mod tests {
                 "prefix {n}"
             );
         }
+    }
+
+    #[test]
+    fn report_interval_follows_rfc_3550_a7() {
+        // Two members at 64 kbit/s: the 5 s minimum, spread and compensated.
+        let t = report_interval(2, 1, true, 3_200.0, 100.0, false, 0.5);
+        assert!(
+            (t.as_secs_f64() - 5.0 / 1.218_281_828).abs() < 1e-6,
+            "{t:?}"
+        );
+        assert!(report_interval(2, 1, true, 3_200.0, 100.0, true, 0.5) < t);
+        // 1,000 receivers share the bandwidth: the interval grows.
+        let big = report_interval(1_000, 1, false, 3_200.0, 100.0, false, 0.5);
+        assert!(big.as_secs_f64() > 30.0, "{big:?}");
     }
 
     #[test]
