@@ -20,3 +20,7 @@ pub use chorus_nat as nat;
 #[cfg(feature = "index")]
 #[doc(inline)]
 pub use chorus_index as index;
+
+#[cfg(feature = "media")]
+#[doc(inline)]
+pub use chorus_media as media;

@@ -66,8 +66,9 @@ const NEEDS: &[Need] = &[
     // its tests compile a small C harness against it, found through pkg-config.
     need("pkg-config", Probe::Binary("pkg-config"), TEST),
     need("libsrtp2-dev", Probe::PkgConfig("libsrtp2"), TEST),
-    // Lines to come, for example:
-    // need("cmake", Probe::Binary("cmake"), ALL), // libopus, built by the opus crate
+    // libopus, built from source by the opus crate's audiopus_sys (chorus-media's
+    // default `opus` feature). The fuzz build leaves that feature off.
+    need("cmake", Probe::Binary("cmake"), &[Job::Demo, Job::Test]),
     need("coturn", Probe::Binary("turnserver"), TEST),
     // The NAT scenario tests build namespaces with `ip` and NATs with `nft`.
     need("iproute2", Probe::Binary("ip"), TEST),

@@ -65,6 +65,9 @@ fn fmt() -> Result {
 /// its default features (the sans-IO core alone).
 fn clippy() -> Result {
     install::rustup_component("clippy", "clippy")?;
+    // Building the workspace runs build scripts that need system packages (cmake for
+    // libopus), so install what the test job needs before the first build.
+    install::system_packages(Job::Test)?;
     let deny = ["--", "-D", "warnings"];
     cmd::run(
         cmd::cargo()

@@ -1,0 +1,182 @@
+//! Per-stage costs of the `chorus-media` pipeline (run `cargo bench --bench media`).
+//!
+//! - `rtp_decode`, `rtp_encode`: one 160-byte Opus RTP packet with an RFC 6464 level.
+//! - `rtcp_decode`: a compound SR + SDES + NACK packet.
+//! - `fec_encode/k,m`, `fec_recover/k,m`: a group of k 200-byte packets; encode makes
+//!   the m repairs, recover rebuilds m lost sources from them.
+//! - `jitter`: one packet in and one frame out of the jitter buffer.
+//! - `opus_encode`, `opus_decode`: one 20 ms 48 kHz mono frame at 32 kbit/s.
+//!
+//! Inputs are fixed and built before timing starts.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use chorus_media::fec::{self, DecoderConfig, EncoderConfig};
+use chorus_media::jitter::{JitterBuffer, JitterConfig};
+use chorus_media::opus::{Channels, Decoder, Encoder, EncoderConfig as OpusConfig};
+use chorus_media::rtcp::{self, Limits, NackEntry, SdesChunk, SenderInfo};
+use chorus_media::rtp::{self, AudioLevel, Element, Extension};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn rtp_bench(c: &mut Criterion) {
+    let level = [AudioLevel {
+        voice: true,
+        level: 30,
+    }
+    .to_byte()];
+    let mut ext = Vec::new();
+    let profile = rtp::write_elements(
+        &[Element {
+            id: 1,
+            data: &level,
+        }],
+        &mut ext,
+    )
+    .unwrap();
+    let payload = [0x5au8; 160];
+    let packet = rtp::Packet {
+        marker: false,
+        payload_type: 111,
+        sequence: 1,
+        timestamp: 960,
+        ssrc: 7,
+        csrcs: vec![],
+        extension: Some(Extension {
+            profile,
+            data: &ext,
+        }),
+        payload: &payload,
+        padding: 0,
+    };
+    let mut wire = BytesMut::new();
+    packet.encode(&mut wire).unwrap();
+    let mut g = c.benchmark_group("rtp");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("rtp_decode", |b| {
+        b.iter(|| rtp::Packet::decode(black_box(&wire)).unwrap().payload.len())
+    });
+    g.bench_function("rtp_encode", |b| {
+        let mut out = BytesMut::with_capacity(256);
+        b.iter(|| {
+            out.clear();
+            black_box(&packet).encode(&mut out).unwrap();
+        });
+    });
+    let compound = [
+        rtcp::Packet::SenderReport {
+            ssrc: 1,
+            info: SenderInfo::default(),
+            reports: vec![],
+        },
+        rtcp::Packet::Sdes(vec![SdesChunk {
+            ssrc: 1,
+            items: vec![(rtcp::SDES_CNAME, b"alice@example")],
+        }]),
+        rtcp::Packet::Nack {
+            sender_ssrc: 1,
+            media_ssrc: 7,
+            entries: NackEntry::from_lost(&[3, 5, 40]),
+        },
+    ];
+    let mut rtcp_wire = BytesMut::new();
+    rtcp::encode_compound(&compound, &mut rtcp_wire).unwrap();
+    g.bench_function("rtcp_decode", |b| {
+        b.iter(|| {
+            rtcp::decode_compound(black_box(&rtcp_wire), &Limits::default())
+                .unwrap()
+                .len()
+        })
+    });
+    g.finish();
+}
+
+fn fec_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fec");
+    for (k, m) in [(4u8, 1u8), (4, 2), (8, 4)] {
+        let mut config = EncoderConfig::default();
+        (config.k, config.m) = (k, m);
+        let packets: Vec<Vec<u8>> = (0..k).map(|i| vec![i; 200]).collect();
+        g.throughput(Throughput::Bytes(200 * u64::from(k)));
+        g.bench_with_input(
+            BenchmarkId::new("fec_encode", format!("{k},{m}")),
+            &packets,
+            |b, packets| {
+                let mut enc = fec::Encoder::new(config).unwrap();
+                let mut seq = 0u16;
+                b.iter(|| {
+                    for p in packets {
+                        enc.push(seq, p).unwrap();
+                        seq = seq.wrapping_add(1);
+                    }
+                    while let Some(r) = enc.poll_repair() {
+                        black_box(r);
+                    }
+                });
+            },
+        );
+        let mut enc = fec::Encoder::new(config).unwrap();
+        for (i, p) in packets.iter().enumerate() {
+            enc.push(i as u16, p).unwrap();
+        }
+        let repairs: Vec<Vec<u8>> = std::iter::from_fn(|| enc.poll_repair()).collect();
+        g.bench_with_input(
+            BenchmarkId::new("fec_recover", format!("{k},{m}")),
+            &repairs,
+            |b, repairs| {
+                b.iter(|| {
+                    let mut dec = fec::Decoder::new(DecoderConfig::default()).unwrap();
+                    for (i, p) in packets.iter().enumerate().skip(usize::from(m)) {
+                        dec.handle_source(i as u16, p);
+                    }
+                    for r in repairs {
+                        dec.handle_repair(r).unwrap();
+                    }
+                    std::iter::from_fn(|| dec.poll_recovered()).count()
+                });
+            },
+        );
+    }
+    g.finish();
+}
+
+fn jitter_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("jitter");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("jitter", |b| {
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let t0 = Instant::now();
+        let mut i = 0u32;
+        b.iter(|| {
+            let now = t0 + Duration::from_millis(20 * u64::from(i));
+            let _ = jb.handle_packet(now, i as u16, i.wrapping_mul(960), i);
+            i += 1;
+            black_box(jb.poll_frame(now + Duration::from_millis(100)))
+        });
+    });
+    g.finish();
+}
+
+fn opus_bench(c: &mut Criterion) {
+    let pcm: Vec<i16> = (0..960)
+        .map(|i| ((i as f64 * 0.0577).sin() * 8000.0) as i16)
+        .collect();
+    let mut enc = Encoder::new(OpusConfig::default()).unwrap();
+    let mut packet = Vec::new();
+    let mut g = c.benchmark_group("opus");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("opus_encode", |b| {
+        b.iter(|| enc.encode(black_box(&pcm), &mut packet).unwrap())
+    });
+    enc.encode(&pcm, &mut packet).unwrap();
+    let mut dec = Decoder::new(48_000, Channels::Mono).unwrap();
+    let mut out = Vec::new();
+    g.bench_function("opus_decode", |b| {
+        b.iter(|| dec.decode(black_box(&packet), &mut out).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, rtp_bench, fec_bench, jitter_bench, opus_bench);
+criterion_main!(benches);

@@ -1,0 +1,212 @@
+//! Fuzz entry points (STYLE.md §10): every parser of peer-supplied bytes in this crate,
+//! with round-trip oracles. `fuzz/fuzz_targets/*.rs` call these; the unit tests run
+//! them under proptest so they never rot.
+
+use bytes::BytesMut;
+
+/// RTP: decode, re-encode, decode again; equal, and exactly `encoded_len()` bytes.
+/// The RFC 8285 elements are walked too.
+///
+/// # Panics
+/// When the oracle fails, which is the bug a fuzzer reports.
+pub fn rtp_packet(data: &[u8]) {
+    if let Ok(p) = crate::rtp::Packet::decode(data) {
+        let mut out = BytesMut::new();
+        p.encode(&mut out).expect("a decoded packet re-encodes");
+        assert_eq!(out.len(), p.encoded_len());
+        assert_eq!(crate::rtp::Packet::decode(&out), Ok(p.clone()));
+        if let Some(elements) = p.extension_elements() {
+            for e in elements.flatten() {
+                let _ = crate::rtp::AudioLevel::decode(e.data);
+            }
+        }
+    }
+}
+
+/// RTCP compound packets: decode, re-encode, decode again; equal.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn rtcp_packet(data: &[u8]) {
+    let limits = crate::rtcp::Limits::default();
+    if let Ok(packets) = crate::rtcp::decode_compound(data, &limits) {
+        let mut out = BytesMut::new();
+        crate::rtcp::encode_compound(&packets, &mut out).expect("decoded packets re-encode");
+        assert_eq!(
+            out.len(),
+            packets
+                .iter()
+                .map(crate::rtcp::Packet::encoded_len)
+                .sum::<usize>()
+        );
+        assert_eq!(crate::rtcp::decode_compound(&out, &limits), Ok(packets));
+    }
+}
+
+/// FEC repair packets: header round trip, then the bytes fed to a decoder as a
+/// sequence of source and repair packets (first byte of each chunk says which):
+/// never panics, and every recovered packet fits its bounds.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn fec_packet(data: &[u8]) {
+    use crate::fec::{Decoder, DecoderConfig, RepairPacket};
+    if let Ok(p) = RepairPacket::decode(data) {
+        let mut out = BytesMut::new();
+        p.encode(&mut out);
+        assert_eq!(out.len(), p.encoded_len());
+        assert_eq!(RepairPacket::decode(&out), Ok(p));
+    }
+    let config = DecoderConfig {
+        history: 64,
+        max_groups: 8,
+        max_shard_len: 256,
+        max_m: 8,
+    };
+    let mut dec = Decoder::new(config).expect("valid config");
+    let mut rest = data;
+    while let Some((&tag, tail)) = rest.split_first() {
+        let len = usize::from(tag & 0x3f).min(tail.len());
+        let (chunk, tail) = tail.split_at(len);
+        rest = tail;
+        if tag & 0x80 != 0 {
+            let _ = dec.handle_repair(chunk);
+        } else {
+            let seq = u16::from(tag & 0x40 != 0) * 7 + u16::try_from(len).unwrap_or(0);
+            dec.handle_source(seq, chunk);
+        }
+        while let Some(r) = dec.poll_recovered() {
+            assert!(r.packet.len() + 2 <= config.max_shard_len);
+        }
+    }
+}
+
+/// Jitter buffer input sequences: each 4-byte chunk is (time step in ms, sequence
+/// number, action). Frames never come out of order or twice, and the buffer never
+/// holds more than its bound.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn jitter_sequence(data: &[u8]) {
+    use std::time::{Duration, Instant};
+
+    use crate::jitter::{JitterBuffer, JitterConfig, Playout};
+
+    let config = JitterConfig {
+        max_packets: 32,
+        window: 16,
+        ..JitterConfig::default()
+    };
+    let mut jb = JitterBuffer::new(config).expect("valid config");
+    let mut now = Instant::now();
+    // Mirrors the buffer's own unwrapping (it unwraps every input, in order), so the
+    // payload is the extended sequence number the buffer uses.
+    let mut unwrap = crate::rtp::SequenceUnwrapper::new();
+    let mut last: Option<u64> = None;
+    for chunk in data.chunks_exact(4) {
+        let &[step, s0, s1, action] = chunk else {
+            continue;
+        };
+        now += Duration::from_millis(u64::from(step));
+        let seq = u16::from_be_bytes([s0, s1]);
+        if action & 1 == 0 {
+            let ts = u32::from(seq)
+                .wrapping_mul(960)
+                .wrapping_add(u32::from(action));
+            let _ = jb.handle_packet(now, seq, ts, unwrap.unwrap(seq));
+        }
+        while let Some(f) = jb.poll_frame(now) {
+            let ext = match f {
+                Playout::Packet { seq, payload, .. } => {
+                    assert_eq!(seq, payload as u16);
+                    payload
+                }
+                Playout::Missing { seq } => {
+                    let ext = jb.next_sequence().expect("started") - 1;
+                    assert_eq!(seq, ext as u16);
+                    ext
+                }
+                Playout::Empty => break,
+            };
+            assert!(last.is_none_or(|l| ext > l), "out of order or twice: {ext}");
+            assert_eq!(jb.next_sequence(), Some(ext + 1));
+            last = Some(ext);
+        }
+        assert!(jb.len() <= config.max_packets);
+    }
+}
+
+/// Video reassembly: the bytes as a sequence of RTP-ish packets (2-byte sequence
+/// number, flags byte, length byte, payload) for a VP8 and an H.264 reassembler with
+/// small bounds; never panics, never holds more than its bounds, and the VP8
+/// descriptor round-trips.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn video_packets(data: &[u8]) {
+    use crate::video::{Assembler, AssemblerConfig, Codec, Vp8Descriptor};
+    if let Ok((d, rest)) = Vp8Descriptor::decode(data) {
+        let mut out = Vec::new();
+        d.encode(&mut out);
+        out.extend_from_slice(rest);
+        assert_eq!(Vp8Descriptor::decode(&out), Ok((d, rest)));
+    }
+    let config = AssemblerConfig {
+        max_packets: 16,
+        max_frame_bytes: 512,
+        max_pending: 4,
+    };
+    for codec in [Codec::Vp8, Codec::H264] {
+        let mut a = Assembler::new(codec, config);
+        let mut rest = data;
+        while let [s0, s1, flags, len, tail @ ..] = rest {
+            let n = usize::from(*len).min(tail.len());
+            let (payload, tail) = tail.split_at(n);
+            rest = tail;
+            let seq = u16::from_be_bytes([*s0, *s1]);
+            if let Ok(Some(frame)) =
+                a.handle_packet(seq, u32::from(flags & 0x7f), flags & 0x80 != 0, payload)
+            {
+                assert!(frame.data.len() <= config.max_frame_bytes * 2);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed seeds decode (so the fuzzer starts from valid packets).
+    #[test]
+    fn committed_seeds_decode() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus");
+        for (target, check) in [
+            (
+                "rtp_packet",
+                (|b: &[u8]| crate::rtp::Packet::decode(b).is_ok()) as fn(&[u8]) -> bool,
+            ),
+            ("rtcp_packet", |b: &[u8]| {
+                crate::rtcp::decode_compound(b, &crate::rtcp::Limits::default()).is_ok()
+            }),
+        ] {
+            let Ok(entries) = std::fs::read_dir(format!("{dir}/{target}")) else {
+                continue; // the crate may be built outside the workspace
+            };
+            for e in entries {
+                let path = e.unwrap().path();
+                // Only the committed seeds; a local fuzz run adds other inputs here.
+                if !path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("seed-")
+                {
+                    continue;
+                }
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(check(&bytes), "{}", path.display());
+                super::rtp_packet(&bytes);
+                super::rtcp_packet(&bytes);
+            }
+        }
+    }
+}
