@@ -110,46 +110,11 @@ fn parse() -> Result<Option<Options>, String> {
 }
 
 fn synthetic_speech(seconds: usize) -> Vec<i16> {
-    let mut phase = 0.0f64;
-    (0..RATE as usize * seconds)
-        .map(|i| {
-            let t = i as f64 / f64::from(RATE);
-            let syllable = t % 0.35;
-            let env = if syllable < 0.25 {
-                (std::f64::consts::PI * syllable / 0.25).sin()
-            } else {
-                0.0
-            };
-            let pitch = 165.0 + 55.0 * (t * 0.7).sin();
-            phase += std::f64::consts::TAU * pitch / f64::from(RATE);
-            let formant = 700.0 + 400.0 * (t * 1.3).sin();
-            let s: f64 = (1..=20)
-                .map(|h| {
-                    let f = pitch * f64::from(h);
-                    (phase * f64::from(h)).sin() / (1.0 + ((f - formant) / 300.0).powi(2))
-                })
-                .sum();
-            (6000.0 * env * s) as i16
-        })
-        .collect()
+    chorus::media::quality::synthetic_speech(RATE, RATE as usize * seconds, 20)
 }
 
 fn segmental_snr(reference: &[i16], test: &[i16]) -> f64 {
-    let (mut total, mut frames) = (0.0, 0u32);
-    for (r, t) in reference.chunks_exact(FRAME).zip(test.chunks_exact(FRAME)) {
-        let signal: f64 = r.iter().map(|&x| f64::from(x).powi(2)).sum();
-        if signal < 1e5 * FRAME as f64 {
-            continue;
-        }
-        let noise: f64 = r
-            .iter()
-            .zip(t)
-            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-            .sum();
-        total += (10.0 * (signal / noise.max(1.0)).log10()).clamp(-10.0, 35.0);
-        frames += 1;
-    }
-    total / f64::from(frames.max(1))
+    chorus::media::quality::segmental_snr(reference, test, FRAME)
 }
 
 fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {

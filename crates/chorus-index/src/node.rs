@@ -1047,37 +1047,15 @@ impl Node {
                 return Ok(());
             }
             Body::StoreWord { key, record } => {
-                let stored = match self.accept_word(now, key, record, Some(sender)) {
-                    Ok(stored) => stored,
-                    Err(e) => {
-                        if matches!(
-                            e,
-                            Error::Protocol(
-                                Violation::BadSignature | Violation::BadUserCertificate
-                            ) | Error::Decode(_)
-                        ) {
-                            self.penalize(from, &sender, now);
-                        }
-                        return Err(e);
-                    }
-                };
+                let stored = self
+                    .accept_word(now, key, record, Some(sender))
+                    .inspect_err(|e| self.penalize_forgery(e, from, &sender, now))?;
                 Body::StoreAck { stored }
             }
             Body::Store { record } => {
-                let stored = match self.accept_store(now, record, Some(sender)) {
-                    Ok(stored) => stored,
-                    Err(e) => {
-                        if matches!(
-                            e,
-                            Error::Protocol(
-                                Violation::BadSignature | Violation::BadUserCertificate
-                            ) | Error::Decode(_)
-                        ) {
-                            self.penalize(from, &sender, now);
-                        }
-                        return Err(e);
-                    }
-                };
+                let stored = self
+                    .accept_store(now, record, Some(sender))
+                    .inspect_err(|e| self.penalize_forgery(e, from, &sender, now))?;
                 Body::StoreAck { stored }
             }
             // Responses were routed above; Leave returned.
@@ -1274,6 +1252,18 @@ impl Node {
                 body,
                 Purpose::Store { op: None },
             );
+        }
+    }
+
+    /// Penalizes the sender of a record that failed verification (a forged signature or
+    /// user certificate, or bytes that do not decode); other refusals are not its fault.
+    fn penalize_forgery(&mut self, e: &Error, from: SocketAddr, id: &NodeId, now: Instant) {
+        if matches!(
+            e,
+            Error::Protocol(Violation::BadSignature | Violation::BadUserCertificate)
+                | Error::Decode(_)
+        ) {
+            self.penalize(from, id, now);
         }
     }
 

@@ -83,6 +83,7 @@ pub mod jitter;
 pub mod netsim;
 #[cfg(feature = "opus")]
 pub mod opus;
+pub mod quality;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;

@@ -21,54 +21,12 @@ const SECONDS: usize = 30;
 const PT_OPUS: u8 = 111;
 const PT_FEC: u8 = 112;
 
-/// Speech-like test signal: syllables (250 ms voiced, 100 ms pause) of a harmonic
-/// series whose pitch glides between 110 and 220 Hz, with a formant-like emphasis.
 fn speech() -> Vec<i16> {
-    let n = RATE as usize * SECONDS;
-    let mut phase = 0.0f64;
-    (0..n)
-        .map(|i| {
-            let t = i as f64 / f64::from(RATE);
-            let syllable = t % 0.35;
-            let env = if syllable < 0.25 {
-                (std::f64::consts::PI * syllable / 0.25).sin()
-            } else {
-                0.0
-            };
-            let pitch = 165.0 + 55.0 * (t * 0.7).sin();
-            phase += std::f64::consts::TAU * pitch / f64::from(RATE);
-            let formant = 700.0 + 400.0 * (t * 1.3).sin();
-            let s: f64 = (1..=12)
-                .map(|h| {
-                    let f = pitch * f64::from(h);
-                    let gain = 1.0 / (1.0 + ((f - formant) / 300.0).powi(2));
-                    gain * (phase * f64::from(h)).sin()
-                })
-                .sum();
-            (6000.0 * env * s) as i16
-        })
-        .collect()
+    chorus_media::quality::synthetic_speech(RATE, RATE as usize * SECONDS, 12)
 }
 
-/// Mean per-frame SNR over the frames where the reference is not silent, each
-/// clamped to [-10, 35] dB.
 fn segmental_snr(reference: &[i16], test: &[i16]) -> f64 {
-    let mut total = 0.0;
-    let mut frames = 0;
-    for (r, t) in reference.chunks_exact(FRAME).zip(test.chunks_exact(FRAME)) {
-        let signal: f64 = r.iter().map(|&x| f64::from(x).powi(2)).sum();
-        if signal < 1e6 * FRAME as f64 / 10.0 {
-            continue;
-        }
-        let noise: f64 = r
-            .iter()
-            .zip(t)
-            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-            .sum();
-        total += (10.0 * (signal / noise.max(1.0)).log10()).clamp(-10.0, 35.0);
-        frames += 1;
-    }
-    total / f64::from(frames.max(1))
+    chorus_media::quality::segmental_snr(reference, test, FRAME)
 }
 
 struct Outcome {
