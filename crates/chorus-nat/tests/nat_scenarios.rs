@@ -191,9 +191,12 @@ fn start_turn_relay(world: &World) -> netns::NsTask {
     let mut users = StaticUsers::new("example.org");
     users.add("alice", "secret");
     let core = TurnServer::new(config, Box::new(users), Box::new(SeededEntropy::new(99))).unwrap();
-    world.public.run(move || async move {
+    // Clients connect over TCP at once: return only when the server listens.
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let task = world.public.run(move || async move {
         let udp = tokio::net::UdpSocket::bind(addr).await.expect("TURN UDP");
         let tcp = tokio::net::TcpListener::bind(addr).await.expect("TURN TCP");
+        let _ = ready_tx.send(());
         let r = chorus_nat::driver::turn_server::run(
             core,
             vec![udp],
@@ -202,7 +205,11 @@ fn start_turn_relay(world: &World) -> netns::NsTask {
         )
         .await;
         panic!("TURN server stopped: {r:?}");
-    })
+    });
+    ready
+        .recv_timeout(Duration::from_secs(10))
+        .expect("TURN server listening");
+    task
 }
 
 /// ICE between the clients of sites 0 and 1 (site 0 controlling), each with a host
