@@ -24,3 +24,7 @@ pub use chorus_index as index;
 #[cfg(feature = "media")]
 #[doc(inline)]
 pub use chorus_media as media;
+
+#[cfg(feature = "mixer")]
+#[doc(inline)]
+pub use chorus_mixer as mixer;
