@@ -12,9 +12,9 @@ use chorus_crypto::SystemEntropy;
 use chorus_crypto::cert::{Authority, CertificateRequest, NodeId, Role, TrustStore};
 use chorus_crypto::identity::{IdentityKeyPair, KeySize};
 use chorus_framing::{Entropy, SeededEntropy};
-use chorus_index::message::{Body, Contact, Message};
+use chorus_index::message::{Body, Contact, Message, NONCE_LEN, possession_message};
 use chorus_index::node::{Config, DEFAULT_NETWORK, Node, NodeIdentity};
-use chorus_index::record::{CertVerifier, NatClass, PresenceRecord, Verifier, unix_secs};
+use chorus_index::record::{CertVerifier, NatClass, PresenceRecord, Signer, Verifier, unix_secs};
 use chorus_index::sim::SimVerifier;
 use chorus_index::table::{RoutingTable, TableConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -111,6 +111,37 @@ fn record(c: &mut Criterion) {
     g.bench_function("verify (simulator's keyed hash)", |b| {
         b.iter(|| sim.verify_record(black_box(&s), wall).unwrap());
     });
+    // The proof of key possession a super node gives before it is trusted as a
+    // contact: an RSA-PSS signature over the requester's nonce, checked against the
+    // key its certificate names.
+    let node_key = IdentityKeyPair::generate(KeySize::Rsa2048, &mut rng).unwrap();
+    let node_cert = authority
+        .issue(&CertificateRequest {
+            username: "sn-1".into(),
+            public_key: node_key.public_key().clone(),
+            role: Role::SuperNode,
+            serial: 2,
+            not_before: wall - Duration::from_secs(60),
+            not_after: wall + Duration::from_secs(86_400),
+        })
+        .unwrap()
+        .to_bytes();
+    let requester = NodeId([7; 32]);
+    let challenge = possession_message(&[9; NONCE_LEN], &requester);
+    g.bench_function("sign possession proof (RSA-2048)", |b| {
+        b.iter(|| Signer::sign(&node_key, black_box(&challenge)).unwrap());
+    });
+    let proof = Signer::sign(&node_key, &challenge).unwrap();
+    g.bench_function(
+        "verify possession proof (certificate + signature, RSA-2048)",
+        |b| {
+            b.iter(|| {
+                verifier
+                    .verify_possession(black_box(&node_cert), &challenge, &proof, wall)
+                    .unwrap()
+            });
+        },
+    );
     let bytes = r.to_bytes();
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("decode", |b| {
@@ -204,6 +235,33 @@ fn node(c: &mut Criterion) {
             });
         },
     );
+    // The same request carrying a nonce, as from a contact not yet proven: the answer
+    // carries our proof, signed once per (requester, nonce) and then served from the
+    // proof cache.
+    let challenged: Vec<Bytes> = (0..256)
+        .map(|i| {
+            Message {
+                network: DEFAULT_NETWORK,
+                txid: i,
+                sender_cert: &cert,
+                nonce: Some([i as u8; NONCE_LEN]),
+                proof: None,
+                body: Body::FindNode {
+                    target: random_id(&mut e),
+                },
+            }
+            .to_bytes()
+        })
+        .collect();
+    g.bench_function("answer FindNode with a nonce (proof cached)", |b| {
+        b.iter(|| {
+            i = (i + 1) % challenged.len();
+            // A challenge costs 10 rate-limit tokens: 60 ms refills 12.
+            t += Duration::from_millis(60);
+            n.handle_input(t, from, &challenged[i]).unwrap();
+            black_box(n.poll_transmit().expect("answered"))
+        });
+    });
     g.finish();
 }
 
