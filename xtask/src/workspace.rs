@@ -36,8 +36,6 @@ pub(crate) struct Package {
     pub(crate) features: Vec<String>,
     /// Its declared dependencies.
     pub(crate) deps: Vec<Dep>,
-    /// Names of its example targets.
-    pub(crate) examples: Vec<String>,
 }
 
 /// The workspace members, from `cargo metadata --format-version 1 --no-deps`.
@@ -94,11 +92,6 @@ impl Workspace {
             .iter()
             .filter(move |p| p.dir.parent() == Some(crates_dir.as_path()))
     }
-
-    /// The member whose manifest is the workspace root's (the facade).
-    pub(crate) fn root_package(&self) -> Option<&Package> {
-        self.packages.iter().find(|p| p.dir == self.root)
-    }
 }
 
 fn package(p: &Value) -> Result<Package> {
@@ -126,16 +119,6 @@ fn package(p: &Value) -> Result<Package> {
             })
         })
         .collect::<Result<_>>()?;
-    let examples = p
-        .get("targets")
-        .map_or(&[][..], Value::items)
-        .iter()
-        .filter(|t| {
-            let kinds = t.get("kind").map_or(&[][..], Value::items);
-            kinds.iter().any(|k| k.as_str() == Some("example"))
-        })
-        .map(|t| text(t, "name"))
-        .collect::<Result<_>>()?;
     Ok(Package {
         name: text(p, "name")?,
         dir: Path::new(&manifest)
@@ -146,7 +129,6 @@ fn package(p: &Value) -> Result<Package> {
             .get("features")
             .map_or_else(Vec::new, |f| f.keys().map(str::to_owned).collect()),
         deps,
-        examples,
     })
 }
 
@@ -174,7 +156,7 @@ mod tests {
     }"#;
 
     #[test]
-    fn reads_members_crates_and_examples() {
+    fn reads_members_and_crates() {
         let ws = Workspace::parse(METADATA).unwrap();
         let crates: Vec<_> = ws.crates().map(|p| p.name.as_str()).collect();
         assert_eq!(crates, ["chorus-framing"]);
@@ -184,9 +166,8 @@ mod tests {
             framing.deps.iter().map(|d| d.kind).collect::<Vec<_>>(),
             [DepKind::Normal, DepKind::Dev, DepKind::Build]
         );
-        let facade = ws.root_package().unwrap();
+        let facade = ws.packages.iter().find(|p| p.dir == ws.root).unwrap();
         assert_eq!(facade.name, "chorus");
-        assert_eq!(facade.examples, ["demo"]);
         assert_eq!(facade.deps[0].name, "chorus-framing");
     }
 }

@@ -17,6 +17,8 @@ const STEPS: &[Step] = &[
     ("no-tokio", no_tokio),
     ("layering", layering),
     ("test", super::test::run),
+    // The README's first command: the main job must keep running end to end.
+    ("demo", demo),
     ("doc", doc),
     ("fuzz", fuzz),
     ("deny", deny),
@@ -54,6 +56,10 @@ pub(crate) fn run() -> Result {
 
 fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
+}
+
+fn demo() -> Result {
+    super::demo::run(&[])
 }
 
 fn fmt() -> Result {
