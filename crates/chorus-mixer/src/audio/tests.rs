@@ -44,6 +44,7 @@ impl Client {
     fn new(mixer: &mut Mixer, voice: Voice, rate: u32, channels: Channels) -> Self {
         let mut remote = RemoteConfig::default();
         remote.ssrc = 0x1000 + mixer.count as u32;
+        remote.codec.frame = mixer.config().tick;
         let id = mixer.add_remote(remote).unwrap();
         let mut config = EncoderConfig::default();
         config.sample_rate = rate;
@@ -419,6 +420,38 @@ fn inputs_at_other_rates_and_channel_counts_are_mixed_at_the_mixing_format() {
         counts.streams_in + counts.streams_out,
         crate::streams_for(4)
     );
+}
+
+#[test]
+fn a_10_ms_clock_mixes_20_ms_packets_over_two_ticks() {
+    let mut config = MixerConfig::default();
+    config.tick = Duration::from_millis(10);
+    config.selection = Selection::All;
+    let mut mixer = Mixer::new(config).unwrap();
+    assert_eq!(mixer.tick_samples(), 480);
+    let mut a = Client::new(&mut mixer, tone(440.0, 5000.0), 48_000, Channels::Mono);
+    let mut b = Client::new(&mut mixer, Voice::Silence, 48_000, Channels::Mono);
+    let t0 = Instant::now();
+    let mut heard_by_b = Vec::new();
+    for t in 0..30u32 {
+        let now = t0 + Duration::from_millis(10) * t;
+        if t % 2 == 0 {
+            for c in [&mut a, &mut b] {
+                let packet = c.next_packet();
+                mixer.handle_packet(now, c.id, packet).unwrap();
+            }
+        }
+        mixer.tick(now);
+        heard_by_b.extend_from_slice(mixer.heard_by(b.id).unwrap());
+        assert_eq!(mixer.transmits().count(), 2, "a packet to each every 10 ms");
+    }
+    // b hears a's audio without a seam, after a whole number of ticks.
+    let reference = a.sent.concat();
+    let delay = (0..10)
+        .map(|d| d * 480)
+        .find(|&d| heard_by_b[d..] == reference[..heard_by_b.len() - d])
+        .expect("b hears a, in order and complete");
+    assert!(heard_by_b[..delay].iter().all(|&s| s == 0));
 }
 
 #[test]
