@@ -15,6 +15,8 @@
 //! talker, who hears everyone else (mix-minus):
 //!
 //! ```
+//! # #[cfg(feature = "opus")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Instant;
 //! use bytes::BytesMut;
 //! use chorus_mixer::audio::{Mixer, MixerConfig, PcmConfig, RemoteConfig};
@@ -58,7 +60,10 @@
 //! assert_eq!(mixer.transmits().count(), 3);
 //! let counts = mixer.counts();
 //! assert_eq!(counts.streams_in + counts.streams_out, chorus_mixer::streams_for(4));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "opus"))]
+//! # fn main() {}
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
