@@ -12,7 +12,8 @@
 //!   RFC 6464 audio level. The K loudest participants are chosen from those levels
 //!   alone ([`speakers`]: O(N) partial selection, with hysteresis); only they are
 //!   decoded. Everyone else's packets pass through the jitter buffer and are dropped
-//!   without touching a decoder.
+//!   without touching a decoder (a sender whose packets lack the level element is
+//!   decoded anyway, and its level measured from the audio).
 //! - **Mix-minus in O(N).** The speakers' frames are summed once in 32 bits; each
 //!   speaker hears the sum minus their own frame ([`mix`]), soft-clipped so a loud room
 //!   saturates smoothly instead of wrapping.
@@ -287,6 +288,8 @@ struct Remote {
     /// Samples per channel of one of its packets at the mixing rate (for concealment).
     frame_samples: usize,
     ssrc_in: Option<u32>,
+    /// The last packet played had no audio level: decode it to measure one.
+    measured: bool,
     current: Current,
     /// The last packet, kept (by reference count) to prime a decoder on promotion.
     last: Option<Bytes>,
@@ -513,6 +516,7 @@ impl Mixer {
             jitter,
             frame_samples,
             ssrc_in: None,
+            measured: false,
             current: Current::Nothing,
             last: None,
             ssrc_out: config.ssrc,
@@ -567,7 +571,7 @@ impl Mixer {
             return Err(Error::AudioUsage(Usage::UnknownParticipant));
         };
         if let Kind::Remote(r) = &mut p.kind {
-            release_codecs(&mut self.decoders, &mut self.codecs, r);
+            release_codecs(&mut self.decoders, &mut self.codecs, r, false);
             if let Some(k) = self.codecs.get_mut(r.codec) {
                 k.users -= 1;
             }
@@ -701,7 +705,12 @@ impl Mixer {
             self.counts.streams_in += 1;
             r.current = match r.jitter.poll_frame(now) {
                 Some(Playout::Packet { payload, .. }) => {
-                    p.loudness.observe(payload.level.unwrap_or(127));
+                    // Without the RFC 6464 element the level is measured after
+                    // decoding (step 3), so such a sender is decoded every frame.
+                    r.measured = payload.level.is_none();
+                    if let Some(level) = payload.level {
+                        p.loudness.observe(level);
+                    }
                     Current::Packet(payload.payload)
                 }
                 Some(Playout::Missing { .. }) => Current::Missing,
@@ -747,7 +756,8 @@ impl Mixer {
                     p.speaking_for = None;
                     p.fifo.clear();
                     if let Kind::Remote(r) = &mut p.kind {
-                        release_codecs(&mut self.decoders, &mut self.codecs, r);
+                        let keep_decoder = r.measured;
+                        release_codecs(&mut self.decoders, &mut self.codecs, r, keep_decoder);
                     }
                 }
                 (None, false) => {}
@@ -768,7 +778,11 @@ impl Mixer {
                 continue;
             };
             let current = core::mem::take(&mut r.current);
-            if p.speaking_for.is_none() {
+            let speaking = p.speaking_for.is_some();
+            if !speaking && !r.measured {
+                if let Some(d) = r.decoder.take() {
+                    self.decoders.push(d);
+                }
                 if let Current::Packet(b) = current {
                     r.last = Some(b);
                 }
@@ -811,10 +825,18 @@ impl Mixer {
                 Current::Nothing => continue,
             };
             self.counts.decodes += 1;
+            let measure = r.measured && matches!(current, Current::Packet(_));
             if let Current::Packet(b) = current {
                 r.last = Some(b);
             }
             if result.is_ok() {
+                if measure {
+                    p.loudness
+                        .observe(AudioLevel::from_samples(&self.scratch, true).level);
+                }
+                if !speaking {
+                    continue;
+                }
                 p.fifo.extend(self.scratch.iter().copied());
                 if p.fifo.len() > max_fifo {
                     let excess = p.fifo.len() - max_fifo;
@@ -1006,6 +1028,8 @@ impl Mixer {
             self.slots
                 .get(s as usize)
                 .and_then(Option::as_ref)
+                // A slot freed and reused since the tick holds someone else.
+                .filter(|p| p.speaking_for.is_some())
                 .map(|p| p.id)
         })
     }
@@ -1043,8 +1067,13 @@ impl Mixer {
 }
 
 /// Returns a demoted or departing participant's decoder and own encoder to the pools.
-fn release_codecs(decoders: &mut Vec<Decoder>, codecs: &mut [Codec], r: &mut Remote) {
-    if let Some(d) = r.decoder.take() {
+fn release_codecs(
+    decoders: &mut Vec<Decoder>,
+    codecs: &mut [Codec],
+    r: &mut Remote,
+    keep_decoder: bool,
+) {
+    if !keep_decoder && let Some(d) = r.decoder.take() {
         decoders.push(d);
     }
     if let (Some(e), Some(k)) = (r.encoder.take(), codecs.get_mut(r.codec)) {

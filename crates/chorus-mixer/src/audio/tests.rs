@@ -34,6 +34,8 @@ struct Client {
     encoder: Encoder,
     reference: Decoder,
     sequence: u16,
+    /// Whether packets carry the RFC 6464 level.
+    send_level: bool,
     /// Samples sent so far (per channel).
     clock: u64,
     /// The reference decode of every packet sent, in order.
@@ -42,9 +44,21 @@ struct Client {
 
 impl Client {
     fn new(mixer: &mut Mixer, voice: Voice, rate: u32, channels: Channels) -> Self {
+        Self::with_bitrate(mixer, voice, rate, channels, 32_000)
+    }
+
+    /// A client to whom the mixer sends at `bitrate` bit/s.
+    fn with_bitrate(
+        mixer: &mut Mixer,
+        voice: Voice,
+        rate: u32,
+        channels: Channels,
+        bitrate: u32,
+    ) -> Self {
         let mut remote = RemoteConfig::default();
         remote.ssrc = 0x1000 + mixer.count as u32;
         remote.codec.frame = mixer.config().tick;
+        remote.codec.bitrate = bitrate;
         let id = mixer.add_remote(remote).unwrap();
         let mut config = EncoderConfig::default();
         config.sample_rate = rate;
@@ -58,6 +72,7 @@ impl Client {
             encoder,
             reference: Decoder::new(48_000, Channels::Mono).unwrap(),
             sequence: 100,
+            send_level: true,
             clock: 0,
             sent: Vec::new(),
         }
@@ -101,7 +116,7 @@ impl Client {
             timestamp: u32::from(self.sequence) * 960,
             ssrc: 0xABC0_0000 | self.id.slot,
             csrcs: vec![],
-            extension: Some(Extension {
+            extension: self.send_level.then_some(Extension {
                 profile,
                 data: &ext,
             }),
@@ -261,6 +276,46 @@ fn only_the_loudest_are_decoded_and_listeners_share_one_encoding() {
         .map(|p| rtp::Packet::decode(p.packet).unwrap().ssrc)
         .collect();
     assert_eq!(ssrcs.len(), 12, "one outgoing SSRC per participant");
+}
+
+#[test]
+fn the_shared_mix_is_encoded_once_per_codec_setting() {
+    let mut h = Harness::new(
+        MixerConfig::default(),
+        &[
+            tone(300.0, 6000.0),
+            tone(500.0, 4000.0),
+            tone(800.0, 3000.0),
+        ],
+    );
+    for bitrate in [32_000, 32_000, 16_000, 16_000, 16_000] {
+        let c = Client::with_bitrate(
+            &mut h.mixer,
+            Voice::Silence,
+            48_000,
+            Channels::Mono,
+            bitrate,
+        );
+        h.clients.push(c);
+    }
+    for _ in 0..6 {
+        h.tick();
+    }
+    h.check_mix_minus();
+    assert_eq!(
+        h.mixer.counts().encodes,
+        3 + 2,
+        "3 mix-minus, 2 shared settings"
+    );
+    let payload_of = |c: &Client| {
+        let out = h.mixer.transmits().find(|o| o.to == c.id).unwrap();
+        rtp::Packet::decode(out.packet).unwrap().payload.to_vec()
+    };
+    let [fast1, fast2, slow1, slow2, slow3] = [3, 4, 5, 6, 7].map(|i| payload_of(&h.clients[i]));
+    assert_eq!(fast1, fast2);
+    assert_eq!((&slow1, &slow1), (&slow2, &slow3));
+    assert_ne!(fast1, slow1);
+    assert!(slow1.len() < fast1.len(), "16 kbit/s packets are smaller");
 }
 
 #[test]
@@ -481,6 +536,46 @@ fn speaker_selection_follows_levels_without_flapping() {
     assert!((30..35).contains(&switch), "switched at tick {switch}");
     assert!(history[switch..].iter().all(|s| s == &[b]), "no flapping");
     assert_eq!(h.mixer.stats().speaker_changes, 2);
+}
+
+#[test]
+fn a_sender_without_levels_is_decoded_and_ranked_by_its_measured_level() {
+    let mut config = MixerConfig::default();
+    config.selection = Selection::Loudest(1);
+    let mut h = Harness::new(
+        config,
+        &[tone(300.0, 1000.0), tone(500.0, 12_000.0), Voice::Silence],
+    );
+    h.clients[1].send_level = false;
+    for _ in 0..30 {
+        h.tick();
+    }
+    // The loud sender without levels wins the seat from its measured level (once
+    // the first speaker's hold has passed).
+    assert_eq!(h.mixer.speakers().collect::<Vec<_>>(), [h.clients[1].id]);
+    assert!(h.mixer.level(h.clients[1].id).unwrap() < 15);
+    // Its decoder ran all along (to measure), so the mix is exactly its audio.
+    let latest = h.ticks as usize - 1;
+    let heard = h.mixer.heard_by(h.clients[2].id).unwrap();
+    assert!((0..4).any(|d| heard == h.clients[1].sent[latest - d].as_slice()));
+    assert!(
+        h.mixer
+            .heard_by(h.clients[1].id)
+            .unwrap()
+            .iter()
+            .all(|&s| s == 0)
+    );
+    // It goes quiet: still decoded (to measure), no longer mixed once 0 is louder.
+    h.clients[1].voice = tone(500.0, 100.0);
+    for _ in 0..60 {
+        h.tick();
+    }
+    assert_eq!(h.mixer.speakers().collect::<Vec<_>>(), [h.clients[0].id]);
+    assert_eq!(
+        h.mixer.counts().decodes,
+        2,
+        "the speaker and the measured sender"
+    );
 }
 
 #[test]
