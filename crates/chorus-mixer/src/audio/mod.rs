@@ -117,6 +117,11 @@ pub struct MixerConfig {
     pub max_codecs: usize,
     /// Largest accepted RTP payload. Default 1,500 bytes.
     pub max_payload: usize,
+    /// Senders without the audio-level element decoded at most per tick just to
+    /// measure their level (in slot order); beyond this their packets count as
+    /// silence, so leaving the element out cannot make the mixer decode everyone.
+    /// Default 16.
+    pub max_measured: usize,
 }
 
 impl Default for MixerConfig {
@@ -139,6 +144,7 @@ impl Default for MixerConfig {
             max_participants: 20_000,
             max_codecs: 16,
             max_payload: 1500,
+            max_measured: 16,
         }
     }
 }
@@ -695,6 +701,7 @@ impl Mixer {
 
     /// Step 1: one jitter-buffer frame per remote participant; levels updated.
     fn play(&mut self, now: Instant) {
+        let mut measure_budget = self.config.max_measured;
         for p in self.slots.iter_mut().flatten() {
             let Kind::Remote(r) = &mut p.kind else {
                 if p.fifo.len() < self.tick_samples {
@@ -720,6 +727,14 @@ impl Mixer {
                 }
                 None => Current::Nothing,
             };
+            if r.measured {
+                if measure_budget == 0 {
+                    r.measured = false;
+                    p.loudness.observe(127);
+                } else {
+                    measure_budget -= 1;
+                }
+            }
         }
     }
 

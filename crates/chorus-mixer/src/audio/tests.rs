@@ -576,6 +576,18 @@ fn a_sender_without_levels_is_decoded_and_ranked_by_its_measured_level() {
         2,
         "the speaker and the measured sender"
     );
+
+    // With no measuring budget, a sender without levels counts as silent.
+    let mut config = MixerConfig::default();
+    config.selection = Selection::Loudest(1);
+    config.max_measured = 0;
+    let mut h = Harness::new(config, &[tone(500.0, 12_000.0), Voice::Silence]);
+    h.clients[0].send_level = false;
+    for _ in 0..10 {
+        h.tick();
+        assert_eq!(h.mixer.counts().decodes, 0);
+    }
+    assert_eq!(h.mixer.speakers().count(), 0);
 }
 
 #[test]
