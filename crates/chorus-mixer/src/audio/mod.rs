@@ -55,9 +55,11 @@
 //!    [`Mixer::heard_by`] for local ones. Both stay valid until the next tick.
 //!
 //! Invariants: nobody hears themselves; at most K participants are decoded per tick
-//! (plus one priming decode per new speaker); one RTP packet per remote participant per
-//! tick; a tick allocates nothing per participant once warm (pools, mix buffers and
-//! the output buffer are reused).
+//! (plus one priming decode per new speaker, and at most `max_measured` senders that
+//! send no level); one RTP packet per remote participant per tick; a tick allocates
+//! nothing per participant once warm (pools, mix buffers, the jitter buffers' scratch
+//! and the output buffer are reused; measured with valgrind's dhat, see
+//! `docs/performance.md`).
 
 mod convert;
 pub mod mix;
