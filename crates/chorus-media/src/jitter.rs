@@ -142,6 +142,7 @@ pub struct JitterBuffer<T> {
     next_seq: Option<u64>,
     next_tick: Option<Instant>,
     transits: VecDeque<i64>,
+    sorted: Vec<i64>,
     r_min: i64,
     target: Duration,
     stats: JitterStats,
@@ -174,6 +175,7 @@ impl<T> JitterBuffer<T> {
             next_seq: None,
             next_tick: None,
             transits: VecDeque::new(),
+            sorted: Vec::new(),
             r_min: 0,
             target: config.min_delay + config.extra_delay,
             stats: JitterStats::default(),
@@ -221,7 +223,10 @@ impl<T> JitterBuffer<T> {
     }
 
     fn update_target(&mut self) {
-        let mut sorted: Vec<i64> = self.transits.iter().copied().collect();
+        // Reused scratch: no allocation per packet (a conference mixer runs thousands).
+        let sorted = &mut self.sorted;
+        sorted.clear();
+        sorted.extend(self.transits.iter().copied());
         sorted.sort_unstable();
         let min = sorted.first().copied().unwrap_or(0);
         let idx = (sorted.len().saturating_sub(1) * 95) / 100;

@@ -215,6 +215,12 @@ impl Encoder {
         Ok(())
     }
 
+    /// Returns the encoder to its freshly created state (settings kept), as when it
+    /// starts encoding a different signal: no history of the previous one leaks in.
+    pub fn reset(&mut self) -> Result<(), Error> {
+        self.inner.reset_state().map_err(codec)
+    }
+
     /// Encodes one frame of interleaved samples (`frame_samples() * channels` of
     /// them) into `out` (cleared first).
     pub fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), Error> {
@@ -287,6 +293,13 @@ impl Decoder {
         let n = self.inner.decode(packet, out, fec).map_err(codec)?;
         out.truncate(n * self.channels.count());
         Ok(n)
+    }
+
+    /// Returns the decoder to its freshly created state, as before a stream it has not
+    /// followed (for example a conference member whose packets were skipped while
+    /// silent).
+    pub fn reset(&mut self) -> Result<(), Error> {
+        self.inner.reset_state().map_err(codec)
     }
 
     /// Decodes one packet (peer data: an invalid one is an error, never a panic) into
@@ -502,6 +515,44 @@ mod tests {
         };
         let (with_fec, plc) = (run(true), run(false));
         assert!(with_fec > plc, "FEC {with_fec} vs PLC {plc}");
+    }
+
+    #[test]
+    fn reset_forgets_the_previous_signal() {
+        let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
+        let input = chirp(48_000, 0.2, 1);
+        let encode_all = |enc: &mut Encoder| -> Vec<Vec<u8>> {
+            input
+                .chunks_exact(960)
+                .map(|c| {
+                    let mut p = Vec::new();
+                    enc.encode(c, &mut p).unwrap();
+                    p
+                })
+                .collect()
+        };
+        let first = encode_all(&mut enc);
+        let _ = encode_all(&mut enc);
+        enc.reset().unwrap();
+        assert_eq!(
+            encode_all(&mut enc),
+            first,
+            "a reset encoder repeats itself"
+        );
+        let mut dec = Decoder::new(48_000, Channels::Mono).unwrap();
+        let decode_all = |dec: &mut Decoder| -> Vec<i16> {
+            let mut pcm = Vec::new();
+            first
+                .iter()
+                .flat_map(|p| {
+                    dec.decode(p, &mut pcm).unwrap();
+                    pcm.clone()
+                })
+                .collect()
+        };
+        let once = decode_all(&mut dec);
+        dec.reset().unwrap();
+        assert_eq!(decode_all(&mut dec), once);
     }
 
     proptest! {
