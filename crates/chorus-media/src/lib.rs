@@ -10,7 +10,8 @@
 //!   the RFC 8285 one-byte and two-byte element forms, the RFC 6464 audio level, and
 //!   sequence-number / timestamp unwrapping to 64-bit counters.
 //! - [`rtcp`]: SR, RR, SDES, BYE (RFC 3550 §6.4-§6.6), generic NACK and PLI feedback
-//!   (RFC 4585), compound packets, round-trip time from LSR/DLSR.
+//!   (RFC 4585), FIR (RFC 5104), REMB bandwidth estimates
+//!   (draft-alvestrand-rmcat-remb), compound packets, round-trip time from LSR/DLSR.
 //! - [`feedback`]: receiver-side NACK scheduling with retries and keyframe (PLI)
 //!   requests for video.
 //! - [`stats`]: per-source receive statistics: RFC 3550 §A.1 sequence validation, §A.3

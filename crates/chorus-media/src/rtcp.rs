@@ -1,5 +1,6 @@
 //! RTCP packets (RFC 3550 §6.4-§6.6) and feedback (RFC 4585 §6.2.1 generic NACK,
-//! §6.3.1 PLI), single or compound.
+//! §6.3.1 PLI; RFC 5104 §4.3.1 FIR; draft-alvestrand-rmcat-remb REMB), single or
+//! compound.
 //!
 //! Every RTCP packet starts with the same word (RFC 3550 §6.4.1):
 //!
@@ -36,6 +37,14 @@ pub const PT_BYE: u8 = 203;
 pub const PT_RTPFB: u8 = 205;
 /// RTCP packet type: payload-specific feedback (RFC 4585).
 pub const PT_PSFB: u8 = 206;
+/// PSFB format: picture loss indication (RFC 4585 §6.3.1).
+pub const FMT_PLI: u8 = 1;
+/// PSFB format: full intra request (RFC 5104 §4.3.1).
+pub const FMT_FIR: u8 = 4;
+/// PSFB format: application layer feedback (RFC 4585 §6.4), which REMB uses.
+pub const FMT_AFB: u8 = 15;
+/// The unique identifier that starts a REMB message (draft-alvestrand-rmcat-remb §2.2).
+pub const REMB_ID: [u8; 4] = *b"REMB";
 /// SDES item type CNAME (RFC 3550 §6.5.1).
 pub const SDES_CNAME: u8 = 1;
 
@@ -49,6 +58,8 @@ pub struct Limits {
     pub max_sdes_items: usize,
     /// Maximum generic NACK entries in one feedback packet. Default 256.
     pub max_nack_entries: usize,
+    /// Maximum FIR entries in one FIR packet and SSRCs in one REMB. Default 64.
+    pub max_fci_entries: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +68,7 @@ impl Default for Limits {
             max_packets: 16,
             max_sdes_items: 16,
             max_nack_entries: 256,
+            max_fci_entries: 64,
         }
     }
 }
@@ -143,6 +155,60 @@ impl NackEntry {
     }
 }
 
+/// One FIR entry (RFC 5104 §4.3.1.1): the media sender asked for a decoder refresh
+/// point, and a sequence number that the requester increments per new request (so
+/// that a repeated FIR is not acted on twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirEntry {
+    /// The media sender that should send a keyframe.
+    pub ssrc: u32,
+    /// The command sequence number (modulo 256).
+    pub seq: u8,
+}
+
+/// A REMB bitrate (draft-alvestrand-rmcat-remb §2.2): an 18-bit mantissa and a 6-bit
+/// exponent, bitrate = mantissa * 2^exponent bits per second. Kept in its wire form so
+/// that decoding and re-encoding are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RembBitrate {
+    /// 6-bit exponent (0-63).
+    pub exponent: u8,
+    /// 18-bit mantissa.
+    pub mantissa: u32,
+}
+
+impl RembBitrate {
+    /// The nearest representable bitrate at or below `bps`.
+    #[must_use]
+    pub fn from_bps(bps: u64) -> Self {
+        let mut exponent = 0u8;
+        let mut mantissa = bps;
+        while mantissa >= 1 << 18 {
+            mantissa >>= 1;
+            exponent += 1;
+        }
+        Self {
+            exponent,
+            // Below 2^18 after the loop.
+            mantissa: mantissa as u32,
+        }
+    }
+
+    /// The bitrate in bits per second, saturating at `u64::MAX`.
+    #[must_use]
+    pub fn bps(self) -> u64 {
+        let m = u64::from(self.mantissa & 0x3_ffff);
+        let e = u32::from(self.exponent & 0x3f);
+        if m == 0 {
+            0
+        } else if m.leading_zeros() < e {
+            u64::MAX
+        } else {
+            m << e
+        }
+    }
+}
+
 /// One RTCP packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -187,6 +253,25 @@ pub enum Packet<'a> {
         sender_ssrc: u32,
         /// The media source that should send a keyframe.
         media_ssrc: u32,
+    },
+    /// Full intra request (PT 206, FMT 4; RFC 5104 §4.3.1). The media source field of
+    /// the common header is zero (§4.3.1.2); the targets are in the entries.
+    Fir {
+        /// The sender of this feedback.
+        sender_ssrc: u32,
+        /// The media senders asked for a keyframe, at least one.
+        entries: Vec<FirEntry>,
+    },
+    /// Receiver estimated maximum bitrate (PT 206, FMT 15, "REMB";
+    /// draft-alvestrand-rmcat-remb §2.2): the total bitrate the sender of this packet
+    /// estimates it can receive for the listed media sources.
+    Remb {
+        /// The sender of this feedback.
+        sender_ssrc: u32,
+        /// The estimate.
+        bitrate: RembBitrate,
+        /// The media sources the estimate applies to, at most 255.
+        ssrcs: Vec<u32>,
     },
     /// Any other type or feedback format, kept verbatim (body after the first word).
     Unknown {
@@ -245,6 +330,8 @@ impl<'a> Packet<'a> {
             }
             Self::Nack { entries, .. } => 8 + 4 * entries.len(),
             Self::Pli { .. } => 8,
+            Self::Fir { entries, .. } => 8 + 8 * entries.len(),
+            Self::Remb { ssrcs, .. } => 16 + 4 * ssrcs.len(),
             Self::Unknown { body, .. } => body.len(),
         }
     }
@@ -268,7 +355,19 @@ impl<'a> Packet<'a> {
             Self::Sdes(chunks) => (count(chunks.len())?, PT_SDES),
             Self::Bye { sources, .. } => (count(sources.len())?, PT_BYE),
             Self::Nack { .. } => (1, PT_RTPFB),
-            Self::Pli { .. } => (1, PT_PSFB),
+            Self::Pli { .. } => (FMT_PLI, PT_PSFB),
+            Self::Fir { entries, .. } => {
+                if entries.is_empty() {
+                    return Err(UsageError::TooManyItems);
+                }
+                (FMT_FIR, PT_PSFB)
+            }
+            Self::Remb { ssrcs, bitrate, .. } => {
+                if ssrcs.len() > 255 || bitrate.exponent > 63 || bitrate.mantissa >= 1 << 18 {
+                    return Err(UsageError::TooManyItems);
+                }
+                (FMT_AFB, PT_PSFB)
+            }
             Self::Unknown {
                 packet_type,
                 count: c,
@@ -360,6 +459,31 @@ impl<'a> Packet<'a> {
             } => {
                 out.put_u32(*sender_ssrc);
                 out.put_u32(*media_ssrc);
+            }
+            Self::Fir {
+                sender_ssrc,
+                entries,
+            } => {
+                out.put_u32(*sender_ssrc);
+                out.put_u32(0);
+                for e in entries {
+                    out.put_u32(e.ssrc);
+                    out.put_u8(e.seq);
+                    out.put_bytes(0, 3);
+                }
+            }
+            Self::Remb {
+                sender_ssrc,
+                bitrate,
+                ssrcs,
+            } => {
+                out.put_u32(*sender_ssrc);
+                out.put_u32(0);
+                out.put_slice(&REMB_ID);
+                out.put_u8(ssrcs.len() as u8); // checked <= 255 in header()
+                out.put_u8(bitrate.exponent << 2 | (bitrate.mantissa >> 16) as u8);
+                out.put_u16(bitrate.mantissa as u16);
+                ssrcs.iter().for_each(|s| out.put_u32(*s));
             }
             Self::Unknown { body, .. } => out.put_slice(body),
         }
@@ -478,7 +602,66 @@ impl<'a> Packet<'a> {
                     entries,
                 }
             }
-            PT_PSFB if count == 1 => {
+            PT_PSFB if count == FMT_FIR => {
+                let sender_ssrc = r.u32().map_err(|_| bad_len)?;
+                // RFC 5104 §4.3.1.2: the media source field is unused and zero.
+                if r.u32().map_err(|_| bad_len)? != 0 {
+                    return Err(DecodeError::ReservedNotZero);
+                }
+                if !r.remaining().is_multiple_of(8) || r.is_empty() {
+                    return Err(bad_len);
+                }
+                let n = r.remaining() / 8;
+                if n > limits.max_fci_entries {
+                    return Err(DecodeError::TooMany {
+                        max: limits.max_fci_entries,
+                    });
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let ssrc = r.u32()?;
+                    let seq = r.u8()?;
+                    // The 24 reserved bits: senders set them to zero, receivers ignore
+                    // them (§4.3.1.1); re-encoding writes zeros.
+                    r.skip(3)?;
+                    entries.push(FirEntry { ssrc, seq });
+                }
+                Self::Fir {
+                    sender_ssrc,
+                    entries,
+                }
+            }
+            PT_PSFB if count == FMT_AFB && body.get(8..12) == Some(&REMB_ID[..]) => {
+                let sender_ssrc = r.u32().map_err(|_| bad_len)?;
+                if r.u32().map_err(|_| bad_len)? != 0 {
+                    return Err(DecodeError::ReservedNotZero);
+                }
+                r.skip(4).map_err(|_| bad_len)?;
+                let num = usize::from(r.u8().map_err(|_| bad_len)?);
+                let b = r.u8().map_err(|_| bad_len)?;
+                let low = r.u16().map_err(|_| bad_len)?;
+                if num > limits.max_fci_entries {
+                    return Err(DecodeError::TooMany {
+                        max: limits.max_fci_entries,
+                    });
+                }
+                if r.remaining() != 4 * num {
+                    return Err(bad_len);
+                }
+                let mut ssrcs = Vec::with_capacity(num);
+                for _ in 0..num {
+                    ssrcs.push(r.u32()?);
+                }
+                Self::Remb {
+                    sender_ssrc,
+                    bitrate: RembBitrate {
+                        exponent: b >> 2,
+                        mantissa: u32::from(b & 0x03) << 16 | u32::from(low),
+                    },
+                    ssrcs,
+                }
+            }
+            PT_PSFB if count == FMT_PLI => {
                 if body.len() != 8 {
                     return Err(bad_len);
                 }
@@ -632,7 +815,7 @@ mod tests {
 
     fn arb_owned() -> impl Strategy<Value = Owned> {
         (
-            0u8..7,
+            0u8..9,
             any::<u32>(),
             any::<u32>(),
             vec(arb_block(), 0..4),
@@ -686,6 +869,22 @@ mod tests {
                 sender_ssrc: *a,
                 media_ssrc: *b,
             },
+            6 => Packet::Fir {
+                sender_ssrc: *a,
+                entries: sources
+                    .iter()
+                    .chain([b])
+                    .map(|&ssrc| FirEntry {
+                        ssrc,
+                        seq: ssrc as u8,
+                    })
+                    .collect(),
+            },
+            7 => Packet::Remb {
+                sender_ssrc: *a,
+                bitrate: RembBitrate::from_bps(u64::from(*b) * u64::from(*a % 4096)),
+                ssrcs: sources.clone(),
+            },
             _ => Packet::Unknown {
                 packet_type: 204,
                 count: 3,
@@ -719,6 +918,92 @@ mod tests {
             want.dedup();
             prop_assert_eq!(got, want);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn remb_bitrate_is_the_nearest_below(bps in any::<u64>()) {
+            let r = RembBitrate::from_bps(bps);
+            prop_assert!(r.mantissa < 1 << 18 && r.exponent < 64);
+            prop_assert!(r.bps() <= bps);
+            // Truncation loses less than one unit of the exponent's scale.
+            prop_assert!(bps - r.bps() < 1u64 << r.exponent);
+        }
+    }
+
+    #[test]
+    fn fir_and_remb_layouts_match_their_specifications() {
+        // RFC 5104 §4.3.1: header (FMT 4, PT 206, length 4), sender, zero media
+        // source, then one FCI entry: SSRC, seq nr, 3 reserved bytes.
+        let fir = Packet::Fir {
+            sender_ssrc: 0x0102_0304,
+            entries: vec![FirEntry {
+                ssrc: 0x0a0b_0c0d,
+                seq: 7,
+            }],
+        };
+        let mut out = BytesMut::new();
+        fir.encode(&mut out).unwrap();
+        assert_eq!(
+            &out[..],
+            &[
+                0x84, 206, 0, 4, 1, 2, 3, 4, 0, 0, 0, 0, 0x0a, 0x0b, 0x0c, 0x0d, 7, 0, 0, 0
+            ]
+        );
+        // draft-alvestrand-rmcat-remb §2.2: 1.5 Mbit/s = 187,500 * 2^3, one SSRC.
+        let remb = Packet::Remb {
+            sender_ssrc: 1,
+            bitrate: RembBitrate::from_bps(1_500_000),
+            ssrcs: vec![0x55],
+        };
+        out.clear();
+        remb.encode(&mut out).unwrap();
+        let m = 187_500u32;
+        assert_eq!(
+            &out[..],
+            &[
+                0x8f,
+                206,
+                0,
+                5,
+                0,
+                0,
+                0,
+                1,
+                0,
+                0,
+                0,
+                0,
+                b'R',
+                b'E',
+                b'M',
+                b'B',
+                1,
+                3 << 2 | (m >> 16) as u8,
+                (m >> 8) as u8,
+                m as u8,
+                0,
+                0,
+                0,
+                0x55
+            ]
+        );
+        assert_eq!(RembBitrate::from_bps(1_500_000).bps(), 1_500_000);
+        assert_eq!(decode_compound(&out, &Limits::default()), Ok(vec![remb]));
+        // An application-layer feedback that is not REMB stays opaque.
+        out[12] = b'X';
+        assert!(matches!(
+            decode_compound(&out, &Limits::default()).unwrap()[..],
+            [Packet::Unknown {
+                packet_type: PT_PSFB,
+                count: FMT_AFB,
+                ..
+            }]
+        ));
+        // A REMB whose SSRC count disagrees with its length is rejected.
+        out[12] = b'R';
+        out[16] = 2;
+        assert!(decode_compound(&out, &Limits::default()).is_err());
     }
 
     #[test]
