@@ -15,7 +15,12 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod control;
 mod error;
+#[cfg(any(test, feature = "_fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
+pub mod sfu;
 
 pub use error::Error;
 
