@@ -673,6 +673,45 @@ mod tests {
         assert_eq!(&out[..], &[1, 7, 0, 6, 0, 4, 1, 2, 3, 4, 0, 9, 0, 1, 0b101]);
     }
 
+    /// The Publish example of docs/conference.md, byte for byte.
+    #[test]
+    fn documented_publish_example() {
+        let msg = Message::Publish(StreamInfo {
+            stream: 1,
+            participant: 1,
+            media: MediaKind::Video,
+            codec: Codec::Vp8,
+            clock_rate: 90_000,
+            frame_marking: None,
+            layers: vec![
+                Layer {
+                    ssrc: 0x100,
+                    bitrate_bps: 150_000,
+                },
+                Layer {
+                    ssrc: 0x101,
+                    bitrate_bps: 500_000,
+                },
+            ],
+        });
+        let mut out = BytesMut::new();
+        msg.encode(&mut out).unwrap();
+        let doc: &[u8] = &[
+            0x01, 0x05, 0x00, 0x06, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x04,
+            0x00, 0x00, 0x00, 0x01, 0x00, 0x04, 0x00, 0x01, 0x01, 0x00, 0x07, 0x00, 0x01, 0x01,
+            0x00, 0x0b, 0x00, 0x04, 0x00, 0x01, 0x5f, 0x90, 0x00, 0x08, 0x00, 0x10, 0x00, 0x00,
+            0x01, 0x00, 0x00, 0x02, 0x49, 0xf0, 0x00, 0x00, 0x01, 0x01, 0x00, 0x07, 0xa1, 0x20,
+        ];
+        assert_eq!(&out[..], doc);
+        let seed = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/corpus/control_message/seed-publish"
+        );
+        if let Ok(b) = std::fs::read(seed) {
+            assert_eq!(b, doc);
+        }
+    }
+
     #[test]
     fn strictness() {
         let join = [1, 1, 0, 1, 0, 4, 0, 0, 0, 9, 0, 2, 0, 2, b'h', b'i'];

@@ -218,3 +218,35 @@ fn nacks_are_translated_to_the_layer() {
         }]
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+    /// Whatever the estimates do, every receiver's streams stay continuous and change
+    /// layer only at keyframes.
+    #[test]
+    fn continuous_under_any_estimates(
+        schedule in proptest::collection::vec((0u32..3, 0u64..4_000_000), 1..40),
+        key_every in 5u64..50,
+    ) {
+        let mut net = Net::new(1, &SfuConfig::default());
+        for p in 1..=3 {
+            net.join(p, 0, key_every);
+        }
+        for (p, bps) in schedule {
+            net.send_from(p + 1, &remb(bps));
+            net.tick(FRAME);
+            net.tick(FRAME);
+        }
+        for p in 1..=3u32 {
+            for (&s, got) in &net.inbox[&p].rtp {
+                assert_continuous(&net.inbox[&p], s);
+                for (i, w) in got.windows(2).enumerate() {
+                    if w[0].1 != w[1].1 && layer_of(&w[0]) != layer_of(&w[1]) {
+                        proptest::prop_assert!(is_keyframe_start(&got[i + 1]));
+                    }
+                }
+                proptest::prop_assert!(is_keyframe_start(&got[0]));
+            }
+        }
+    }
+}

@@ -48,6 +48,43 @@
 //! read [`Sfu::poll_timeout`] and call [`Sfu::handle_timeout`] then; an early call is
 //! a harmless no-op; `now` never goes backwards.
 //!
+//! # Example
+//!
+//! ```
+//! use std::time::Instant;
+//! use chorus_mixer::control::{Codec, Layer, MediaKind, StreamInfo};
+//! use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
+//!
+//! let now = Instant::now();
+//! let mut sfu = Sfu::new(SfuConfig::default())?;
+//! let mut out = Output::new();
+//! sfu.add_endpoint(now, 1, &mut out)?;
+//! sfu.add_endpoint(now, 2, &mut out)?;
+//! // Participant 1 publishes VP8 in two layers; participant 2 can take 1 Mbit/s.
+//! let layers = vec![
+//!     Layer { ssrc: 0x100, bitrate_bps: 150_000 },
+//!     Layer { ssrc: 0x101, bitrate_bps: 800_000 },
+//! ];
+//! let info = StreamInfo {
+//!     stream: 1, participant: 1, media: MediaKind::Video, codec: Codec::Vp8,
+//!     clock_rate: 90_000, frame_marking: None, layers,
+//! };
+//! sfu.publish(now, 1, info, &mut out)?;
+//! // The relay asked participant 1 for a keyframe of the layer participant 2 gets.
+//! assert_eq!(out.iter().next().map(|t| (t.to, t.kind)), Some((Peer::Endpoint(1), Kind::Rtcp)));
+//! out.clear();
+//!
+//! // A keyframe packet of layer 1 (VP8: S bit, partition 0, P bit clear).
+//! let packet = [0x80, 96, 0, 7, 0, 0, 0, 9, 0, 0, 1, 1, 0x10, 0x00, 0x9d];
+//! sfu.handle_input(now, Peer::Endpoint(1), &packet, &mut out)?;
+//! let sent: Vec<_> = out.iter().collect();
+//! assert_eq!(sent.len(), 1);
+//! assert_eq!(sent[0].to, Peer::Endpoint(2));
+//! // Rewritten to the stream's SSRC (its first layer's).
+//! assert_eq!(&sent[0].bytes[8..12], &[0, 0, 1, 0]);
+//! # Ok::<(), chorus_mixer::Error>(())
+//! ```
+//!
 //! # Choices
 //! - The bandwidth estimate comes from REMB (draft-alvestrand-rmcat-remb), which
 //!   browsers and most SFUs' receivers send; it is the receiver's own estimate of
