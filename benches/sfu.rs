@@ -19,27 +19,24 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use chorus_media::rtp;
-use chorus_mixer::control::{Codec, Layer, MediaKind, StreamInfo};
+use chorus_mixer::control::{Codec, Layer, StreamInfo};
 use chorus_mixer::sfu::{Output, Peer, Sfu, SfuConfig};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SIZES: [usize; 3] = [300, 700, 1200];
 
 fn info(p: u32) -> StreamInfo {
-    StreamInfo {
-        stream: p,
-        participant: p,
-        media: MediaKind::Video,
-        codec: Codec::Vp8,
-        clock_rate: 90_000,
-        frame_marking: None,
-        layers: (0..3)
+    StreamInfo::video(
+        p,
+        p,
+        Codec::Vp8,
+        (0..3)
             .map(|l| Layer {
                 ssrc: p << 8 | l,
                 bitrate_bps: [150_000, 500_000, 1_500_000][l as usize],
             })
             .collect(),
-    }
+    )
 }
 
 /// A VP8 keyframe-start packet of `size` bytes for layer `l` of participant `p`.

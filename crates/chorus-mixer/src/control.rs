@@ -199,6 +199,23 @@ pub struct StreamInfo {
     pub layers: Vec<Layer>,
 }
 
+impl StreamInfo {
+    /// A video stream at the 90 kHz RTP clock (RFC 7741 §4.1, RFC 6184 §8.2.1) whose
+    /// keyframes are found in the codec's payload (no frame marking).
+    #[must_use]
+    pub fn video(stream: u32, participant: u32, codec: Codec, layers: Vec<Layer>) -> Self {
+        Self {
+            stream,
+            participant,
+            media: MediaKind::Video,
+            codec,
+            clock_rate: 90_000,
+            frame_marking: None,
+            layers,
+        }
+    }
+}
+
 /// One conference control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::control::{Codec, Layer, MediaKind, Message, StreamInfo};
+use crate::control::{Codec, Layer, Message, StreamInfo};
 use crate::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
 
 /// Control messages: decode, re-encode, decode again; equal, and exactly
@@ -25,20 +25,17 @@ pub fn control_message(data: &[u8]) {
 
 /// Stream `n` (1-based) of participant `n`: three VP8 layers.
 fn stream(n: u32) -> StreamInfo {
-    StreamInfo {
-        stream: n,
-        participant: n,
-        media: MediaKind::Video,
-        codec: Codec::Vp8,
-        clock_rate: 90_000,
-        frame_marking: None,
-        layers: (0..3)
+    StreamInfo::video(
+        n,
+        n,
+        Codec::Vp8,
+        (0..3)
             .map(|i| Layer {
                 ssrc: n << 8 | i,
                 bitrate_bps: 150_000 << (2 * i),
             })
             .collect(),
-    }
+    )
 }
 
 /// The SFU's input: a relay with endpoints 1-3 (1 and 2 publishing) and link 9 is fed

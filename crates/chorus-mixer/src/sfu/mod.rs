@@ -52,7 +52,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use chorus_mixer::control::{Codec, Layer, MediaKind, StreamInfo};
+//! use chorus_mixer::control::{Codec, Layer, StreamInfo};
 //! use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
 //!
 //! let now = Instant::now();
@@ -65,11 +65,7 @@
 //!     Layer { ssrc: 0x100, bitrate_bps: 150_000 },
 //!     Layer { ssrc: 0x101, bitrate_bps: 800_000 },
 //! ];
-//! let info = StreamInfo {
-//!     stream: 1, participant: 1, media: MediaKind::Video, codec: Codec::Vp8,
-//!     clock_rate: 90_000, frame_marking: None, layers,
-//! };
-//! sfu.publish(now, 1, info, &mut out)?;
+//! sfu.publish(now, 1, StreamInfo::video(1, 1, Codec::Vp8, layers), &mut out)?;
 //! // The relay asked participant 1 for a keyframe of the layer participant 2 gets.
 //! assert_eq!(out.iter().next().map(|t| (t.to, t.kind)), Some((Peer::Endpoint(1), Kind::Rtcp)));
 //! out.clear();

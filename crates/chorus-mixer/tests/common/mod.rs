@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chorus_media::{rtcp, rtp};
-use chorus_mixer::control::{Codec, Layer, MediaKind, StreamInfo};
+use chorus_mixer::control::{Codec, Layer, StreamInfo};
 use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
 
 /// Layer bitrates of every test stream.
@@ -20,20 +20,17 @@ pub fn ssrc(p: u32, layer: u8) -> u32 {
 
 /// Participant `p` publishes stream `p` with three VP8 layers.
 pub fn stream_info(p: u32) -> StreamInfo {
-    StreamInfo {
-        stream: p,
-        participant: p,
-        media: MediaKind::Video,
-        codec: Codec::Vp8,
-        clock_rate: 90_000,
-        frame_marking: None,
-        layers: (0..3u8)
+    StreamInfo::video(
+        p,
+        p,
+        Codec::Vp8,
+        (0..3u8)
             .map(|l| Layer {
                 ssrc: ssrc(p, l),
                 bitrate_bps: BITRATES[usize::from(l)],
             })
             .collect(),
-    }
+    )
 }
 
 /// A simulcast VP8 sender: per frame, two packets per layer; a keyframe every
