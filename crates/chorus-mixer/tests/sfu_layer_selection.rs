@@ -250,3 +250,69 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_layer_the_sender_stops_is_given_up_and_taken_back() {
+    let config = SfuConfig::default();
+    let mut net = Net::new(1, &config);
+    net.join(1, 0, 1000);
+    net.join(2, 0, 1000);
+    net.send_from(2, &remb(10_000_000));
+    let run = |net: &mut Net, d: Duration| {
+        let end = net.now + d;
+        while net.now < end {
+            net.tick(FRAME);
+        }
+    };
+    run(&mut net, Duration::from_secs(1));
+    assert_eq!(net.relays[0].selection(2, 1).unwrap().current, Some(2));
+    // The top layer stops: after the layer timeout the receiver moves to layer 1.
+    net.senders.get_mut(&1).unwrap().stopped[2] = true;
+    run(&mut net, config.layer_timeout + Duration::from_secs(1));
+    assert_eq!(
+        net.relays[0].selection(2, 1),
+        Some(Selection {
+            current: Some(1),
+            target: Some(1)
+        })
+    );
+    // It comes back: the receiver returns to it.
+    net.senders.get_mut(&1).unwrap().stopped[2] = false;
+    run(&mut net, Duration::from_secs(1));
+    assert_eq!(net.relays[0].selection(2, 1).unwrap().current, Some(2));
+    assert_continuous(&net.inbox[&2], ssrc(1, 0));
+    let mut runs: Vec<u8> = net.inbox[&2].rtp[&ssrc(1, 0)]
+        .iter()
+        .map(layer_of)
+        .collect();
+    runs.dedup();
+    assert_eq!(runs, [2, 1, 2]);
+}
+
+#[test]
+fn a_relayed_layer_that_stops_is_given_up_and_retried() {
+    let config = SfuConfig::default();
+    let mut net = Net::new(2, &config);
+    net.link(0, 1);
+    net.join(1, 0, 1000);
+    net.join(2, 1, 1000);
+    net.set_bandwidth(2, 10_000_000);
+    let run = |net: &mut Net, d: Duration| {
+        let end = net.now + d;
+        while net.now < end {
+            net.tick(FRAME);
+        }
+    };
+    run(&mut net, Duration::from_secs(1));
+    net.senders.get_mut(&1).unwrap().stopped[2] = true;
+    run(&mut net, config.layer_timeout + Duration::from_secs(1));
+    // Relay 1 noticed the silence, moved its receiver down and unsubscribed.
+    assert_eq!(net.relays[1].selection(2, 1).unwrap().current, Some(1));
+    assert_eq!(net.relays[0].link_layers(101, 1), 0b010);
+    net.senders.get_mut(&1).unwrap().stopped[2] = false;
+    // It tries the layer again after four layer timeouts, finds it, and switches.
+    run(&mut net, 4 * config.layer_timeout + Duration::from_secs(1));
+    assert_eq!(net.relays[1].selection(2, 1).unwrap().current, Some(2));
+    assert_eq!(net.relays[0].link_layers(101, 1), 0b100);
+    assert_continuous(&net.inbox[&2], ssrc(1, 0));
+}

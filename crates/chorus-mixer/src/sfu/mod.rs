@@ -27,6 +27,11 @@
 //!   [`SfuConfig::keyframe_interval`] reaches the sender; one asked for within the
 //!   interval is sent when it ends. A switch still waiting a full interval later asks
 //!   again (the request or the keyframe may have been lost).
+//! - **Silent layers.** A layer that should be arriving (a local sender sends all its
+//!   layers; a relayed one arrives while subscribed) and is silent for
+//!   [`SfuConfig::layer_timeout`] leaves selection, so its receivers move to another
+//!   layer instead of freezing; its next packet brings it back. A relayed layer,
+//!   unsubscribed once nobody is on it, is tried again after four timeouts.
 //! - **NACKs** from a receiver are translated to the layer's own sequence numbers and
 //!   sent to the stream's origin; the relay keeps no packet cache.
 //! - **Cascading.** Relays announce streams to each other over links
@@ -245,6 +250,10 @@ pub struct SfuConfig {
     /// At most one keyframe request per layer per interval reaches a sender.
     /// Default 500 ms; must be non-zero.
     pub keyframe_interval: Duration,
+    /// An expected layer silent this long is taken out of selection (a simulcast
+    /// sender drops its upper layers under congestion) until a packet of it arrives;
+    /// a relayed layer is tried again after four times this. Default 2 s; non-zero.
+    pub layer_timeout: Duration,
     /// Ask local senders with FIR (RFC 5104) instead of PLI (RFC 4585). Links always
     /// carry PLI. Default false.
     pub fir: bool,
@@ -267,6 +276,7 @@ impl Default for SfuConfig {
         Self {
             rtcp_ssrc: 0x5346_5530,
             keyframe_interval: Duration::from_millis(500),
+            layer_timeout: Duration::from_secs(2),
             fir: false,
             initial_bandwidth_bps: 1_000_000,
             max_endpoints: 256,
@@ -382,6 +392,10 @@ type U32Map<V> = HashMap<u32, V, BuildHasherDefault<U32Hasher>>;
 struct LayerState {
     ssrc: u32,
     bitrate: u64,
+    /// When a packet last arrived, or when the layer started being expected.
+    heard: Option<Instant>,
+    /// Set when an expected layer went silent for `layer_timeout`: not selected.
+    stalled_at: Option<Instant>,
     last_request: Option<Instant>,
     pending: bool,
     fir_seq: u8,
@@ -411,6 +425,23 @@ struct Stream {
 }
 
 impl Stream {
+    /// The layers that should be arriving (bit i = layer i): a local sender sends
+    /// every layer; a relayed layer arrives while subscribed.
+    fn sending(&self) -> u8 {
+        match self.origin {
+            Peer::Endpoint(_) => 0xff,
+            Peer::Link(_) => self.upstream,
+        }
+    }
+
+    /// The layers out of selection because they went silent.
+    fn stalled(&self) -> u8 {
+        self.layers
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, l)| m | u8::from(l.stalled_at.is_some()) << i)
+    }
+
     fn needed(&self) -> u8 {
         let bit = |l: Option<u8>| l.map_or(0, |l| 1u8 << l);
         self.forwards
@@ -452,6 +483,9 @@ impl Sfu {
     pub fn new(config: SfuConfig) -> Result<Self, Error> {
         if config.keyframe_interval.is_zero() {
             return Err(SfuError::BadConfig("keyframe_interval must be non-zero").into());
+        }
+        if config.layer_timeout.is_zero() {
+            return Err(SfuError::BadConfig("layer_timeout must be non-zero").into());
         }
         if !(1..=control::MAX_LAYERS).contains(&config.max_layers) {
             return Err(SfuError::BadConfig("max_layers must be 1-8").into());
@@ -573,7 +607,7 @@ impl Sfu {
         }
         for si in 0..self.streams.len() {
             self.streams[si].forwards.retain(|f| f.endpoint != id);
-            self.update_upstream(si, out);
+            self.update_upstream(now, si, out);
         }
         Ok(())
     }
@@ -615,7 +649,7 @@ impl Sfu {
         }
         for si in 0..self.streams.len() {
             self.streams[si].links.retain(|(l, _)| *l != id);
-            self.update_upstream(si, out);
+            self.update_upstream(now, si, out);
         }
         Ok(())
     }
@@ -730,6 +764,11 @@ impl Sfu {
             return Err(SfuError::WrongOrigin(packet.ssrc).into());
         }
         self.stats.received += 1;
+        let mut resumed = false;
+        if let Some(l) = stream.layers.get_mut(usize::from(layer)) {
+            l.heard = Some(now);
+            resumed = l.stalled_at.take().is_some();
+        }
         let bit = 1u8 << layer;
         for &(link, mask) in &stream.links {
             if mask & bit != 0 {
@@ -763,7 +802,10 @@ impl Sfu {
             }
         }
         if switched {
-            self.update_upstream(si, out);
+            self.update_upstream(now, si, out);
+        }
+        if resumed {
+            self.reselect_receivers_of(now, si, out);
         }
         Ok(())
     }
@@ -855,7 +897,7 @@ impl Sfu {
                     if *layers != 0 {
                         s.links.push((l, *layers));
                     }
-                    self.update_upstream(si, out);
+                    self.update_upstream(now, si, out);
                 }
             }
             (Peer::Endpoint(e), Message::Subscribe { stream, layers }) => {
@@ -875,10 +917,37 @@ impl Sfu {
         Ok(())
     }
 
-    /// Sends the keyframe requests whose aggregation interval has ended, and repeats
-    /// those for switches still waiting.
+    /// Sends the keyframe requests whose aggregation interval has ended, repeats
+    /// those for switches still waiting, and takes silent layers out of selection.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Output) {
         let interval = self.config.keyframe_interval;
+        let timeout = self.config.layer_timeout;
+        for si in 0..self.streams.len() {
+            let mut changed = false;
+            let s = &mut self.streams[si];
+            let sending = s.sending();
+            for (li, l) in s.layers.iter_mut().enumerate() {
+                let watched = sending & (1 << li) != 0;
+                match l.stalled_at {
+                    None if watched
+                        && l.heard
+                            .is_some_and(|h| now.saturating_duration_since(h) >= timeout) =>
+                    {
+                        l.stalled_at = Some(now);
+                        changed = true;
+                    }
+                    Some(t) if !watched && now.saturating_duration_since(t) >= 4 * timeout => {
+                        l.stalled_at = None;
+                        l.heard = None;
+                        changed = true;
+                    }
+                    _ => {}
+                }
+            }
+            if changed {
+                self.reselect_receivers_of(now, si, out);
+            }
+        }
         for si in 0..self.streams.len() {
             let waiting = self.streams[si]
                 .forwards
@@ -898,25 +967,47 @@ impl Sfu {
     }
 
     /// When [`Sfu::handle_timeout`] has work: the end of the earliest aggregation
-    /// interval with a request pending or a switch waiting.
+    /// interval with a request pending or a switch waiting, or the time an expected
+    /// layer would count as silent.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let interval = self.config.keyframe_interval;
-        self.streams
-            .iter()
-            .flat_map(|s| {
-                let waiting = s
-                    .forwards
-                    .iter()
-                    .filter(|f| f.target != f.current)
-                    .fold(0u8, |m, f| m | f.target.map_or(0, |t| 1 << t));
-                s.layers.iter().enumerate().filter_map(move |(i, l)| {
-                    (l.pending || waiting & (1 << i) != 0)
-                        .then(|| l.last_request.map(|t| t + interval))
-                        .flatten()
+        let timeout = self.config.layer_timeout;
+        let silence = self.streams.iter().flat_map(|s| {
+            let sending = s.sending();
+            s.layers
+                .iter()
+                .enumerate()
+                .filter_map(move |(li, l)| match l.stalled_at {
+                    None if sending & (1 << li) != 0 => l.heard.map(|h| h + timeout),
+                    Some(t) if sending & (1 << li) == 0 => Some(t + 4 * timeout),
+                    _ => None,
                 })
+        });
+        let requests = self.streams.iter().flat_map(|s| {
+            let waiting = s
+                .forwards
+                .iter()
+                .filter(|f| f.target != f.current)
+                .fold(0u8, |m, f| m | f.target.map_or(0, |t| 1 << t));
+            s.layers.iter().enumerate().filter_map(move |(i, l)| {
+                (l.pending || waiting & (1 << i) != 0)
+                    .then(|| l.last_request.map(|t| t + interval))
+                    .flatten()
             })
-            .min()
+        });
+        silence.chain(requests).min()
+    }
+
+    fn reselect_receivers_of(&mut self, now: Instant, si: usize, out: &mut Output) {
+        let ids: Vec<u32> = self.streams[si]
+            .forwards
+            .iter()
+            .map(|f| f.endpoint)
+            .collect();
+        for id in ids {
+            self.reallocate(now, id, out);
+        }
     }
 
     fn add_stream(
@@ -962,6 +1053,8 @@ impl Sfu {
                     ssrc: l.ssrc,
                     bitrate: u64::from(l.bitrate_bps),
                     last_request: None,
+                    heard: matches!(origin, Peer::Endpoint(_)).then_some(now),
+                    stalled_at: None,
                     pending: false,
                     fir_seq: 0,
                 })
@@ -1036,8 +1129,8 @@ impl Sfu {
         let speaker = self.speaker;
         plan.sort_by_key(|&(si, _, _)| (Some(self.streams[si].info.participant) != speaker, si));
         let allowed = |s: &Stream, f: usize| {
-            let accept = s.forwards[f].accept;
-            (0..s.layers.len() as u8).filter(move |l| accept & (1 << l) != 0)
+            let usable = s.forwards[f].accept & !s.stalled();
+            (0..s.layers.len() as u8).filter(move |l| usable & (1 << l) != 0)
         };
         for (si, fi, choice) in &mut plan {
             let s = &self.streams[*si];
@@ -1070,21 +1163,27 @@ impl Sfu {
                 None => f.current = None,
                 Some(t) if f.current != Some(t) => {
                     // The new layer must be subscribed upstream before it is asked for.
-                    self.update_upstream(si, out);
+                    self.update_upstream(now, si, out);
                     self.request_keyframe(now, si, t, out);
                 }
                 Some(_) => {}
             }
-            self.update_upstream(si, out);
+            self.update_upstream(now, si, out);
         }
     }
 
     /// Subscribes on the origin link to exactly the layers needed here.
-    fn update_upstream(&mut self, si: usize, out: &mut Output) {
+    fn update_upstream(&mut self, now: Instant, si: usize, out: &mut Output) {
         let s = &mut self.streams[si];
         let Peer::Link(link) = s.origin else { return };
         let needed = s.needed();
         if needed != s.upstream {
+            // Newly subscribed layers are expected from now on.
+            for (li, l) in s.layers.iter_mut().enumerate() {
+                if needed & !s.upstream & (1 << li) != 0 {
+                    l.heard = Some(now);
+                }
+            }
             s.upstream = needed;
             out.push_control(
                 Peer::Link(link),

@@ -44,6 +44,8 @@ pub struct Sender {
     pub key_every: u64,
     /// Packets sent per layer.
     pub sent: [u64; 3],
+    /// Layers the sender does not send (as a simulcast encoder under congestion).
+    pub stopped: [bool; 3],
 }
 
 impl Sender {
@@ -61,6 +63,7 @@ impl Sender {
             frames: 0,
             key_every,
             sent: [0; 3],
+            stopped: [false; 3],
         }
     }
 
@@ -74,6 +77,12 @@ impl Sender {
     pub fn frame(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for l in 0..3 {
+            if self.stopped[l] {
+                // A restarted layer starts with a keyframe.
+                self.want_key[l] = true;
+                self.ts[l] = self.ts[l].wrapping_add(3000);
+                continue;
+            }
             let key = self.want_key[l] || self.frames.is_multiple_of(self.key_every);
             self.want_key[l] = false;
             for part in 0..2 {
