@@ -316,3 +316,59 @@ fn a_relayed_layer_that_stops_is_given_up_and_retried() {
     assert_eq!(net.relays[0].link_layers(101, 1), 0b100);
     assert_continuous(&net.inbox[&2], ssrc(1, 0));
 }
+
+#[test]
+fn sender_reports_follow_the_receivers_timeline() {
+    let mut net = Net::new(1, &SfuConfig::default());
+    net.join(1, 0, 1000);
+    net.join(2, 0, 1000);
+    net.send_from(2, &remb(10_000_000));
+    for _ in 0..3 {
+        net.tick(FRAME);
+    }
+    net.send_from(2, &remb(300_000));
+    for _ in 0..3 {
+        net.tick(FRAME);
+    }
+    // Now on layer 0, whose timestamps the relay shifted at the switch. The sender
+    // reports layer 0: its RTP time of "now" is the next frame's timestamp.
+    let (_, last_ts, _) = net.inbox[&2].rtp[&ssrc(1, 0)].last().unwrap().clone();
+    let layer0_next_ts = 4_000_000_000u32.wrapping_add(3000 * 6);
+    let mut sr = BytesMut::new();
+    rtcp::Packet::SenderReport {
+        ssrc: ssrc(1, 0),
+        info: rtcp::SenderInfo {
+            ntp: 0x1234_5678_0000_0000,
+            rtp_timestamp: layer0_next_ts,
+            packet_count: 12,
+            octet_count: 120,
+        },
+        reports: vec![],
+    }
+    .encode(&mut sr)
+    .unwrap();
+    let now = net.now;
+    let mut out = Output::new();
+    net.relays[0]
+        .handle_input(now, Peer::Endpoint(1), &sr, &mut out)
+        .unwrap();
+    let t: Vec<_> = out.iter().collect();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].to, Peer::Endpoint(2));
+    let got = rtcp::decode_compound(t[0].bytes, &rtcp::Limits::default()).unwrap();
+    let rtcp::Packet::SenderReport { ssrc: s, info, .. } = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(*s, ssrc(1, 0), "the receiver's SSRC for the stream");
+    assert_eq!(info.ntp, 0x1234_5678_0000_0000);
+    // One frame after the last packet the receiver got, in its own timeline.
+    assert_eq!(info.rtp_timestamp, last_ts.wrapping_add(3000));
+    // A report for a layer nobody receives goes nowhere.
+    out.clear();
+    let mut sr2 = sr.clone();
+    sr2[4..8].copy_from_slice(&ssrc(1, 2).to_be_bytes());
+    net.relays[0]
+        .handle_input(now, Peer::Endpoint(1), &sr2, &mut out)
+        .unwrap();
+    assert!(out.is_empty());
+}

@@ -32,6 +32,8 @@
 //!   [`SfuConfig::layer_timeout`] leaves selection, so its receivers move to another
 //!   layer instead of freezing; its next packet brings it back. A relayed layer,
 //!   unsubscribed once nobody is on it, is tried again after four timeouts.
+//! - **Sender reports** of a layer reach its receivers with their SSRC and RTP
+//!   timestamp rewritten like the packets (lip sync), and subscribed links verbatim.
 //! - **NACKs** from a receiver are translated to the layer's own sequence numbers and
 //!   sent to the stream's origin; the relay keeps no packet cache.
 //! - **Cascading.** Relays announce streams to each other over links
@@ -812,8 +814,9 @@ impl Sfu {
 
     /// One RTCP compound packet from `from`: REMB sets a receiver's estimate; PLI and
     /// FIR ask for a keyframe of what the receiver gets (or, from a link, of the named
-    /// layer); NACKs are translated and sent towards the sender. Other packets are
-    /// ignored: the relay terminates RTCP.
+    /// layer); NACKs are translated and sent towards the sender; a sender report goes
+    /// to the layer's receivers, rewritten. Other packets are ignored: the relay
+    /// terminates RTCP.
     ///
     /// # Errors
     /// As [`Sfu::handle_input`].
@@ -845,10 +848,57 @@ impl Sfu {
                     entries,
                     ..
                 } => self.feedback_nack(from, media_ssrc, &entries, out),
+                rtcp::Packet::SenderReport { ssrc, info, .. } => {
+                    self.forward_sender_report(from, ssrc, info, out);
+                }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// A sender report of a layer (RFC 3550 §6.4.1) from its origin: verbatim to the
+    /// links subscribed to the layer, and to each receiver on the layer with the
+    /// receiver's SSRC and its RTP timestamp mapping, so that receivers keep the
+    /// NTP-to-RTP mapping lip sync needs. Report blocks (about what the sender
+    /// receives) are not forwarded.
+    fn forward_sender_report(
+        &mut self,
+        from: Peer,
+        ssrc: u32,
+        info: rtcp::SenderInfo,
+        out: &mut Output,
+    ) {
+        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
+            self.stats.ignored_feedback += 1;
+            return;
+        };
+        let s = &self.streams[si];
+        if s.origin != from {
+            self.stats.ignored_feedback += 1;
+            return;
+        }
+        let sr = |ssrc, rtp_timestamp| rtcp::Packet::SenderReport {
+            ssrc,
+            info: rtcp::SenderInfo {
+                rtp_timestamp,
+                ..info
+            },
+            reports: Vec::new(),
+        };
+        for &(link, mask) in &s.links {
+            if mask & (1 << li) != 0 {
+                out.push_rtcp(Peer::Link(link), &sr(ssrc, info.rtp_timestamp));
+            }
+        }
+        let out_ssrc = s.layers.first().map_or(ssrc, |l| l.ssrc);
+        for f in &s.forwards {
+            if f.current == Some(li)
+                && let Some(ts) = f.rewriter.rewrite_timestamp(info.rtp_timestamp)
+            {
+                out.push_rtcp(Peer::Endpoint(f.endpoint), &sr(out_ssrc, ts));
+            }
+        }
     }
 
     /// A control message from a peer. Publish, Unpublish and Subscribe drive

@@ -87,6 +87,12 @@ impl Rewriter {
         Some((out_seq, out_ts))
     }
 
+    /// A timestamp of the current layer in the receiver's timeline (for sender
+    /// reports).
+    pub(crate) fn rewrite_timestamp(&self, ts: u32) -> Option<u32> {
+        self.state.map(|s| ts.wrapping_add(s.ts_delta))
+    }
+
     /// The input sequence number that output `out_seq` came from, when it belongs to
     /// the current layer (for translating a receiver's NACK).
     pub(crate) fn unmap(&self, out_seq: u16) -> Option<u16> {
