@@ -1365,3 +1365,179 @@ impl Forward {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{Codec, Layer};
+
+    fn info(p: u32, ssrcs: &[u32]) -> StreamInfo {
+        let layers = ssrcs
+            .iter()
+            .enumerate()
+            .map(|(i, &ssrc)| Layer {
+                ssrc,
+                bitrate_bps: 100_000 * (i as u32 + 1),
+            })
+            .collect();
+        StreamInfo::video(p, p, Codec::Vp8, layers)
+    }
+
+    fn sfu() -> (Sfu, Output, Instant) {
+        let now = Instant::now();
+        let mut out = Output::new();
+        let mut s = Sfu::new(SfuConfig::default()).unwrap();
+        s.add_endpoint(now, 1, &mut out).unwrap();
+        s.add_endpoint(now, 2, &mut out).unwrap();
+        s.add_link(7, &mut out).unwrap();
+        s.publish(now, 1, info(1, &[10, 11]), &mut out).unwrap();
+        out.clear();
+        (s, out, now)
+    }
+
+    #[test]
+    fn refusals_are_named() {
+        let (mut s, mut out, now) = sfu();
+        let sfu_err = |r: Result<(), Error>| match r {
+            Err(Error::Sfu(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            sfu_err(s.add_endpoint(now, 1, &mut out)),
+            SfuError::DuplicatePeer(Peer::Endpoint(1))
+        );
+        assert_eq!(
+            sfu_err(s.publish(now, 2, info(1, &[20]), &mut out)),
+            SfuError::NotPublisher(1)
+        );
+        assert_eq!(
+            sfu_err(s.publish(now, 2, info(2, &[11]), &mut out)),
+            SfuError::DuplicateSsrc(11)
+        );
+        let mut vp9 = info(2, &[20]);
+        vp9.codec = Codec::Vp9;
+        assert_eq!(
+            sfu_err(s.publish(now, 2, vp9.clone(), &mut out)),
+            SfuError::UnsupportedCodec(2)
+        );
+        // With frame marking any codec can be forwarded.
+        vp9.frame_marking = Some(4);
+        s.publish(now, 2, vp9, &mut out).unwrap();
+        out.clear();
+        let rtp = [0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 10, 0x10, 0];
+        assert_eq!(
+            sfu_err(s.handle_input(now, Peer::Endpoint(2), &rtp, &mut out)),
+            SfuError::WrongOrigin(10)
+        );
+        let mut unknown = rtp;
+        unknown[11] = 99;
+        assert_eq!(
+            sfu_err(s.handle_input(now, Peer::Endpoint(1), &unknown, &mut out)),
+            SfuError::UnknownSsrc(99)
+        );
+        let long = [&rtp[..], &[0; 1500]].concat();
+        assert!(matches!(
+            sfu_err(s.handle_input(now, Peer::Endpoint(1), &long, &mut out)),
+            SfuError::PacketTooLong { .. }
+        ));
+        let sub = Message::Subscribe {
+            stream: 1,
+            layers: 1,
+        };
+        assert_eq!(
+            sfu_err(s.handle_control(now, Peer::Link(8), &sub, &mut out)),
+            SfuError::UnknownPeer(Peer::Link(8))
+        );
+        assert!(matches!(
+            s.handle_input(now, Peer::Link(7), &[1, 99], &mut out),
+            Err(Error::Control(control::DecodeError::UnknownType(99)))
+        ));
+        assert!(matches!(
+            s.handle_input(now, Peer::Link(7), &[0x80, 96, 0], &mut out),
+            Err(Error::Media(_))
+        ));
+        assert!(out.is_empty(), "nothing sent for refused input");
+    }
+
+    #[test]
+    fn configuration_is_validated() {
+        for (config, why) in [
+            (
+                SfuConfig {
+                    keyframe_interval: Duration::ZERO,
+                    ..SfuConfig::default()
+                },
+                "keyframe_interval must be non-zero",
+            ),
+            (
+                SfuConfig {
+                    max_layers: 9,
+                    ..SfuConfig::default()
+                },
+                "max_layers must be 1-8",
+            ),
+        ] {
+            assert!(matches!(
+                Sfu::new(config),
+                Err(Error::Sfu(SfuError::BadConfig(w))) if w == why
+            ));
+        }
+    }
+
+    #[test]
+    fn limits_hold() {
+        let now = Instant::now();
+        let mut out = Output::new();
+        let mut s = Sfu::new(SfuConfig {
+            max_endpoints: 1,
+            max_links: 1,
+            max_streams: 1,
+            ..SfuConfig::default()
+        })
+        .unwrap();
+        s.add_endpoint(now, 1, &mut out).unwrap();
+        assert!(matches!(
+            s.add_endpoint(now, 2, &mut out),
+            Err(Error::Sfu(SfuError::Limit("max_endpoints")))
+        ));
+        s.add_link(1, &mut out).unwrap();
+        assert!(matches!(
+            s.add_link(2, &mut out),
+            Err(Error::Sfu(SfuError::Limit("max_links")))
+        ));
+        s.publish(now, 1, info(1, &[10]), &mut out).unwrap();
+        // A relayed announcement past the limit is refused, not stored.
+        let more = Message::Publish(info(5, &[50]));
+        assert!(matches!(
+            s.handle_control(now, Peer::Link(1), &more, &mut out),
+            Err(Error::Sfu(SfuError::Limit("max_streams")))
+        ));
+        assert_eq!(s.streams().count(), 1);
+    }
+
+    #[test]
+    fn a_link_publish_of_a_known_stream_is_ignored() {
+        let (mut s, mut out, now) = sfu();
+        s.add_link(8, &mut out).unwrap();
+        out.clear();
+        // Stream 1 is local; another relay announcing it (a loop) changes nothing.
+        s.handle_control(
+            now,
+            Peer::Link(8),
+            &Message::Publish(info(1, &[10, 11])),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(s.origin(1), Some(Peer::Endpoint(1)));
+        // An unpublish from a peer that is not the origin is ignored too.
+        s.handle_control(
+            now,
+            Peer::Link(8),
+            &Message::Unpublish { stream: 1 },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(s.origin(1), Some(Peer::Endpoint(1)));
+        assert!(out.is_empty());
+    }
+}
