@@ -202,3 +202,36 @@ fn mesh_of_three_relays() {
         assert_eq!(total, 2 * sent, "stream {p}: two links carry it, once each");
     }
 }
+
+#[test]
+fn losing_a_link_withdraws_what_came_over_it() {
+    // 0 - 1 - 2: relay 1 loses its link to relay 0.
+    let mut net = Net::new(3, &SfuConfig::default());
+    net.link(0, 1);
+    net.link(1, 2);
+    for (p, r) in [(1, 0), (2, 1), (3, 2)] {
+        net.join(p, r, 10);
+        net.set_bandwidth(p, 20_000_000);
+    }
+    run(&mut net, 10);
+    let now = net.now;
+    let mut out = chorus_mixer::sfu::Output::new();
+    net.relays[1].remove_link(now, 100, &mut out).unwrap();
+    // Stream 1 is withdrawn towards relay 2, and nobody at relay 1 gets it.
+    let sent: Vec<_> = out
+        .iter()
+        .map(|t| (t.to, Message::decode(t.bytes).unwrap()))
+        .collect();
+    assert_eq!(
+        sent,
+        [(
+            chorus_mixer::sfu::Peer::Link(102),
+            Message::Unpublish { stream: 1 }
+        )]
+    );
+    assert_eq!(net.relays[1].origin(1), None);
+    assert!(net.relays[1].selection(2, 1).is_none());
+    // Stream 2 (local to relay 1) no longer goes to the lost link.
+    assert_eq!(net.relays[1].link_layers(100, 2), 0);
+    assert_eq!(net.relays[1].link_layers(102, 2), 0b100);
+}
