@@ -267,6 +267,9 @@ pub struct SfuConfig {
     pub max_links: usize,
     /// Streams at most (local and relayed). Default 512.
     pub max_streams: usize,
+    /// Streams one local endpoint may publish at most (camera, screen, audio ...), so
+    /// that one participant cannot take the relay's whole `max_streams`. Default 4.
+    pub max_streams_per_endpoint: usize,
     /// Layers per stream at most, 1-8. Default 4.
     pub max_layers: usize,
     /// Longest RTP or RTCP packet accepted, bytes. Default 1,500.
@@ -284,6 +287,7 @@ impl Default for SfuConfig {
             max_endpoints: 256,
             max_links: 32,
             max_streams: 512,
+            max_streams_per_endpoint: 4,
             max_layers: 4,
             max_packet_len: 1500,
         }
@@ -672,6 +676,12 @@ impl Sfu {
         self.endpoint_mut(endpoint)?;
         if info.participant != endpoint {
             return Err(SfuError::NotPublisher(info.stream).into());
+        }
+        let own = Peer::Endpoint(endpoint);
+        if self.streams.iter().filter(|s| s.origin == own).count()
+            >= self.config.max_streams_per_endpoint
+        {
+            return Err(SfuError::Limit("max_streams_per_endpoint").into());
         }
         self.add_stream(now, Peer::Endpoint(endpoint), info, out)
     }
@@ -1499,6 +1509,19 @@ mod tests {
         assert!(matches!(
             s.add_endpoint(now, 2, &mut out),
             Err(Error::Sfu(SfuError::Limit("max_endpoints")))
+        ));
+        let mut one = Sfu::new(SfuConfig {
+            max_streams_per_endpoint: 1,
+            ..SfuConfig::default()
+        })
+        .unwrap();
+        one.add_endpoint(now, 1, &mut out).unwrap();
+        one.publish(now, 1, info(1, &[10]), &mut out).unwrap();
+        let mut second = info(1, &[11]);
+        second.stream = 2;
+        assert!(matches!(
+            one.publish(now, 1, second, &mut out),
+            Err(Error::Sfu(SfuError::Limit("max_streams_per_endpoint")))
         ));
         s.add_link(1, &mut out).unwrap();
         assert!(matches!(
