@@ -19,6 +19,10 @@ pub enum Error {
     /// The audio mixer's caller made a mistake.
     #[cfg(feature = "opus")]
     AudioUsage(crate::audio::Usage),
+    /// A peer's control message does not parse ([`crate::control`]).
+    Control(crate::control::DecodeError),
+    /// The SFU refused a packet or a command ([`crate::sfu`]).
+    Sfu(crate::sfu::SfuError),
 }
 
 impl fmt::Display for Error {
@@ -31,6 +35,8 @@ impl fmt::Display for Error {
             Self::AudioLimit(l) => write!(f, "audio mixer limit: {l:?}"),
             #[cfg(feature = "opus")]
             Self::AudioUsage(u) => write!(f, "audio mixer usage: {u:?}"),
+            Self::Control(e) => write!(f, "control message: {e}"),
+            Self::Sfu(e) => write!(f, "sfu: {e}"),
         }
     }
 }
@@ -40,5 +46,17 @@ impl std::error::Error for Error {}
 impl From<chorus_media::Error> for Error {
     fn from(e: chorus_media::Error) -> Self {
         Self::Media(e)
+    }
+}
+
+impl From<crate::control::DecodeError> for Error {
+    fn from(e: crate::control::DecodeError) -> Self {
+        Self::Control(e)
+    }
+}
+
+impl From<crate::sfu::SfuError> for Error {
+    fn from(e: crate::sfu::SfuError) -> Self {
+        Self::Sfu(e)
     }
 }

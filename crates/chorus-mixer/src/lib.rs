@@ -69,7 +69,12 @@
 
 #[cfg(feature = "opus")]
 pub mod audio;
+pub mod control;
 mod error;
+#[cfg(any(test, feature = "_fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
+pub mod sfu;
 
 pub use error::Error;
 

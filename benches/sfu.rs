@@ -1,0 +1,175 @@
+//! The video SFU's forwarding path (run `cargo bench --bench sfu`).
+//!
+//! - `sfu_forward/10x10`: one relay, 10 participants each publishing three simulcast
+//!   VP8 layers (300 / 700 / 1,200-byte packets) and receiving the other 9 at the
+//!   top layer. One iteration is one packet of every layer of every sender (30 in)
+//!   and the 90 rewritten packets out; throughput counts packets out.
+//! - `sfu_per_receiver/forwarded/R`: one 1,200-byte packet to R receivers of its
+//!   layer (selection, sequence/timestamp/SSRC rewrite and copy per receiver).
+//! - `sfu_per_receiver/skipped/R`: the same packet, R receivers on another layer
+//!   (selection only: nothing is sent).
+//! - `rtp_copy_baseline/R`: decoding the packet and copying it R times into the same
+//!   kind of arena, with no SFU: the floor any forwarder pays.
+//!
+//! The per-receiver cost is the slope between R = 1 and R = 64. Sequence numbers of
+//! the input advance each iteration so that every packet is new to the rewriters.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use chorus_media::rtp;
+use chorus_mixer::control::{Codec, Layer, StreamInfo};
+use chorus_mixer::sfu::{Output, Peer, Sfu, SfuConfig};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+const SIZES: [usize; 3] = [300, 700, 1200];
+
+fn info(p: u32) -> StreamInfo {
+    StreamInfo::video(
+        p,
+        p,
+        Codec::Vp8,
+        (0..3)
+            .map(|l| Layer {
+                ssrc: p << 8 | l,
+                bitrate_bps: [150_000, 500_000, 1_500_000][l as usize],
+            })
+            .collect(),
+    )
+}
+
+/// A VP8 keyframe-start packet of `size` bytes for layer `l` of participant `p`.
+fn packet(p: u32, l: usize, seq: u16) -> Vec<u8> {
+    let mut payload = vec![0u8; SIZES[l] - rtp::FIXED_HEADER_LEN];
+    payload[0] = 0x10; // S=1, PID 0; the VP8 header's P bit 0: a keyframe
+    let pkt = rtp::Packet {
+        marker: true,
+        payload_type: 96,
+        sequence: seq,
+        timestamp: u32::from(seq) * 3000,
+        ssrc: p << 8 | l as u32,
+        csrcs: vec![],
+        extension: None,
+        payload: &payload,
+        padding: 0,
+    };
+    let mut b = BytesMut::new();
+    pkt.encode(&mut b).unwrap();
+    b.to_vec()
+}
+
+fn set_seq(b: &mut [u8], seq: u16) {
+    b[2..4].copy_from_slice(&seq.to_be_bytes());
+}
+
+/// A relay with `publishers` publishing (ids 1..) and `receivers` receiving only
+/// (ids 1000..), every receiver at `bandwidth`; one keyframe of every layer has been
+/// forwarded so every receiver is on its target layer.
+fn relay(publishers: u32, receivers: u32, bandwidth: u64) -> (Sfu, Output, Instant) {
+    let now = Instant::now();
+    let mut sfu = Sfu::new(SfuConfig::default()).unwrap();
+    let mut out = Output::new();
+    for p in 1..=publishers {
+        sfu.add_endpoint(now, p, &mut out).unwrap();
+        sfu.set_bandwidth(now, p, bandwidth, &mut out).unwrap();
+    }
+    for r in 1000..1000 + receivers {
+        sfu.add_endpoint(now, r, &mut out).unwrap();
+        sfu.set_bandwidth(now, r, bandwidth, &mut out).unwrap();
+    }
+    for p in 1..=publishers {
+        sfu.publish(now, p, info(p), &mut out).unwrap();
+    }
+    for p in 1..=publishers {
+        for l in 0..3 {
+            sfu.handle_input(now, Peer::Endpoint(p), &packet(p, l, 0), &mut out)
+                .unwrap();
+        }
+    }
+    out.clear();
+    (sfu, out, now)
+}
+
+fn forward_bench(c: &mut Criterion) {
+    let (mut sfu, mut out, now) = relay(10, 0, 100_000_000);
+    let mut packets: Vec<(u32, Vec<u8>)> = (1..=10)
+        .flat_map(|p| (0..3).map(move |l| (p, packet(p, l, 1))))
+        .collect();
+    let mut seq = 1u16;
+    let mut g = c.benchmark_group("sfu_forward");
+    g.throughput(Throughput::Elements(90));
+    g.bench_function("10x10", |b| {
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            out.clear();
+            for (p, bytes) in &mut packets {
+                set_seq(bytes, seq);
+                sfu.handle_input(now, Peer::Endpoint(*p), bytes, &mut out)
+                    .unwrap();
+            }
+            assert_eq!(out.len(), 90);
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+fn per_receiver_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sfu_per_receiver");
+    for receivers in [1u32, 16, 64] {
+        g.throughput(Throughput::Elements(u64::from(receivers)));
+        for (name, bandwidth, layer) in [("forwarded", 100_000_000, 2), ("skipped", 200_000, 2)] {
+            // At 200 kbit/s receivers are on layer 0: layer-2 packets go to nobody.
+            let (mut sfu, mut out, now) = relay(1, receivers, bandwidth);
+            let mut bytes = packet(1, layer, 1);
+            let mut seq = 1u16;
+            let expect = if name == "forwarded" {
+                receivers as usize
+            } else {
+                0
+            };
+            g.bench_with_input(BenchmarkId::new(name, receivers), &receivers, |b, _| {
+                b.iter(|| {
+                    seq = seq.wrapping_add(1);
+                    set_seq(&mut bytes, seq);
+                    out.clear();
+                    sfu.handle_input(now, Peer::Endpoint(1), &bytes, &mut out)
+                        .unwrap();
+                    assert_eq!(out.len(), expect);
+                    black_box(out.len())
+                })
+            });
+        }
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("rtp_copy_baseline");
+    for receivers in [1u32, 16, 64] {
+        g.throughput(Throughput::Elements(u64::from(receivers)));
+        let bytes = packet(1, 2, 1);
+        let mut arena = BytesMut::new();
+        let mut items: Vec<(usize, usize)> = Vec::new();
+        g.bench_with_input(
+            BenchmarkId::from_parameter(receivers),
+            &receivers,
+            |b, &n| {
+                b.iter(|| {
+                    arena.clear();
+                    items.clear();
+                    let p = rtp::Packet::decode(black_box(&bytes)).unwrap();
+                    for _ in 0..n {
+                        let start = arena.len();
+                        arena.extend_from_slice(&bytes);
+                        items.push((start, arena.len()));
+                    }
+                    black_box((p.ssrc, items.len()))
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, forward_bench, per_receiver_bench);
+criterion_main!(benches);

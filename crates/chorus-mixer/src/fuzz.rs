@@ -1,0 +1,177 @@
+//! Fuzz entry points (STYLE.md §10) for the parsers and the packet input of this
+//! crate. `fuzz/fuzz_targets/*.rs` call these; the unit tests run them under proptest
+//! so they never rot.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::control::{Codec, Layer, Message, StreamInfo};
+use crate::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
+
+/// Control messages: decode, re-encode, decode again; equal, and exactly
+/// `encoded_len()` bytes.
+///
+/// # Panics
+/// When the oracle fails, which is the bug a fuzzer reports.
+pub fn control_message(data: &[u8]) {
+    if let Ok(m) = Message::decode(data) {
+        let mut out = BytesMut::new();
+        m.encode(&mut out).expect("a decoded message re-encodes");
+        assert_eq!(out.len(), m.encoded_len());
+        assert_eq!(Message::decode(&out), Ok(m));
+    }
+}
+
+/// Stream `n` (1-based) of participant `n`: three VP8 layers.
+fn stream(n: u32) -> StreamInfo {
+    StreamInfo::video(
+        n,
+        n,
+        Codec::Vp8,
+        (0..3)
+            .map(|i| Layer {
+                ssrc: n << 8 | i,
+                bitrate_bps: 150_000 << (2 * i),
+            })
+            .collect(),
+    )
+}
+
+/// The SFU's input: a relay with endpoints 1-3 (1 and 2 publishing) and link 9 is fed
+/// chunks of the data as packets. Each chunk is a selector byte (bits 0-1: the peer,
+/// 3 = the link; bits 2-7: milliseconds to advance), a length byte (top bit: build an
+/// RTP header for a known SSRC from the next 3 bytes, so that deep paths are
+/// reached), then the bytes. Never panics; everything sent decodes as what its kind
+/// says, RTP to an endpoint carries the SSRC of a stream it receives, and one input
+/// causes a bounded number of transmits.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn sfu_input(data: &[u8]) {
+    let config = SfuConfig {
+        keyframe_interval: Duration::from_millis(20),
+        ..SfuConfig::default()
+    };
+    let mut sfu = Sfu::new(config).expect("valid config");
+    let mut now = Instant::now();
+    let mut out = Output::new();
+    for e in 1..=3 {
+        sfu.add_endpoint(now, e, &mut out).expect("fresh endpoint");
+    }
+    sfu.add_link(9, &mut out).expect("fresh link");
+    for e in 1..=2 {
+        sfu.publish(now, e, stream(e), &mut out)
+            .expect("valid stream");
+    }
+    check(&sfu, &out);
+    let mut rest = data;
+    let mut packet = Vec::new();
+    while let [sel, len, tail @ ..] = rest {
+        let n = usize::from(len & 0x7f).min(tail.len());
+        let (body, tail) = tail.split_at(n);
+        rest = tail;
+        now += Duration::from_millis(u64::from(sel >> 2));
+        let from = match sel & 3 {
+            3 => Peer::Link(9),
+            e => Peer::Endpoint(u32::from(e) + 1),
+        };
+        packet.clear();
+        if len & 0x80 != 0 {
+            let [which, s0, s1, payload @ ..] = body else {
+                continue;
+            };
+            let ssrc = u32::from(which % 2 + 1) << 8 | u32::from(which / 2 % 3);
+            packet.extend_from_slice(&[0x80, 96, *s0, *s1]);
+            packet.extend_from_slice(&(u32::from(*s1) * 3000).to_be_bytes());
+            packet.extend_from_slice(&ssrc.to_be_bytes());
+            packet.extend_from_slice(payload);
+        } else {
+            packet.extend_from_slice(body);
+        }
+        out.clear();
+        let _ = sfu.handle_input(now, from, &packet, &mut out);
+        if sel & 0x80 != 0 {
+            sfu.handle_timeout(now, &mut out);
+        }
+        check(&sfu, &out);
+        // A packet reaches at most the 3 endpoints and the link; a compound RTCP packet
+        // or a control message re-selects layers: a few transmits per stream known.
+        let bound = 64 + 8 * sfu.streams().count();
+        assert!(out.len() <= bound, "one input, {} outputs", out.len());
+    }
+}
+
+fn check(sfu: &Sfu, out: &Output) {
+    for t in out.iter() {
+        match t.kind {
+            Kind::Rtp => {
+                let p = chorus_media::rtp::Packet::decode(t.bytes).expect("RTP out");
+                if let Peer::Endpoint(e) = t.to {
+                    // The first-layer SSRC of a stream someone else publishes.
+                    assert!(sfu.streams().any(|s| s.participant != e
+                        && s.layers.first().is_some_and(|l| l.ssrc == p.ssrc)));
+                }
+            }
+            Kind::Rtcp => {
+                chorus_media::rtcp::decode_compound(
+                    t.bytes,
+                    &chorus_media::rtcp::Limits::default(),
+                )
+                .expect("RTCP out");
+            }
+            Kind::Control => {
+                Message::decode(t.bytes).expect("control out");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn sfu_input_never_panics(b in vec(any::<u8>(), 0..600)) {
+            super::sfu_input(&b);
+        }
+    }
+
+    /// The committed seeds are valid inputs (so the fuzzer starts from them).
+    #[test]
+    fn committed_seeds() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus");
+        for target in ["control_message", "sfu_input"] {
+            let Ok(entries) = std::fs::read_dir(format!("{dir}/{target}")) else {
+                continue; // the crate may be built outside the workspace
+            };
+            for e in entries {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if !name.starts_with("seed-") {
+                    continue;
+                }
+                let bytes = std::fs::read(&path).unwrap();
+                if target == "control_message" {
+                    assert!(crate::control::Message::decode(&bytes).is_ok(), "{name}");
+                    super::control_message(&bytes);
+                } else {
+                    super::sfu_input(&bytes);
+                }
+            }
+        }
+    }
+
+    /// Deep paths: valid packets of known SSRCs, keyframes included.
+    #[test]
+    fn sfu_input_with_crafted_packets() {
+        let mut data = Vec::new();
+        for i in 0..60u8 {
+            // A VP8 keyframe start (S=1, PID 0; P bit 0) for each layer of stream 1.
+            data.extend_from_slice(&[0x84 | (i % 4) << 2, 0x80 | 6, i % 6, 0, i, 0x10, 0x00, 7]);
+        }
+        super::sfu_input(&data);
+    }
+}

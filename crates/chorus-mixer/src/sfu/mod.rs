@@ -1,0 +1,1566 @@
+//! Video forwarding at a relay: a selective forwarding unit (SFU) that relays each
+//! participant's streams to the others, choosing per receiver among a sender's
+//! simulcast layers, and that cascades with other relays (`docs/conference.md`,
+//! "Video forwarding").
+//!
+//! # Model
+//! - A relay has local **endpoints** (participants attached to it, by participant
+//!   id) and **links** to other relays. Both are [`Peer`]s.
+//! - A **stream** ([`StreamInfo`]) is published by one participant with 1-8
+//!   simulcast layers, each its own SSRC and bitrate, lowest first. Its **origin** at
+//!   this relay is the endpoint that publishes it, or the link it was announced on.
+//! - Every local endpoint receives every stream but its own (N-1 streams), one layer
+//!   at a time, rewritten to a single SSRC (the stream's first layer SSRC) with
+//!   continuous sequence numbers and timestamps (see `rewrite`).
+//! - **Selection.** Each receiver has a bandwidth estimate (REMB from the receiver,
+//!   or [`Sfu::set_bandwidth`]). It is shared among its streams: the active speaker's
+//!   first, then in publication order, each gets its lowest layer if it fits (a stream
+//!   that does not fit even that is paused), then each is raised to the highest layer
+//!   the rest of the budget allows. A receiver can narrow the layers it accepts per
+//!   stream ([`Message::Subscribe`] from the endpoint: thumbnails).
+//! - **Switching.** A receiver moves to its target layer only at a packet that starts
+//!   a keyframe of that layer ([`KeyframeRule`]); until then the current layer keeps
+//!   flowing. A keyframe request goes to the sender at once when the target changes.
+//!   A pause (no layer fits) takes effect immediately.
+//! - **Keyframe requests** (PLI, or FIR per [`SfuConfig::fir`]) from receivers and
+//!   from switches are aggregated per layer: at most one per
+//!   [`SfuConfig::keyframe_interval`] reaches the sender; one asked for within the
+//!   interval is sent when it ends. A switch still waiting a full interval later asks
+//!   again (the request or the keyframe may have been lost).
+//! - **Silent layers.** A layer that should be arriving (a local sender sends all its
+//!   layers; a relayed one arrives while subscribed) and is silent for
+//!   [`SfuConfig::layer_timeout`] leaves selection, so its receivers move to another
+//!   layer instead of freezing; its next packet brings it back. A relayed layer,
+//!   unsubscribed once nobody is on it, is tried again after four timeouts.
+//! - **Sender reports** of a layer reach its receivers with their SSRC and RTP
+//!   timestamp rewritten like the packets (lip sync), and subscribed links verbatim.
+//! - **NACKs** from a receiver are translated to the layer's own sequence numbers and
+//!   sent to the stream's origin; the relay keeps no packet cache.
+//! - **Cascading.** Relays announce streams to each other over links
+//!   ([`Message::Publish`], [`Message::Unpublish`]). A relay that learns a stream
+//!   from a second link ignores the second announcement, so every stream has one
+//!   upstream direction per relay and announcements cannot loop, in a tree or a
+//!   mesh. A relay subscribes on the upstream link to exactly the union of the layers
+//!   its local receivers and its downstream links need ([`Message::Subscribe`]), and
+//!   forwards each packet once per subscribed link, unchanged: a stream crosses each
+//!   link at most once, whatever the number of receivers behind it. Keyframe
+//!   requests and NACKs go upstream hop by hop and are aggregated at every relay.
+//!
+//! # Sans-IO contract
+//! Inputs are [`Sfu::handle_input`] (an RTP packet, an RTCP compound packet or a
+//! control message from a peer, with its arrival time) and the membership commands;
+//! every call appends what must be sent to an [`Output`], which the caller drains
+//! and [`Output::clear`]s. The forwarding path allocates nothing once the output's
+//! buffers have grown: each transmit is a slice of one reused arena. After any call,
+//! read [`Sfu::poll_timeout`] and call [`Sfu::handle_timeout`] then; an early call is
+//! a harmless no-op; `now` never goes backwards.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Instant;
+//! use chorus_mixer::control::{Codec, Layer, StreamInfo};
+//! use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
+//!
+//! let now = Instant::now();
+//! let mut sfu = Sfu::new(SfuConfig::default())?;
+//! let mut out = Output::new();
+//! sfu.add_endpoint(now, 1, &mut out)?;
+//! sfu.add_endpoint(now, 2, &mut out)?;
+//! // Participant 1 publishes VP8 in two layers; participant 2 can take 1 Mbit/s.
+//! let layers = vec![
+//!     Layer { ssrc: 0x100, bitrate_bps: 150_000 },
+//!     Layer { ssrc: 0x101, bitrate_bps: 800_000 },
+//! ];
+//! sfu.publish(now, 1, StreamInfo::video(1, 1, Codec::Vp8, layers), &mut out)?;
+//! // The relay asked participant 1 for a keyframe of the layer participant 2 gets.
+//! assert_eq!(out.iter().next().map(|t| (t.to, t.kind)), Some((Peer::Endpoint(1), Kind::Rtcp)));
+//! out.clear();
+//!
+//! // A keyframe packet of layer 1 (VP8: S bit, partition 0, P bit clear).
+//! let packet = [0x80, 96, 0, 7, 0, 0, 0, 9, 0, 0, 1, 1, 0x10, 0x00, 0x9d];
+//! sfu.handle_input(now, Peer::Endpoint(1), &packet, &mut out)?;
+//! let sent: Vec<_> = out.iter().collect();
+//! assert_eq!(sent.len(), 1);
+//! assert_eq!(sent[0].to, Peer::Endpoint(2));
+//! // Rewritten to the stream's SSRC (its first layer's).
+//! assert_eq!(&sent[0].bytes[8..12], &[0, 0, 1, 0]);
+//! # Ok::<(), chorus_mixer::Error>(())
+//! ```
+//!
+//! # Choices
+//! - The bandwidth estimate comes from REMB (draft-alvestrand-rmcat-remb), which
+//!   browsers and most SFUs' receivers send; it is the receiver's own estimate of
+//!   its downlink for all the streams it gets, which is exactly what selection needs.
+//!   Receiver reports carry loss, not capacity, and are not used.
+//! - Timestamps across a switch advance by the time elapsed since the last forwarded
+//!   packet arrived, at the stream's clock rate: layers of one sender share capture
+//!   times, so this keeps playout smooth without sender-report mapping.
+//! - Simulcast layers are separate SSRCs. Temporal or spatial layers inside one SSRC
+//!   (SVC) are forwarded as one layer.
+
+mod keyframe;
+mod rewrite;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use chorus_media::{rtcp, rtp};
+
+pub use keyframe::KeyframeRule;
+use rewrite::Rewriter;
+
+use crate::Error;
+use crate::control::{self, Message, StreamInfo};
+
+/// Where a packet comes from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Peer {
+    /// A local participant, by participant id.
+    Endpoint(u32),
+    /// A link to another relay, by link id.
+    Link(u32),
+}
+
+/// What a transmit carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An RTP packet.
+    Rtp,
+    /// An RTCP packet (feedback).
+    Rtcp,
+    /// A control message ([`crate::control`]), for the peer's control channel.
+    Control,
+}
+
+/// One packet to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    /// The destination.
+    pub to: Peer,
+    /// What the bytes are.
+    pub kind: Kind,
+    /// The packet.
+    pub bytes: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    to: Peer,
+    kind: Kind,
+    start: usize,
+    end: usize,
+}
+
+/// The packets an [`Sfu`] asks the caller to send, in one reused arena. Calls append;
+/// [`Output::clear`] empties it and keeps its capacity.
+#[derive(Debug, Default)]
+pub struct Output {
+    buf: BytesMut,
+    items: Vec<Item>,
+}
+
+impl Output {
+    /// An empty output.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets every transmit, keeping the memory for the next ones.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.items.clear();
+    }
+
+    /// Number of transmits.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there is nothing to send.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The transmits in the order they were produced.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Transmit<'_>> + '_ {
+        self.items.iter().map(|i| Transmit {
+            to: i.to,
+            kind: i.kind,
+            bytes: self.buf.get(i.start..i.end).unwrap_or_default(),
+        })
+    }
+
+    fn push_with(&mut self, to: Peer, kind: Kind, write: impl FnOnce(&mut BytesMut) -> bool) {
+        let start = self.buf.len();
+        if write(&mut self.buf) {
+            self.items.push(Item {
+                to,
+                kind,
+                start,
+                end: self.buf.len(),
+            });
+        } else {
+            self.buf.truncate(start);
+        }
+    }
+
+    fn push(&mut self, to: Peer, kind: Kind, bytes: &[u8]) {
+        self.push_with(to, kind, |b| {
+            b.extend_from_slice(bytes);
+            true
+        });
+    }
+
+    /// `bytes` (a decoded RTP packet) with sequence number, timestamp and SSRC
+    /// replaced (RFC 3550 §5.1: bytes 2-11).
+    fn push_rewritten(&mut self, to: Peer, bytes: &[u8], seq: u16, ts: u32, ssrc: u32) {
+        self.push_with(to, Kind::Rtp, |b| {
+            let start = b.len();
+            b.extend_from_slice(bytes);
+            let Some(h) = b.get_mut(start + 2..start + 12) else {
+                return false;
+            };
+            h[..2].copy_from_slice(&seq.to_be_bytes());
+            h[2..6].copy_from_slice(&ts.to_be_bytes());
+            h[6..].copy_from_slice(&ssrc.to_be_bytes());
+            true
+        });
+    }
+
+    fn push_rtcp(&mut self, to: Peer, packet: &rtcp::Packet<'_>) {
+        self.push_with(to, Kind::Rtcp, |b| packet.encode(b).is_ok());
+    }
+
+    fn push_control(&mut self, to: Peer, msg: &Message<'_>) {
+        self.push_with(to, Kind::Control, |b| msg.encode(b).is_ok());
+    }
+}
+
+/// SFU settings; validated by [`Sfu::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SfuConfig {
+    /// The SSRC this relay sends its feedback (PLI, FIR, NACK) as. Default
+    /// 0x5346_5530.
+    pub rtcp_ssrc: u32,
+    /// At most one keyframe request per layer per interval reaches a sender.
+    /// Default 500 ms; must be non-zero.
+    pub keyframe_interval: Duration,
+    /// An expected layer silent this long is taken out of selection (a simulcast
+    /// sender drops its upper layers under congestion) until a packet of it arrives;
+    /// a relayed layer is tried again after four times this. Default 2 s; non-zero.
+    pub layer_timeout: Duration,
+    /// Ask local senders with FIR (RFC 5104) instead of PLI (RFC 4585). Links always
+    /// carry PLI. Default false.
+    pub fir: bool,
+    /// A receiver's bandwidth before its first estimate, bit/s. Default 1,000,000.
+    pub initial_bandwidth_bps: u64,
+    /// Local endpoints at most. Default 256.
+    pub max_endpoints: usize,
+    /// Links at most. Default 32.
+    pub max_links: usize,
+    /// Streams at most (local and relayed). Default 512.
+    pub max_streams: usize,
+    /// Streams one local endpoint may publish at most (camera, screen, audio ...), so
+    /// that one participant cannot take the relay's whole `max_streams`. Default 4.
+    pub max_streams_per_endpoint: usize,
+    /// Layers per stream at most, 1-8. Default 4.
+    pub max_layers: usize,
+    /// Longest RTP or RTCP packet accepted, bytes. Default 1,500.
+    pub max_packet_len: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            rtcp_ssrc: 0x5346_5530,
+            keyframe_interval: Duration::from_millis(500),
+            layer_timeout: Duration::from_secs(2),
+            fir: false,
+            initial_bandwidth_bps: 1_000_000,
+            max_endpoints: 256,
+            max_links: 32,
+            max_streams: 512,
+            max_streams_per_endpoint: 4,
+            max_layers: 4,
+            max_packet_len: 1500,
+        }
+    }
+}
+
+/// What the SFU refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SfuError {
+    /// A packet for an SSRC no known stream has (peer's fault).
+    UnknownSsrc(u32),
+    /// Media for a stream from a peer that is not the stream's origin (peer's fault).
+    WrongOrigin(u32),
+    /// A packet longer than [`SfuConfig::max_packet_len`].
+    PacketTooLong {
+        /// The length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A stream whose codec has no keyframe rule and no frame marking.
+    UnsupportedCodec(u32),
+    /// A stream id already in use.
+    DuplicateStream(u32),
+    /// An SSRC already used by another stream's layer.
+    DuplicateSsrc(u32),
+    /// A stream published by an endpoint in another participant's name.
+    NotPublisher(u32),
+    /// An endpoint or link id not known (caller's mistake).
+    UnknownPeer(Peer),
+    /// An endpoint or link id already present (caller's mistake).
+    DuplicatePeer(Peer),
+    /// A configured maximum was reached; the string names it.
+    Limit(&'static str),
+    /// An invalid configuration (the string says which rule).
+    BadConfig(&'static str),
+}
+
+impl core::fmt::Display for SfuError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::UnknownSsrc(s) => write!(f, "no stream has SSRC {s:#010x}"),
+            Self::WrongOrigin(s) => write!(f, "SSRC {s:#010x} sent by a peer not its origin"),
+            Self::PacketTooLong { len, max } => write!(f, "packet of {len} bytes exceeds {max}"),
+            Self::UnsupportedCodec(s) => write!(f, "stream {s}: no keyframe rule for its codec"),
+            Self::DuplicateStream(s) => write!(f, "stream {s} already exists"),
+            Self::DuplicateSsrc(s) => write!(f, "SSRC {s:#010x} already in use"),
+            Self::NotPublisher(s) => write!(f, "stream {s} published for another participant"),
+            Self::UnknownPeer(p) => write!(f, "unknown peer {p:?}"),
+            Self::DuplicatePeer(p) => write!(f, "peer {p:?} already present"),
+            Self::Limit(what) => write!(f, "limit reached: {what}"),
+            Self::BadConfig(why) => write!(f, "invalid SFU configuration: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SfuError {}
+
+/// Counters since creation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SfuStats {
+    /// RTP packets received from origins.
+    pub received: u64,
+    /// RTP packets sent to endpoints (rewritten) and links (verbatim).
+    pub forwarded: u64,
+    /// Keyframe requests sent (after aggregation).
+    pub keyframe_requests: u64,
+    /// Keyframe requests absorbed by aggregation.
+    pub keyframe_requests_aggregated: u64,
+    /// Layer switches completed by receivers.
+    pub switches: u64,
+    /// Feedback ignored (unknown SSRC, no such receiver).
+    pub ignored_feedback: u64,
+}
+
+/// A receiver's view of one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection {
+    /// The layer being forwarded, if any.
+    pub current: Option<u8>,
+    /// The layer selection wants; differs from `current` until its keyframe.
+    pub target: Option<u8>,
+}
+
+/// Multiplicative hashing for SSRC keys: the forwarding path looks one up per packet.
+#[derive(Default)]
+struct U32Hasher(u64);
+
+impl Hasher for U32Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type U32Map<V> = HashMap<u32, V, BuildHasherDefault<U32Hasher>>;
+
+#[derive(Debug)]
+struct LayerState {
+    ssrc: u32,
+    bitrate: u64,
+    /// When a packet last arrived, or when the layer started being expected.
+    heard: Option<Instant>,
+    /// Set when an expected layer went silent for `layer_timeout`: not selected.
+    stalled_at: Option<Instant>,
+    last_request: Option<Instant>,
+    pending: bool,
+    fir_seq: u8,
+}
+
+#[derive(Debug)]
+struct Forward {
+    endpoint: u32,
+    current: Option<u8>,
+    target: Option<u8>,
+    /// Layers the receiver accepts (bit i = layer i).
+    accept: u8,
+    rewriter: Rewriter,
+}
+
+#[derive(Debug)]
+struct Stream {
+    info: StreamInfo,
+    origin: Peer,
+    rule: KeyframeRule,
+    layers: Vec<LayerState>,
+    forwards: Vec<Forward>,
+    /// Downstream links and the layers each subscribed to.
+    links: Vec<(u32, u8)>,
+    /// The layers subscribed on the origin link.
+    upstream: u8,
+}
+
+impl Stream {
+    /// The layers that should be arriving (bit i = layer i): a local sender sends
+    /// every layer; a relayed layer arrives while subscribed.
+    fn sending(&self) -> u8 {
+        match self.origin {
+            Peer::Endpoint(_) => 0xff,
+            Peer::Link(_) => self.upstream,
+        }
+    }
+
+    /// The layers out of selection because they went silent.
+    fn stalled(&self) -> u8 {
+        self.layers
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, l)| m | u8::from(l.stalled_at.is_some()) << i)
+    }
+
+    fn needed(&self) -> u8 {
+        let bit = |l: Option<u8>| l.map_or(0, |l| 1u8 << l);
+        self.forwards
+            .iter()
+            .fold(0, |m, f| m | bit(f.current) | bit(f.target))
+            | self.links.iter().fold(0, |m, (_, l)| m | l)
+    }
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    id: u32,
+    estimate_bps: u64,
+}
+
+/// The selective forwarding unit of one relay. See the module docs for the model and
+/// the sans-IO contract.
+#[derive(Debug)]
+pub struct Sfu {
+    config: SfuConfig,
+    endpoints: Vec<Endpoint>,
+    links: Vec<u32>,
+    streams: Vec<Stream>,
+    /// Layer SSRC -> (stream index, layer index).
+    by_ssrc: U32Map<(usize, u8)>,
+    speaker: Option<u32>,
+    stats: SfuStats,
+}
+
+fn media_err(e: chorus_media::DecodeError) -> Error {
+    Error::Media(chorus_media::Error::Decode(e))
+}
+
+impl Sfu {
+    /// An SFU with no endpoints, links or streams.
+    ///
+    /// # Errors
+    /// [`SfuError::BadConfig`] for an invalid configuration.
+    pub fn new(config: SfuConfig) -> Result<Self, Error> {
+        if config.keyframe_interval.is_zero() {
+            return Err(SfuError::BadConfig("keyframe_interval must be non-zero").into());
+        }
+        if config.layer_timeout.is_zero() {
+            return Err(SfuError::BadConfig("layer_timeout must be non-zero").into());
+        }
+        if !(1..=control::MAX_LAYERS).contains(&config.max_layers) {
+            return Err(SfuError::BadConfig("max_layers must be 1-8").into());
+        }
+        if config.max_packet_len < rtp::FIXED_HEADER_LEN {
+            return Err(SfuError::BadConfig("max_packet_len below an RTP header").into());
+        }
+        Ok(Self {
+            config,
+            endpoints: Vec::new(),
+            links: Vec::new(),
+            streams: Vec::new(),
+            by_ssrc: U32Map::default(),
+            speaker: None,
+            stats: SfuStats::default(),
+        })
+    }
+
+    /// Counters since creation.
+    #[must_use]
+    pub const fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    /// The streams known here, local and relayed.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamInfo> + '_ {
+        self.streams.iter().map(|s| &s.info)
+    }
+
+    /// Where `stream` comes from at this relay.
+    #[must_use]
+    pub fn origin(&self, stream: u32) -> Option<Peer> {
+        self.stream_index(stream).map(|i| self.streams[i].origin)
+    }
+
+    /// What `endpoint` receives of `stream`.
+    #[must_use]
+    pub fn selection(&self, endpoint: u32, stream: u32) -> Option<Selection> {
+        let s = &self.streams[self.stream_index(stream)?];
+        s.forwards
+            .iter()
+            .find(|f| f.endpoint == endpoint)
+            .map(|f| Selection {
+                current: f.current,
+                target: f.target,
+            })
+    }
+
+    /// The layers of `stream` forwarded to `link` (bit i = layer i).
+    #[must_use]
+    pub fn link_layers(&self, link: u32, stream: u32) -> u8 {
+        self.stream_index(stream).map_or(0, |i| {
+            self.streams[i]
+                .links
+                .iter()
+                .find(|(l, _)| *l == link)
+                .map_or(0, |(_, m)| *m)
+        })
+    }
+
+    fn stream_index(&self, stream: u32) -> Option<usize> {
+        self.streams.iter().position(|s| s.info.stream == stream)
+    }
+
+    fn endpoint_mut(&mut self, id: u32) -> Result<&mut Endpoint, Error> {
+        self.endpoints
+            .iter_mut()
+            .find(|e| e.id == id)
+            .ok_or_else(|| SfuError::UnknownPeer(Peer::Endpoint(id)).into())
+    }
+
+    /// Attaches a local participant: it starts receiving every stream but its own.
+    ///
+    /// # Errors
+    /// [`SfuError::DuplicatePeer`], [`SfuError::Limit`].
+    pub fn add_endpoint(&mut self, now: Instant, id: u32, out: &mut Output) -> Result<(), Error> {
+        if self.endpoints.iter().any(|e| e.id == id) {
+            return Err(SfuError::DuplicatePeer(Peer::Endpoint(id)).into());
+        }
+        if self.endpoints.len() >= self.config.max_endpoints {
+            return Err(SfuError::Limit("max_endpoints").into());
+        }
+        self.endpoints.push(Endpoint {
+            id,
+            estimate_bps: self.config.initial_bandwidth_bps,
+        });
+        for s in &mut self.streams {
+            if s.info.participant != id {
+                s.forwards.push(Forward::new(id));
+            }
+        }
+        self.reallocate(now, id, out);
+        Ok(())
+    }
+
+    /// Detaches a local participant: its streams are unpublished and it receives
+    /// nothing more.
+    ///
+    /// # Errors
+    /// [`SfuError::UnknownPeer`].
+    pub fn remove_endpoint(
+        &mut self,
+        now: Instant,
+        id: u32,
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        let i = self
+            .endpoints
+            .iter()
+            .position(|e| e.id == id)
+            .ok_or(SfuError::UnknownPeer(Peer::Endpoint(id)))?;
+        self.endpoints.swap_remove(i);
+        while let Some(si) = self
+            .streams
+            .iter()
+            .position(|s| s.origin == Peer::Endpoint(id))
+        {
+            self.remove_stream(now, si, out);
+        }
+        for si in 0..self.streams.len() {
+            self.streams[si].forwards.retain(|f| f.endpoint != id);
+            self.update_upstream(now, si, out);
+        }
+        Ok(())
+    }
+
+    /// Adds a link to another relay and announces every stream not learned from it.
+    ///
+    /// # Errors
+    /// [`SfuError::DuplicatePeer`], [`SfuError::Limit`].
+    pub fn add_link(&mut self, id: u32, out: &mut Output) -> Result<(), Error> {
+        if self.links.contains(&id) {
+            return Err(SfuError::DuplicatePeer(Peer::Link(id)).into());
+        }
+        if self.links.len() >= self.config.max_links {
+            return Err(SfuError::Limit("max_links").into());
+        }
+        self.links.push(id);
+        for s in &self.streams {
+            if s.origin != Peer::Link(id) {
+                out.push_control(Peer::Link(id), &Message::Publish(s.info.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a link: streams learned from it are unpublished (and the other links
+    /// told), and nothing more is forwarded to it.
+    ///
+    /// # Errors
+    /// [`SfuError::UnknownPeer`].
+    pub fn remove_link(&mut self, now: Instant, id: u32, out: &mut Output) -> Result<(), Error> {
+        let i = self
+            .links
+            .iter()
+            .position(|&l| l == id)
+            .ok_or(SfuError::UnknownPeer(Peer::Link(id)))?;
+        self.links.swap_remove(i);
+        while let Some(si) = self.streams.iter().position(|s| s.origin == Peer::Link(id)) {
+            self.remove_stream(now, si, out);
+        }
+        for si in 0..self.streams.len() {
+            self.streams[si].links.retain(|(l, _)| *l != id);
+            self.update_upstream(now, si, out);
+        }
+        Ok(())
+    }
+
+    /// A local endpoint publishes a stream (the same as its [`Message::Publish`]).
+    ///
+    /// # Errors
+    /// [`SfuError::UnknownPeer`], [`SfuError::NotPublisher`], and as a stream
+    /// announcement: [`SfuError::UnsupportedCodec`], [`SfuError::DuplicateStream`],
+    /// [`SfuError::DuplicateSsrc`], [`SfuError::Limit`].
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        endpoint: u32,
+        info: StreamInfo,
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        self.endpoint_mut(endpoint)?;
+        if info.participant != endpoint {
+            return Err(SfuError::NotPublisher(info.stream).into());
+        }
+        let own = Peer::Endpoint(endpoint);
+        if self.streams.iter().filter(|s| s.origin == own).count()
+            >= self.config.max_streams_per_endpoint
+        {
+            return Err(SfuError::Limit("max_streams_per_endpoint").into());
+        }
+        self.add_stream(now, Peer::Endpoint(endpoint), info, out)
+    }
+
+    /// Sets a receiver's bandwidth estimate (bit/s) and re-selects its layers. A REMB
+    /// from the endpoint does the same.
+    ///
+    /// # Errors
+    /// [`SfuError::UnknownPeer`].
+    pub fn set_bandwidth(
+        &mut self,
+        now: Instant,
+        endpoint: u32,
+        bps: u64,
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        self.endpoint_mut(endpoint)?.estimate_bps = bps;
+        self.reallocate(now, endpoint, out);
+        Ok(())
+    }
+
+    /// The active speaker changed: their streams are served first when bandwidth is
+    /// shared.
+    pub fn set_speaker(&mut self, now: Instant, participant: Option<u32>, out: &mut Output) {
+        if self.speaker == participant {
+            return;
+        }
+        self.speaker = participant;
+        for i in 0..self.endpoints.len() {
+            let id = self.endpoints[i].id;
+            self.reallocate(now, id, out);
+        }
+    }
+
+    /// One packet from a peer: RTP or RTCP (RFC 5761 §4: by the second byte) when its
+    /// version bits are 2, else a control message ([`crate::control`]).
+    ///
+    /// # Errors
+    /// The packet is rejected and nothing is forwarded: [`Error::Media`] for bytes
+    /// that are not RTP/RTCP, [`Error::Control`] for an invalid control message,
+    /// [`Error::Sfu`] for a packet the relay has no place for.
+    pub fn handle_input(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        bytes: &[u8],
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        match bytes {
+            [b0, b1, ..] if b0 >> 6 == 2 => {
+                if bytes.len() > self.config.max_packet_len {
+                    return Err(SfuError::PacketTooLong {
+                        len: bytes.len(),
+                        max: self.config.max_packet_len,
+                    }
+                    .into());
+                }
+                if (192..=223).contains(b1) {
+                    self.handle_rtcp(now, from, bytes, out)
+                } else {
+                    self.handle_rtp(now, from, bytes, out)
+                }
+            }
+            _ => {
+                let msg = Message::decode(bytes).map_err(Error::Control)?;
+                self.handle_control(now, from, &msg, out)
+            }
+        }
+    }
+
+    /// One RTP packet from `from`: forwarded to the links subscribed to its layer and,
+    /// rewritten, to the local receivers whose layer it is.
+    ///
+    /// # Errors
+    /// As [`Sfu::handle_input`].
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        bytes: &[u8],
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        let packet = rtp::Packet::decode(bytes).map_err(media_err)?;
+        let &(si, layer) = self
+            .by_ssrc
+            .get(&packet.ssrc)
+            .ok_or(SfuError::UnknownSsrc(packet.ssrc))?;
+        let Some(stream) = self.streams.get_mut(si) else {
+            return Err(SfuError::UnknownSsrc(packet.ssrc).into());
+        };
+        if stream.origin != from {
+            return Err(SfuError::WrongOrigin(packet.ssrc).into());
+        }
+        self.stats.received += 1;
+        let mut resumed = false;
+        if let Some(l) = stream.layers.get_mut(usize::from(layer)) {
+            l.heard = Some(now);
+            resumed = l.stalled_at.take().is_some();
+        }
+        let bit = 1u8 << layer;
+        for &(link, mask) in &stream.links {
+            if mask & bit != 0 {
+                out.push(Peer::Link(link), Kind::Rtp, bytes);
+                self.stats.forwarded += 1;
+            }
+        }
+        let out_ssrc = stream.layers.first().map_or(packet.ssrc, |l| l.ssrc);
+        let clock_rate = stream.info.clock_rate;
+        let mut keyframe = None;
+        let mut switched = false;
+        for f in &mut stream.forwards {
+            let mapped = if f.current == Some(layer) {
+                f.rewriter.map(packet.sequence, packet.timestamp, now)
+            } else if f.target == Some(layer)
+                && *keyframe.get_or_insert_with(|| stream.rule.starts_keyframe(&packet))
+            {
+                f.current = Some(layer);
+                switched = true;
+                self.stats.switches += 1;
+                Some(
+                    f.rewriter
+                        .switch(packet.sequence, packet.timestamp, now, clock_rate),
+                )
+            } else {
+                None
+            };
+            if let Some((seq, ts)) = mapped {
+                out.push_rewritten(Peer::Endpoint(f.endpoint), bytes, seq, ts, out_ssrc);
+                self.stats.forwarded += 1;
+            }
+        }
+        if switched {
+            self.update_upstream(now, si, out);
+        }
+        if resumed {
+            self.reselect_receivers_of(now, si, out);
+        }
+        Ok(())
+    }
+
+    /// One RTCP compound packet from `from`: REMB sets a receiver's estimate; PLI and
+    /// FIR ask for a keyframe of what the receiver gets (or, from a link, of the named
+    /// layer); NACKs are translated and sent towards the sender; a sender report goes
+    /// to the layer's receivers, rewritten. Other packets are ignored: the relay
+    /// terminates RTCP.
+    ///
+    /// # Errors
+    /// As [`Sfu::handle_input`].
+    pub fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        bytes: &[u8],
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        let packets = rtcp::decode_compound(bytes, &rtcp::Limits::default()).map_err(media_err)?;
+        for p in packets {
+            match p {
+                rtcp::Packet::Remb { bitrate, .. } => {
+                    if let Peer::Endpoint(e) = from {
+                        self.set_bandwidth(now, e, bitrate.bps(), out)?;
+                    }
+                }
+                rtcp::Packet::Pli { media_ssrc, .. } => {
+                    self.feedback_keyframe(now, from, media_ssrc, out);
+                }
+                rtcp::Packet::Fir { entries, .. } => {
+                    for e in entries {
+                        self.feedback_keyframe(now, from, e.ssrc, out);
+                    }
+                }
+                rtcp::Packet::Nack {
+                    media_ssrc,
+                    entries,
+                    ..
+                } => self.feedback_nack(from, media_ssrc, &entries, out),
+                rtcp::Packet::SenderReport { ssrc, info, .. } => {
+                    self.forward_sender_report(from, ssrc, info, out);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A sender report of a layer (RFC 3550 §6.4.1) from its origin: verbatim to the
+    /// links subscribed to the layer, and to each receiver on the layer with the
+    /// receiver's SSRC and its RTP timestamp mapping, so that receivers keep the
+    /// NTP-to-RTP mapping lip sync needs. Report blocks (about what the sender
+    /// receives) are not forwarded.
+    fn forward_sender_report(
+        &mut self,
+        from: Peer,
+        ssrc: u32,
+        info: rtcp::SenderInfo,
+        out: &mut Output,
+    ) {
+        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
+            self.stats.ignored_feedback += 1;
+            return;
+        };
+        let s = &self.streams[si];
+        if s.origin != from {
+            self.stats.ignored_feedback += 1;
+            return;
+        }
+        let sr = |ssrc, rtp_timestamp| rtcp::Packet::SenderReport {
+            ssrc,
+            info: rtcp::SenderInfo {
+                rtp_timestamp,
+                ..info
+            },
+            reports: Vec::new(),
+        };
+        for &(link, mask) in &s.links {
+            if mask & (1 << li) != 0 {
+                out.push_rtcp(Peer::Link(link), &sr(ssrc, info.rtp_timestamp));
+            }
+        }
+        let out_ssrc = s.layers.first().map_or(ssrc, |l| l.ssrc);
+        for f in &s.forwards {
+            if f.current == Some(li)
+                && let Some(ts) = f.rewriter.rewrite_timestamp(info.rtp_timestamp)
+            {
+                out.push_rtcp(Peer::Endpoint(f.endpoint), &sr(out_ssrc, ts));
+            }
+        }
+    }
+
+    /// A control message from a peer. Publish, Unpublish and Subscribe drive
+    /// forwarding (from an endpoint for its own streams and its receive preferences,
+    /// from a link for relayed streams); Speaker reorders bandwidth sharing. Join,
+    /// Leave and Mute are the conference layer's business and are accepted unchanged.
+    ///
+    /// # Errors
+    /// As [`Sfu::publish`] for a Publish; [`SfuError::UnknownPeer`] from a peer that
+    /// was never added.
+    pub fn handle_control(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        msg: &Message<'_>,
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        let known = match from {
+            Peer::Endpoint(e) => self.endpoints.iter().any(|x| x.id == e),
+            Peer::Link(l) => self.links.contains(&l),
+        };
+        if !known {
+            return Err(SfuError::UnknownPeer(from).into());
+        }
+        match (from, msg) {
+            (Peer::Endpoint(e), Message::Publish(info)) => {
+                self.publish(now, e, info.clone(), out)?;
+            }
+            // Learned already by another path (a mesh): keep the first origin.
+            (Peer::Link(_), Message::Publish(info)) if self.stream_index(info.stream).is_none() => {
+                self.add_stream(now, from, info.clone(), out)?;
+            }
+            (_, Message::Unpublish { stream }) => {
+                if let Some(si) = self.stream_index(*stream)
+                    && self.streams[si].origin == from
+                {
+                    self.remove_stream(now, si, out);
+                }
+            }
+            (Peer::Link(l), Message::Subscribe { stream, layers }) => {
+                if let Some(si) = self.stream_index(*stream)
+                    && self.streams[si].origin != from
+                {
+                    let s = &mut self.streams[si];
+                    s.links.retain(|(x, _)| *x != l);
+                    if *layers != 0 {
+                        s.links.push((l, *layers));
+                    }
+                    self.update_upstream(now, si, out);
+                }
+            }
+            (Peer::Endpoint(e), Message::Subscribe { stream, layers }) => {
+                if let Some(si) = self.stream_index(*stream)
+                    && let Some(f) = self.streams[si]
+                        .forwards
+                        .iter_mut()
+                        .find(|f| f.endpoint == e)
+                {
+                    f.accept = *layers;
+                    self.reallocate(now, e, out);
+                }
+            }
+            (_, Message::Speaker { participant }) => self.set_speaker(now, *participant, out),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sends the keyframe requests whose aggregation interval has ended, repeats
+    /// those for switches still waiting, and takes silent layers out of selection.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Output) {
+        let interval = self.config.keyframe_interval;
+        let timeout = self.config.layer_timeout;
+        for si in 0..self.streams.len() {
+            let mut changed = false;
+            let s = &mut self.streams[si];
+            let sending = s.sending();
+            for (li, l) in s.layers.iter_mut().enumerate() {
+                let watched = sending & (1 << li) != 0;
+                match l.stalled_at {
+                    None if watched
+                        && l.heard
+                            .is_some_and(|h| now.saturating_duration_since(h) >= timeout) =>
+                    {
+                        l.stalled_at = Some(now);
+                        changed = true;
+                    }
+                    Some(t) if !watched && now.saturating_duration_since(t) >= 4 * timeout => {
+                        l.stalled_at = None;
+                        l.heard = None;
+                        changed = true;
+                    }
+                    _ => {}
+                }
+            }
+            if changed {
+                self.reselect_receivers_of(now, si, out);
+            }
+        }
+        for si in 0..self.streams.len() {
+            let waiting = self.streams[si]
+                .forwards
+                .iter()
+                .filter(|f| f.target.is_some() && f.target != f.current)
+                .fold(0u8, |m, f| m | f.target.map_or(0, |t| 1 << t));
+            for li in 0..self.streams[si].layers.len() {
+                let l = &mut self.streams[si].layers[li];
+                let due = l
+                    .last_request
+                    .is_none_or(|t| now.saturating_duration_since(t) >= interval);
+                if due && (l.pending || waiting & (1 << li) != 0) {
+                    self.request_keyframe(now, si, li as u8, out);
+                }
+            }
+        }
+    }
+
+    /// When [`Sfu::handle_timeout`] has work: the end of the earliest aggregation
+    /// interval with a request pending or a switch waiting, or the time an expected
+    /// layer would count as silent.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let interval = self.config.keyframe_interval;
+        let timeout = self.config.layer_timeout;
+        let silence = self.streams.iter().flat_map(|s| {
+            let sending = s.sending();
+            s.layers
+                .iter()
+                .enumerate()
+                .filter_map(move |(li, l)| match l.stalled_at {
+                    None if sending & (1 << li) != 0 => l.heard.map(|h| h + timeout),
+                    Some(t) if sending & (1 << li) == 0 => Some(t + 4 * timeout),
+                    _ => None,
+                })
+        });
+        let requests = self.streams.iter().flat_map(|s| {
+            let waiting = s
+                .forwards
+                .iter()
+                .filter(|f| f.target != f.current)
+                .fold(0u8, |m, f| m | f.target.map_or(0, |t| 1 << t));
+            s.layers.iter().enumerate().filter_map(move |(i, l)| {
+                (l.pending || waiting & (1 << i) != 0)
+                    .then(|| l.last_request.map(|t| t + interval))
+                    .flatten()
+            })
+        });
+        silence.chain(requests).min()
+    }
+
+    fn reselect_receivers_of(&mut self, now: Instant, si: usize, out: &mut Output) {
+        let ids: Vec<u32> = self.streams[si]
+            .forwards
+            .iter()
+            .map(|f| f.endpoint)
+            .collect();
+        for id in ids {
+            self.reallocate(now, id, out);
+        }
+    }
+
+    fn add_stream(
+        &mut self,
+        now: Instant,
+        origin: Peer,
+        info: StreamInfo,
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        let rule =
+            KeyframeRule::for_stream(&info).ok_or(SfuError::UnsupportedCodec(info.stream))?;
+        if self.stream_index(info.stream).is_some() {
+            return Err(SfuError::DuplicateStream(info.stream).into());
+        }
+        if self.streams.len() >= self.config.max_streams {
+            return Err(SfuError::Limit("max_streams").into());
+        }
+        if info.layers.len() > self.config.max_layers {
+            return Err(SfuError::Limit("max_layers").into());
+        }
+        if let Some(l) = info
+            .layers
+            .iter()
+            .find(|l| self.by_ssrc.contains_key(&l.ssrc))
+        {
+            return Err(SfuError::DuplicateSsrc(l.ssrc).into());
+        }
+        // Announcements from local endpoints were not decoded: check them as a peer
+        // would.
+        Message::Publish(info.clone())
+            .validate()
+            .map_err(Error::Control)?;
+        let si = self.streams.len();
+        for (li, l) in info.layers.iter().enumerate() {
+            self.by_ssrc.insert(l.ssrc, (si, li as u8));
+        }
+        let publisher = info.participant;
+        self.streams.push(Stream {
+            layers: info
+                .layers
+                .iter()
+                .map(|l| LayerState {
+                    ssrc: l.ssrc,
+                    bitrate: u64::from(l.bitrate_bps),
+                    last_request: None,
+                    heard: matches!(origin, Peer::Endpoint(_)).then_some(now),
+                    stalled_at: None,
+                    pending: false,
+                    fir_seq: 0,
+                })
+                .collect(),
+            forwards: self
+                .endpoints
+                .iter()
+                .filter(|e| e.id != publisher)
+                .map(|e| Forward::new(e.id))
+                .collect(),
+            info,
+            origin,
+            rule,
+            links: Vec::new(),
+            upstream: 0,
+        });
+        let msg = Message::Publish(self.streams[si].info.clone());
+        for &l in &self.links {
+            if Peer::Link(l) != origin {
+                out.push_control(Peer::Link(l), &msg);
+            }
+        }
+        for i in 0..self.endpoints.len() {
+            let id = self.endpoints[i].id;
+            if id != publisher {
+                self.reallocate(now, id, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_stream(&mut self, now: Instant, si: usize, out: &mut Output) {
+        let s = self.streams.swap_remove(si);
+        let msg = Message::Unpublish {
+            stream: s.info.stream,
+        };
+        for &l in &self.links {
+            if Peer::Link(l) != s.origin {
+                out.push_control(Peer::Link(l), &msg);
+            }
+        }
+        self.by_ssrc.clear();
+        for (i, st) in self.streams.iter().enumerate() {
+            for (li, l) in st.layers.iter().enumerate() {
+                self.by_ssrc.insert(l.ssrc, (i, li as u8));
+            }
+        }
+        // Its receivers' bandwidth goes to their other streams.
+        for f in &s.forwards {
+            self.reallocate(now, f.endpoint, out);
+        }
+    }
+
+    /// Shares `endpoint`'s estimate among its streams (module docs, "Selection") and
+    /// starts the switches that changes.
+    fn reallocate(&mut self, now: Instant, endpoint: u32, out: &mut Output) {
+        let Some(mut budget) = self
+            .endpoints
+            .iter()
+            .find(|e| e.id == endpoint)
+            .map(|e| e.estimate_bps)
+        else {
+            return;
+        };
+        // (stream, forward, choice), speaker first, then publication order.
+        let mut plan: Vec<(usize, usize, Option<u8>)> = Vec::new();
+        for (si, s) in self.streams.iter().enumerate() {
+            if let Some(fi) = s.forwards.iter().position(|f| f.endpoint == endpoint) {
+                plan.push((si, fi, None));
+            }
+        }
+        let speaker = self.speaker;
+        plan.sort_by_key(|&(si, _, _)| (Some(self.streams[si].info.participant) != speaker, si));
+        let allowed = |s: &Stream, f: usize| {
+            let usable = s.forwards[f].accept & !s.stalled();
+            (0..s.layers.len() as u8).filter(move |l| usable & (1 << l) != 0)
+        };
+        for (si, fi, choice) in &mut plan {
+            let s = &self.streams[*si];
+            if let Some(low) = allowed(s, *fi).next()
+                && s.layers[usize::from(low)].bitrate <= budget
+            {
+                budget -= s.layers[usize::from(low)].bitrate;
+                *choice = Some(low);
+            }
+        }
+        for (si, fi, choice) in &mut plan {
+            let s = &self.streams[*si];
+            let Some(c) = *choice else { continue };
+            let have = s.layers[usize::from(c)].bitrate;
+            if let Some(up) = allowed(s, *fi)
+                .rev()
+                .find(|&l| l > c && s.layers[usize::from(l)].bitrate - have <= budget)
+            {
+                budget -= s.layers[usize::from(up)].bitrate - have;
+                *choice = Some(up);
+            }
+        }
+        for (si, fi, choice) in plan {
+            let f = &mut self.streams[si].forwards[fi];
+            if f.target == choice {
+                continue;
+            }
+            f.target = choice;
+            match choice {
+                None => f.current = None,
+                Some(t) if f.current != Some(t) => {
+                    // The new layer must be subscribed upstream before it is asked for.
+                    self.update_upstream(now, si, out);
+                    self.request_keyframe(now, si, t, out);
+                }
+                Some(_) => {}
+            }
+            self.update_upstream(now, si, out);
+        }
+    }
+
+    /// Subscribes on the origin link to exactly the layers needed here.
+    fn update_upstream(&mut self, now: Instant, si: usize, out: &mut Output) {
+        let s = &mut self.streams[si];
+        let Peer::Link(link) = s.origin else { return };
+        let needed = s.needed();
+        if needed != s.upstream {
+            // Newly subscribed layers are expected from now on.
+            for (li, l) in s.layers.iter_mut().enumerate() {
+                if needed & !s.upstream & (1 << li) != 0 {
+                    l.heard = Some(now);
+                }
+            }
+            s.upstream = needed;
+            out.push_control(
+                Peer::Link(link),
+                &Message::Subscribe {
+                    stream: s.info.stream,
+                    layers: needed,
+                },
+            );
+        }
+    }
+
+    /// Asks the origin of layer `li` of stream `si` for a keyframe, at most once per
+    /// interval (RFC 4585 §6.3.1 PLI; RFC 5104 §4.3.1 FIR).
+    fn request_keyframe(&mut self, now: Instant, si: usize, li: u8, out: &mut Output) {
+        let interval = self.config.keyframe_interval;
+        let s = &mut self.streams[si];
+        let Some(l) = s.layers.get_mut(usize::from(li)) else {
+            return;
+        };
+        if l.last_request
+            .is_some_and(|t| now.saturating_duration_since(t) < interval)
+        {
+            l.pending = true;
+            self.stats.keyframe_requests_aggregated += 1;
+            return;
+        }
+        l.last_request = Some(now);
+        l.pending = false;
+        self.stats.keyframe_requests += 1;
+        let sender_ssrc = self.config.rtcp_ssrc;
+        if self.config.fir && matches!(s.origin, Peer::Endpoint(_)) {
+            l.fir_seq = l.fir_seq.wrapping_add(1);
+            let fir = rtcp::Packet::Fir {
+                sender_ssrc,
+                entries: vec![rtcp::FirEntry {
+                    ssrc: l.ssrc,
+                    seq: l.fir_seq,
+                }],
+            };
+            out.push_rtcp(s.origin, &fir);
+        } else {
+            let pli = rtcp::Packet::Pli {
+                sender_ssrc,
+                media_ssrc: l.ssrc,
+            };
+            out.push_rtcp(s.origin, &pli);
+        }
+    }
+
+    /// A PLI or FIR: from an endpoint, `ssrc` is the rewritten SSRC it receives; from
+    /// a link, a layer's own SSRC.
+    fn feedback_keyframe(&mut self, now: Instant, from: Peer, ssrc: u32, out: &mut Output) {
+        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
+            self.stats.ignored_feedback += 1;
+            return;
+        };
+        let s = &self.streams[si];
+        let layer = match from {
+            Peer::Endpoint(e) => s
+                .forwards
+                .iter()
+                .find(|f| f.endpoint == e)
+                .and_then(|f| f.target.or(f.current)),
+            Peer::Link(_) => (s.origin != from).then_some(li),
+        };
+        match layer {
+            Some(l) => self.request_keyframe(now, si, l, out),
+            None => self.stats.ignored_feedback += 1,
+        }
+    }
+
+    /// A generic NACK (RFC 4585 §6.2.1): from an endpoint, its sequence numbers are
+    /// mapped back to the current layer's; sent to the origin.
+    fn feedback_nack(
+        &mut self,
+        from: Peer,
+        ssrc: u32,
+        entries: &[rtcp::NackEntry],
+        out: &mut Output,
+    ) {
+        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
+            self.stats.ignored_feedback += 1;
+            return;
+        };
+        let s = &self.streams[si];
+        let (media_ssrc, lost): (u32, Vec<u16>) = match from {
+            Peer::Endpoint(e) => {
+                let Some(f) = s.forwards.iter().find(|f| f.endpoint == e) else {
+                    self.stats.ignored_feedback += 1;
+                    return;
+                };
+                let Some(cur) = f.current.and_then(|c| s.layers.get(usize::from(c))) else {
+                    self.stats.ignored_feedback += 1;
+                    return;
+                };
+                let lost = entries
+                    .iter()
+                    .flat_map(|n| n.lost())
+                    .filter_map(|seq| f.rewriter.unmap(seq))
+                    .collect();
+                (cur.ssrc, lost)
+            }
+            Peer::Link(_) if s.origin != from => (
+                s.layers.get(usize::from(li)).map_or(ssrc, |l| l.ssrc),
+                entries.iter().flat_map(|n| n.lost()).collect(),
+            ),
+            Peer::Link(_) => return,
+        };
+        if lost.is_empty() {
+            return;
+        }
+        let nack = rtcp::Packet::Nack {
+            sender_ssrc: self.config.rtcp_ssrc,
+            media_ssrc,
+            entries: rtcp::NackEntry::from_lost(&lost),
+        };
+        out.push_rtcp(s.origin, &nack);
+    }
+}
+
+impl Forward {
+    fn new(endpoint: u32) -> Self {
+        Self {
+            endpoint,
+            current: None,
+            target: None,
+            accept: 0xff,
+            rewriter: Rewriter::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{Codec, Layer};
+
+    fn info(p: u32, ssrcs: &[u32]) -> StreamInfo {
+        let layers = ssrcs
+            .iter()
+            .enumerate()
+            .map(|(i, &ssrc)| Layer {
+                ssrc,
+                bitrate_bps: 100_000 * (i as u32 + 1),
+            })
+            .collect();
+        StreamInfo::video(p, p, Codec::Vp8, layers)
+    }
+
+    fn sfu() -> (Sfu, Output, Instant) {
+        let now = Instant::now();
+        let mut out = Output::new();
+        let mut s = Sfu::new(SfuConfig::default()).unwrap();
+        s.add_endpoint(now, 1, &mut out).unwrap();
+        s.add_endpoint(now, 2, &mut out).unwrap();
+        s.add_link(7, &mut out).unwrap();
+        s.publish(now, 1, info(1, &[10, 11]), &mut out).unwrap();
+        out.clear();
+        (s, out, now)
+    }
+
+    #[test]
+    fn refusals_are_named() {
+        let (mut s, mut out, now) = sfu();
+        let sfu_err = |r: Result<(), Error>| match r {
+            Err(Error::Sfu(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            sfu_err(s.add_endpoint(now, 1, &mut out)),
+            SfuError::DuplicatePeer(Peer::Endpoint(1))
+        );
+        assert_eq!(
+            sfu_err(s.publish(now, 2, info(1, &[20]), &mut out)),
+            SfuError::NotPublisher(1)
+        );
+        assert_eq!(
+            sfu_err(s.publish(now, 2, info(2, &[11]), &mut out)),
+            SfuError::DuplicateSsrc(11)
+        );
+        let mut vp9 = info(2, &[20]);
+        vp9.codec = Codec::Vp9;
+        assert_eq!(
+            sfu_err(s.publish(now, 2, vp9.clone(), &mut out)),
+            SfuError::UnsupportedCodec(2)
+        );
+        // With frame marking any codec can be forwarded.
+        vp9.frame_marking = Some(4);
+        s.publish(now, 2, vp9, &mut out).unwrap();
+        out.clear();
+        let rtp = [0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 10, 0x10, 0];
+        assert_eq!(
+            sfu_err(s.handle_input(now, Peer::Endpoint(2), &rtp, &mut out)),
+            SfuError::WrongOrigin(10)
+        );
+        let mut unknown = rtp;
+        unknown[11] = 99;
+        assert_eq!(
+            sfu_err(s.handle_input(now, Peer::Endpoint(1), &unknown, &mut out)),
+            SfuError::UnknownSsrc(99)
+        );
+        let long = [&rtp[..], &[0; 1500]].concat();
+        assert!(matches!(
+            sfu_err(s.handle_input(now, Peer::Endpoint(1), &long, &mut out)),
+            SfuError::PacketTooLong { .. }
+        ));
+        let sub = Message::Subscribe {
+            stream: 1,
+            layers: 1,
+        };
+        assert_eq!(
+            sfu_err(s.handle_control(now, Peer::Link(8), &sub, &mut out)),
+            SfuError::UnknownPeer(Peer::Link(8))
+        );
+        assert!(matches!(
+            s.handle_input(now, Peer::Link(7), &[1, 99], &mut out),
+            Err(Error::Control(control::DecodeError::UnknownType(99)))
+        ));
+        assert!(matches!(
+            s.handle_input(now, Peer::Link(7), &[0x80, 96, 0], &mut out),
+            Err(Error::Media(_))
+        ));
+        assert!(out.is_empty(), "nothing sent for refused input");
+    }
+
+    #[test]
+    fn configuration_is_validated() {
+        for (config, why) in [
+            (
+                SfuConfig {
+                    keyframe_interval: Duration::ZERO,
+                    ..SfuConfig::default()
+                },
+                "keyframe_interval must be non-zero",
+            ),
+            (
+                SfuConfig {
+                    max_layers: 9,
+                    ..SfuConfig::default()
+                },
+                "max_layers must be 1-8",
+            ),
+        ] {
+            assert!(matches!(
+                Sfu::new(config),
+                Err(Error::Sfu(SfuError::BadConfig(w))) if w == why
+            ));
+        }
+    }
+
+    #[test]
+    fn limits_hold() {
+        let now = Instant::now();
+        let mut out = Output::new();
+        let mut s = Sfu::new(SfuConfig {
+            max_endpoints: 1,
+            max_links: 1,
+            max_streams: 1,
+            ..SfuConfig::default()
+        })
+        .unwrap();
+        s.add_endpoint(now, 1, &mut out).unwrap();
+        assert!(matches!(
+            s.add_endpoint(now, 2, &mut out),
+            Err(Error::Sfu(SfuError::Limit("max_endpoints")))
+        ));
+        let mut one = Sfu::new(SfuConfig {
+            max_streams_per_endpoint: 1,
+            ..SfuConfig::default()
+        })
+        .unwrap();
+        one.add_endpoint(now, 1, &mut out).unwrap();
+        one.publish(now, 1, info(1, &[10]), &mut out).unwrap();
+        let mut second = info(1, &[11]);
+        second.stream = 2;
+        assert!(matches!(
+            one.publish(now, 1, second, &mut out),
+            Err(Error::Sfu(SfuError::Limit("max_streams_per_endpoint")))
+        ));
+        s.add_link(1, &mut out).unwrap();
+        assert!(matches!(
+            s.add_link(2, &mut out),
+            Err(Error::Sfu(SfuError::Limit("max_links")))
+        ));
+        s.publish(now, 1, info(1, &[10]), &mut out).unwrap();
+        // A relayed announcement past the limit is refused, not stored.
+        let more = Message::Publish(info(5, &[50]));
+        assert!(matches!(
+            s.handle_control(now, Peer::Link(1), &more, &mut out),
+            Err(Error::Sfu(SfuError::Limit("max_streams")))
+        ));
+        assert_eq!(s.streams().count(), 1);
+    }
+
+    #[test]
+    fn a_link_publish_of_a_known_stream_is_ignored() {
+        let (mut s, mut out, now) = sfu();
+        s.add_link(8, &mut out).unwrap();
+        out.clear();
+        // Stream 1 is local; another relay announcing it (a loop) changes nothing.
+        s.handle_control(
+            now,
+            Peer::Link(8),
+            &Message::Publish(info(1, &[10, 11])),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(s.origin(1), Some(Peer::Endpoint(1)));
+        // An unpublish from a peer that is not the origin is ignored too.
+        s.handle_control(
+            now,
+            Peer::Link(8),
+            &Message::Unpublish { stream: 1 },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(s.origin(1), Some(Peer::Endpoint(1)));
+        assert!(out.is_empty());
+    }
+}
