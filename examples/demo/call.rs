@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use chorus::crypto::SystemEntropy;
-use chorus::crypto::handshake::{Config, Initiator, Responder};
+use chorus::crypto::handshake::{Config, Established, Initiator, Responder};
 use chorus::crypto::srtp::{Policy, Suite};
 use chorus::framing::{Datagram, DatagramHeader, DatagramType};
 use chorus::nat::driver::ice::Connection;
@@ -20,15 +20,14 @@ pub(crate) type Keys = (Policy, Policy);
 
 /// Runs the handshake across the path, caller first, as Chorus `Control` datagrams
 /// (their first byte keeps them apart from STUN and RTP, RFC 7983). Returns the
-/// caller's and the callee's SRTP policies for call number `call`, and the names
-/// each side's certificate proved.
+/// caller's and the callee's established sessions, from which each call over the
+/// path derives its SRTP keys ([`keys`]).
 pub(crate) async fn handshake(
     caller: &mut Connection,
     callee: &mut Connection,
     caller_config: &Config,
     callee_config: &Config,
-    call: u64,
-) -> Result<(Keys, Keys, (String, String)), DemoError> {
+) -> Result<(Established, Established), DemoError> {
     let mut rng = SystemEntropy::new();
     let (initiator, hello) = Initiator::start(caller_config, &mut rng)?;
     let hello = carry(caller, callee, hello, 1).await?;
@@ -37,15 +36,12 @@ pub(crate) async fn handshake(
     let (caller_side, finish) = initiator.handle_response(&response, SystemTime::now())?;
     let finish = carry(caller, callee, finish, 2).await?;
     let callee_side = responder.handle_finish(&finish, SystemTime::now())?;
-    let names = (
-        caller_side.peer().username().to_owned(),
-        callee_side.peer().username().to_owned(),
-    );
-    Ok((
-        caller_side.srtp_policies(call, SUITE)?,
-        callee_side.srtp_policies(call, SUITE)?,
-        names,
-    ))
+    Ok((caller_side, callee_side))
+}
+
+/// One side's SRTP policies `(send, receive)` for call number `call` over a path.
+pub(crate) fn keys(side: &Established, call: u64) -> Result<Keys, DemoError> {
+    Ok(side.srtp_policies(call, SUITE)?)
 }
 
 /// Sends `message` from `from` as a `Control` datagram and returns its payload as

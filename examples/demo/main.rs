@@ -11,6 +11,7 @@
 //! Prints a report of who reached whom, by which path and how fast.
 
 mod call;
+mod conference;
 mod directory;
 mod paths;
 
@@ -70,6 +71,10 @@ macro_rules! library_errors {
 }
 library_errors!(
     chorus::crypto::Error,
+    chorus::media::Error,
+    chorus::media::UsageError,
+    chorus::media::DecodeError,
+    chorus::mixer::Error,
     chorus::index::Error,
     chorus::nat::Error,
     chorus::nat::UsageError,
@@ -260,21 +265,96 @@ async fn run(options: Options) -> Result<(), DemoError> {
     }
 
     report.section("calls: authenticated key exchange over each path");
-    for (n, ((a, b), x, y)) in connections.iter_mut().enumerate() {
-        let (_caller_keys, _callee_keys, (saw_b, saw_a)) =
-            call::handshake(x, y, &clients[*a].identity, &clients[*b].identity, n as u64).await?;
+    let mut sessions = Vec::new();
+    for ((a, b), x, y) in &mut connections {
+        let (caller, callee) =
+            call::handshake(x, y, &clients[*a].identity, &clients[*b].identity).await?;
         report.line(format!(
-            "{} called {}: SIGMA-I handshake proved {saw_b} to {} and {saw_a} to {}, SRTP {:?} keys derived",
-            clients[*a].name, clients[*b].name, clients[*a].name, clients[*b].name, call::SUITE
+            "{} called {}: SIGMA-I handshake proved {} to {} and {} to {}",
+            clients[*a].name,
+            clients[*b].name,
+            caller.peer().username(),
+            clients[*a].name,
+            callee.peer().username(),
+            clients[*b].name,
         ));
+        sessions.push((caller, callee));
+    }
+
+    report.section("conference: alice mixes for bob and carol (mix-minus)");
+    // Each member talks for one second in turn: bob, carol, then alice.
+    let second = 48_000;
+    let mic = |turn: usize| {
+        let mut m = vec![0i16; 3 * second];
+        m[turn * second..(turn + 1) * second]
+            .copy_from_slice(&chorus::media::quality::synthetic_speech(48_000, second, 8));
+        m
+    };
+    let mut legs = Vec::new();
+    let mut paths = connections.into_iter().zip(sessions);
+    for (turn, name) in [(0, "bob"), (1, "carol")] {
+        let Some((((0, _), x, y), (alice_side, member_side))) = paths.next() else {
+            return Err(DemoError::Step("alice's paths expected first".into()));
+        };
+        legs.push(conference::Leg {
+            name,
+            mic: mic(turn),
+            member: (y, call::keys(&member_side, 1)?),
+            initiator: (x, call::keys(&alice_side, 1)?),
+        });
+    }
+    let outcome = conference::run("alice", mic(2), legs).await?;
+    report.line(format!(
+        "streams at alice: {} in + {} out = 2(N-1) for N = 3; {} speaker changes",
+        outcome.streams_in, outcome.streams_out, outcome.speaker_changes
+    ));
+    if outcome.streams_in + outcome.streams_out != chorus::mixer::streams_for(3) {
+        return Err(DemoError::Step("stream count is not 2(N-1)".into()));
+    }
+    let turns = ["bob", "carol", "alice"];
+    for (listener, heard) in &outcome.heard {
+        // The middle of each one-second turn, clear of the path's delay.
+        let level = |turn: usize| {
+            let from = (turn * second + second / 5).min(heard.len());
+            let to = (turn * second + 4 * second / 5).min(heard.len());
+            conference::dbfs(&heard[from..to])
+        };
+        let levels: Vec<String> = (0..3)
+            .map(|t| format!("{}'s turn {:.0} dBFS", turns[t], level(t)))
+            .collect();
+        report.line(format!("{listener} heard: {}", levels.join(", ")));
+        let own = turns.iter().position(|t| t == listener).unwrap_or(0);
+        let others = (0..3)
+            .filter(|&t| t != own)
+            .map(level)
+            .fold(f64::MAX, f64::min);
+        if level(own) > others - 20.0 || others < -50.0 {
+            return Err(DemoError::Step(format!(
+                "{listener}'s mix is not mix-minus"
+            )));
+        }
+        let path = options.out.join(format!("conference-{listener}.wav"));
+        write_wav(&path, heard)?;
+        report.line(format!("   written to {}", path.display()));
     }
 
     report.section("done");
     index.leave().await;
-    drop(connections);
     relay.stop().await;
     report.line(format!("output directory: {}", options.out.display()));
     Ok(())
+}
+
+/// Writes 48 kHz mono 16-bit PCM as a WAV file.
+fn write_wav(path: &std::path::Path, samples: &[i16]) -> Result<(), DemoError> {
+    let wav = chorus::media::wav::Wav {
+        sample_rate: 48_000,
+        channels: 1,
+        samples: samples.to_vec(),
+    };
+    let mut bytes = Vec::new();
+    chorus::media::wav::write(&wav, &mut bytes)?;
+    Ok(std::fs::write(path, bytes)?)
 }
 
 fn main() -> ExitCode {
