@@ -87,6 +87,7 @@ pub mod quality;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
+pub mod timestretch;
 pub mod video;
 pub mod wav;
 
