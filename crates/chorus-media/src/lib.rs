@@ -73,6 +73,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod adapt;
+pub mod congestion;
 mod error;
 pub mod fec;
 pub mod feedback;
