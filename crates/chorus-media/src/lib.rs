@@ -87,6 +87,8 @@ pub mod opus;
 pub mod quality;
 pub mod rtcp;
 pub mod rtp;
+#[cfg(feature = "opus")]
+pub mod session;
 pub mod stats;
 pub mod timestretch;
 pub mod video;
