@@ -279,7 +279,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(32))]
         #[cfg(feature = "opus")]
         #[test]
         fn session_input_never_panics(data in vec(any::<u8>(), 0..1500)) {

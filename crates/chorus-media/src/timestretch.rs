@@ -444,7 +444,8 @@ mod tests {
                     ts.stretch(&frame, lo, hi, &mut out).unwrap();
                     joined.extend_from_slice(&out);
                 }
-                let got = estimate_frequency(&joined, rate);
+                // A third of a second spans several stretched frames and their joins.
+                let got = estimate_frequency(&joined[..joined.len().min(16_000)], rate);
                 eprintln!(
                     "{freq} Hz by {lo}-{hi}: {got:.1} Hz, {} samples",
                     joined.len()
@@ -473,6 +474,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn never_panics_and_always_hits_the_range(
             input in vec(any::<i16>(), 0..3000),
