@@ -98,6 +98,10 @@ pub struct SessionConfig {
     pub sample_rate: u32,
     /// Opus payload type. Default 111.
     pub payload_type: u8,
+    /// Opus encoder complexity, 0 (fastest) to 10. Default 9 (libopus's own
+    /// default is 10; 5 roughly halves the encoder's cost for a small loss in
+    /// quality).
+    pub complexity: u8,
     /// Payload type of FEC repair packets. Default 112.
     pub fec_payload_type: u8,
     /// RFC 8285 id of the audio level extension. Default 1.
@@ -120,6 +124,9 @@ pub struct SessionConfig {
     /// Whether playout may time-stretch frames to follow the jitter buffer's target
     /// delay. Default on.
     pub time_stretch: bool,
+    /// Protection to use whatever the reports say (benchmarks, fixed-FEC links);
+    /// `None` (the default) adapts it from RTCP.
+    pub force_protection: Option<Protection>,
 }
 
 impl Default for SessionConfig {
@@ -129,6 +136,7 @@ impl Default for SessionConfig {
             fec_ssrc: 2,
             sample_rate: 48_000,
             payload_type: 111,
+            complexity: 9,
             fec_payload_type: 112,
             audio_level_id: 1,
             abs_send_time_id: 3,
@@ -139,6 +147,7 @@ impl Default for SessionConfig {
             rtcp_interval: Duration::from_secs(1),
             max_queued: 64,
             time_stretch: true,
+            force_protection: None,
         }
     }
 }
@@ -331,6 +340,7 @@ impl Session {
         let encoder = opus::Encoder::new(opus::EncoderConfig {
             sample_rate: config.sample_rate,
             frame,
+            complexity: config.complexity,
             inband_fec: false,
             expected_loss_percent: 0,
             ..opus::EncoderConfig::default()
@@ -401,6 +411,9 @@ impl Session {
             scratch_ext: Vec::new(),
             config,
         };
+        if let Some(p) = session.config.force_protection {
+            session.set_protection(p);
+        }
         session.apply_rate()?;
         Ok(session)
     }
@@ -723,8 +736,15 @@ impl Session {
             );
         let mut goal = self.config.protection;
         goal.max_delay = budget;
-        let p = choose_protection(self.smoothed_loss, 1.0, &goal);
-        if p == self.protection {
+        let p = self
+            .config
+            .force_protection
+            .unwrap_or_else(|| choose_protection(self.smoothed_loss, 1.0, &goal));
+        self.set_protection(p);
+    }
+
+    fn set_protection(&mut self, p: Protection) {
+        if p == self.protection && (p.rs.is_none() || self.fec_tx.is_some()) {
             return;
         }
         self.protection = p;

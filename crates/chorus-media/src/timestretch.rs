@@ -47,6 +47,8 @@ pub struct TimeStretcher {
     rate: u32,
     window: usize,
     input: Vec<f32>,
+    dec: Vec<f32>,
+    dec_energy: Vec<f32>,
     acc: Vec<f32>,
     weight: Vec<f32>,
     hann: Vec<f32>,
@@ -65,6 +67,8 @@ impl TimeStretcher {
             rate: sample_rate,
             window,
             input: Vec::new(),
+            dec: Vec::new(),
+            dec_energy: Vec::new(),
             acc: Vec::new(),
             weight: Vec::new(),
             hann: Vec::new(),
@@ -128,43 +132,60 @@ impl TimeStretcher {
         if max_lag <= min_lag + 8 {
             return None;
         }
-        self.input.clear();
-        self.input.extend(input.iter().map(|&s| f32::from(s)));
-        let x = &self.input;
-        let corr = |lag: usize, step: usize| -> f32 {
-            let (a, b) = (
-                x.get(..x.len() - lag).unwrap_or(&[]),
-                x.get(lag..).unwrap_or(&[]),
-            );
-            let (mut ab, mut aa, mut bb) = (0.0f32, 0.0f32, 0.0f32);
-            for (&p, &q) in a.iter().zip(b).step_by(step) {
-                ab += p * q;
-                aa += p * p;
-                bb += q * q;
-            }
-            if aa * bb <= f32::EPSILON {
-                0.0
-            } else {
-                ab / (aa * bb).sqrt()
-            }
+        self.load(input);
+        let (x, dec, e) = (&self.input, &self.dec, &self.dec_energy);
+        let n = dec.len();
+        let energy = |from: usize, to: usize| {
+            e.get(to).copied().unwrap_or(0.0) - e.get(from).copied().unwrap_or(0.0)
         };
         let mut best = (0.0f32, 0usize);
-        for lag in (min_lag..=max_lag).step_by(4) {
-            let c = corr(lag, 4);
+        for dl in min_lag.div_ceil(4)..=(max_lag / 4).min(n.saturating_sub(1)) {
+            let ab = dot(
+                dec.get(..n - dl).unwrap_or(&[]),
+                dec.get(dl..).unwrap_or(&[]),
+            );
+            let norm = (energy(0, n - dl) * energy(dl, n)).sqrt();
+            let c = if norm <= f32::EPSILON { 0.0 } else { ab / norm };
             // Prefer the shortest lag among near-equal peaks (not a multiple).
             if c > best.0 + 0.02 {
-                best = (c, lag);
+                best = (c, dl * 4);
             }
         }
         let coarse = best.1;
         let mut fine = (f32::MIN, coarse);
         for lag in coarse.saturating_sub(4).max(min_lag)..=(coarse + 4).min(max_lag) {
-            let c = corr(lag, 1);
+            let (a, b) = (
+                x.get(..x.len() - lag).unwrap_or(&[]),
+                x.get(lag..).unwrap_or(&[]),
+            );
+            let norm = (dot(a, a) * dot(b, b)).sqrt();
+            let c = if norm <= f32::EPSILON {
+                0.0
+            } else {
+                dot(a, b) / norm
+            };
             if c > fine.0 {
                 fine = (c, lag);
             }
         }
         (fine.0 > 0.6).then_some(fine.1)
+    }
+
+    /// The input as floats, its 4x decimation (sums of 4) and the decimation's
+    /// running energy (prefix sums of squares), for the searches.
+    fn load(&mut self, input: &[i16]) {
+        self.input.clear();
+        self.input.extend(input.iter().map(|&s| f32::from(s)));
+        self.dec.clear();
+        self.dec
+            .extend(self.input.chunks_exact(4).map(|c| c.iter().sum::<f32>()));
+        self.dec_energy.clear();
+        self.dec_energy.push(0.0);
+        let mut acc = 0.0f32;
+        for &d in &self.dec {
+            acc += d * d;
+            self.dec_energy.push(acc);
+        }
     }
 
     /// Stretches `input` to exactly `len` samples into `out` (cleared first). `len`
@@ -195,8 +216,7 @@ impl TimeStretcher {
             resample_linear(input, len, out);
             return Ok(());
         }
-        self.input.clear();
-        self.input.extend(input.iter().map(|&s| f32::from(s)));
+        self.load(input);
         self.acc.clear();
         self.acc.resize(len, 0.0);
         self.weight.clear();
@@ -256,45 +276,44 @@ impl TimeStretcher {
         max: usize,
         half: usize,
     ) -> usize {
-        let x = &self.input;
+        let (x, dec, e) = (&self.input, &self.dec, &self.dec_energy);
         let lo = nominal.saturating_sub(tol);
         let hi = (nominal + tol).min(max);
         let Some(target) = x.get(natural..natural + half) else {
             return nominal.min(max);
         };
-        let score = |p: usize, step: usize| -> f32 {
-            let Some(cand) = x.get(p..p + half) else {
-                return f32::MIN;
-            };
-            let (mut xy, mut yy) = (0.0f32, 0.0f32);
-            for (a, b) in target.iter().zip(cand).step_by(step) {
-                xy += a * b;
-                yy += b * b;
-            }
-            // The target's energy is common to all candidates: only the candidate's
-            // energy normalises the score.
-            if yy <= f32::EPSILON {
+        // The target's energy is common to all candidates: only the candidate's
+        // energy normalises the score.
+        let score = |cand: &[f32], t: &[f32], energy: f32| -> f32 {
+            if energy <= f32::EPSILON {
                 0.0
             } else {
-                xy / yy.sqrt()
+                dot(t, cand) / energy.sqrt()
             }
         };
-        let nominal = nominal.clamp(lo, hi);
-        let mut best = (score(nominal, 4), nominal);
-        let mut p = lo;
-        while p <= hi {
-            let s = score(p, 4);
-            if s > best.0 {
-                best = (s, p);
+        // Coarse: on the decimated signal, every 4th position.
+        let qh = half / 4;
+        let dec_target = dec.get(natural / 4..natural / 4 + qh).unwrap_or(&[]);
+        let mut best = (f32::MIN, nominal.clamp(lo, hi));
+        for d in lo.div_ceil(4)..=hi / 4 {
+            let Some(cand) = dec.get(d..d + qh) else {
+                break;
+            };
+            let energy = e.get(d + qh).copied().unwrap_or(0.0) - e.get(d).copied().unwrap_or(0.0);
+            let sc = score(cand, dec_target, energy);
+            if sc > best.0 {
+                best = (sc, d * 4);
             }
-            p += 4;
         }
-        let (coarse_lo, coarse_hi) = (best.1.saturating_sub(3).max(lo), (best.1 + 3).min(hi));
-        let mut fine = (score(best.1, 1), best.1);
-        for p in coarse_lo..=coarse_hi {
-            let s = score(p, 1);
-            if s > fine.0 {
-                fine = (s, p);
+        // Fine: every position around the coarse winner, at full rate.
+        let mut fine = (f32::MIN, best.1);
+        for p in best.1.saturating_sub(3).max(lo)..=(best.1 + 3).min(hi) {
+            let Some(cand) = x.get(p..p + half) else {
+                break;
+            };
+            let sc = score(cand, target, dot(cand, cand));
+            if sc > fine.0 {
+                fine = (sc, p);
             }
         }
         fine.1
@@ -315,6 +334,27 @@ impl TimeStretcher {
             *wt += h;
         }
     }
+}
+
+/// Sum of products over the common length, in 8 lanes so that it vectorises.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = if a.len() / 8 == b.len() / 8 {
+        ca.remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(x, y)| x * y)
+            .sum()
+    } else {
+        0.0
+    };
+    let mut acc = [0.0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
+            *s += p * q;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Linear interpolation, for inputs too short to hold two windows.
