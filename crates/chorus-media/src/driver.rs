@@ -76,6 +76,7 @@ impl Default for DriverConfig {
 
 /// What a finished call leg reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct DriverReport {
     /// The session's final statistics.
     pub stats: SessionStats,

@@ -51,6 +51,50 @@
 //! Bounds: the outgoing datagram queue holds at most `max_queued` datagrams and the
 //! PCM output queue at most `max_queued` frames (the oldest are dropped and counted);
 //! the FEC decoder and jitter buffer are bounded by their own configurations.
+//!
+//! Two legs wired by hand, one way, on a virtual clock:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
+//! use chorus_framing::SeededEntropy;
+//! use chorus_media::session::{Session, SessionConfig};
+//!
+//! let srtp = |k: u8| {
+//!     let s = Suite::AeadAes128Gcm;
+//!     SrtpSession::new(Policy::new(s, &vec![k; s.key_len()], &vec![k; s.salt_len()])?)
+//! };
+//! let t0 = Instant::now();
+//! let mut config = SessionConfig::default();
+//! config.ssrc = 10;
+//! let mut alice = Session::new(config.clone(), srtp(1)?, srtp(2)?, Box::new(SeededEntropy::new(1)), t0)?;
+//! config.ssrc = 20;
+//! let mut bob = Session::new(config, srtp(2)?, srtp(1)?, Box::new(SeededEntropy::new(2)), t0)?;
+//!
+//! let tone: Vec<i16> = (0..alice.frame_samples())
+//!     .map(|i| ((i as f64 * 0.05).sin() * 8000.0) as i16)
+//!     .collect();
+//! let mut heard = 0;
+//! for i in 0..50u32 {
+//!     let now = t0 + Duration::from_millis(20) * i;
+//!     alice.send_frame(now, &tone)?;
+//!     // The "network": 20 ms later at Bob's.
+//!     let later = now + Duration::from_millis(20);
+//!     while let Some(datagram) = alice.poll_transmit() {
+//!         bob.handle_input(later, &datagram)?;
+//!     }
+//!     alice.handle_timeout(now);
+//!     bob.handle_timeout(later);
+//!     while let Some(pcm) = bob.poll_pcm() {
+//!         assert_eq!(pcm.len(), 960);
+//!         heard += 1;
+//!     }
+//! }
+//! assert!(heard > 40);
+//! assert_eq!(bob.stats().media_received, 50);
+//! assert_eq!(bob.stats().rejected, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![cfg_attr(
     not(test),
     deny(
@@ -162,6 +206,7 @@ pub enum Event {
 
 /// Counters and estimates of a [`Session`].
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
 pub struct SessionStats {
     /// Media frames encoded and sent.
     pub frames_sent: u64,
