@@ -113,7 +113,9 @@ use bytes::{Bytes, BytesMut};
 use chorus_crypto::srtp::SrtpSession;
 use chorus_framing::Entropy;
 
-use crate::adapt::{Protection, ProtectionGoal, RateConfig, RateController, choose_protection};
+use crate::adapt::{
+    Protection, ProtectionGoal, RateConfig, RateController, choose_protection, residual_loss,
+};
 use crate::congestion::{self, DelayController, Remb};
 use crate::error::{Error, UsageError};
 use crate::fec;
@@ -264,6 +266,8 @@ pub struct SessionStats {
     pub codec_bps: u32,
     /// The FEC in force.
     pub protection: Option<Protection>,
+    /// Changes of the Reed-Solomon group `(k, m, stride)` so far.
+    pub protection_changes: u64,
     /// The jitter buffer's target delay.
     pub jitter_target: Duration,
     /// Audio buffered for playout: the jitter buffer's packets plus decoded samples.
@@ -342,6 +346,38 @@ impl core::fmt::Debug for Session {
             .field("remote_ssrc", &self.remote_ssrc)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// Hysteresis for the Reed-Solomon group: each change of `(k, m, stride)` moves the
+/// receiver's playout delay, so the group in force stays while it still meets twice
+/// the residual-loss goal within the delay budget and the new choice would not save
+/// a quarter of a packet of overhead per source; FEC goes off only below half the
+/// goal's loss. Opus in-band FEC settings always follow the new choice (they cost no
+/// delay).
+fn keep_group(
+    current: Protection,
+    new: Protection,
+    loss: f64,
+    goal: &ProtectionGoal,
+) -> Protection {
+    let keep = match (current.rs, new.rs) {
+        (Some((k, m)), Some(_)) => {
+            residual_loss(loss, k, m) <= goal.residual * 2.0
+                && current.delay(goal.frame) <= goal.max_delay
+                && new.overhead() > current.overhead() - 0.25
+        }
+        (Some(_), None) => loss >= goal.residual / 2.0,
+        (None, _) => false,
+    };
+    if keep {
+        Protection {
+            rs: current.rs,
+            stride: current.stride,
+            ..new
+        }
+    } else {
+        new
     }
 }
 
@@ -781,10 +817,13 @@ impl Session {
             );
         let mut goal = self.config.protection;
         goal.max_delay = budget;
-        let p = self
-            .config
-            .force_protection
-            .unwrap_or_else(|| choose_protection(self.smoothed_loss, 1.0, &goal));
+        let p = self.config.force_protection.unwrap_or_else(|| {
+            let p = choose_protection(self.smoothed_loss, 1.0, &goal);
+            keep_group(self.protection, p, self.smoothed_loss, &goal)
+        });
+        if p.rs != self.protection.rs || p.stride != self.protection.stride {
+            self.stats.protection_changes += 1;
+        }
         self.set_protection(p);
     }
 

@@ -210,7 +210,7 @@ fn show(name: &str, s: &SessionStats) {
     eprintln!(
         "{name}: sent {} ({} repair), rx {} +{} FEC +{} LBRR, concealed {}, accel {}, expand {}, \
          underruns {}, rtt {:?}, remote loss {:.3}, target {} (loss {} / remb {:?}), codec {}, \
-         prot {:?}, jb target {:?}, buffered {:?}, jb dropped {}",
+         prot {:?} ({} changes), jb target {:?}, buffered {:?}, jb dropped {}",
         s.frames_sent,
         s.repair_sent,
         s.media_received,
@@ -227,6 +227,7 @@ fn show(name: &str, s: &SessionStats) {
         s.remote_estimate_bps,
         s.codec_bps,
         s.protection,
+        s.protection_changes,
         s.jitter_target,
         s.buffered,
         s.jitter_dropped,
@@ -288,6 +289,11 @@ fn a_lossy_jittery_call_turns_fec_on_and_keeps_quality() {
         "B rebuilds losses"
     );
     assert!(sa.protection.unwrap().rs.is_some() && sa.protection.unwrap().opus_fec);
+    assert!(
+        sa.protection_changes <= 3,
+        "{} FEC group changes",
+        sa.protection_changes
+    );
     assert!(sa.remote_loss > 0.0 && sa.rtt.is_some());
     assert!(snr > clean_snr - 6.0, "{snr} vs {clean_snr}");
 }
