@@ -130,6 +130,9 @@ use crate::timestretch::TimeStretcher;
 const OPUS_CLOCK: u32 = 48_000;
 /// UDP over IPv4 headers, counted in the wire rate.
 const UDP_IP_OVERHEAD: usize = 28;
+/// Header bits per second added to the payload rate bounds for the delay-based
+/// estimator, which measures the wire: 50 packets/s of 80 bytes.
+const WIRE_ALLOWANCE: u32 = 32_000;
 
 /// Call-leg parameters. Both ends must agree on the payload types, the header
 /// extension ids and the SRTP keys; everything else is local.
@@ -434,7 +437,13 @@ impl Session {
         let fec_rx = fec::Decoder::new(fec::DecoderConfig::default())?;
         let stretcher = TimeStretcher::new(config.sample_rate)?;
         let loss_rate = RateController::new(config.rate);
-        let delay = DelayController::new(config.rate);
+        // The delay controller measures the wire: its bounds get a header allowance
+        // (50 packets/s of ~80 bytes of RTP, extensions, SRTP and UDP/IP headers).
+        let mut wire = config.rate;
+        wire.min_bps = wire.min_bps.saturating_add(WIRE_ALLOWANCE / 2);
+        wire.start_bps = wire.start_bps.saturating_add(WIRE_ALLOWANCE);
+        wire.max_bps = wire.max_bps.saturating_add(WIRE_ALLOWANCE);
+        let delay = DelayController::new(wire);
         let first_rtcp = config
             .rtcp_interval
             .mul_f64(0.5 * (random_unit(&mut *entropy) + 0.5));
