@@ -623,6 +623,13 @@ mod tests {
 
     proptest! {
         #[test]
+        fn abs_send_time_round_trips(v in 0u32..1 << 24, junk in vec(any::<u8>(), 0..8)) {
+            let [_, a, b, c] = v.to_be_bytes();
+            prop_assert_eq!(decode_abs_send_time(&[a, b, c]), Ok(v));
+            let _ = decode_abs_send_time(&junk);
+        }
+
+        #[test]
         fn remb_decoding_never_panics(body in vec(any::<u8>(), 0..64)) {
             crate::fuzz::remb_packet(&body);
         }

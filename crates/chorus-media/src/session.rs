@@ -751,11 +751,16 @@ impl Session {
         let mut plain = datagram.to_vec();
         self.inbound.unprotect_rtcp(&mut plain)?;
         let packets = rtcp::decode_compound(&plain, &rtcp::Limits::default())?;
+        // Validate before acting, so that a rejected packet changes nothing.
+        for p in &packets {
+            if let Some(Err(e)) = Remb::from_rtcp(p) {
+                return Err(e.into());
+            }
+        }
         let arrival = rtcp::ntp_middle(self.ntp(now));
         let mut rate_changed = false;
         for p in &packets {
-            if let Some(remb) = Remb::from_rtcp(p) {
-                let remb = remb?;
+            if let Some(Ok(remb)) = Remb::from_rtcp(p) {
                 self.remote_estimate = Some(remb.bitrate_bps);
                 rate_changed = true;
                 continue;
