@@ -273,20 +273,22 @@ pub fn session_input(data: &[u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
+#[cfg(all(test, feature = "opus"))]
+mod session_tests {
     use proptest::collection::vec;
     use proptest::prelude::*;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
-        #[cfg(feature = "opus")]
         #[test]
         fn session_input_never_panics(data in vec(any::<u8>(), 0..1500)) {
             super::session_input(&data);
         }
     }
+}
 
+#[cfg(test)]
+mod tests {
     /// The committed seeds decode (so the fuzzer starts from valid packets).
     #[test]
     fn committed_seeds_decode() {
