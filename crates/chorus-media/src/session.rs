@@ -854,6 +854,7 @@ impl Session {
                 None => fec::Encoder::new(c).ok(),
             }
         });
+        // Fails only for a loss hint above 100 %, which `Protection` never holds.
         let _ = self
             .encoder
             .set_inband_fec(p.opus_fec, p.opus_expected_loss);
@@ -873,7 +874,7 @@ impl Session {
             let spread = random_unit(&mut *self.entropy) + 0.5;
             self.next_rtcp = now + self.config.rtcp_interval.mul_f64(spread);
         } else if let Some(rate) = self.delay.poll_remb(now) {
-            self.send_remb_only(now, rate);
+            self.send_remb_only(rate);
         }
         if self
             .last_repair
@@ -919,7 +920,7 @@ impl Session {
         body
     }
 
-    fn send_remb_only(&mut self, _now: Instant, rate: u64) {
+    fn send_remb_only(&mut self, rate: u64) {
         let body = self.remb_body(rate);
         let mut out = BytesMut::new();
         if Remb::to_rtcp(&body).encode(&mut out).is_ok() {
