@@ -86,6 +86,17 @@ pub struct DriverReport {
     pub remote_bye: bool,
 }
 
+/// UDP errors that say nothing about our socket: an ICMP "port unreachable" from a
+/// peer that is gone is a lost datagram, not a reason to stop (Windows reports it on
+/// the next call as `ConnectionReset` even on unconnected sockets, Linux as
+/// `ConnectionRefused` on connected ones). Anything else is returned.
+fn transient(e: std::io::Error) -> Result<(), DriverError> {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset => Ok(()),
+        _ => Err(e.into()),
+    }
+}
+
 /// tokio's clock, so a paused test runtime controls driver time.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -116,7 +127,9 @@ pub async fn run(
     let mut end: Option<Instant> = None;
     loop {
         while let Some(d) = session.poll_transmit() {
-            sock.send_to(&d, peer).await?;
+            if let Err(e) = sock.send_to(&d, peer).await {
+                transient(e)?;
+            }
         }
         while let Some(frame) = session.poll_pcm() {
             if pcm_out.try_send(frame).is_err() {
@@ -134,7 +147,13 @@ pub async fn run(
         let deadline = [session.poll_timeout(), end].into_iter().flatten().min();
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
-                let (n, from) = r?;
+                let (n, from) = match r {
+                    Ok(got) => got,
+                    Err(e) => {
+                        transient(e)?;
+                        continue;
+                    }
+                };
                 if from == peer {
                     // A rejected datagram changes nothing (counted in the stats).
                     let _ = session.handle_input(now(), buf.get(..n).unwrap_or(&[]));

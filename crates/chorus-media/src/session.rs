@@ -304,6 +304,7 @@ pub struct Session {
     sent_octets: u32,
     sent_since_report: bool,
     last_rtp_timestamp: u32,
+    last_send: Option<Instant>,
     // Receiver.
     inbound: SrtpSession,
     remote_ssrc: Option<u32>,
@@ -471,6 +472,7 @@ impl Session {
             sent_octets: 0,
             sent_since_report: false,
             last_rtp_timestamp: timestamp,
+            last_send: None,
             inbound,
             remote_ssrc: None,
             recv_stats: ReceiveStats::new(OPUS_CLOCK),
@@ -631,6 +633,7 @@ impl Session {
         self.sent_octets = self.sent_octets.wrapping_add(payload.len() as u32);
         self.sent_since_report = true;
         self.last_rtp_timestamp = self.timestamp;
+        self.last_send = Some(now);
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(OPUS_CLOCK / 50);
         // Repair packets of the groups this frame completed.
@@ -950,12 +953,18 @@ impl Session {
             reports.push(self.recv_stats.report_block(remote, lsr, dlsr));
         }
         let first = if self.sent_since_report {
-            // The RTP timestamp of `now`: the last one sent plus the time since.
+            // RFC 3550 §6.4.1: the RTP timestamp of the same instant as the NTP one,
+            // the last one sent plus the time since.
+            let since = self
+                .last_send
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let ticks = u32::try_from(since.as_micros() * u128::from(OPUS_CLOCK) / 1_000_000)
+                .unwrap_or(u32::MAX);
             rtcp::Packet::SenderReport {
                 ssrc: self.config.ssrc,
                 info: SenderInfo {
                     ntp: self.ntp(now),
-                    rtp_timestamp: self.last_rtp_timestamp,
+                    rtp_timestamp: self.last_rtp_timestamp.wrapping_add(ticks),
                     packet_count: self.sent_packets,
                     octet_count: self.sent_octets,
                 },

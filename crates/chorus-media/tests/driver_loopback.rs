@@ -115,3 +115,22 @@ async fn two_drivers_talk_over_loopback() {
         assert!(r.remote_bye);
     }
 }
+
+/// A peer that is gone: datagrams go nowhere, the driver still runs the call to its
+/// end and reports it.
+#[tokio::test(start_paused = true)]
+async fn a_vanished_peer_does_not_stop_the_driver() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // An address nobody listens on: the kernel answers with "port unreachable".
+    let gone = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let speech = synthetic_speech(RATE, FRAME * 25, 12);
+    let (driver, playback) = leg(0xC0, (3, 4), sock, gone, speech).await;
+    let report = driver.await.unwrap();
+    assert_eq!(report.stats.frames_sent, 25);
+    assert_eq!(report.stats.datagrams_received, 0);
+    assert!(playback.await.unwrap().is_empty());
+}
