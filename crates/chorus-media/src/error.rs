@@ -16,6 +16,9 @@ pub enum Error {
     /// The Opus codec (libopus) reported an error; the text is libopus's description
     /// of its error code (for example "corrupted stream" for an invalid packet).
     Codec(&'static str),
+    /// SRTP or SRTCP protection failed: a packet that does not authenticate (or a
+    /// replay) on the way in, or an exhausted key on the way out.
+    Srtp(chorus_crypto::Error),
 }
 
 /// Peer-supplied bytes that do not parse.
@@ -105,6 +108,7 @@ impl fmt::Display for Error {
             Self::Limit(l) => write!(f, "limit reached: {l}"),
             Self::Usage(u) => write!(f, "usage error: {u}"),
             Self::Codec(e) => write!(f, "codec error: {e}"),
+            Self::Srtp(e) => write!(f, "SRTP: {e}"),
         }
     }
 }
@@ -164,6 +168,12 @@ impl std::error::Error for Error {}
 impl std::error::Error for DecodeError {}
 impl std::error::Error for UsageError {}
 impl std::error::Error for Limit {}
+
+impl From<chorus_crypto::Error> for Error {
+    fn from(e: chorus_crypto::Error) -> Self {
+        Self::Srtp(e)
+    }
+}
 
 impl From<DecodeError> for Error {
     fn from(e: DecodeError) -> Self {

@@ -173,6 +173,120 @@ pub fn video_packets(data: &[u8]) {
     }
 }
 
+/// REMB feedback (the body of a PSFB FMT 15 RTCP packet): decode, re-encode, decode
+/// again; equal (the bitrate's mantissa is already normalised after one decode).
+///
+/// # Panics
+/// When the oracle fails.
+pub fn remb_packet(data: &[u8]) {
+    use crate::congestion::Remb;
+    let packet = Remb::to_rtcp(data);
+    if let Some(Ok(remb)) = Remb::from_rtcp(&packet) {
+        let mut body = Vec::new();
+        remb.encode_body(&mut body);
+        let again = Remb::from_rtcp(&Remb::to_rtcp(&body));
+        if remb.ssrcs.len() <= 255 && remb.bitrate_bps < u64::MAX {
+            assert_eq!(again, Some(Ok(remb)));
+        }
+    }
+}
+
+/// A call-leg session fed hostile input: the bytes are split into chunks whose first
+/// byte says what to do with the rest: deliver it raw, deliver it as the payload of
+/// an RTP packet (Opus or FEC payload type) or as an RTCP body that the peer's keys
+/// authenticate (so the parsers behind SRTP see it), or let time pass. Nothing may
+/// panic and every queue stays within its bound.
+///
+/// # Panics
+/// When the oracle fails.
+#[cfg(feature = "opus")]
+pub fn session_input(data: &[u8]) {
+    use crate::session::{Session, SessionConfig};
+    use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
+    use std::time::{Duration, Instant};
+    let suite = Suite::AeadAes128Gcm;
+    let srtp = |k: u8| {
+        let policy = Policy::new(suite, &vec![k; suite.key_len()], &vec![k; suite.salt_len()]);
+        SrtpSession::new(policy.expect("valid policy")).expect("valid session")
+    };
+    let config = SessionConfig::default();
+    let max = config.max_queued;
+    let mut now = Instant::now();
+    let entropy = Box::new(chorus_framing::SeededEntropy::new(1));
+    let mut session = Session::new(config, srtp(1), srtp(2), entropy, now).expect("valid config");
+    let mut peer = srtp(2);
+    let mut seq = 0u16;
+    for chunk in data.split(|&b| b == 0xFE) {
+        let Some((&op, rest)) = chunk.split_first() else {
+            continue;
+        };
+        match op % 4 {
+            0 => {
+                let _ = session.handle_input(now, rest);
+            }
+            1 => {
+                let packet = crate::rtp::Packet {
+                    marker: false,
+                    payload_type: if op & 4 == 0 { 111 } else { 112 },
+                    sequence: seq,
+                    timestamp: u32::from(seq) * 960,
+                    ssrc: 7,
+                    csrcs: Vec::new(),
+                    extension: None,
+                    payload: rest,
+                    padding: 0,
+                };
+                seq = seq.wrapping_add(u16::from(op >> 3) + 1);
+                let mut wire = BytesMut::new();
+                if packet.encode(&mut wire).is_ok() {
+                    let mut p = wire.to_vec();
+                    if peer.protect_rtp(&mut p).is_ok() {
+                        let _ = session.handle_input(now, &p);
+                    }
+                }
+            }
+            2 => {
+                let mut p = vec![0x80, 201, 0, 0];
+                p.extend_from_slice(rest);
+                p.truncate(4 + (p.len() - 4) / 4 * 4);
+                let words = u16::try_from((p.len() - 4) / 4).unwrap_or(0);
+                p[2..4].copy_from_slice(&words.to_be_bytes());
+                if peer.protect_rtcp(&mut p).is_ok() {
+                    let _ = session.handle_input(now, &p);
+                }
+            }
+            _ => {
+                now += Duration::from_millis(u64::from(op) * 4);
+                session.handle_timeout(now);
+                let _ = session.send_frame(now, &vec![0i16; session.frame_samples()]);
+            }
+        }
+        let mut out = 0;
+        while session.poll_transmit().is_some() {
+            out += 1;
+        }
+        assert!(out <= max);
+        while let Some(pcm) = session.poll_pcm() {
+            assert_eq!(pcm.len(), session.frame_samples());
+        }
+        while session.poll_event().is_some() {}
+    }
+}
+
+#[cfg(all(test, feature = "opus"))]
+mod session_tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn session_input_never_panics(data in vec(any::<u8>(), 0..1500)) {
+            super::session_input(&data);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The committed seeds decode (so the fuzzer starts from valid packets).

@@ -1,8 +1,18 @@
 //! Media transport for Chorus: the packets that carry speech and video, and what keeps
 //! them useful on a bad network.
 //!
+//! - `session` (feature `opus`): one audio call leg end to end, sans-IO: PCM in,
+//!   Opus + RTP + adaptive FEC + SRTP datagrams out; datagrams in, jitter buffer,
+//!   decode/FEC/PLC and time-stretched playout out; RTCP reports, RTT, loss- and
+//!   delay-based rate control.
+//! - `driver` (feature `tokio`): the thin tokio driver of a session over one UDP
+//!   socket, PCM over channels.
 //! - [`adapt`]: loss and burst estimation, the choice of Reed-Solomon `(k, m)`,
 //!   interleaving and Opus in-band FEC, and loss-based send-rate control.
+//! - [`congestion`]: delay-based rate control (Google Congestion Control's trendline
+//!   estimator, over-use detector and AIMD), REMB feedback and abs-send-time.
+//! - [`timestretch`]: WSOLA time stretching that keeps pitch, so playout delay can
+//!   follow the jitter buffer's target without dropping or inserting whole frames.
 //! - `opus` (feature `opus`, on by default): Opus encoding and decoding through
 //!   libopus: 8-48 kHz, mono and stereo, 10-60 ms frames, 6-510 kbit/s, complexity,
 //!   DTX, in-band FEC with an expected-loss hint, packet loss concealment.
@@ -74,6 +84,9 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod adapt;
+pub mod congestion;
+#[cfg(feature = "tokio")]
+pub mod driver;
 mod error;
 pub mod fec;
 pub mod feedback;
@@ -87,7 +100,10 @@ pub mod opus;
 pub mod quality;
 pub mod rtcp;
 pub mod rtp;
+#[cfg(feature = "opus")]
+pub mod session;
 pub mod stats;
+pub mod timestretch;
 pub mod video;
 pub mod wav;
 

@@ -1,0 +1,1216 @@
+//! One audio call leg, end to end, as a sans-IO state machine: PCM in, datagrams out;
+//! datagrams in, PCM out on the playout clock.
+//!
+//! Sender side, per 20 ms frame given to [`Session::send_frame`]:
+//! Opus encode (bitrate, in-band FEC and its loss hint set by the controllers below)
+//! → RTP (RFC 3550 §5.1; PT 111 by default, RFC 7587) with two RFC 8285 one-byte
+//! header extensions: the RFC 6464 audio level and abs-send-time (for the peer's
+//! delay-based estimator) → Reed-Solomon FEC over the plaintext packets with the
+//! `(k, m, stride)` that [`choose_protection`] picks, repair packets carried as RTP
+//! with their own payload type and SSRC → SRTP (RFC 3711, chorus-crypto) → datagrams
+//! out of [`Session::poll_transmit`].
+//!
+//! Receiver side, per datagram given to [`Session::handle_input`]: RTP and RTCP are
+//! told apart by the second byte (RFC 5761 §4) → SRTP/SRTCP unprotect (a packet
+//! that does not authenticate is rejected, nothing changes) → RTP: receive
+//! statistics (RFC 3550 §A.1-§A.8) and the delay-based estimator
+//! ([`crate::congestion`]), then the FEC decoder; media and rebuilt packets go to
+//! the jitter buffer → at each playout tick ([`Session::poll_timeout`]), Opus decode,
+//! in-band FEC or PLC for a missing frame, time stretching ([`crate::timestretch`])
+//! towards the jitter buffer's target delay → frames of PCM out of
+//! [`Session::poll_pcm`].
+//!
+//! Control loop (RTCP, RFC 3550 §6):
+//! - A compound report (SR when we sent media since the last one, else RR, with one
+//!   report block about the peer; SDES CNAME; REMB with our delay-based estimate)
+//!   goes out every `rtcp_interval` (default 1 s) times a random factor in
+//!   [0.5, 1.5] (RFC 3550 §6.3.1's spreading), the first after half an interval
+//!   (§6.2). *Simplification*: the interval does not scale with the RTCP bandwidth
+//!   share; a two-party call at ≥ 12 kbit/s with ~100-byte reports stays under 5 %
+//!   of its bandwidth at 1 s (RFC 4585 §3.4 lets a profile lower the 5 s minimum).
+//! - A drop of our delay-based estimate by 3 % or more is sent at once as a
+//!   reduced-size RTCP packet holding only the REMB (RFC 5506).
+//! - A report block about our stream gives the round-trip time (§6.4.1, LSR/DLSR),
+//!   its loss fraction and the peer's jitter. Loss feeds the loss-based
+//!   [`RateController`] and, smoothed, [`choose_protection`]; RTT feeds the delay
+//!   controller's additive increase; RTT and jitter set the FEC delay budget
+//!   (150 ms mouth-to-ear, ITU-T G.114, minus half the RTT and twice the jitter,
+//!   within 20 ms..`protection.max_delay`).
+//! - The send rate, in RTP payload bits (Opus plus FEC repair, as
+//!   [`RateController`] counts), is the minimum of the loss-based rate and the
+//!   peer's REMB less our packet headers (REMB measures the wire); its media share
+//!   `rate / (1 + FEC overhead)` is the Opus bitrate (6 kbit/s at least).
+//!
+//! Run loop (the contract of every Chorus core):
+//! 1. Feed [`Session::send_frame`] (every frame duration), [`Session::handle_input`]
+//!    (every datagram) and [`Session::handle_timeout`] (at [`Session::poll_timeout`]).
+//! 2. After each, drain [`Session::poll_transmit`], [`Session::poll_pcm`] and
+//!    [`Session::poll_event`] until `None`.
+//! 3. `now` never goes backwards; an early `handle_timeout` is a harmless no-op.
+//!
+//! Bounds: the outgoing datagram queue holds at most `max_queued` datagrams and the
+//! PCM output queue at most `max_queued` frames (the oldest are dropped and counted);
+//! the FEC decoder and jitter buffer are bounded by their own configurations.
+//!
+//! Two legs wired by hand, one way, on a virtual clock:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
+//! use chorus_framing::SeededEntropy;
+//! use chorus_media::session::{Session, SessionConfig};
+//!
+//! let srtp = |k: u8| {
+//!     let s = Suite::AeadAes128Gcm;
+//!     SrtpSession::new(Policy::new(s, &vec![k; s.key_len()], &vec![k; s.salt_len()])?)
+//! };
+//! let t0 = Instant::now();
+//! let mut config = SessionConfig::default();
+//! config.ssrc = 10;
+//! let mut alice = Session::new(config.clone(), srtp(1)?, srtp(2)?, Box::new(SeededEntropy::new(1)), t0)?;
+//! config.ssrc = 20;
+//! let mut bob = Session::new(config, srtp(2)?, srtp(1)?, Box::new(SeededEntropy::new(2)), t0)?;
+//!
+//! let tone: Vec<i16> = (0..alice.frame_samples())
+//!     .map(|i| ((i as f64 * 0.05).sin() * 8000.0) as i16)
+//!     .collect();
+//! let mut heard = 0;
+//! for i in 0..50u32 {
+//!     let now = t0 + Duration::from_millis(20) * i;
+//!     alice.send_frame(now, &tone)?;
+//!     // The "network": 20 ms later at Bob's.
+//!     let later = now + Duration::from_millis(20);
+//!     while let Some(datagram) = alice.poll_transmit() {
+//!         bob.handle_input(later, &datagram)?;
+//!     }
+//!     alice.handle_timeout(now);
+//!     bob.handle_timeout(later);
+//!     while let Some(pcm) = bob.poll_pcm() {
+//!         assert_eq!(pcm.len(), 960);
+//!         heard += 1;
+//!     }
+//! }
+//! assert!(heard > 40);
+//! assert_eq!(bob.stats().media_received, 50);
+//! assert_eq!(bob.stats().rejected, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+use core::time::Duration;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use chorus_crypto::srtp::SrtpSession;
+use chorus_framing::Entropy;
+
+use crate::adapt::{
+    Protection, ProtectionGoal, RateConfig, RateController, choose_protection, residual_loss,
+};
+use crate::congestion::{self, DelayController, Remb};
+use crate::error::{Error, UsageError};
+use crate::fec;
+use crate::jitter::{JitterBuffer, JitterConfig, Playout};
+use crate::opus::{self, Channels};
+use crate::rtcp::{self, ReportBlock, SenderInfo};
+use crate::rtp::{self, AudioLevel, Element, Extension};
+use crate::stats::ReceiveStats;
+use crate::timestretch::TimeStretcher;
+
+/// The RTP clock of Opus (RFC 7587 §4.1): always 48 kHz.
+const OPUS_CLOCK: u32 = 48_000;
+/// UDP over IPv4 headers, counted in the wire rate.
+const UDP_IP_OVERHEAD: usize = 28;
+/// Header bits per second added to the payload rate bounds for the delay-based
+/// estimator, which measures the wire: 50 packets/s of 80 bytes.
+const WIRE_ALLOWANCE: u32 = 32_000;
+
+/// Call-leg parameters. Both ends must agree on the payload types, the header
+/// extension ids and the SRTP keys; everything else is local.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// Our media SSRC. Default 1.
+    pub ssrc: u32,
+    /// Our FEC repair SSRC. Default 2.
+    pub fec_ssrc: u32,
+    /// PCM sample rate in and out (8, 12, 16, 24 or 48 kHz). Default 48,000.
+    pub sample_rate: u32,
+    /// Opus payload type. Default 111.
+    pub payload_type: u8,
+    /// Opus encoder complexity, 0 (fastest) to 10. Default 9 (libopus's own
+    /// default is 10; 5 roughly halves the encoder's cost for a small loss in
+    /// quality).
+    pub complexity: u8,
+    /// Payload type of FEC repair packets. Default 112.
+    pub fec_payload_type: u8,
+    /// RFC 8285 id of the audio level extension. Default 1.
+    pub audio_level_id: u8,
+    /// RFC 8285 id of the abs-send-time extension. Default 3.
+    pub abs_send_time_id: u8,
+    /// SDES CNAME (RFC 3550 §6.5.1), at most 255 bytes. Default `chorus`.
+    pub cname: Vec<u8>,
+    /// Send-rate bounds (bit/s, UDP/IP headers included).
+    pub rate: RateConfig,
+    /// FEC goal; its `max_delay` caps the RTT- and jitter-derived delay budget.
+    pub protection: ProtectionGoal,
+    /// Jitter buffer settings (`clock_rate` and `frame` are overridden: 48 kHz,
+    /// 20 ms).
+    pub jitter: JitterConfig,
+    /// Mean RTCP report interval. Default 1 s; at least 100 ms.
+    pub rtcp_interval: Duration,
+    /// Bound of the datagram and PCM output queues. Default 64.
+    pub max_queued: usize,
+    /// Whether playout may time-stretch frames to follow the jitter buffer's target
+    /// delay. Default on.
+    pub time_stretch: bool,
+    /// Protection to use whatever the reports say (benchmarks, fixed-FEC links);
+    /// `None` (the default) adapts it from RTCP.
+    pub force_protection: Option<Protection>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            ssrc: 1,
+            fec_ssrc: 2,
+            sample_rate: 48_000,
+            payload_type: 111,
+            complexity: 9,
+            fec_payload_type: 112,
+            audio_level_id: 1,
+            abs_send_time_id: 3,
+            cname: b"chorus".to_vec(),
+            rate: RateConfig::default(),
+            protection: ProtectionGoal::default(),
+            jitter: JitterConfig::default(),
+            rtcp_interval: Duration::from_secs(1),
+            max_queued: 64,
+            time_stretch: true,
+            force_protection: None,
+        }
+    }
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The peer sent an RTCP BYE: the call leg is over.
+    RemoteBye,
+}
+
+/// Counters and estimates of a [`Session`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// Media frames encoded and sent.
+    pub frames_sent: u64,
+    /// FEC repair packets sent.
+    pub repair_sent: u64,
+    /// Datagrams sent (media, repair and RTCP) and their bytes.
+    pub datagrams_sent: u64,
+    /// Bytes of those datagrams.
+    pub bytes_sent: u64,
+    /// RTCP compound or feedback packets sent.
+    pub rtcp_sent: u64,
+    /// Datagrams accepted (authenticated and parsed).
+    pub datagrams_received: u64,
+    /// Datagrams rejected (SRTP authentication or replay, malformed packets).
+    pub rejected: u64,
+    /// Media packets received from the network (before FEC).
+    pub media_received: u64,
+    /// Media packets rebuilt by the Reed-Solomon FEC decoder.
+    pub recovered_by_fec: u64,
+    /// Missing frames rebuilt from Opus in-band FEC (LBRR).
+    pub recovered_inband: u64,
+    /// Missing frames concealed by Opus PLC.
+    pub concealed: u64,
+    /// Frames decoded from received packets.
+    pub decoded: u64,
+    /// Frames shortened by time stretching (accelerate).
+    pub accelerated: u64,
+    /// Frames lengthened by time stretching (preemptive expand).
+    pub expanded: u64,
+    /// Playout ticks that found no audio due: Opus PLC once audio started, silence
+    /// before.
+    pub underruns: u64,
+    /// Datagrams or PCM frames dropped because a queue was full.
+    pub queue_drops: u64,
+    /// Latest round-trip time from RTCP.
+    pub rtt: Option<Duration>,
+    /// The peer's latest loss fraction of our stream (0-1).
+    pub remote_loss: f64,
+    /// The peer's latest interarrival jitter of our stream.
+    pub remote_jitter: Duration,
+    /// Our interarrival jitter of the peer's stream.
+    pub local_jitter: Duration,
+    /// Our cumulative loss of the peer's stream (packets, before FEC).
+    pub local_lost: i64,
+    /// The loss-based rate, bit/s.
+    pub loss_based_bps: u32,
+    /// The peer's latest REMB, bit/s.
+    pub remote_estimate_bps: Option<u64>,
+    /// Our delay-based estimate of the peer's stream, bit/s.
+    pub local_estimate_bps: u32,
+    /// The send rate in force (payload bits: the minimum of the loss-based rate and
+    /// the REMB less headers), bit/s.
+    pub target_bps: u32,
+    /// The Opus bitrate in force, bit/s.
+    pub codec_bps: u32,
+    /// The FEC in force.
+    pub protection: Option<Protection>,
+    /// Changes of the Reed-Solomon group `(k, m, stride)` so far.
+    pub protection_changes: u64,
+    /// The jitter buffer's target delay.
+    pub jitter_target: Duration,
+    /// Audio buffered for playout: the jitter buffer's packets plus decoded samples.
+    pub buffered: Duration,
+    /// Whole frames the jitter buffer itself dropped to catch up (its own
+    /// accelerate, which time stretching should make rare).
+    pub jitter_dropped: u64,
+}
+
+/// One audio call leg. See the module docs for the pipeline and the run loop.
+pub struct Session {
+    config: SessionConfig,
+    frame: Duration,
+    frame_samples: usize,
+    epoch: Instant,
+    entropy: Box<dyn Entropy>,
+    // Sender.
+    encoder: opus::Encoder,
+    outbound: SrtpSession,
+    seq: u16,
+    timestamp: u32,
+    fec_seq: u16,
+    fec_tx: Option<fec::Encoder>,
+    protection: Protection,
+    loss_rate: RateController,
+    smoothed_loss: f64,
+    reports_seen: u64,
+    remote_estimate: Option<u64>,
+    header_bytes: usize,
+    sent_packets: u32,
+    sent_octets: u32,
+    sent_since_report: bool,
+    last_rtp_timestamp: u32,
+    last_send: Option<Instant>,
+    // Receiver.
+    inbound: SrtpSession,
+    remote_ssrc: Option<u32>,
+    recv_stats: ReceiveStats,
+    delay: DelayController,
+    fec_rx: fec::Decoder,
+    fec_shape: Option<(u8, u8, u8)>,
+    last_repair: Option<Instant>,
+    jitter: JitterBuffer<Vec<u8>>,
+    decoder: opus::Decoder,
+    stretcher: TimeStretcher,
+    sync: VecDeque<i16>,
+    excess_ms: f64,
+    /// Delay the playout still owes the jitter buffer's target after it rose (see
+    /// `play_one`), paid back by expanded frames.
+    debt: Duration,
+    last_target: Duration,
+    /// The FEC group delay the jitter buffer waits for, and what it should become:
+    /// decreases are applied as accelerated frames remove audio.
+    extra_applied: Duration,
+    extra_wanted: Duration,
+    started: bool,
+    next_playout: Option<Instant>,
+    last_sr: Option<(u32, Instant)>,
+    // RTCP.
+    next_rtcp: Instant,
+    // Outputs.
+    transmits: VecDeque<Bytes>,
+    pcm: VecDeque<Vec<i16>>,
+    events: VecDeque<Event>,
+    stats: SessionStats,
+    // Scratch.
+    scratch_payload: Vec<u8>,
+    scratch_pcm: Vec<i16>,
+    scratch_stretch: Vec<i16>,
+    scratch_ext: Vec<u8>,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("ssrc", &self.config.ssrc)
+            .field("remote_ssrc", &self.remote_ssrc)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hysteresis for the Reed-Solomon group: each change of `(k, m, stride)` moves the
+/// receiver's playout delay, so the group in force stays while it still meets twice
+/// the residual-loss goal within the delay budget and the new choice would not save
+/// a quarter of a packet of overhead per source; FEC goes off only below half the
+/// goal's loss. Opus in-band FEC settings always follow the new choice (they cost no
+/// delay).
+fn keep_group(
+    current: Protection,
+    new: Protection,
+    loss: f64,
+    goal: &ProtectionGoal,
+) -> Protection {
+    let keep = match (current.rs, new.rs) {
+        (Some((k, m)), Some(_)) => {
+            residual_loss(loss, k, m) <= goal.residual * 2.0
+                && current.delay(goal.frame) <= goal.max_delay
+                && new.overhead() > current.overhead() - 0.25
+        }
+        (Some(_), None) => loss >= goal.residual / 2.0,
+        (None, _) => false,
+    };
+    if keep {
+        Protection {
+            rs: current.rs,
+            stride: current.stride,
+            ..new
+        }
+    } else {
+        new
+    }
+}
+
+fn random_unit(entropy: &mut dyn Entropy) -> f64 {
+    // A failed source spreads nothing: the interval's middle.
+    entropy
+        .u64()
+        .map_or(0.5, |v| (v >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+impl Session {
+    /// A call leg starting at `now`. `outbound` protects what we send, `inbound`
+    /// checks what we receive (keys from the call's key exchange). `entropy` draws
+    /// the initial sequence number and timestamp (RFC 3550 §5.1) and the RTCP
+    /// interval spreading.
+    pub fn new(
+        config: SessionConfig,
+        outbound: SrtpSession,
+        inbound: SrtpSession,
+        mut entropy: Box<dyn Entropy>,
+        now: Instant,
+    ) -> Result<Self, Error> {
+        if config.ssrc == config.fec_ssrc
+            || config.payload_type == config.fec_payload_type
+            || config.payload_type > 127
+            || config.fec_payload_type > 127
+            || !(1..=14).contains(&config.audio_level_id)
+            || !(1..=14).contains(&config.abs_send_time_id)
+            || config.audio_level_id == config.abs_send_time_id
+            || config.cname.len() > 255
+            || config.rtcp_interval < Duration::from_millis(100)
+            || config.max_queued == 0
+        {
+            return Err(UsageError::BadConfig(
+                "distinct SSRCs, payload types (< 128) and extension ids (1-14), CNAME <= 255 \
+                 bytes, rtcp_interval >= 100 ms, max_queued > 0",
+            )
+            .into());
+        }
+        let frame = Duration::from_millis(20);
+        let encoder = opus::Encoder::new(opus::EncoderConfig {
+            sample_rate: config.sample_rate,
+            frame,
+            complexity: config.complexity,
+            inband_fec: false,
+            expected_loss_percent: 0,
+            ..opus::EncoderConfig::default()
+        })?;
+        let decoder = opus::Decoder::new(config.sample_rate, Channels::Mono)?;
+        let mut jb_config = config.jitter;
+        jb_config.clock_rate = OPUS_CLOCK;
+        jb_config.frame = frame;
+        let jitter = JitterBuffer::new(jb_config)?;
+        let fec_rx = fec::Decoder::new(fec::DecoderConfig::default())?;
+        let stretcher = TimeStretcher::new(config.sample_rate)?;
+        let loss_rate = RateController::new(config.rate);
+        // The delay controller measures the wire: its bounds get a header allowance
+        // (50 packets/s of ~80 bytes of RTP, extensions, SRTP and UDP/IP headers).
+        let mut wire = config.rate;
+        wire.min_bps = wire.min_bps.saturating_add(WIRE_ALLOWANCE / 2);
+        wire.start_bps = wire.start_bps.saturating_add(WIRE_ALLOWANCE);
+        wire.max_bps = wire.max_bps.saturating_add(WIRE_ALLOWANCE);
+        let delay = DelayController::new(wire);
+        let first_rtcp = config
+            .rtcp_interval
+            .mul_f64(0.5 * (random_unit(&mut *entropy) + 0.5));
+        let seq = entropy.u32().map_or(0, |v| v as u16);
+        let timestamp = entropy.u32().unwrap_or(0);
+        let frame_samples = config.sample_rate as usize / 50;
+        let mut session = Self {
+            frame,
+            frame_samples,
+            epoch: now,
+            entropy,
+            encoder,
+            outbound,
+            seq,
+            timestamp,
+            fec_seq: 0,
+            fec_tx: None,
+            protection: choose_protection(0.0, 1.0, &config.protection),
+            loss_rate,
+            smoothed_loss: 0.0,
+            reports_seen: 0,
+            remote_estimate: None,
+            header_bytes: 68,
+            sent_packets: 0,
+            sent_octets: 0,
+            sent_since_report: false,
+            last_rtp_timestamp: timestamp,
+            last_send: None,
+            inbound,
+            remote_ssrc: None,
+            recv_stats: ReceiveStats::new(OPUS_CLOCK),
+            delay,
+            fec_rx,
+            fec_shape: None,
+            last_repair: None,
+            jitter,
+            decoder,
+            stretcher,
+            sync: VecDeque::new(),
+            excess_ms: 0.0,
+            debt: Duration::ZERO,
+            last_target: Duration::ZERO,
+            extra_applied: Duration::ZERO,
+            extra_wanted: Duration::ZERO,
+            started: false,
+            next_playout: None,
+            last_sr: None,
+            next_rtcp: now + first_rtcp,
+            transmits: VecDeque::new(),
+            pcm: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: SessionStats::default(),
+            scratch_payload: Vec::new(),
+            scratch_pcm: Vec::new(),
+            scratch_stretch: Vec::new(),
+            scratch_ext: Vec::new(),
+            config,
+        };
+        if let Some(p) = session.config.force_protection {
+            session.set_protection(p);
+        }
+        session.apply_rate()?;
+        Ok(session)
+    }
+
+    /// Samples in one 20 ms frame at the configured rate.
+    #[must_use]
+    pub const fn frame_samples(&self) -> usize {
+        self.frame_samples
+    }
+
+    /// Counters and estimates so far.
+    #[must_use]
+    pub fn stats(&self) -> SessionStats {
+        let mut s = self.stats;
+        s.loss_based_bps = self.loss_rate.rate();
+        s.remote_estimate_bps = self.remote_estimate;
+        s.local_estimate_bps = self.delay.estimate();
+        s.target_bps = self.target_bps();
+        s.codec_bps = self.encoder.config().bitrate;
+        s.protection = Some(self.protection);
+        s.jitter_target = self.jitter.target_delay();
+        s.local_jitter = self.recv_stats.jitter_duration();
+        s.local_lost = self.recv_stats.cumulative_lost();
+        s.buffered = self.buffered();
+        s.jitter_dropped = self.jitter.stats().accelerated;
+        s
+    }
+
+    fn buffered(&self) -> Duration {
+        let sync =
+            Duration::from_secs_f64(self.sync.len() as f64 / f64::from(self.config.sample_rate));
+        self.frame * u32::try_from(self.jitter.len()).unwrap_or(u32::MAX) + sync
+    }
+
+    /// Packet headers per second (RTP, extensions, SRTP tag, UDP/IP) at 50 packets/s.
+    fn header_bps(&self) -> u64 {
+        (self.header_bytes * 8 * 50) as u64
+    }
+
+    /// The send rate in RTP payload bits (media plus FEC repair): the loss-based rate,
+    /// capped by the peer's REMB less the packet headers (REMB counts the wire).
+    fn target_bps(&self) -> u32 {
+        let remb = self.remote_estimate.map_or(u32::MAX, |r| {
+            u32::try_from(r.saturating_sub(self.header_bps())).unwrap_or(u32::MAX)
+        });
+        self.loss_rate
+            .rate()
+            .min(remb)
+            .max(self.config.rate.min_bps)
+    }
+
+    /// Sets the Opus bitrate from the target: its media share.
+    fn apply_rate(&mut self) -> Result<(), Error> {
+        let media = f64::from(self.target_bps()) / (1.0 + self.protection.overhead());
+        let codec = media.clamp(6_000.0, 510_000.0) as u32;
+        if codec.abs_diff(self.encoder.config().bitrate) >= 500 {
+            self.encoder.set_bitrate(codec)?;
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, datagram: Bytes) {
+        if self.transmits.len() >= self.config.max_queued {
+            self.transmits.pop_front();
+            self.stats.queue_drops += 1;
+        }
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += datagram.len() as u64;
+        self.transmits.push_back(datagram);
+    }
+
+    fn abs_send_time(&self, now: Instant) -> [u8; 3] {
+        congestion::abs_send_time(now.saturating_duration_since(self.epoch))
+    }
+
+    /// Encodes one frame of mono PCM (`frame_samples()` of them) captured at `now`
+    /// and queues its datagrams (media, then any repair packets it completes).
+    pub fn send_frame(&mut self, now: Instant, pcm: &[i16]) -> Result<(), Error> {
+        if pcm.len() != self.frame_samples {
+            return Err(UsageError::BadConfig("pcm must hold exactly one 20 ms frame").into());
+        }
+        let mut payload = core::mem::take(&mut self.scratch_payload);
+        self.encoder.encode(pcm, &mut payload)?;
+        let level = [AudioLevel::from_samples(pcm, true).to_byte()];
+        let abs = self.abs_send_time(now);
+        let mut ext = core::mem::take(&mut self.scratch_ext);
+        let profile = rtp::write_elements(
+            &[
+                Element {
+                    id: self.config.audio_level_id,
+                    data: &level,
+                },
+                Element {
+                    id: self.config.abs_send_time_id,
+                    data: &abs,
+                },
+            ],
+            &mut ext,
+        )?;
+        let packet = rtp::Packet {
+            marker: self.stats.frames_sent == 0,
+            payload_type: self.config.payload_type,
+            sequence: self.seq,
+            timestamp: self.timestamp,
+            ssrc: self.config.ssrc,
+            csrcs: Vec::new(),
+            extension: Some(Extension {
+                profile,
+                data: &ext,
+            }),
+            payload: &payload,
+            padding: 0,
+        };
+        let mut wire = BytesMut::with_capacity(packet.encoded_len() + 16);
+        packet.encode(&mut wire)?;
+        if let Some(fec_tx) = self.fec_tx.as_mut() {
+            fec_tx.push(self.seq, &wire)?;
+        }
+        let mut protected = wire.to_vec();
+        self.outbound.protect_rtp(&mut protected)?;
+        self.header_bytes = protected.len() - payload.len() + UDP_IP_OVERHEAD;
+        self.queue(Bytes::from(protected));
+        self.stats.frames_sent += 1;
+        self.sent_packets = self.sent_packets.wrapping_add(1);
+        self.sent_octets = self.sent_octets.wrapping_add(payload.len() as u32);
+        self.sent_since_report = true;
+        self.last_rtp_timestamp = self.timestamp;
+        self.last_send = Some(now);
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(OPUS_CLOCK / 50);
+        // Repair packets of the groups this frame completed.
+        while let Some(repair) = self.fec_tx.as_mut().and_then(fec::Encoder::poll_repair) {
+            let p = rtp::Packet {
+                marker: false,
+                payload_type: self.config.fec_payload_type,
+                sequence: self.fec_seq,
+                timestamp: packet.timestamp,
+                ssrc: self.config.fec_ssrc,
+                csrcs: Vec::new(),
+                extension: Some(Extension {
+                    profile,
+                    data: &ext,
+                }),
+                payload: &repair,
+                padding: 0,
+            };
+            self.fec_seq = self.fec_seq.wrapping_add(1);
+            let mut w = BytesMut::with_capacity(p.encoded_len() + 16);
+            p.encode(&mut w)?;
+            let mut protected = w.to_vec();
+            self.outbound.protect_rtp(&mut protected)?;
+            self.queue(Bytes::from(protected));
+            self.stats.repair_sent += 1;
+        }
+        self.scratch_payload = payload;
+        self.scratch_ext = ext;
+        Ok(())
+    }
+
+    /// One datagram from the peer at `now`. `Err` means rejected, state unchanged
+    /// (it is also counted in [`SessionStats::rejected`]).
+    pub fn handle_input(&mut self, now: Instant, datagram: &[u8]) -> Result<(), Error> {
+        let r = match datagram.get(1) {
+            // RFC 5761 §4: RTCP packet types 192-223 sit where RTP has M + PT.
+            Some(b) if (192..=223).contains(b) => self.handle_rtcp(now, datagram),
+            Some(_) => self.handle_rtp(now, datagram),
+            None => Err(crate::DecodeError::Truncated {
+                offset: 0,
+                needed: 2,
+            }
+            .into()),
+        };
+        match r {
+            Ok(()) => self.stats.datagrams_received += 1,
+            Err(_) => self.stats.rejected += 1,
+        }
+        r
+    }
+
+    fn handle_rtp(&mut self, now: Instant, datagram: &[u8]) -> Result<(), Error> {
+        // Check the header before spending a decryption on it.
+        rtp::Packet::decode(datagram)?;
+        let mut plain = datagram.to_vec();
+        self.inbound.unprotect_rtp(&mut plain)?;
+        let p = rtp::Packet::decode(&plain)?;
+        let abs = p.extension_elements().and_then(|mut els| {
+            els.find_map(|e| {
+                e.ok()
+                    .filter(|e| e.id == self.config.abs_send_time_id)
+                    .and_then(|e| congestion::decode_abs_send_time(e.data).ok())
+            })
+        });
+        if let Some(abs) = abs {
+            self.delay
+                .handle_packet(now, abs, datagram.len() + UDP_IP_OVERHEAD);
+        }
+        if p.payload_type == self.config.fec_payload_type {
+            let header = fec::RepairPacket::decode(p.payload)?;
+            self.fec_rx.handle_repair(p.payload)?;
+            self.last_repair = Some(now);
+            let shape = (header.k, header.m, header.stride);
+            if self.fec_shape != Some(shape) {
+                self.fec_shape = Some(shape);
+                let delay = Protection {
+                    rs: Some((header.k, header.m)),
+                    stride: header.stride,
+                    opus_fec: false,
+                    opus_expected_loss: 0,
+                }
+                .delay(self.frame);
+                self.set_extra_delay(delay);
+            }
+        } else if p.payload_type == self.config.payload_type {
+            self.remote_ssrc = Some(p.ssrc);
+            self.recv_stats.handle_packet(now, p.sequence, p.timestamp);
+            self.stats.media_received += 1;
+            self.fec_rx.handle_source(p.sequence, &plain);
+            self.buffer(now, p.sequence, p.timestamp, p.payload);
+        } else {
+            return Err(crate::DecodeError::BadRtcpType(p.payload_type).into());
+        }
+        while let Some(r) = self.fec_rx.poll_recovered() {
+            if let Ok(p) = rtp::Packet::decode(&r.packet)
+                && p.payload_type == self.config.payload_type
+            {
+                self.stats.recovered_by_fec += 1;
+                self.buffer(now, p.sequence, p.timestamp, p.payload);
+            }
+        }
+        Ok(())
+    }
+
+    fn buffer(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) {
+        if self
+            .jitter
+            .handle_packet(now, seq, timestamp, payload.to_vec())
+            .is_ok()
+            && self.next_playout.is_none()
+        {
+            // The playout clock starts with the first packet.
+            self.next_playout = Some(now);
+        }
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, datagram: &[u8]) -> Result<(), Error> {
+        let mut plain = datagram.to_vec();
+        self.inbound.unprotect_rtcp(&mut plain)?;
+        let packets = rtcp::decode_compound(&plain, &rtcp::Limits::default())?;
+        // Validate before acting, so that a rejected packet changes nothing.
+        for p in &packets {
+            if let Some(Err(e)) = Remb::from_rtcp(p) {
+                return Err(e.into());
+            }
+        }
+        let arrival = rtcp::ntp_middle(self.ntp(now));
+        let mut rate_changed = false;
+        for p in &packets {
+            if let Some(Ok(remb)) = Remb::from_rtcp(p) {
+                self.remote_estimate = Some(remb.bitrate_bps);
+                rate_changed = true;
+                continue;
+            }
+            match p {
+                rtcp::Packet::SenderReport {
+                    ssrc,
+                    info,
+                    reports,
+                } => {
+                    if self.remote_ssrc.is_none_or(|r| r == *ssrc) {
+                        self.last_sr = Some((rtcp::ntp_middle(info.ntp), now));
+                    }
+                    rate_changed |= self.handle_blocks(arrival, reports);
+                }
+                rtcp::Packet::ReceiverReport { reports, .. } => {
+                    rate_changed |= self.handle_blocks(arrival, reports);
+                }
+                rtcp::Packet::Bye { .. } => self.events.push_back(Event::RemoteBye),
+                _ => {}
+            }
+        }
+        if rate_changed {
+            self.apply_rate()?;
+        }
+        Ok(())
+    }
+
+    fn handle_blocks(&mut self, arrival: u32, reports: &[ReportBlock]) -> bool {
+        let mut changed = false;
+        let ours = self.config.ssrc;
+        for b in reports.iter().filter(|b| b.ssrc == ours) {
+            if let Some(rtt) = rtcp::round_trip_time(arrival, b) {
+                self.stats.rtt = Some(rtt);
+                self.delay.handle_rtt(rtt);
+            }
+            let loss = f64::from(b.fraction_lost) / 256.0;
+            self.stats.remote_loss = loss;
+            self.stats.remote_jitter =
+                Duration::from_nanos(u64::from(b.jitter) * 1_000_000_000 / u64::from(OPUS_CLOCK));
+            self.loss_rate.handle_report(b.fraction_lost);
+            // The first report sets the estimate; later ones are smoothed (a single
+            // bad second should not switch FEC on and off).
+            self.smoothed_loss = if self.reports_seen == 0 {
+                loss
+            } else {
+                0.7 * self.smoothed_loss + 0.3 * loss
+            };
+            self.reports_seen += 1;
+            self.update_protection();
+            changed = true;
+        }
+        changed
+    }
+
+    /// FEC from the smoothed loss, within a delay budget set by RTT and jitter.
+    fn update_protection(&mut self) {
+        let one_way = self.stats.rtt.unwrap_or(Duration::ZERO) / 2;
+        let budget = Duration::from_millis(150)
+            .saturating_sub(one_way)
+            .saturating_sub(self.stats.remote_jitter * 2)
+            .clamp(
+                Duration::from_millis(20),
+                self.config
+                    .protection
+                    .max_delay
+                    .max(Duration::from_millis(20)),
+            );
+        let mut goal = self.config.protection;
+        goal.max_delay = budget;
+        let p = self.config.force_protection.unwrap_or_else(|| {
+            let p = choose_protection(self.smoothed_loss, 1.0, &goal);
+            keep_group(self.protection, p, self.smoothed_loss, &goal)
+        });
+        if p.rs != self.protection.rs || p.stride != self.protection.stride {
+            self.stats.protection_changes += 1;
+        }
+        self.set_protection(p);
+    }
+
+    fn set_protection(&mut self, p: Protection) {
+        if p == self.protection && (p.rs.is_none() || self.fec_tx.is_some()) {
+            return;
+        }
+        self.protection = p;
+        self.fec_tx = p.rs.and_then(|(k, m)| {
+            let mut c = fec::EncoderConfig::default();
+            (c.k, c.m, c.stride) = (k, m, p.stride);
+            match self.fec_tx.take() {
+                Some(mut tx) => tx.set_config(c).ok().map(|()| tx),
+                None => fec::Encoder::new(c).ok(),
+            }
+        });
+        // Fails only for a loss hint above 100 %, which `Protection` never holds.
+        let _ = self
+            .encoder
+            .set_inband_fec(p.opus_fec, p.opus_expected_loss);
+    }
+
+    /// Our NTP-format clock (RFC 3550 §4): time since the session began, offset by
+    /// one second so that no timestamp is 0 (an LSR of 0 means "no SR yet").
+    fn ntp(&self, now: Instant) -> u64 {
+        let d = now.saturating_duration_since(self.epoch) + Duration::from_secs(1);
+        (d.as_secs() << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+    }
+
+    /// Timers: RTCP reports, REMB feedback and playout ticks due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_rtcp {
+            self.send_report(now);
+            let spread = random_unit(&mut *self.entropy) + 0.5;
+            self.next_rtcp = now + self.config.rtcp_interval.mul_f64(spread);
+        } else if let Some(rate) = self.delay.poll_remb(now) {
+            self.send_remb_only(rate);
+        }
+        if self
+            .last_repair
+            .is_some_and(|t| now.saturating_duration_since(t) > Duration::from_secs(2))
+        {
+            // The sender stopped FEC: no need to wait for repair packets.
+            self.last_repair = None;
+            self.fec_shape = None;
+            self.set_extra_delay(Duration::ZERO);
+        }
+        while let Some(t) = self.next_playout {
+            if t > now {
+                break;
+            }
+            // A caller that fell far behind resumes from now rather than bursting.
+            self.next_playout = Some(if now.saturating_duration_since(t) > self.frame * 10 {
+                now + self.frame
+            } else {
+                t + self.frame
+            });
+            self.play_one(t);
+        }
+    }
+
+    /// A new FEC group delay for the jitter buffer: an increase at once (playout
+    /// expands to follow it), a decrease as accelerated frames make room.
+    fn set_extra_delay(&mut self, delay: Duration) {
+        self.extra_wanted = delay;
+        if delay > self.extra_applied || !self.config.time_stretch {
+            self.extra_applied = delay;
+            self.jitter.set_extra_delay(delay);
+        }
+    }
+
+    fn remb_body(&self, rate: u64) -> Vec<u8> {
+        let mut body = Vec::new();
+        Remb {
+            sender_ssrc: self.config.ssrc,
+            bitrate_bps: rate,
+            ssrcs: self.remote_ssrc.into_iter().collect(),
+        }
+        .encode_body(&mut body);
+        body
+    }
+
+    fn send_remb_only(&mut self, rate: u64) {
+        let body = self.remb_body(rate);
+        let mut out = BytesMut::new();
+        if Remb::to_rtcp(&body).encode(&mut out).is_ok() {
+            self.send_rtcp(out);
+        }
+    }
+
+    fn send_rtcp(&mut self, out: BytesMut) {
+        let mut protected = out.to_vec();
+        if self.outbound.protect_rtcp(&mut protected).is_ok() {
+            self.queue(Bytes::from(protected));
+            self.stats.rtcp_sent += 1;
+        }
+    }
+
+    fn send_report(&mut self, now: Instant) {
+        let mut reports = Vec::new();
+        if let Some(remote) = self.remote_ssrc {
+            let (lsr, dlsr) = self.last_sr.map_or((0, 0), |(lsr, at)| {
+                let d = now.saturating_duration_since(at);
+                // DLSR in 1/65536 s (RFC 3550 §6.4.1).
+                (
+                    lsr,
+                    u32::try_from(d.as_nanos() * 65_536 / 1_000_000_000).unwrap_or(u32::MAX),
+                )
+            });
+            reports.push(self.recv_stats.report_block(remote, lsr, dlsr));
+        }
+        let first = if self.sent_since_report {
+            // RFC 3550 §6.4.1: the RTP timestamp of the same instant as the NTP one,
+            // the last one sent plus the time since.
+            let since = self
+                .last_send
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let ticks = u32::try_from(since.as_micros() * u128::from(OPUS_CLOCK) / 1_000_000)
+                .unwrap_or(u32::MAX);
+            rtcp::Packet::SenderReport {
+                ssrc: self.config.ssrc,
+                info: SenderInfo {
+                    ntp: self.ntp(now),
+                    rtp_timestamp: self.last_rtp_timestamp.wrapping_add(ticks),
+                    packet_count: self.sent_packets,
+                    octet_count: self.sent_octets,
+                },
+                reports,
+            }
+        } else {
+            rtcp::Packet::ReceiverReport {
+                ssrc: self.config.ssrc,
+                reports,
+            }
+        };
+        self.sent_since_report = false;
+        let cname = self.config.cname.clone();
+        let sdes = rtcp::Packet::Sdes(vec![rtcp::SdesChunk {
+            ssrc: self.config.ssrc,
+            items: vec![(rtcp::SDES_CNAME, &cname)],
+        }]);
+        let remb = self
+            .delay
+            .poll_remb(now)
+            .or(self.remote_ssrc.map(|_| u64::from(self.delay.estimate())));
+        let body = remb.map(|r| self.remb_body(r));
+        let mut packets = vec![first, sdes];
+        if let Some(body) = &body {
+            packets.push(Remb::to_rtcp(body));
+        }
+        let mut out = BytesMut::new();
+        if rtcp::encode_compound(&packets, &mut out).is_ok() {
+            self.send_rtcp(out);
+        }
+    }
+
+    /// Ends the call leg: queues an RTCP BYE (RFC 3550 §6.6).
+    pub fn close(&mut self) {
+        let bye = rtcp::Packet::Bye {
+            sources: vec![self.config.ssrc, self.config.fec_ssrc],
+            reason: None,
+        };
+        let rr = rtcp::Packet::ReceiverReport {
+            ssrc: self.config.ssrc,
+            reports: Vec::new(),
+        };
+        let mut out = BytesMut::new();
+        if rtcp::encode_compound(&[rr, bye], &mut out).is_ok() {
+            self.send_rtcp(out);
+        }
+    }
+
+    /// One playout tick at `t`: fills the sync buffer from the jitter buffer, then
+    /// emits exactly one frame.
+    fn play_one(&mut self, t: Instant) {
+        let n = self.frame_samples;
+        let mut dry = false;
+        // A higher target (more jitter, a longer FEC group) would make the jitter
+        // buffer report nothing due until its new playout point: a gap. Instead the
+        // rise becomes a debt, hidden from it by polling it that much later in its
+        // own time, and repaid by expanded frames. At most 9 frames: the buffer
+        // resynchronises when polled more than 10 frames past its tick.
+        let target = self.jitter.target_delay();
+        if self.config.time_stretch {
+            if target > self.last_target {
+                self.debt = (self.debt + (target - self.last_target)).min(self.frame * 9);
+            } else {
+                self.debt = self.debt.saturating_sub(self.last_target - target);
+            }
+        }
+        self.last_target = target;
+        for _ in 0..4 {
+            if self.sync.len() >= n {
+                break;
+            }
+            let Some(tick) = self.jitter.poll_timeout() else {
+                break;
+            };
+            // Pulling up to one frame early plays the buffer out faster: only while
+            // accelerating, with packets waiting.
+            let early = tick > t;
+            if early && (tick > t + self.frame || self.jitter.len() < 2 || self.excess_ms <= 0.0) {
+                break;
+            }
+            let at = if t.saturating_duration_since(tick) > self.frame * 10 {
+                t
+            } else {
+                tick + self.debt
+            };
+            let Some(frame) = self.jitter.poll_frame(at) else {
+                break;
+            };
+            match frame {
+                Playout::Packet { payload, .. } => {
+                    let mut pcm = core::mem::take(&mut self.scratch_pcm);
+                    match self.decoder.decode(&payload, &mut pcm) {
+                        Ok(_) => {
+                            self.stats.decoded += 1;
+                            self.started = true;
+                            self.push_stretched(&pcm);
+                        }
+                        Err(_) => self.conceal(true),
+                    }
+                    self.scratch_pcm = pcm;
+                }
+                Playout::Missing { .. } => {
+                    let mut pcm = core::mem::take(&mut self.scratch_pcm);
+                    let inband = self
+                        .jitter
+                        .peek()
+                        .filter(|next| opus::has_inband_fec(next) == Some(true))
+                        .map(|next| self.decoder.decode_fec(next, n, &mut pcm));
+                    match inband {
+                        Some(Ok(_)) => {
+                            self.stats.recovered_inband += 1;
+                            self.sync.extend(pcm.iter().copied());
+                        }
+                        _ => self.conceal(true),
+                    }
+                    self.scratch_pcm = pcm;
+                }
+                Playout::Empty if self.started && !early => {
+                    self.conceal(false);
+                    dry = true;
+                }
+                Playout::Empty => break,
+            }
+        }
+        let mut out = vec![0i16; n];
+        if self.sync.len() < n && self.started && self.sync.len() >= n / 2 {
+            // A short buffer: stretch what is left rather than play a gap.
+            let rest: Vec<i16> = self.sync.drain(..).collect();
+            if self
+                .stretcher
+                .stretch_to(&rest, n, &mut self.scratch_stretch)
+                .is_ok()
+            {
+                self.sync.extend(self.scratch_stretch.iter().copied());
+                self.stats.expanded += 1;
+            }
+        }
+        if self.sync.len() < n && !dry {
+            self.stats.underruns += 1;
+        }
+        for (o, s) in out
+            .iter_mut()
+            .zip(self.sync.drain(..n.min(self.sync.len())))
+        {
+            *o = s;
+        }
+        if self.pcm.len() >= self.config.max_queued {
+            self.pcm.pop_front();
+            self.stats.queue_drops += 1;
+        }
+        self.pcm.push_back(out);
+    }
+
+    /// Opus PLC for one frame: a `missing` packet, or a buffer that ran dry.
+    fn conceal(&mut self, missing: bool) {
+        let mut pcm = core::mem::take(&mut self.scratch_pcm);
+        if self.decoder.conceal(self.frame_samples, &mut pcm).is_ok() {
+            self.sync.extend(pcm.iter().copied());
+        }
+        if missing {
+            self.stats.concealed += 1;
+        } else {
+            self.stats.underruns += 1;
+        }
+        self.scratch_pcm = pcm;
+    }
+
+    /// Appends a decoded frame, stretched: expanded while the playout owes delay to
+    /// a risen target (`debt`), accelerated while more than a frame more than the
+    /// target is buffered (smoothed over ~10 frames) and packets are waiting.
+    fn push_stretched(&mut self, pcm: &[i16]) {
+        let frame_ms = self.frame.as_secs_f64() * 1000.0;
+        let excess =
+            (self.buffered().as_secs_f64() - self.jitter.target_delay().as_secs_f64()) * 1000.0;
+        self.excess_ms = 0.9 * self.excess_ms + 0.1 * excess;
+        let range = if !self.config.time_stretch {
+            None
+        } else if self.debt > Duration::from_millis(2) {
+            Some((1.1, 1.5))
+        } else if self.excess_ms > frame_ms && self.jitter.len() >= 2 {
+            Some((0.5, 0.9))
+        } else {
+            None
+        };
+        let Some((lo, hi)) = range else {
+            self.sync.extend(pcm.iter().copied());
+            return;
+        };
+        let Ok(len) = self
+            .stretcher
+            .stretch(pcm, lo, hi, &mut self.scratch_stretch)
+        else {
+            self.sync.extend(pcm.iter().copied());
+            return;
+        };
+        self.sync.extend(self.scratch_stretch.iter().copied());
+        let rate = f64::from(self.config.sample_rate);
+        let change = Duration::from_secs_f64(len.abs_diff(pcm.len()) as f64 / rate);
+        if len > pcm.len() {
+            self.stats.expanded += 1;
+            self.debt = self.debt.saturating_sub(change);
+        } else {
+            self.stats.accelerated += 1;
+            if self.extra_applied > self.extra_wanted {
+                let extra = self
+                    .extra_applied
+                    .saturating_sub(change)
+                    .max(self.extra_wanted);
+                self.extra_applied = extra;
+                self.jitter.set_extra_delay(extra);
+                // This drop of the target was paid for already.
+                self.last_target = self.jitter.target_delay();
+            }
+        }
+    }
+
+    /// The next datagram to send to the peer (the caller's transport knows where).
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.transmits.pop_front()
+    }
+
+    /// The next frame of decoded PCM (`frame_samples()` mono samples), one per
+    /// playout tick once the first packet arrived; silence before audio starts.
+    #[must_use]
+    pub fn poll_pcm(&mut self) -> Option<Vec<i16>> {
+        self.pcm.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] should next be called: the next RTCP report,
+    /// REMB or playout tick.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            Some(self.next_rtcp),
+            self.next_playout,
+            self.delay.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}

@@ -1,0 +1,403 @@
+//! Two call-leg sessions talking through seeded networks on a virtual clock: real Opus
+//! audio both ways, SRTP, RTCP, FEC and adaptation. Deterministic: fixed seeds, time
+//! jumps to the earliest deadline.
+#![cfg(feature = "opus")]
+#![allow(clippy::field_reassign_with_default, reason = "non_exhaustive configs")]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
+use chorus_framing::SeededEntropy;
+use chorus_media::netsim::{LossModel, NetConfig, Network};
+use chorus_media::quality::{segmental_snr, synthetic_speech};
+use chorus_media::session::{Event, Session, SessionConfig, SessionStats};
+
+const RATE: u32 = 16_000;
+const FRAME: usize = 320;
+
+fn srtp(key: u8) -> SrtpSession {
+    let suite = Suite::AeadAes128Gcm;
+    let policy = Policy::new(
+        suite,
+        &vec![key; suite.key_len()],
+        &vec![key ^ 0x55; suite.salt_len()],
+    );
+    SrtpSession::new(policy.unwrap()).unwrap()
+}
+
+fn pair(now: Instant) -> (Session, Session) {
+    let mut a = SessionConfig::default();
+    a.sample_rate = RATE;
+    (a.ssrc, a.fec_ssrc) = (0xA1, 0xA2);
+    let mut b = a.clone();
+    (b.ssrc, b.fec_ssrc) = (0xB1, 0xB2);
+    let sa = Session::new(a, srtp(1), srtp(2), Box::new(SeededEntropy::new(1)), now).unwrap();
+    let sb = Session::new(b, srtp(2), srtp(1), Box::new(SeededEntropy::new(2)), now).unwrap();
+    (sa, sb)
+}
+
+struct Leg {
+    session: Session,
+    /// Statistics one second before the end, while audio still flows.
+    live: SessionStats,
+    /// Statistics at each whole second.
+    trace: Vec<SessionStats>,
+    input: Vec<i16>,
+    output: Vec<i16>,
+}
+
+/// Runs a call for `seconds`; `path(t)` is the network config for packets sent at
+/// second `t` (a change starts a new network; the old one drains).
+fn call(seconds: usize, path: impl Fn(usize) -> NetConfig) -> (Leg, Leg) {
+    let t0 = Instant::now();
+    let (sa, sb) = pair(t0);
+    let speech = synthetic_speech(RATE, RATE as usize * seconds, 12);
+    // B says the same thing, half a syllable later.
+    let mut other = vec![0i16; 2_800];
+    other.extend_from_slice(&speech[..speech.len() - 2_800]);
+    let mut legs = [
+        Leg {
+            session: sa,
+            live: SessionStats::default(),
+            trace: Vec::new(),
+            input: speech,
+            output: Vec::new(),
+        },
+        Leg {
+            session: sb,
+            live: SessionStats::default(),
+            trace: Vec::new(),
+            input: other,
+            output: Vec::new(),
+        },
+    ];
+    let mut nets: [Vec<(usize, Network<Bytes>)>; 2] = [Vec::new(), Vec::new()];
+    let frames = seconds * 50;
+    let mut sent = 0usize;
+    let mut now = t0;
+    let end = t0 + Duration::from_secs(seconds as u64) + Duration::from_millis(150);
+    let mut steps = 0u32;
+    while now < end {
+        steps += 1;
+        assert!(steps < 2_000_000, "bounded");
+        let second = now.duration_since(t0).as_secs() as usize;
+        for (dir, seed) in [(0usize, 7u64), (1, 8)] {
+            if nets[dir]
+                .last()
+                .is_none_or(|(s, _)| path(*s) != path(second))
+            {
+                nets[dir].push((
+                    second,
+                    Network::new(path(second), seed + second as u64).unwrap(),
+                ));
+            }
+        }
+        if sent < frames && now >= t0 + Duration::from_millis(20 * sent as u64) {
+            for leg in &mut legs {
+                let pcm = &leg.input[sent * FRAME..(sent + 1) * FRAME];
+                leg.session.send_frame(now, pcm).unwrap();
+            }
+            sent += 1;
+        }
+        for leg in &mut legs {
+            leg.session.handle_timeout(now);
+            if now + Duration::from_secs(1) <= t0 + Duration::from_secs(seconds as u64) {
+                leg.live = leg.session.stats();
+            }
+            if now >= t0 + Duration::from_secs(leg.trace.len() as u64) {
+                leg.trace.push(leg.session.stats());
+            }
+        }
+        // Outputs: datagrams into the networks, PCM to the recordings.
+        for dir in 0..2 {
+            while let Some(d) = legs[dir].session.poll_transmit() {
+                let len = d.len();
+                nets[dir]
+                    .last_mut()
+                    .unwrap()
+                    .1
+                    .handle_send(now, d, len + 28);
+            }
+            while let Some(pcm) = legs[dir].session.poll_pcm() {
+                legs[dir].output.extend_from_slice(&pcm);
+            }
+            while let Some(e) = legs[dir].session.poll_event() {
+                assert_eq!(e, Event::RemoteBye);
+            }
+        }
+        for dir in 0..2 {
+            for (_, net) in &mut nets[dir] {
+                while let Some(d) = net.poll_deliver(now) {
+                    let _ = legs[1 - dir].session.handle_input(now, &d);
+                }
+            }
+        }
+        let next_send = (sent < frames).then(|| t0 + Duration::from_millis(20 * sent as u64));
+        let next = legs
+            .iter()
+            .filter_map(|l| l.session.poll_timeout())
+            .chain(nets.iter().flatten().filter_map(|(_, n)| n.poll_timeout()))
+            .chain(next_send)
+            .min()
+            .unwrap_or(end);
+        now = if next > now {
+            next
+        } else {
+            now + Duration::from_millis(1)
+        };
+    }
+    let [a, b] = legs;
+    (a, b)
+}
+
+/// Segmental SNR after aligning each 20 ms block of `output` to `input` (playout
+/// delay changes with time stretching and concealment, so one global lag would not
+/// do): the lag is searched within ±25 ms of the previous block's (a stretched frame
+/// moves it by at most 10 ms, a concealed gap or dropped frame by 20 ms), keeping the
+/// previous lag unless another correlates clearly better (silence).
+fn aligned_snr(input: &[i16], output: &[i16]) -> f64 {
+    aligned_snr_from(input, output, 0)
+}
+
+/// [`aligned_snr`] over the output from second `from` on.
+fn aligned_snr_from(input: &[i16], output: &[i16], from: usize) -> f64 {
+    // The first lag: coarse over 0-250 ms on half a second of speech, then refined.
+    let window = |l: usize| corr(input, output, l, RATE as usize / 2, RATE as usize / 2);
+    let coarse = (0..RATE as usize / 4)
+        .step_by(4)
+        .max_by_key(|&l| window(l) as i64)
+        .unwrap();
+    let mut lag = (coarse.saturating_sub(4)..=coarse + 4)
+        .max_by_key(|&l| window(l) as i64)
+        .unwrap();
+    let mut reference = Vec::with_capacity(output.len());
+    let reach = RATE as usize / 1000 * 25;
+    for start in (0..output.len().saturating_sub(FRAME)).step_by(FRAME) {
+        let mut best = (corr(input, output, lag, start, FRAME), lag);
+        for l in (lag.saturating_sub(reach)..=lag + reach).step_by(2) {
+            let c = corr(input, output, l, start, FRAME);
+            if c > best.0 * 1.05 + 1.0 {
+                best = (c, l);
+            }
+        }
+        for l in [best.1.saturating_sub(1), best.1 + 1] {
+            let c = corr(input, output, l, start, FRAME);
+            if c > best.0 {
+                best = (c, l);
+            }
+        }
+        lag = best.1;
+        for i in 0..FRAME {
+            let at = (start + i).checked_sub(lag);
+            reference.push(at.and_then(|j| input.get(j)).copied().unwrap_or(0));
+        }
+    }
+    let skip = (from * RATE as usize).min(reference.len());
+    segmental_snr(&reference[skip..], &output[skip..reference.len()], FRAME)
+}
+
+/// Normalised correlation of `output[start..start + len]` with `input` delayed by
+/// `lag`.
+fn corr(input: &[i16], output: &[i16], lag: usize, start: usize, len: usize) -> f64 {
+    let lo = start.max(lag);
+    let hi = (start + len).min(output.len()).min(input.len() + lag);
+    if lo >= hi {
+        return 0.0;
+    }
+    let (mut xy, mut xx) = (0i64, 0i64);
+    for (&x, &y) in input[lo - lag..hi - lag].iter().zip(&output[lo..hi]) {
+        xy += i64::from(x) * i64::from(y);
+        xx += i64::from(x) * i64::from(x);
+    }
+    xy as f64 / (xx as f64).sqrt().max(1.0)
+}
+
+fn show(name: &str, s: &SessionStats) {
+    eprintln!(
+        "{name}: sent {} ({} repair), rx {} +{} FEC +{} LBRR, concealed {}, accel {}, expand {}, \
+         underruns {}, rtt {:?}, remote loss {:.3}, target {} (loss {} / remb {:?}), codec {}, \
+         prot {:?} ({} changes), jb target {:?}, buffered {:?}, jb dropped {}",
+        s.frames_sent,
+        s.repair_sent,
+        s.media_received,
+        s.recovered_by_fec,
+        s.recovered_inband,
+        s.concealed,
+        s.accelerated,
+        s.expanded,
+        s.underruns,
+        s.rtt,
+        s.remote_loss,
+        s.target_bps,
+        s.loss_based_bps,
+        s.remote_estimate_bps,
+        s.codec_bps,
+        s.protection,
+        s.protection_changes,
+        s.jitter_target,
+        s.buffered,
+        s.jitter_dropped,
+    );
+}
+
+fn clean(_: usize) -> NetConfig {
+    let mut c = NetConfig::default();
+    c.delay = Duration::from_millis(40);
+    c
+}
+
+#[test]
+fn a_clean_call_carries_speech_both_ways_and_measures_the_rtt() {
+    let (a, b) = call(4, clean);
+    show("A", &a.session.stats());
+    show("B", &b.session.stats());
+    let ab = aligned_snr(&a.input, &b.output);
+    let ba = aligned_snr(&b.input, &a.output);
+    eprintln!("segSNR A->B {ab:.2} dB, B->A {ba:.2} dB");
+    for (leg, snr) in [(&a, ba), (&b, ab)] {
+        let s = leg.session.stats();
+        assert!(snr > 8.0, "{snr}");
+        assert_eq!(s.concealed, 0);
+        assert_eq!(s.jitter_dropped, 0);
+        assert_eq!(s.rejected, 0);
+        // RTT: twice the 40 ms path, to within the 20 ms playout granularity.
+        let rtt = s.rtt.expect("RTCP measured the RTT");
+        assert!(
+            (Duration::from_millis(75)..Duration::from_millis(105)).contains(&rtt),
+            "{rtt:?}"
+        );
+        assert!(s.rtcp_sent >= 3);
+        assert_eq!(s.protection.unwrap().rs, None, "no FEC on a clean path");
+        assert!(s.remote_estimate_bps.is_some(), "REMB arrived");
+    }
+}
+
+#[test]
+fn a_lossy_jittery_call_turns_fec_on_and_keeps_quality() {
+    let (clean_a, clean_b) = call(8, clean);
+    let (a, b) = call(8, |_| {
+        let mut c = clean(0);
+        c.loss = LossModel::Random { p: 0.08 };
+        c.jitter = Duration::from_millis(if std::env::var("NOJ").is_ok() { 0 } else { 30 });
+        c
+    });
+    show("A", &a.session.stats());
+    show("B", &b.session.stats());
+    // Scored once adaptation settled (FEC needs a report or two to switch on).
+    let snr = aligned_snr_from(&a.input, &b.output, 3);
+    let clean_snr = aligned_snr_from(&clean_a.input, &clean_b.output, 3);
+    eprintln!("segSNR clean {clean_snr:.2} dB, lossy {snr:.2} dB");
+    let sa = a.session.stats();
+    let sb = b.session.stats();
+    assert!(sa.repair_sent > 50, "A protects its stream");
+    let rebuilt = |s: &SessionStats| s.recovered_by_fec + s.recovered_inband;
+    assert!(
+        rebuilt(&sa) + rebuilt(&sb) >= 25,
+        "losses rebuilt both ways"
+    );
+    assert!(sa.protection.unwrap().rs.is_some() && sa.protection.unwrap().opus_fec);
+    assert!(
+        sa.protection_changes <= 3,
+        "{} FEC group changes",
+        sa.protection_changes
+    );
+    assert!(sa.remote_loss > 0.0 && sa.rtt.is_some());
+    assert!(snr > clean_snr - 6.0, "{snr} vs {clean_snr}");
+}
+
+#[test]
+fn playout_delay_follows_the_target_down_by_time_stretching() {
+    // 6 s of 100 ms jitter, then a steady path: the jitter buffer's target falls and
+    // playout accelerates to follow it, without dropping whole frames.
+    let (a, b) = call(14, |s| {
+        let mut c = clean(0);
+        if s < 6 {
+            c.jitter = Duration::from_millis(100);
+        }
+        c
+    });
+    show("B", &b.live);
+    let s = b.live;
+    assert!(s.accelerated > 10, "{}", s.accelerated);
+    assert!(s.jitter_dropped * 4 < s.accelerated, "{}", s.jitter_dropped);
+    assert!(
+        s.buffered < s.jitter_target + Duration::from_millis(40),
+        "{:?} vs {:?}",
+        s.buffered,
+        s.jitter_target
+    );
+    let snr = aligned_snr(&a.input, &b.output);
+    eprintln!("segSNR {snr:.2} dB");
+    assert!(snr > 3.0, "{snr}");
+}
+
+#[test]
+fn tampered_replayed_and_foreign_datagrams_are_rejected() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    a.send_frame(t0, &synthetic_speech(RATE, FRAME, 12))
+        .unwrap();
+    let good = a.poll_transmit().unwrap();
+    for i in 0..good.len() * 8 {
+        let mut bad = good.to_vec();
+        bad[i / 8] ^= 1 << (i % 8);
+        assert!(b.handle_input(t0, &bad).is_err(), "bit {i}");
+    }
+    assert!(b.handle_input(t0, &good).is_ok());
+    assert!(b.handle_input(t0, &good).is_err(), "a replay");
+    assert!(b.handle_input(t0, &[]).is_err());
+    // Keys of another call.
+    let (mut c, _) = {
+        let mut cfg = SessionConfig::default();
+        cfg.sample_rate = RATE;
+        let s = Session::new(cfg, srtp(9), srtp(8), Box::new(SeededEntropy::new(3)), t0).unwrap();
+        (s, ())
+    };
+    c.send_frame(t0, &[0; FRAME]).unwrap();
+    assert!(b.handle_input(t0, &c.poll_transmit().unwrap()).is_err());
+    let s = b.stats();
+    assert_eq!((s.datagrams_received, s.media_received), (1, 1));
+    assert_eq!(s.rejected, good.len() as u64 * 8 + 3);
+}
+
+#[test]
+fn the_send_rate_follows_a_bottleneck_down_and_back_up() {
+    // 48 kbit/s on the wire (the default start needs ~75 with headers) for 10 s,
+    // then no cap: B's REMB pulls A's rate under the cap, then lets it climb again.
+    let cap = 48_000u64;
+    let (a, b) = call(16, |s| {
+        let mut c = clean(0);
+        if s < 10 {
+            c.bandwidth_bps = Some(cap);
+            c.queue_bytes = 8 * 1024;
+        }
+        c
+    });
+    for (t, s) in a.trace.iter().enumerate() {
+        eprintln!(
+            "{t} s: target {} remb {:?} codec {} underruns {} concealed {}",
+            s.target_bps, s.remote_estimate_bps, s.codec_bps, s.underruns, s.concealed
+        );
+    }
+    let remb = |t: usize| a.trace[t].remote_estimate_bps.unwrap();
+    // Down: B's estimate of the path (the wire rate) under the cap within 3 s and
+    // within the documented band (at most 1.2 x the cap) while it lasts.
+    assert!((1..=3).any(|t| remb(t) <= cap), "{:?}", &a.trace[..4]);
+    assert!((3..10).all(|t| remb(t) as f64 <= 1.2 * cap as f64));
+    // Once the rate is down, the queue never overflows or grows into a gap: no
+    // concealment and at most a couple of underruns from 3 s on (the first seconds'
+    // overshoot may cost some).
+    let last = a.trace.last().unwrap();
+    let (b3, b_end) = (b.trace[3], *b.trace.last().unwrap());
+    assert_eq!(b_end.concealed, b3.concealed);
+    assert!(
+        b_end.underruns <= b3.underruns + 2,
+        "{} -> {}",
+        b3.underruns,
+        b_end.underruns
+    );
+    // Up: once the cap is gone the rate climbs past everything it had under it.
+    let under: u32 = (3..10).map(|t| a.trace[t].target_bps).max().unwrap();
+    assert!(last.target_bps > under, "{} vs {under}", last.target_bps);
+}
