@@ -40,7 +40,7 @@
 //!    application-limited must not make the estimate run away); the rate stays within
 //!    [`RateConfig`]'s bounds.
 //! 5. **Feedback**: the estimate goes back to the sender in a REMB message
-//!    ([`Remb`], draft-alvestrand-rmcat-remb-03) at least every second, and at once
+//!    ([`rtcp::Packet::Remb`](crate::rtcp::Packet::Remb), draft-alvestrand-rmcat-remb-03) at least every second, and at once
 //!    (after 100 ms since the last) when it drops by 3 % or more.
 //!
 //! Behaviour under a bottleneck (tested with [`crate::netsim`]'s bandwidth cap, see
@@ -67,7 +67,6 @@ use chorus_framing::Reader;
 
 use crate::adapt::RateConfig;
 use crate::error::DecodeError;
-use crate::rtcp::{self, PT_PSFB};
 
 /// The abs-send-time header extension's URI (for SDP `a=extmap`).
 pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
@@ -98,103 +97,6 @@ pub fn decode_abs_send_time(data: &[u8]) -> Result<u32, DecodeError> {
         });
     }
     Ok(u32::from_be_bytes([0, a, b, c]))
-}
-
-/// The REMB feedback format (PSFB, FMT 15; draft-alvestrand-rmcat-remb-03 §2.2).
-pub const REMB_FMT: u8 = 15;
-const REMB_ID: &[u8; 4] = b"REMB";
-/// REMB's mantissa field is 18 bits.
-const MANTISSA_MAX: u64 = (1 << 18) - 1;
-
-/// Receiver Estimated Maximum Bitrate: the receiver's delay-based estimate, for the
-/// listed media sources.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Remb {
-    /// The sender of this feedback.
-    pub sender_ssrc: u32,
-    /// The estimate in bit/s (an 18-bit mantissa with a 6-bit exponent on the wire:
-    /// encoding rounds down to 18 significant bits).
-    pub bitrate_bps: u64,
-    /// The media sources the estimate applies to (at most 255).
-    pub ssrcs: Vec<u32>,
-}
-
-impl Remb {
-    /// The body of the RTCP packet (everything after its first word) into `out`,
-    /// which is cleared first; wrap it with [`Remb::to_rtcp`].
-    pub fn encode_body(&self, out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(&self.sender_ssrc.to_be_bytes());
-        out.extend_from_slice(&0u32.to_be_bytes()); // media SSRC: unused, 0
-        out.extend_from_slice(REMB_ID);
-        let mut exp = 0u32;
-        let mut mantissa = self.bitrate_bps;
-        while mantissa > MANTISSA_MAX {
-            mantissa >>= 1;
-            exp += 1;
-        }
-        let n = self.ssrcs.len().min(255);
-        let word = ((n as u32) << 24) | ((exp & 0x3f) << 18) | (mantissa as u32);
-        out.extend_from_slice(&word.to_be_bytes());
-        for s in self.ssrcs.iter().take(n) {
-            out.extend_from_slice(&s.to_be_bytes());
-        }
-    }
-
-    /// The RTCP packet carrying `body` (from [`Remb::encode_body`]).
-    #[must_use]
-    pub fn to_rtcp(body: &[u8]) -> rtcp::Packet<'_> {
-        rtcp::Packet::Unknown {
-            packet_type: PT_PSFB,
-            count: REMB_FMT,
-            body,
-        }
-    }
-
-    /// A REMB from a decoded RTCP packet: `None` when the packet is not REMB,
-    /// `Some(Err)` when it claims to be but is malformed.
-    #[must_use]
-    pub fn from_rtcp(packet: &rtcp::Packet<'_>) -> Option<Result<Self, DecodeError>> {
-        match packet {
-            rtcp::Packet::Unknown {
-                packet_type: PT_PSFB,
-                count: REMB_FMT,
-                body,
-            } => {
-                let mut r = Reader::new(body);
-                let sender_ssrc = r.u32().ok()?;
-                let _media = r.u32().ok()?;
-                if r.array::<4>().ok()? != *REMB_ID {
-                    return None; // another application-layer feedback
-                }
-                Some(Self::decode_rest(sender_ssrc, &mut r))
-            }
-            _ => None,
-        }
-    }
-
-    fn decode_rest(sender_ssrc: u32, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let word = r.u32()?;
-        let n = (word >> 24) as usize;
-        let exp = (word >> 18) & 0x3f;
-        let mantissa = u64::from(word & 0x3_ffff);
-        // 2^63 and above saturate: no link is that fast.
-        let bitrate_bps = mantissa.checked_shl(exp).filter(|v| v >> exp == mantissa);
-        let mut ssrcs = Vec::with_capacity(n.min(r.remaining() / 4));
-        for _ in 0..n {
-            ssrcs.push(r.u32()?);
-        }
-        if r.remaining() != 0 {
-            return Err(DecodeError::BadRtcpLength {
-                packet_type: PT_PSFB,
-            });
-        }
-        Ok(Self {
-            sender_ssrc,
-            bitrate_bps: bitrate_bps.unwrap_or(u64::MAX),
-            ssrcs,
-        })
-    }
 }
 
 /// What the over-use detector concludes from the delay trend.
@@ -572,7 +474,6 @@ fn slope(points: &VecDeque<(f64, f64)>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
     use proptest::collection::vec;
     use proptest::prelude::*;
 
@@ -590,48 +491,12 @@ mod tests {
         assert!(decode_abs_send_time(&[1, 2, 3, 4]).is_err());
     }
 
-    #[test]
-    fn remb_round_trips_through_rtcp() {
-        let remb = Remb {
-            sender_ssrc: 9,
-            bitrate_bps: 123_456,
-            ssrcs: vec![1, 2],
-        };
-        let mut body = Vec::new();
-        remb.encode_body(&mut body);
-        let mut wire = BytesMut::new();
-        Remb::to_rtcp(&body).encode(&mut wire).unwrap();
-        let packets = rtcp::decode_compound(&wire, &rtcp::Limits::default()).unwrap();
-        assert_eq!(Remb::from_rtcp(&packets[0]), Some(Ok(remb)));
-        // A large rate loses only its low bits to the 18-bit mantissa.
-        let big = Remb {
-            sender_ssrc: 1,
-            bitrate_bps: 2_000_000_123,
-            ssrcs: vec![],
-        };
-        big.encode_body(&mut body);
-        let got = Remb::from_rtcp(&Remb::to_rtcp(&body)).unwrap().unwrap();
-        assert!(
-            got.bitrate_bps <= big.bitrate_bps && got.bitrate_bps * 1001 / 1000 > big.bitrate_bps
-        );
-        let pli = rtcp::Packet::Pli {
-            sender_ssrc: 1,
-            media_ssrc: 2,
-        };
-        assert_eq!(Remb::from_rtcp(&pli), None);
-    }
-
     proptest! {
         #[test]
         fn abs_send_time_round_trips(v in 0u32..1 << 24, junk in vec(any::<u8>(), 0..8)) {
             let [_, a, b, c] = v.to_be_bytes();
             prop_assert_eq!(decode_abs_send_time(&[a, b, c]), Ok(v));
             let _ = decode_abs_send_time(&junk);
-        }
-
-        #[test]
-        fn remb_decoding_never_panics(body in vec(any::<u8>(), 0..64)) {
-            crate::fuzz::remb_packet(&body);
         }
 
         #[test]

@@ -173,24 +173,6 @@ pub fn video_packets(data: &[u8]) {
     }
 }
 
-/// REMB feedback (the body of a PSFB FMT 15 RTCP packet): decode, re-encode, decode
-/// again; equal (the bitrate's mantissa is already normalised after one decode).
-///
-/// # Panics
-/// When the oracle fails.
-pub fn remb_packet(data: &[u8]) {
-    use crate::congestion::Remb;
-    let packet = Remb::to_rtcp(data);
-    if let Some(Ok(remb)) = Remb::from_rtcp(&packet) {
-        let mut body = Vec::new();
-        remb.encode_body(&mut body);
-        let again = Remb::from_rtcp(&Remb::to_rtcp(&body));
-        if remb.ssrcs.len() <= 255 && remb.bitrate_bps < u64::MAX {
-            assert_eq!(again, Some(Ok(remb)));
-        }
-    }
-}
-
 /// A call-leg session fed hostile input: the bytes are split into chunks whose first
 /// byte says what to do with the rest: deliver it raw, deliver it as the payload of
 /// an RTP packet (Opus or FEC payload type) or as an RTCP body that the peer's keys

@@ -116,7 +116,7 @@ use chorus_framing::Entropy;
 use crate::adapt::{
     Protection, ProtectionGoal, RateConfig, RateController, choose_protection, residual_loss,
 };
-use crate::congestion::{self, DelayController, Remb};
+use crate::congestion::{self, DelayController};
 use crate::error::{Error, UsageError};
 use crate::fec;
 use crate::jitter::{JitterBuffer, JitterConfig, Playout};
@@ -754,21 +754,14 @@ impl Session {
         let mut plain = datagram.to_vec();
         self.inbound.unprotect_rtcp(&mut plain)?;
         let packets = rtcp::decode_compound(&plain, &rtcp::Limits::default())?;
-        // Validate before acting, so that a rejected packet changes nothing.
-        for p in &packets {
-            if let Some(Err(e)) = Remb::from_rtcp(p) {
-                return Err(e.into());
-            }
-        }
         let arrival = rtcp::ntp_middle(self.ntp(now));
         let mut rate_changed = false;
         for p in &packets {
-            if let Some(Ok(remb)) = Remb::from_rtcp(p) {
-                self.remote_estimate = Some(remb.bitrate_bps);
-                rate_changed = true;
-                continue;
-            }
             match p {
+                rtcp::Packet::Remb { bitrate, .. } => {
+                    self.remote_estimate = Some(bitrate.bps());
+                    rate_changed = true;
+                }
                 rtcp::Packet::SenderReport {
                     ssrc,
                     info,
@@ -912,21 +905,18 @@ impl Session {
         }
     }
 
-    fn remb_body(&self, rate: u64) -> Vec<u8> {
-        let mut body = Vec::new();
-        Remb {
+    /// Our estimate of the peer's stream as REMB (draft-alvestrand-rmcat-remb §2.2).
+    fn remb(&self, rate: u64) -> rtcp::Packet<'static> {
+        rtcp::Packet::Remb {
             sender_ssrc: self.config.ssrc,
-            bitrate_bps: rate,
+            bitrate: rtcp::RembBitrate::from_bps(rate),
             ssrcs: self.remote_ssrc.into_iter().collect(),
         }
-        .encode_body(&mut body);
-        body
     }
 
     fn send_remb_only(&mut self, rate: u64) {
-        let body = self.remb_body(rate);
         let mut out = BytesMut::new();
-        if Remb::to_rtcp(&body).encode(&mut out).is_ok() {
+        if self.remb(rate).encode(&mut out).is_ok() {
             self.send_rtcp(out);
         }
     }
@@ -986,11 +976,8 @@ impl Session {
             .delay
             .poll_remb(now)
             .or(self.remote_ssrc.map(|_| u64::from(self.delay.estimate())));
-        let body = remb.map(|r| self.remb_body(r));
         let mut packets = vec![first, sdes];
-        if let Some(body) = &body {
-            packets.push(Remb::to_rtcp(body));
-        }
+        packets.extend(remb.map(|r| self.remb(r)));
         let mut out = BytesMut::new();
         if rtcp::encode_compound(&packets, &mut out).is_ok() {
             self.send_rtcp(out);
