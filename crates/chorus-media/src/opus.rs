@@ -188,6 +188,13 @@ impl Encoder {
         u32::try_from(self.config.frame.as_millis() * 48).unwrap_or(960)
     }
 
+    /// The encoder's look-ahead in samples per channel at its sampling rate: how far
+    /// the decoded audio lags the input (libopus `OPUS_GET_LOOKAHEAD`).
+    pub fn lookahead(&mut self) -> Result<usize, Error> {
+        let n = self.inner.get_lookahead().map_err(codec)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// Changes the target bitrate (6,000-510,000 bit/s).
     pub fn set_bitrate(&mut self, bitrate: u32) -> Result<(), Error> {
         if !(6_000..=510_000).contains(&bitrate) {
