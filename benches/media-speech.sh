@@ -44,11 +44,11 @@ for i in "${!sentences[@]}"; do
     espeak-ng -v "$voice" -s 165 -w "$work/s$i.raw.wav" "${sentences[$i]}"
     # Resample to 48 kHz mono 16-bit (sox's high-quality rate converter), pad with
     # 300 ms of silence after each sentence.
-    sox "$work/s$i.raw.wav" -r 48000 -c 1 -b 16 "$work/s$i.wav" rate -v pad 0 0.3
+    sox -D -R "$work/s$i.raw.wav" -r 48000 -c 1 -b 16 "$work/s$i.wav" rate -v pad 0 0.3
     parts+=("$work/s$i.wav")
 done
 # 200 ms of lead-in silence, then the sentences; normalised to -3 dBFS peak.
-sox -n -r 48000 -c 1 -b 16 "$work/lead.wav" trim 0 0.2
-sox "$work/lead.wav" "${parts[@]}" "$out/speech48.wav" norm -3
-sox "$out/speech48.wav" -r 16000 "$out/speech16.wav" rate -v
+sox -D -R -n -r 48000 -c 1 -b 16 "$work/lead.wav" trim 0 0.2
+sox -D -R "$work/lead.wav" "${parts[@]}" "$out/speech48.wav" norm -3
+sox -D -R "$out/speech48.wav" -r 16000 "$out/speech16.wav" rate -v
 echo "wrote $out/speech48.wav and $out/speech16.wav ($(soxi -D "$out/speech48.wav") s)"

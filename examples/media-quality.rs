@@ -46,7 +46,10 @@ OPTIONS:
   --opus-fec <mode>    auto (the controller's choice, default), on or off
   --max-fec-delay <d>  the controller's FEC delay budget, first tier (default 50ms)
   --max-overhead <x>   the controller's repair overhead cap, first tier, 1 = 100 %
-                       (default 1; the second tier, for heavy loss: 110ms and 2)
+                       (default 1)
+  --heavy-max-fec-delay <d>, --heavy-max-overhead <x>
+                       the same for the second tier, used when the first cannot
+                       reach 1 % residual loss (default 110ms and 2)
   --warmup <seconds>   input replayed first, not scored, so the controller settles
                        (default 3)
   --no-pesq            skip the PESQ score
@@ -213,6 +216,16 @@ fn parse() -> Result<Option<Options>, String> {
                 }
             }
             "--max-fec-delay" => o.goal.max_delay = parse_duration(&value).ok_or_else(bad)?,
+            "--heavy-max-fec-delay" => {
+                o.goal.heavy_max_delay = parse_duration(&value).ok_or_else(bad)?;
+            }
+            "--heavy-max-overhead" => {
+                o.goal.heavy_max_overhead = value
+                    .parse()
+                    .ok()
+                    .filter(|x: &f64| *x >= 0.0)
+                    .ok_or_else(bad)?;
+            }
             "--max-overhead" => {
                 o.goal.max_overhead = value
                     .parse()
@@ -293,35 +306,75 @@ struct Counters {
     added_ms: Vec<f64>,
 }
 
+/// The RFC 8285 element id of the transport-wide sequence number: one counter over
+/// every packet sent, media and repair alike (as WebRTC's transport-wide congestion
+/// control extension), so that the receiver's loss record shows the path's bursts
+/// as they were, whatever the mix of packets.
+const EXT_TRANSPORT_SEQ: u8 = 5;
+
+/// An RTP packet carrying `payload`, with the next transport-wide sequence number.
+fn rtp_packet(
+    payload_type: u8,
+    sequence: u16,
+    timestamp: u32,
+    payload: &[u8],
+    transport_seq: &mut u16,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut ext = Vec::new();
+    let tw = transport_seq.to_be_bytes();
+    *transport_seq = transport_seq.wrapping_add(1);
+    let profile = rtp::write_elements(
+        &[rtp::Element {
+            id: EXT_TRANSPORT_SEQ,
+            data: &tw,
+        }],
+        &mut ext,
+    )?;
+    let p = rtp::Packet {
+        marker: false,
+        payload_type,
+        sequence,
+        timestamp,
+        ssrc: u32::from(payload_type),
+        csrcs: vec![],
+        extension: Some(rtp::Extension {
+            profile,
+            data: &ext,
+        }),
+        payload,
+        padding: 0,
+    };
+    let mut wire = BytesMut::new();
+    p.encode(&mut wire)?;
+    Ok(wire.to_vec())
+}
+
+fn transport_seq(p: &rtp::Packet<'_>) -> Option<u16> {
+    let element = p
+        .extension_elements()?
+        .filter_map(Result::ok)
+        .find(|e| e.id == EXT_TRANSPORT_SEQ)?;
+    Some(u16::from_be_bytes(element.data.try_into().ok()?))
+}
+
 /// Sends the repair packets `tx` has ready, each in an RTP packet of its own type and
 /// SSRC, counting them in `c` when given.
 fn send_repairs(
     tx: &mut fec::Encoder,
     net: &mut Network<Vec<u8>>,
     now: Instant,
-    repair_seq: &mut u16,
+    seqs: &mut (u16, u16),
     mut c: Option<&mut Counters>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     while let Some(repair) = tx.poll_repair() {
-        let r = rtp::Packet {
-            marker: false,
-            payload_type: PT_FEC,
-            sequence: *repair_seq,
-            timestamp: 0,
-            ssrc: 2,
-            csrcs: vec![],
-            extension: None,
-            payload: &repair,
-            padding: 0,
-        };
-        *repair_seq = repair_seq.wrapping_add(1);
-        let mut w = BytesMut::new();
-        r.encode(&mut w)?;
+        let w = rtp_packet(PT_FEC, seqs.0, 0, &repair, &mut seqs.1)?;
+        seqs.0 = seqs.0.wrapping_add(1);
         if let Some(c) = c.as_deref_mut() {
             c.repair_packets += 1;
             c.repair_bytes += w.len() as u64;
         }
-        net.handle_send(now, w.to_vec(), w.len());
+        let len = w.len();
+        net.handle_send(now, w, len);
     }
     Ok(())
 }
@@ -407,7 +460,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let mut decoder = Decoder::new(RATE, Channels::Mono)?;
 
     let mut played = vec![0i16; total_frames * frame];
-    let (mut packet, mut pcm, mut wire) = (Vec::new(), Vec::new(), BytesMut::new());
+    let (mut packet, mut pcm) = (Vec::new(), Vec::new());
     let mut c = Counters {
         sent: 0,
         wire_lost: 0,
@@ -427,7 +480,8 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let mut next_report: Option<Instant> = None;
     let mut feedback: Vec<(Instant, Vec<bool>)> = Vec::new();
     let mut record: Vec<bool> = Vec::new();
-    let mut repair_seq = 0u16;
+    // (repair stream sequence, transport-wide sequence)
+    let mut seqs = (0u16, 0u16);
     let mut protections = Vec::new();
     let t0 = Instant::now();
     let send_time = |i: usize| t0 + frame_dur * u32::try_from(i).unwrap_or(u32::MAX);
@@ -438,30 +492,19 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         if sent < total_frames && now >= send_time(sent) {
             opus.encode(&sent_audio[sent * frame..(sent + 1) * frame], &mut packet)?;
             let seq = sent as u16;
-            let p = rtp::Packet {
-                marker: sent == 0,
-                payload_type: PT_OPUS,
-                sequence: seq,
-                timestamp: (RATE / 1000 * o.frame_ms).wrapping_mul(sent as u32),
-                ssrc: 1,
-                csrcs: vec![],
-                extension: None,
-                payload: &packet,
-                padding: 0,
-            };
-            wire.clear();
-            p.encode(&mut wire)?;
+            let ts = (RATE / 1000 * o.frame_ms).wrapping_mul(sent as u32);
+            let wire = rtp_packet(PT_OPUS, seq, ts, &packet, &mut seqs.1)?;
             let scored = sent >= warm_frames;
             if scored {
                 c.sent += 1;
                 c.media_bytes += wire.len() as u64;
             }
-            if !net.handle_send(now, wire.to_vec(), wire.len()) && scored {
+            if !net.handle_send(now, wire.clone(), wire.len()) && scored {
                 c.wire_lost += 1;
             }
             if let Some(tx) = fec_tx.as_mut() {
                 tx.push(seq, &wire)?;
-                send_repairs(tx, &mut net, now, &mut repair_seq, scored.then_some(&mut c))?;
+                send_repairs(tx, &mut net, now, &mut seqs, scored.then_some(&mut c))?;
             }
             sent += 1;
         }
@@ -486,7 +529,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
                     if let Some(tx) = fec_tx.as_mut() {
                         tx.flush();
                         let scored = sent >= warm_frames;
-                        send_repairs(tx, &mut net, now, &mut repair_seq, scored.then_some(&mut c))?;
+                        send_repairs(tx, &mut net, now, &mut seqs, scored.then_some(&mut c))?;
                     }
                     fec_tx = match fec_config(&next) {
                         Some(c) => Some(fec::Encoder::new(c)?),
@@ -503,15 +546,8 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             let Ok(p) = rtp::Packet::decode(&bytes) else {
                 continue;
             };
-            if p.payload_type == PT_FEC {
-                if let Ok(r) = RepairPacket::decode(p.payload) {
-                    let wait = frame_dur * (u32::from(r.k) * u32::from(r.stride) - 1);
-                    fec_seen = Some((now, wait));
-                }
-                let _ = fec_rx.handle_repair(p.payload);
-            } else {
-                // The loss record for the sender: gaps in the sequence are losses.
-                let seq = p.sequence;
+            // The loss record for the sender: gaps in the transport-wide sequence.
+            if let Some(seq) = transport_seq(&p) {
                 match highest_seq {
                     None => record.push(false),
                     Some(h) if seq.wrapping_sub(h) < 0x8000 && seq != h => {
@@ -524,6 +560,14 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
                 if highest_seq.is_none_or(|h| seq.wrapping_sub(h) < 0x8000) {
                     highest_seq = Some(seq);
                 }
+            }
+            if p.payload_type == PT_FEC {
+                if let Ok(r) = RepairPacket::decode(p.payload) {
+                    let wait = frame_dur * (u32::from(r.k) * u32::from(r.stride) - 1);
+                    fec_seen = Some((now, wait));
+                }
+                let _ = fec_rx.handle_repair(p.payload);
+            } else {
                 if chorus::media::opus::has_inband_fec(p.payload) == Some(true) {
                     lbrr_seen = Some(now);
                 }
