@@ -2,6 +2,7 @@
 """The chorus-media quality table of docs/performance.md and docs/media.md.
 
     python3 benches/media-quality-table.py [--seeds 1,2,3,4,5] [--speech DIR]
+                                           [--features media-dnn]
 
 Makes the test speech (benches/media-speech.sh), builds the media-quality example
 (release), runs every condition x mode below once per seed and prints a Markdown
@@ -73,16 +74,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--speech", default=os.path.join(ROOT, "target", "media-speech"))
+    ap.add_argument("--features", default="", help="cargo features of the example's build")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     subprocess.run([os.path.join(ROOT, "benches", "media-speech.sh"), a.speech], check=True)
+    features = ["--features", a.features] if a.features else []
     subprocess.run(
-        ["cargo", "build", "--release", "--example", "media-quality"], cwd=ROOT, check=True
+        ["cargo", "build", "--release", "--example", "media-quality"] + features,
+        cwd=ROOT, check=True,
     )
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     binary = os.path.join(target, "release", "examples", "media-quality")
     speech = os.path.join(a.speech, "speech48.wav")
-    print(f"seeds {seeds}; speech {speech}")
+    print(f"seeds {seeds}; speech {speech}; features {a.features or '(default)'}")
     print()
     print("| condition | mode | PESQ-WB mean (min-max) | wire loss | residual loss "
           "| FEC overhead: bytes (packets) | added delay mean / p95 |")

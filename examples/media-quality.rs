@@ -44,6 +44,7 @@ OPTIONS:
   --frame <ms>         Opus frame / packet duration, 20 or 40 (default 20)
   --fec <mode>         auto (the controller, default), off, or k,m[,stride] fixed
   --opus-fec <mode>    auto (the controller's choice, default), on or off
+  --residual <p>       the controller's residual loss goal, 1% or 0.01 (default 1%)
   --max-fec-delay <d>  the controller's FEC delay budget, first tier (default 50ms)
   --max-overhead <x>   the controller's repair overhead cap, first tier, 1 = 100 %
                        (default 1)
@@ -52,6 +53,8 @@ OPTIONS:
                        reach 1 % residual loss (default 110ms and 2)
   --warmup <seconds>   input replayed first, not scored, so the controller settles
                        (default 3)
+  --fates <file>       write one character per scored frame: 1 played from a
+                       packet, 0 concealed (for benches/media-dred.sh)
   --no-pesq            skip the PESQ score
   --plc-only           shorthand for --fec off --opus-fec off
 ";
@@ -96,6 +99,7 @@ struct Options {
     goal: ProtectionGoal,
     warmup: f64,
     pesq: bool,
+    fates: Option<String>,
 }
 
 /// `10%`, `0.1`.
@@ -159,6 +163,7 @@ fn parse() -> Result<Option<Options>, String> {
         goal: ProtectionGoal::default(),
         warmup: 3.0,
         pesq: true,
+        fates: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -181,6 +186,7 @@ fn parse() -> Result<Option<Options>, String> {
             "--output" => o.output = Some(value),
             "--reference" => o.reference = Some(value),
             "--trace" => o.trace = Some(value),
+            "--fates" => o.fates = Some(value),
             "--loss" => o.loss = parse_fraction(&value).ok_or_else(bad)?,
             "--burst" => {
                 o.burst = value.parse().ok().filter(|b| *b >= 1.0).ok_or_else(bad)?;
@@ -215,6 +221,7 @@ fn parse() -> Result<Option<Options>, String> {
                     _ => return Err(bad()),
                 }
             }
+            "--residual" => o.goal.residual = parse_fraction(&value).ok_or_else(bad)?,
             "--max-fec-delay" => o.goal.max_delay = parse_duration(&value).ok_or_else(bad)?,
             "--heavy-max-fec-delay" => {
                 o.goal.heavy_max_delay = parse_duration(&value).ok_or_else(bad)?;
@@ -460,6 +467,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let mut decoder = Decoder::new(RATE, Channels::Mono)?;
 
     let mut played = vec![0i16; total_frames * frame];
+    let mut fates = vec![b'0'; total_frames - warm_frames];
     let (mut packet, mut pcm) = (Vec::new(), Vec::new());
     let mut c = Counters {
         sent: 0,
@@ -608,10 +616,10 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         }
         // Playout.
         while let Some(f) = jb.poll_frame(now) {
-            let seq = match f {
+            let (seq, frame_played) = match f {
                 Playout::Packet { seq, payload, .. } => {
                     decoder.decode(&payload, &mut pcm)?;
-                    seq
+                    (seq, Some(true))
                 }
                 Playout::Missing { seq } => {
                     // (Past the last frame the buffer conceals a few more: not losses.)
@@ -626,7 +634,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
                         }
                         _ => decoder.conceal(frame, &mut pcm)?,
                     };
-                    seq
+                    (seq, Some(false))
                 }
                 Playout::Empty => continue,
             };
@@ -636,6 +644,11 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
                 // the jitter buffer's wait, FEC waiting included.
                 let added = now.saturating_duration_since(send_time(i) + o.delay);
                 c.added_ms.push(added.as_secs_f64() * 1000.0);
+            }
+            if let (Some(fate), Some(k)) = (frame_played, i.checked_sub(warm_frames))
+                && let Some(slot) = fates.get_mut(k)
+            {
+                *slot = if fate { b'1' } else { b'0' };
             }
             if let Some(slot) = played.get_mut(i * frame..(i + 1) * frame) {
                 slot.copy_from_slice(pcm.get(..frame).ok_or("short decode")?);
@@ -740,6 +753,9 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     write_wav(&reference, input)?;
     let degraded = path_or_temp(&o.output, "out");
     write_wav(&degraded, output)?;
+    if let Some(path) = &o.fates {
+        std::fs::write(path, &fates)?;
+    }
     if o.pesq {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/media-quality-pesq.py");
         match std::process::Command::new("python3")

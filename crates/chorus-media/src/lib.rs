@@ -2,10 +2,12 @@
 //! them useful on a bad network.
 //!
 //! - [`adapt`]: loss and burst estimation, the choice of Reed-Solomon `(k, m)`,
-//!   interleaving and Opus in-band FEC, and loss-based send-rate control.
+//!   interleaving and Opus in-band FEC from the exact residual loss on a Gilbert
+//!   path, the sender's protection controller, and loss-based send-rate control.
 //! - `opus` (feature `opus`, on by default): Opus encoding and decoding through
-//!   libopus: 8-48 kHz, mono and stereo, 10-60 ms frames, 6-510 kbit/s, complexity,
-//!   DTX, in-band FEC with an expected-loss hint, packet loss concealment.
+//!   libopus 1.6.1: 8-48 kHz, mono and stereo, 10-60 ms frames, 6-510 kbit/s,
+//!   complexity, DTX, in-band FEC with an expected-loss hint, packet loss
+//!   concealment (with the `dnn` feature: libopus's neural deep PLC and OSCE).
 //! - [`rtp`]: RTP packets (RFC 3550 §5.1) with CSRCs, padding and header extensions,
 //!   the RFC 8285 one-byte and two-byte element forms, the RFC 6464 audio level, and
 //!   sequence-number / timestamp unwrapping to 64-bit counters.
