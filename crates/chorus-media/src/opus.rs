@@ -8,7 +8,7 @@
 //! feature (on by default). With the `dnn` feature libopus is built with its neural
 //! models and [`Decoder::new`] sets decoder complexity 7: the deep PLC conceals lost
 //! frames and OSCE NoLACE enhances every decoded speech frame (measured in
-//! `docs/media.md`: +0.13 PESQ-WB on clean 32 kbit/s speech, +0.2 under loss with
+//! `docs/media.md`: +0.13 PESQ-WB on clean 32 kbit/s speech, +0.15 under loss with
 //! packet FEC).
 //!
 //! ```
