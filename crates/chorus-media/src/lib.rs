@@ -8,6 +8,8 @@
 //!   libopus 1.6.1: 8-48 kHz, mono and stereo, 10-60 ms frames, 6-510 kbit/s,
 //!   complexity, DTX, in-band FEC with an expected-loss hint, packet loss
 //!   concealment (with the `dnn` feature: libopus's neural deep PLC and OSCE).
+//! - [`opus_packet`]: Opus packet framing (RFC 6716 §3) without libopus: the first
+//!   frame and the in-band FEC (LBRR) flag.
 //! - [`rtp`]: RTP packets (RFC 3550 §5.1) with CSRCs, padding and header extensions,
 //!   the RFC 8285 one-byte and two-byte element forms, the RFC 6464 audio level, and
 //!   sequence-number / timestamp unwrapping to 64-bit counters.
@@ -85,6 +87,7 @@ pub mod jitter;
 pub mod netsim;
 #[cfg(feature = "opus")]
 pub mod opus;
+pub mod opus_packet;
 pub mod quality;
 pub mod rtcp;
 pub mod rtp;
