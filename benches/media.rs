@@ -5,7 +5,11 @@
 //! - `fec_encode/k,m`, `fec_recover/k,m`: a group of k 200-byte packets; encode makes
 //!   the m repairs, recover rebuilds m lost sources from them.
 //! - `jitter`: one packet in and one frame out of the jitter buffer.
-//! - `opus_encode`, `opus_decode`: one 20 ms 48 kHz mono frame at 32 kbit/s.
+//! - `opus_encode`, `opus_decode`: one 20 ms 48 kHz mono frame of synthetic voiced
+//!   speech at 32 kbit/s (with
+//!   `--features media-dnn` the decoder runs OSCE NoLACE).
+//! - `opus_conceal`: one concealed frame (PLC; the deep PLC with `media-dnn`) and the
+//!   next frame's decode.
 //!
 //! Inputs are fixed and built before timing starts.
 
@@ -94,7 +98,8 @@ fn rtp_bench(c: &mut Criterion) {
 
 fn fec_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fec");
-    for (k, m) in [(4u8, 1u8), (4, 2), (8, 4)] {
+    // (3, 2) and (6, 12): the controller's choices at 10 % random and 20 % bursty loss.
+    for (k, m) in [(4u8, 1u8), (4, 2), (8, 4), (3, 2), (6, 12)] {
         let mut config = EncoderConfig::default();
         (config.k, config.m) = (k, m);
         let packets: Vec<Vec<u8>> = (0..k).map(|i| vec![i; 200]).collect();
@@ -159,21 +164,43 @@ fn jitter_bench(c: &mut Criterion) {
 }
 
 fn opus_bench(c: &mut Criterion) {
-    let pcm: Vec<i16> = (0..960)
-        .map(|i| ((i as f64 * 0.0577).sin() * 8000.0) as i16)
-        .collect();
+    // 1 s of synthetic voiced speech (so that the encoder picks its speech modes and
+    // OSCE, which enhances SILK frames, has work to do), cycled frame by frame.
+    let speech = chorus_media::quality::synthetic_speech(48_000, 48_000, 20);
+    let frames: Vec<&[i16]> = speech.chunks_exact(960).collect();
     let mut enc = Encoder::new(OpusConfig::default()).unwrap();
     let mut packet = Vec::new();
     let mut g = c.benchmark_group("opus");
     g.throughput(Throughput::Elements(1));
+    let mut i = 0;
     g.bench_function("opus_encode", |b| {
-        b.iter(|| enc.encode(black_box(&pcm), &mut packet).unwrap())
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            enc.encode(black_box(frames[i]), &mut packet).unwrap()
+        })
     });
-    enc.encode(&pcm, &mut packet).unwrap();
+    let packets: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|f| {
+            enc.encode(f, &mut packet).unwrap();
+            packet.clone()
+        })
+        .collect();
     let mut dec = Decoder::new(48_000, Channels::Mono).unwrap();
     let mut out = Vec::new();
     g.bench_function("opus_decode", |b| {
-        b.iter(|| dec.decode(black_box(&packet), &mut out).unwrap())
+        b.iter(|| {
+            i = (i + 1) % packets.len();
+            dec.decode(black_box(&packets[i]), &mut out).unwrap()
+        })
+    });
+    // A lost frame: libopus PLC (the deep PLC with the `media-dnn` feature).
+    g.bench_function("opus_conceal", |b| {
+        b.iter(|| {
+            i = (i + 1) % packets.len();
+            dec.conceal(960, &mut out).unwrap();
+            dec.decode(black_box(&packets[i]), &mut out).unwrap()
+        })
     });
     g.finish();
 }

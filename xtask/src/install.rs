@@ -66,7 +66,7 @@ const NEEDS: &[Need] = &[
     // its tests compile a small C harness against it, found through pkg-config.
     need("pkg-config", Probe::Binary("pkg-config"), TEST),
     need("libsrtp2-dev", Probe::PkgConfig("libsrtp2"), TEST),
-    // libopus, built from source by the opus crate's audiopus_sys (chorus-media's
+    // libopus 1.6.1, built from source by opusic-c's opusic-sys (chorus-media's
     // default `opus` feature). The fuzz build leaves that feature off.
     need("cmake", Probe::Binary("cmake"), &[Job::Demo, Job::Test]),
     need("coturn", Probe::Binary("turnserver"), TEST),

@@ -3,11 +3,20 @@
 //! - [`LossEstimator`] turns the per-packet received/lost sequence into a loss rate
 //!   and a mean burst length (the two-state Gilbert model's parameters, estimated by
 //!   counting transitions).
-//! - [`choose_protection`] picks the Reed-Solomon group `(k, m)`, the interleaving
-//!   stride and Opus in-band FEC settings from those statistics: the cheapest
-//!   protection whose residual loss meets a target within a delay budget.
+//! - [`residual_loss_bursty`] is the exact loss left after Reed-Solomon FEC on such a
+//!   path, for a group `(k, m)` interleaved `stride` deep, in the encoder's send order.
+//! - [`choose_protection`] picks the Reed-Solomon group, the interleaving stride and
+//!   Opus in-band FEC: nothing on a clean path, else the cheapest group reaching a
+//!   residual-loss goal within a first delay/overhead budget, or a second, larger one
+//!   when loss is heavy or bursty ([`ProtectionGoal`]).
+//! - [`ProtectionController`] runs that choice at the sender from the receiver's
+//!   reports: it starts with no protection, switches it on with loss and off when the
+//!   loss clears, with hysteresis.
 //! - [`RateController`] adapts the total send bitrate from RTCP loss reports (AIMD on
 //!   the loss fraction) and splits it between media and FEC repair.
+//!
+//! The measurements behind the defaults (PESQ-WB per loss condition) are in
+//! `docs/media.md`.
 
 use core::time::Duration;
 
@@ -114,13 +123,43 @@ impl Protection {
 }
 
 /// Bounds for [`choose_protection`].
+///
+/// Two tiers: protection is first sought within `max_delay` and `max_overhead`
+/// (what a call on a moderately lossy path should pay); only when nothing there gets
+/// the residual loss below `escalate` (heavy or bursty loss), within
+/// `heavy_max_delay` and `heavy_max_overhead`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct ProtectionGoal {
-    /// Residual loss to reach after FEC, 0-1. Default 0.01 (1 %).
+    /// Residual loss to reach after FEC, 0-1. Default 0.005 (0.5 %): PESQ-WB of
+    /// speech drops by about 0.1-0.2 per 1 % of concealed 20 ms frames, more when
+    /// they come in runs (see `docs/media.md`).
     pub residual: f64,
-    /// Largest FEC delay accepted. Default 120 ms.
+    /// The residual loss the first tier may settle for when it cannot reach
+    /// `residual`; only worse than this does the second tier come in. Default 0.02:
+    /// a noisy loss estimate on a moderately lossy path must not push the delay to
+    /// the second tier's.
+    pub escalate: f64,
+    /// Largest FEC delay of the first tier (the wait for a group's repair packets,
+    /// on top of the jitter buffer's own delay). Default 50 ms: with about 30 ms of
+    /// jitter buffering, 80 ms in all.
     pub max_delay: Duration,
+    /// Largest repair overhead of the first tier (repair packets per source
+    /// packet). Default 1.0.
+    pub max_overhead: f64,
+    /// Largest FEC delay of the second tier. Default 110 ms (about 150 ms in all).
+    pub heavy_max_delay: Duration,
+    /// Largest repair overhead of the second tier. Default 2.0.
+    pub heavy_max_overhead: f64,
+    /// Loss below which no protection at all is used (no packet FEC, no Opus
+    /// in-band FEC): a clean path keeps the codec's full quality. Default 0.005.
+    pub min_loss: f64,
+    /// Whether Opus in-band FEC (LBRR) is used alongside packet FEC. Default false:
+    /// LBRR takes its bits from the primary encoding and needs one more frame of
+    /// delay; measured at 32 kbit/s it is worth less than the
+    /// packet FEC it would share the budget with (`docs/media.md`). It is used
+    /// when packet FEC is not (loss up to `residual`, or `max_overhead` 0).
+    pub opus_fec_with_rs: bool,
     /// Media frame duration. Default 20 ms.
     pub frame: Duration,
 }
@@ -128,8 +167,14 @@ pub struct ProtectionGoal {
 impl Default for ProtectionGoal {
     fn default() -> Self {
         Self {
-            residual: 0.01,
-            max_delay: Duration::from_millis(120),
+            residual: 0.005,
+            escalate: 0.02,
+            max_delay: Duration::from_millis(50),
+            max_overhead: 1.0,
+            heavy_max_delay: Duration::from_millis(110),
+            heavy_max_overhead: 2.0,
+            min_loss: 0.005,
+            opus_fec_with_rs: false,
             frame: Duration::from_millis(20),
         }
     }
@@ -155,62 +200,291 @@ pub fn residual_loss(p: f64, k: u8, m: u8) -> f64 {
     p * binomial_tail(u32::from(k) + u32::from(m) - 1, p, u32::from(m))
 }
 
-/// Chooses the cheapest protection meeting `goal` for the observed statistics.
-///
-/// Bursts are spread by interleaving with a stride of the mean burst length (rounded
-/// up, at most 4), after which losses within a group are treated as independent.
-/// Opus in-band FEC is switched on from 1 % loss: it costs a little bitrate and
-/// rescues single losses without any delay.
+/// The residual loss of a source packet on a Gilbert path (loss rate `p`, mean loss
+/// burst `mean_burst` packets; a lost packet is followed by another loss with
+/// probability `1 - 1 / mean_burst`) with `(k, m)` groups interleaved `stride` deep,
+/// in the order [`crate::fec::Encoder`] sends them: the `stride * k` sources of a
+/// block, then each group's `m` repair packets. Exact: a forward pass over the
+/// two-state chain counting the group's lost members.
 #[must_use]
-pub fn choose_protection(loss: f64, mean_burst: f64, goal: &ProtectionGoal) -> Protection {
-    let loss = loss.clamp(0.0, 1.0);
-    let opus_expected_loss = (loss * 100.0).round().clamp(0.0, 100.0) as u8;
-    let opus_fec = loss >= 0.01;
-    let mut best = Protection {
-        rs: None,
-        stride: 1,
-        opus_fec,
-        opus_expected_loss,
-    };
-    if loss <= goal.residual {
-        return best;
+pub fn residual_loss_bursty(p: f64, mean_burst: f64, k: u8, m: u8, stride: u8) -> f64 {
+    let p = p.clamp(0.0, 0.999);
+    if p == 0.0 || k == 0 || m == 0 || stride == 0 {
+        return if m == 0 || k == 0 { p } else { 0.0 };
     }
-    let stride = mean_burst.ceil().clamp(1.0, 4.0) as u8;
-    let mut best_overhead = f64::INFINITY;
-    for k in [2u8, 3, 4, 5, 6, 8, 10] {
-        for m in 1u8..=4 {
-            let candidate = Protection {
-                rs: Some((k, m)),
-                stride,
-                ..best
-            };
-            if candidate.delay(goal.frame) > goal.max_delay {
-                continue;
+    // Leave the loss state with r; independent loss is r = 1 - p (the shortest mean
+    // burst possible at this loss rate).
+    let r = (1.0 / mean_burst.max(1.0)).clamp(1e-6, 1.0 - p);
+    let p_gb = (p * r / (1.0 - p)).min(1.0);
+    let (k, m, d) = (usize::from(k), usize::from(m), usize::from(stride));
+    let cap = m + 1;
+    let mut total = 0.0;
+    for g in 0..d {
+        // Positions in send order of this group's members: sources then repairs.
+        let n = d * k + d * m;
+        let member = |pos: usize| -> Option<bool> {
+            if pos < d * k {
+                (pos % d == g).then_some(true)
+            } else {
+                let rel = pos - d * k;
+                (rel / m == g).then_some(false)
             }
-            let overhead = candidate.overhead();
-            if residual_loss(loss, k, m) <= goal.residual && overhead < best_overhead {
-                best_overhead = overhead;
-                best.rs = Some((k, m));
-                best.stride = stride;
+        };
+        // dist[state][lost members, capped][lost sources]
+        let mut dist = vec![vec![vec![0.0f64; k + 1]; cap + 1]; 2];
+        dist[0][0][0] = 1.0 - p;
+        dist[1][0][0] = p;
+        for pos in 0..n {
+            let mut next = vec![vec![vec![0.0f64; k + 1]; cap + 1]; 2];
+            for (state, layer) in dist.iter().enumerate() {
+                for (lost, row) in layer.iter().enumerate() {
+                    for (src, &w) in row.iter().enumerate() {
+                        if w == 0.0 {
+                            continue;
+                        }
+                        // The first packet keeps the stationary state; later ones move.
+                        let to_bad = if pos == 0 {
+                            if state == 1 { 1.0 } else { 0.0 }
+                        } else if state == 1 {
+                            1.0 - r
+                        } else {
+                            p_gb
+                        };
+                        for (bad, pr) in [(0usize, 1.0 - to_bad), (1, to_bad)] {
+                            if pr == 0.0 {
+                                continue;
+                            }
+                            let (l, s) = match (bad == 1, member(pos)) {
+                                (true, Some(is_source)) => {
+                                    ((lost + 1).min(cap), src + usize::from(is_source))
+                                }
+                                _ => (lost, src),
+                            };
+                            next[bad][l][s] += w * pr;
+                        }
+                    }
+                }
+            }
+            dist = next;
+        }
+        // E[lost sources; more than m members lost] / k.
+        for layer in &dist {
+            for (src, &w) in layer[cap].iter().enumerate() {
+                total += w * src as f64 / k as f64;
             }
         }
     }
-    if best.rs.is_none() {
-        // Nothing meets the goal within the delay budget: the strongest affordable.
-        let k = 2;
-        best.rs = Some((k, 2));
-        let strong = Protection {
-            rs: Some((k, 2)),
-            stride,
-            ..best
-        };
-        best.stride = if strong.delay(goal.frame) <= goal.max_delay {
-            stride
-        } else {
-            1
-        };
+    total / d as f64
+}
+
+/// The candidates [`choose_protection`] weighs within `max_delay` and
+/// `max_overhead`, each with its residual loss: k 1-10, m 1-2k (at most 16),
+/// stride 1-6.
+fn candidates(
+    loss: f64,
+    mean_burst: f64,
+    frame: Duration,
+    max_delay: Duration,
+    max_overhead: f64,
+) -> Vec<(Protection, f64)> {
+    let mut out = Vec::new();
+    for k in 1u8..=10 {
+        for stride in 1u8..=6 {
+            let base = Protection {
+                rs: Some((k, 1)),
+                stride,
+                opus_fec: false,
+                opus_expected_loss: 0,
+            };
+            if base.delay(frame) > max_delay {
+                continue;
+            }
+            for m in 1..=(2 * k).min(16) {
+                let candidate = Protection {
+                    rs: Some((k, m)),
+                    ..base
+                };
+                if candidate.overhead() > max_overhead + 1e-9 {
+                    break;
+                }
+                let residual = residual_loss_bursty(loss, mean_burst, k, m, stride);
+                out.push((candidate, residual));
+            }
+        }
     }
-    best
+    out
+}
+
+/// Chooses the protection for the observed loss rate and mean burst length.
+///
+/// Below `goal.min_loss` nothing is used; up to `goal.residual` only Opus in-band
+/// FEC. Otherwise Reed-Solomon groups `(k, m)` interleaved `stride` deep are scored
+/// by their exact residual loss on a Gilbert path ([`residual_loss_bursty`]), first
+/// within the goal's first tier (`max_delay`, `max_overhead`): the cheapest group
+/// reaching `goal.residual` wins (ties: the lower residual, then the shorter delay);
+/// if none does, the one with the lowest residual loss, as long as that is within
+/// `goal.escalate`. Beyond it, the same within the second tier (`heavy_max_delay`,
+/// `heavy_max_overhead`). `k = 1` is plain
+/// repetition, with `stride` d its copies sent d frames after the originals (time
+/// diversity against bursts).
+#[must_use]
+pub fn choose_protection(loss: f64, mean_burst: f64, goal: &ProtectionGoal) -> Protection {
+    let loss = loss.clamp(0.0, 1.0);
+    let none = Protection {
+        rs: None,
+        stride: 1,
+        opus_fec: false,
+        opus_expected_loss: 0,
+    };
+    if loss < goal.min_loss {
+        return none;
+    }
+    let hint = (loss * 100.0).round().clamp(1.0, 100.0) as u8;
+    let lbrr_only = Protection {
+        opus_fec: true,
+        opus_expected_loss: hint,
+        ..none
+    };
+    if loss <= goal.residual {
+        return lbrr_only;
+    }
+    let meets = |c: &(Protection, f64)| c.1 <= goal.residual;
+    let cheapest = |list: &[(Protection, f64)]| {
+        list.iter()
+            .filter(|c| meets(c))
+            .min_by(|a, b| {
+                (a.0.overhead(), a.1, a.0.delay(goal.frame))
+                    .partial_cmp(&(b.0.overhead(), b.1, b.0.delay(goal.frame)))
+                    .unwrap_or(core::cmp::Ordering::Equal)
+            })
+            .map(|c| c.0)
+    };
+    let tier1 = candidates(
+        loss,
+        mean_burst,
+        goal.frame,
+        goal.max_delay,
+        goal.max_overhead,
+    );
+    let tier2 = || {
+        candidates(
+            loss,
+            mean_burst,
+            goal.frame,
+            goal.heavy_max_delay.max(goal.max_delay),
+            goal.heavy_max_overhead.max(goal.max_overhead),
+        )
+    };
+    let strongest = |list: &[(Protection, f64)]| {
+        list.iter()
+            .min_by(|a, b| {
+                (a.1, a.0.overhead())
+                    .partial_cmp(&(b.1, b.0.overhead()))
+                    .unwrap_or(core::cmp::Ordering::Equal)
+            })
+            .copied()
+    };
+    let chosen = cheapest(&tier1).or_else(|| match strongest(&tier1) {
+        Some((p, residual)) if residual <= goal.escalate => Some(p),
+        _ => {
+            let all = tier2();
+            cheapest(&all).or_else(|| strongest(&all).map(|c| c.0))
+        }
+    });
+    match chosen {
+        None => lbrr_only,
+        Some(mut p) => {
+            if goal.opus_fec_with_rs {
+                p.opus_fec = true;
+                p.opus_expected_loss = hint;
+            }
+            p
+        }
+    }
+}
+
+/// Drives [`choose_protection`] from the receiver's per-packet loss record: the
+/// sender's side of the loop, fed by the receiver's reports.
+///
+/// It starts with no protection at all. Every [`ProtectionController::report`]
+/// re-chooses from the loss statistics (weighted towards the last few seconds:
+/// the history is halved every `half_life` packets); protection switches on as soon
+/// as a report shows loss and off once the estimate decays below `goal.min_loss`.
+#[derive(Debug, Clone)]
+pub struct ProtectionController {
+    goal: ProtectionGoal,
+    estimator: LossEstimator,
+    half_life: u64,
+    since_decay: u64,
+    current: Protection,
+}
+
+impl ProtectionController {
+    /// A controller for `goal`, halving its loss history every `half_life` packets
+    /// (at least 1; 150 packets = 3 s of 20 ms frames is a good start).
+    #[must_use]
+    pub fn new(goal: ProtectionGoal, half_life: u64) -> Self {
+        Self {
+            goal,
+            estimator: LossEstimator::new(),
+            half_life: half_life.max(1),
+            since_decay: 0,
+            current: choose_protection(0.0, 1.0, &goal),
+        }
+    }
+
+    /// One packet's fate as the receiver saw it, in sequence order.
+    pub fn record(&mut self, lost: bool) {
+        self.estimator.record(lost);
+        self.since_decay += 1;
+        if self.since_decay >= self.half_life {
+            self.estimator.decay();
+            self.since_decay = 0;
+        }
+    }
+
+    /// The loss statistics so far.
+    #[must_use]
+    pub const fn estimator(&self) -> &LossEstimator {
+        &self.estimator
+    }
+
+    /// A report boundary: re-chooses, returning the new protection if it changed.
+    ///
+    /// Hysteresis keeps the group in force while it still does the job: a change is
+    /// made when protection switches on or off, when the current group's residual
+    /// loss at the new estimate exceeds 1.5 times the goal, or when the new choice
+    /// saves at least a quarter of a repair packet per source and would still meet
+    /// the goal with a quarter more loss than estimated.
+    pub fn report(&mut self) -> Option<Protection> {
+        let (loss, burst) = (self.estimator.loss_rate(), self.estimator.mean_burst());
+        let next = choose_protection(loss, burst, &self.goal);
+        if next == self.current {
+            return None;
+        }
+        let switch = match (self.current.rs, next.rs) {
+            (Some((k, m)), Some((nk, nm))) => {
+                let still = residual_loss_bursty(loss, burst, k, m, self.current.stride);
+                // Cheaper only with a margin: a quarter of a repair per source saved,
+                // and the goal still met at a quarter more loss than estimated.
+                let cheaper_safely = next.overhead() + 0.25 <= self.current.overhead()
+                    && residual_loss_bursty(loss * 1.25, burst, nk, nm, next.stride)
+                        <= self.goal.residual;
+                still > 1.5 * self.goal.residual || cheaper_safely
+            }
+            _ => true,
+        };
+        switch.then(|| {
+            self.current = next;
+            next
+        })
+    }
+
+    /// The protection in force.
+    #[must_use]
+    pub const fn protection(&self) -> Protection {
+        self.current
+    }
 }
 
 /// Send-rate bounds and steps for [`RateController`].
@@ -329,17 +603,133 @@ mod tests {
     #[test]
     fn protection_grows_with_loss_and_stays_off_on_a_clean_path() {
         let goal = ProtectionGoal::default();
-        let clean = choose_protection(0.001, 1.0, &goal);
-        assert_eq!(clean.rs, None);
-        assert!(!clean.opus_fec);
-        let five = choose_protection(0.05, 1.0, &goal);
-        let ten = choose_protection(0.10, 1.0, &goal);
-        assert!(five.rs.is_some() && five.opus_fec);
+        let none = choose_protection(0.001, 1.0, &goal);
+        assert_eq!((none.rs, none.opus_fec), (None, false));
+        let mut lenient = goal;
+        lenient.residual = 0.01;
+        let light = choose_protection(0.008, 1.0, &lenient);
+        assert_eq!((light.rs, light.opus_fec), (None, true), "LBRR alone");
+        let five = choose_protection(0.05, 1.05, &goal);
+        let ten = choose_protection(0.10, 1.1, &goal);
+        for p in [five, ten] {
+            let (k, m) = p.rs.unwrap();
+            assert!(!p.opus_fec, "{p:?}");
+            assert!(p.delay(goal.frame) <= goal.max_delay, "{p:?}");
+            assert!(p.overhead() <= goal.max_overhead, "{p:?}");
+            assert!(residual_loss_bursty(0.10, 1.1, k, m, p.stride) <= 0.012 || p == five);
+        }
         assert!(ten.overhead() > five.overhead(), "{five:?} {ten:?}");
-        assert!(residual_loss(0.10, ten.rs.unwrap().0, ten.rs.unwrap().1) <= 0.01);
-        let bursty = choose_protection(0.10, 2.5, &goal);
-        assert_eq!(bursty.stride, 3);
-        assert!(bursty.delay(goal.frame) <= goal.max_delay);
+        // 20 % in bursts of 3: the first tier cannot get below 2 %; the second tier
+        // gets below 1 %.
+        let bursty = choose_protection(0.20, 3.0, &goal);
+        let (k, m) = bursty.rs.unwrap();
+        assert!(bursty.delay(goal.frame) > goal.max_delay, "{bursty:?}");
+        assert!(
+            bursty.delay(goal.frame) <= goal.heavy_max_delay,
+            "{bursty:?}"
+        );
+        assert!(bursty.overhead() <= goal.heavy_max_overhead, "{bursty:?}");
+        assert!(residual_loss_bursty(0.20, 3.0, k, m, bursty.stride) < 0.01);
+        // A noisy estimate of random loss stays in the first tier.
+        let noisy = choose_protection(0.13, 1.5, &goal);
+        assert!(noisy.delay(goal.frame) <= goal.max_delay, "{noisy:?}");
+        // Without a second tier, the best the first one has.
+        let mut tight = goal;
+        tight.heavy_max_delay = goal.max_delay;
+        tight.heavy_max_overhead = goal.max_overhead;
+        let capped = choose_protection(0.20, 3.0, &tight);
+        assert!(capped.delay(goal.frame) <= goal.max_delay && capped.overhead() <= 1.0);
+    }
+
+    #[test]
+    fn bursty_residual_matches_independent_loss_and_a_simulated_gilbert_path() {
+        for (k, m) in [(1, 1), (3, 2), (4, 1), (6, 3)] {
+            let exact = residual_loss(0.1, k, m);
+            let chain = residual_loss_bursty(0.1, 1.0 / 0.9, k, m, 1);
+            assert!((exact - chain).abs() < 1e-9, "{k},{m}: {exact} vs {chain}");
+        }
+        // Monte Carlo over the simulator's Gilbert-Elliott path, in the FEC
+        // encoder's send order (a block of d * k sources, then each group's repairs).
+        let (p, burst) = (0.2, 3.0);
+        let r = 1.0 / burst;
+        let config = NetConfig {
+            loss: LossModel::GilbertElliott {
+                p_good_to_bad: p * r / (1.0 - p),
+                p_bad_to_good: r,
+                loss_good: 0.0,
+                loss_bad: 1.0,
+            },
+            max_in_flight: usize::MAX,
+            ..NetConfig::default()
+        };
+        let t0 = Instant::now();
+        for (k, m, d) in [(6u8, 6u8, 1u8), (2, 2, 3), (1, 1, 4)] {
+            let mut net = Network::new(config.clone(), 3).unwrap();
+            let (kk, mm, dd) = (usize::from(k), usize::from(m), usize::from(d));
+            let (mut lost_sources, mut sources) = (0usize, 0usize);
+            for _ in 0..40_000 / (kk * dd) {
+                let fates: Vec<bool> = (0..dd * (kk + mm))
+                    .map(|_| !net.handle_send(t0, (), 1))
+                    .collect();
+                for g in 0..dd {
+                    let src = (0..kk).filter(|i| fates[g + i * dd]).count();
+                    let rep = (0..mm).filter(|j| fates[dd * kk + g * mm + j]).count();
+                    if src + rep > mm {
+                        lost_sources += src;
+                    }
+                    sources += kk;
+                }
+            }
+            let simulated = lost_sources as f64 / sources as f64;
+            let exact = residual_loss_bursty(p, burst, k, m, d);
+            assert!(
+                (simulated - exact).abs() < 0.2 * exact + 0.002,
+                "({k},{m},{d}): simulated {simulated}, exact {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn controller_starts_clean_protects_on_loss_and_backs_off_when_it_clears() {
+        let mut c = ProtectionController::new(ProtectionGoal::default(), 150);
+        let mut rng = crate::netsim::SimRng::new(9);
+        assert_eq!(c.protection().rs, None);
+        // 20 s clean: never any protection.
+        for _ in 0..40 {
+            for _ in 0..25 {
+                c.record(false);
+            }
+            assert_eq!(c.report(), None);
+        }
+        // 10 % random loss: protection within a second.
+        let mut reports = 0;
+        while c.protection().rs.is_none() {
+            for _ in 0..25 {
+                c.record(rng.chance(0.1));
+            }
+            c.report();
+            reports += 1;
+            assert!(reports <= 4, "{:?}", c.estimator());
+        }
+        let mut changes = 0;
+        for _ in 0..80 {
+            for _ in 0..25 {
+                c.record(rng.chance(0.1));
+            }
+            changes += usize::from(c.report().is_some());
+        }
+        assert!(changes <= 4, "hysteresis: {changes} changes in 20 s");
+        assert!(!c.protection().opus_fec);
+        // Loss clears: back to nothing within 30 s.
+        let mut reports = 0;
+        while c.protection() != choose_protection(0.0, 1.0, &ProtectionGoal::default()) {
+            for _ in 0..25 {
+                c.record(false);
+            }
+            c.report();
+            reports += 1;
+            assert!(reports <= 60, "{:?}", c.protection());
+        }
     }
 
     #[test]

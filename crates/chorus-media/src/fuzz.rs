@@ -269,6 +269,24 @@ mod session_tests {
     }
 }
 
+/// Opus packet framing: the first frame is a subslice of the input, and the LBRR
+/// flag is read without panicking, `None` only when there is no first frame to
+/// read it from.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn opus_packet(data: &[u8]) {
+    let first = crate::opus_packet::first_frame(data);
+    if let Some(f) = first {
+        let (start, end) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
+        let at = f.as_ptr() as usize;
+        assert!(at >= start && at + f.len() <= end, "inside the packet");
+    }
+    if crate::opus_packet::has_inband_fec(data).is_none() {
+        assert!(first.is_none_or(<[u8]>::is_empty));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The committed seeds decode (so the fuzzer starts from valid packets).

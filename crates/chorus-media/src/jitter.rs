@@ -3,7 +3,7 @@
 //!
 //! The buffer measures each packet's *relative transit* `r = arrival - timestamp /
 //! clock rate` over a sliding window. The fastest packet of the window (`r_min`) gives
-//! the path's base delay, a high quantile (95 %) its jitter; the *target delay* is that
+//! the path's base delay, a high quantile (97 % by default) its jitter; the *target delay* is that
 //! jitter span (plus a configured extra, such as the FEC group delay, so that repair
 //! packets come in before they are needed), clamped to `[min_delay, max_delay]`. A
 //! packet with timestamp `ts` is due at `ts / rate + r_min + target`. Because the
@@ -56,6 +56,21 @@ pub struct JitterConfig {
     pub max_packets: usize,
     /// Arrivals in the delay-measurement window. Default 250 (5 s of 20 ms frames).
     pub window: usize,
+    /// The quantile of the window's transit times, in percent, that the target delay
+    /// covers: packets slower than it (and than `guard`) arrive after their due time
+    /// and are concealed. Default 97: a few reordered or spiking packets do not set
+    /// the delay of all the others.
+    pub quantile: u8,
+    /// Added to the jitter span: the margin between the quantile and the slowest
+    /// ordinary packets, which the span alone would conceal. Default 3 ms.
+    pub guard: Duration,
+    /// How much earlier (later) each tick may come when frames play later (earlier)
+    /// than their due time: the playout clock slews towards the target delay instead
+    /// of dropping frames or waiting a whole frame. The audio side must shorten
+    /// (lengthen) its output by as much: time-scale modification, as NetEq's
+    /// accelerate and preemptive expand. Default 1 ms per tick (5 % of a 20 ms
+    /// frame); zero disables it.
+    pub slew: Duration,
 }
 
 impl Default for JitterConfig {
@@ -68,6 +83,9 @@ impl Default for JitterConfig {
             extra_delay: Duration::ZERO,
             max_packets: 256,
             window: 250,
+            quantile: 97,
+            guard: Duration::from_millis(3),
+            slew: Duration::from_millis(1),
         }
     }
 }
@@ -141,12 +159,20 @@ pub struct JitterBuffer<T> {
     packets: BTreeMap<u64, Entry<T>>,
     next_seq: Option<u64>,
     next_tick: Option<Instant>,
+    /// Extended timestamp expected for `next_seq` (the last frame's plus one frame).
+    next_ts: Option<u64>,
+    /// Frames concealed in a row while nothing was buffered.
+    blind: u32,
     transits: VecDeque<i64>,
     sorted: Vec<i64>,
     r_min: i64,
     target: Duration,
     stats: JitterStats,
 }
+
+/// Frames concealed in a row with nothing buffered before the buffer reports
+/// [`Playout::Empty`] instead (the sender paused or the path broke).
+const BLIND_MAX: u32 = 5;
 
 fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
@@ -174,6 +200,8 @@ impl<T> JitterBuffer<T> {
             packets: BTreeMap::new(),
             next_seq: None,
             next_tick: None,
+            next_ts: None,
+            blind: 0,
             transits: VecDeque::new(),
             sorted: Vec::new(),
             r_min: 0,
@@ -229,12 +257,19 @@ impl<T> JitterBuffer<T> {
         sorted.extend(self.transits.iter().copied());
         sorted.sort_unstable();
         let min = sorted.first().copied().unwrap_or(0);
-        let idx = (sorted.len().saturating_sub(1) * 95) / 100;
+        // Until the window is half full the quantile is poorly known: the maximum.
+        let quantile = if sorted.len() < self.config.window / 2 {
+            100
+        } else {
+            usize::from(self.config.quantile.min(100))
+        };
+        let idx = (sorted.len().saturating_sub(1) * quantile) / 100;
         let p95 = sorted.get(idx).copied().unwrap_or(min);
         self.r_min = min;
         let span = Duration::from_nanos(u64::try_from(p95.saturating_sub(min)).unwrap_or(0));
-        self.target =
-            span.clamp(self.config.min_delay, self.config.max_delay) + self.config.extra_delay;
+        self.target = (span + self.config.guard)
+            .clamp(self.config.min_delay, self.config.max_delay)
+            + self.config.extra_delay;
     }
 
     /// One received packet at `now`.
@@ -245,7 +280,48 @@ impl<T> JitterBuffer<T> {
         timestamp: u32,
         payload: T,
     ) -> Result<(), Rejected> {
+        self.insert(now, seq, timestamp, payload, true)
+    }
+
+    /// A packet rebuilt by FEC (or retransmitted) at `now`: buffered like any other,
+    /// but its arrival time is not a sample of the path's delay (it waited for its
+    /// group's repair packets), so it does not widen the target delay; the FEC wait
+    /// is accounted for by `extra_delay` instead.
+    pub fn handle_recovered(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        timestamp: u32,
+        payload: T,
+    ) -> Result<(), Rejected> {
+        self.insert(now, seq, timestamp, payload, false)
+    }
+
+    fn insert(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        timestamp: u32,
+        payload: T,
+        measure: bool,
+    ) -> Result<(), Rejected> {
         let seq_ext = self.seqs.unwrap(seq);
+        if self.packets.contains_key(&seq_ext) {
+            self.stats.duplicates += 1;
+            return Err(Rejected::Duplicate);
+        }
+        let ts_ext = self.stamps.unwrap(timestamp);
+        // A late packet is still a sample of the path's delay (without it the target
+        // would only see the fast packets and shrink).
+        if measure || self.transits.is_empty() {
+            let arrival = self.since_epoch(now);
+            self.transits
+                .push_back(arrival.saturating_sub(self.ts_nanos(ts_ext)));
+            while self.transits.len() > self.config.window {
+                self.transits.pop_front();
+            }
+            self.update_target();
+        }
         if let Some(next) = self.next_seq {
             if seq_ext < next {
                 self.stats.late += 1;
@@ -258,18 +334,6 @@ impl<T> JitterBuffer<T> {
                 self.next_seq = Some(seq_ext);
             }
         }
-        if self.packets.contains_key(&seq_ext) {
-            self.stats.duplicates += 1;
-            return Err(Rejected::Duplicate);
-        }
-        let ts_ext = self.stamps.unwrap(timestamp);
-        let arrival = self.since_epoch(now);
-        self.transits
-            .push_back(arrival.saturating_sub(self.ts_nanos(ts_ext)));
-        while self.transits.len() > self.config.window {
-            self.transits.pop_front();
-        }
-        self.update_target();
         if self.next_seq.is_none() {
             self.next_seq = Some(seq_ext);
             self.next_tick = Some(now);
@@ -331,13 +395,37 @@ impl<T> JitterBuffer<T> {
         let now_ns = self.since_epoch(now);
         let half = nanos(frame) / 2;
         let next = self.next_seq?;
+        let frame_ts =
+            u64::try_from(frame.as_nanos() * u128::from(self.config.clock_rate) / 1_000_000_000)
+                .unwrap_or(0);
         let Some((&head_seq, head)) = self.packets.first_key_value() else {
+            // Nothing buffered, but the next frame is due: it is late or lost. Conceal
+            // it now, as the playout clock must go on (a late packet is then rejected);
+            // after `BLIND_MAX` frames the stream is taken to have paused.
+            if let Some(ts) = self.next_ts
+                && self.blind < BLIND_MAX
+                && self.due(ts) <= now_ns.saturating_add(nanos(self.config.slew))
+            {
+                self.blind += 1;
+                self.next_ts = Some(ts + frame_ts);
+                self.next_seq = Some(next + 1);
+                self.stats.concealed += 1;
+                return Some(Playout::Missing { seq: next as u16 });
+            }
             self.stats.empty += 1;
             return Some(Playout::Empty);
         };
         if head_seq == next {
             let due = self.due(head.ts_ext);
             if due > now_ns.saturating_add(half) {
+                // Before the first frame, the playout clock is phased on the first
+                // packet's due time, so that frames play at their due time rather
+                // than up to half a frame later.
+                if self.stats.played + self.stats.concealed == 0
+                    && let (Some(epoch), Ok(due)) = (self.epoch, u64::try_from(due))
+                {
+                    self.next_tick = Some((epoch + Duration::from_nanos(due)).max(now));
+                }
                 self.stats.empty += 1;
                 return Some(Playout::Empty);
             }
@@ -347,8 +435,23 @@ impl<T> JitterBuffer<T> {
                 self.next_seq = Some(next + 1);
                 self.stats.accelerated += 1;
             }
+            // Playing off the due time: move the next tick towards it a little.
+            let off = now_ns.saturating_sub(due);
+            if let Some(tick) = self.next_tick {
+                let step = self
+                    .config
+                    .slew
+                    .min(Duration::from_nanos(off.unsigned_abs()));
+                self.next_tick = Some(if off > 0 {
+                    tick.checked_sub(step).unwrap_or(tick).max(now)
+                } else {
+                    tick + step
+                });
+            }
             let (seq, entry) = self.packets.pop_first()?;
             self.next_seq = Some(seq + 1);
+            self.next_ts = Some(entry.ts_ext + frame_ts);
+            self.blind = 0;
             self.stats.played += 1;
             return Some(Playout::Packet {
                 seq: seq as u16,
@@ -357,9 +460,6 @@ impl<T> JitterBuffer<T> {
             });
         }
         // `next` is missing: conceal it once a later packet shows it is due.
-        let frame_ts =
-            u64::try_from(frame.as_nanos() * u128::from(self.config.clock_rate) / 1_000_000_000)
-                .unwrap_or(0);
         let est_ts = head
             .ts_ext
             .saturating_sub((head_seq - next).saturating_mul(frame_ts));
@@ -368,6 +468,7 @@ impl<T> JitterBuffer<T> {
             return Some(Playout::Empty);
         }
         self.next_seq = Some(next + 1);
+        self.next_ts = Some(est_ts + frame_ts);
         self.stats.concealed += 1;
         Some(Playout::Missing { seq: next as u16 })
     }
@@ -451,6 +552,52 @@ mod tests {
             "{:?}",
             jb.target_delay()
         );
+    }
+
+    #[test]
+    fn conceals_at_the_due_time_and_recovered_packets_do_not_widen_the_target() {
+        // Packets every 20 ms, 40 ms in transit; packet 10 lost, packet 20 rebuilt
+        // by FEC 60 ms late.
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let t0 = Instant::now();
+        let frame = Duration::from_millis(20);
+        let mut out = Vec::new();
+        let arrival = |i: u32| t0 + frame * i + Duration::from_millis(40);
+        let mut i = 0u32;
+        while i < 40 || !jb.is_empty() {
+            let tick = jb.poll_timeout().unwrap_or(arrival(i));
+            let now = if i < 40 { arrival(i).min(tick) } else { tick };
+            if i < 40 && now == arrival(i) {
+                if i != 10 && i != 20 {
+                    jb.handle_packet(now, i as u16, i * 960, i).unwrap();
+                }
+                if i == 22 {
+                    assert_eq!(
+                        jb.handle_recovered(now, 20, 20 * 960, 20),
+                        Err(Rejected::Late)
+                    );
+                }
+                i += 1;
+            }
+            while let Some(f) = jb.poll_frame(now) {
+                match f {
+                    Playout::Packet { seq, .. } => out.push((seq, now, true)),
+                    Playout::Missing { seq } => out.push((seq, now, false)),
+                    Playout::Empty => {}
+                }
+            }
+        }
+        // Every frame at a steady 20 ms rhythm: the loss did not stall the clock.
+        assert_eq!(out.len(), 40, "{out:?}");
+        for w in out.windows(2) {
+            assert_eq!(w[1].0, w[0].0 + 1);
+            assert_eq!(w[1].1 - w[0].1, frame, "{w:?}");
+        }
+        assert!(!out[10].2, "10 concealed");
+        // 20 came in after its turn (it was due at 20 ms + 40 ms + the target).
+        assert_eq!(jb.stats().late, 1);
+        // A constant transit: the target is the minimum, not widened by the late one.
+        assert_eq!(jb.target_delay(), JitterConfig::default().min_delay);
     }
 
     #[test]

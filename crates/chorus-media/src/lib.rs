@@ -8,14 +8,18 @@
 //! - `driver` (feature `tokio`): the thin tokio driver of a session over one UDP
 //!   socket, PCM over channels.
 //! - [`adapt`]: loss and burst estimation, the choice of Reed-Solomon `(k, m)`,
-//!   interleaving and Opus in-band FEC, and loss-based send-rate control.
+//!   interleaving and Opus in-band FEC from the exact residual loss on a Gilbert
+//!   path, the sender's protection controller, and loss-based send-rate control.
 //! - [`congestion`]: delay-based rate control (Google Congestion Control's trendline
 //!   estimator, over-use detector and AIMD), REMB feedback and abs-send-time.
 //! - [`timestretch`]: WSOLA time stretching that keeps pitch, so playout delay can
 //!   follow the jitter buffer's target without dropping or inserting whole frames.
 //! - `opus` (feature `opus`, on by default): Opus encoding and decoding through
-//!   libopus: 8-48 kHz, mono and stereo, 10-60 ms frames, 6-510 kbit/s, complexity,
-//!   DTX, in-band FEC with an expected-loss hint, packet loss concealment.
+//!   libopus 1.6.1: 8-48 kHz, mono and stereo, 10-60 ms frames, 6-510 kbit/s,
+//!   complexity, DTX, in-band FEC with an expected-loss hint, packet loss
+//!   concealment (with the `dnn` feature: libopus's neural deep PLC and OSCE).
+//! - [`opus_packet`]: Opus packet framing (RFC 6716 §3) without libopus: the first
+//!   frame and the in-band FEC (LBRR) flag.
 //! - [`rtp`]: RTP packets (RFC 3550 §5.1) with CSRCs, padding and header extensions,
 //!   the RFC 8285 one-byte and two-byte element forms, the RFC 6464 audio level, and
 //!   sequence-number / timestamp unwrapping to 64-bit counters.
@@ -97,6 +101,7 @@ pub mod jitter;
 pub mod netsim;
 #[cfg(feature = "opus")]
 pub mod opus;
+pub mod opus_packet;
 pub mod quality;
 pub mod rtcp;
 pub mod rtp;

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """PESQ (ITU-T P.862.2 wide-band) score of the media-quality example's output.
 
-    cargo run --release --example media-quality -- --reference ref.wav --output deg.wav
-    python3 examples/media-quality-pesq.py ref.wav deg.wav
+    python3 benches/media-quality-pesq.py ref.wav deg.wav
+
+The media-quality example runs it itself on the input and its output (see
+docs/media.md); benches/media-speech.sh makes the test speech.
 
 Needs `pip install numpy pesq`. Both files are 16-bit PCM mono WAV; they are
 resampled to 16 kHz (windowed-sinc low-pass, then decimation) as P.862.2 requires.
@@ -45,7 +47,7 @@ def main():
     ref, deg = to_16k(ref, ref_rate), to_16k(deg, deg_rate)
     n = min(len(ref), len(deg))
     score = pesq(16000, ref[:n], deg[:n], "wb")
-    print(f"PESQ (wide-band MOS-LQO): {score:.2f}")
+    print(f"PESQ-WB               {score:.2f} (ITU-T P.862.2 MOS-LQO)")
 
 
 if __name__ == "__main__":
