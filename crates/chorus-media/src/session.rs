@@ -327,6 +327,8 @@ pub struct Session {
     extra_applied: Duration,
     extra_wanted: Duration,
     started: bool,
+    /// The peer sent BYE: no packet follows those buffered.
+    remote_ended: bool,
     next_playout: Option<Instant>,
     last_sr: Option<(u32, Instant)>,
     // RTCP.
@@ -490,6 +492,7 @@ impl Session {
             extra_applied: Duration::ZERO,
             extra_wanted: Duration::ZERO,
             started: false,
+            remote_ended: false,
             next_playout: None,
             last_sr: None,
             next_rtcp: now + first_rtcp,
@@ -723,7 +726,7 @@ impl Session {
             self.recv_stats.handle_packet(now, p.sequence, p.timestamp);
             self.stats.media_received += 1;
             self.fec_rx.handle_source(p.sequence, &plain);
-            self.buffer(now, p.sequence, p.timestamp, p.payload);
+            self.buffer(now, p.sequence, p.timestamp, p.payload, false);
         } else {
             return Err(crate::DecodeError::BadRtcpType(p.payload_type).into());
         }
@@ -732,19 +735,23 @@ impl Session {
                 && p.payload_type == self.config.payload_type
             {
                 self.stats.recovered_by_fec += 1;
-                self.buffer(now, p.sequence, p.timestamp, p.payload);
+                self.buffer(now, p.sequence, p.timestamp, p.payload, true);
             }
         }
         Ok(())
     }
 
-    fn buffer(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) {
-        if self
-            .jitter
-            .handle_packet(now, seq, timestamp, payload.to_vec())
-            .is_ok()
-            && self.next_playout.is_none()
-        {
+    /// Into the jitter buffer. A packet FEC `recovered` waited for its group's repair
+    /// packets: its arrival is no sample of the path's delay (the FEC wait is the
+    /// jitter buffer's extra delay instead).
+    fn buffer(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8], recovered: bool) {
+        let payload = payload.to_vec();
+        let accepted = if recovered {
+            self.jitter.handle_recovered(now, seq, timestamp, payload)
+        } else {
+            self.jitter.handle_packet(now, seq, timestamp, payload)
+        };
+        if accepted.is_ok() && self.next_playout.is_none() {
             // The playout clock starts with the first packet.
             self.next_playout = Some(now);
         }
@@ -775,7 +782,14 @@ impl Session {
                 rtcp::Packet::ReceiverReport { reports, .. } => {
                     rate_changed |= self.handle_blocks(arrival, reports);
                 }
-                rtcp::Packet::Bye { .. } => self.events.push_back(Event::RemoteBye),
+                rtcp::Packet::Bye { sources, .. } => {
+                    if self.remote_ssrc.is_none_or(|r| sources.contains(&r)) {
+                        // The stream ended: once its last packets played, the
+                        // silence that follows is no loss to conceal.
+                        self.remote_ended = true;
+                    }
+                    self.events.push_back(Event::RemoteBye);
+                }
                 _ => {}
             }
         }
@@ -1005,11 +1019,14 @@ impl Session {
     fn play_one(&mut self, t: Instant) {
         let n = self.frame_samples;
         let mut dry = false;
-        // A higher target (more jitter, a longer FEC group) would make the jitter
-        // buffer report nothing due until its new playout point: a gap. Instead the
-        // rise becomes a debt, hidden from it by polling it that much later in its
-        // own time, and repaid by expanded frames. At most 9 frames: the buffer
-        // resynchronises when polled more than 10 frames past its tick.
+        // A higher target (more jitter, a longer FEC group) moves the jitter
+        // buffer's due times later: the rise becomes a debt that expanded frames
+        // repay, so that the sync buffer holds audio when the next packet comes due
+        // later. The jitter buffer itself is always polled at its own tick (never a
+        // shifted time): it conceals a frame with nothing buffered once it is due and
+        // drops frames when far behind, so a shifted clock would make it conceal
+        // packets still on their way and drop frames the playout needs. Bounded at
+        // 9 frames.
         let target = self.jitter.target_delay();
         if self.config.time_stretch {
             if target > self.last_target {
@@ -1019,15 +1036,22 @@ impl Session {
             }
         }
         self.last_target = target;
+        let mut ended = false;
         for _ in 0..4 {
             if self.sync.len() >= n {
+                break;
+            }
+            if self.remote_ended && self.jitter.is_empty() {
+                // After BYE and its last packets: silence, neither loss nor underrun.
+                ended = true;
                 break;
             }
             let Some(tick) = self.jitter.poll_timeout() else {
                 break;
             };
             // Pulling up to one frame early plays the buffer out faster: only while
-            // accelerating, with packets waiting.
+            // accelerating, with packets waiting (so the early poll cannot conceal a
+            // frame that had nothing buffered behind it).
             let early = tick > t;
             if early && (tick > t + self.frame || self.jitter.len() < 2 || self.excess_ms <= 0.0) {
                 break;
@@ -1035,7 +1059,7 @@ impl Session {
             let at = if t.saturating_duration_since(tick) > self.frame * 10 {
                 t
             } else {
-                tick + self.debt
+                tick
             };
             let Some(frame) = self.jitter.poll_frame(at) else {
                 break;
@@ -1089,7 +1113,7 @@ impl Session {
                 self.stats.expanded += 1;
             }
         }
-        if self.sync.len() < n && !dry {
+        if self.sync.len() < n && !dry && !ended {
             self.stats.underruns += 1;
         }
         for (o, s) in out

@@ -258,7 +258,12 @@ fn a_clean_call_carries_speech_both_ways_and_measures_the_rtt() {
     for (leg, snr) in [(&a, ba), (&b, ab)] {
         let s = leg.session.stats();
         assert!(snr > 8.0, "{snr}");
-        assert_eq!(s.concealed, 0);
+        // Nothing concealed while the peer sends. After its last packet (this
+        // harness sends no BYE) the jitter buffer cannot tell an ended stream from a
+        // lost burst and conceals up to 5 frames at their due time before it takes
+        // the stream as paused: the tail plays a PLC fade-out, and that is all.
+        assert_eq!(leg.live.concealed, 0);
+        assert!(s.concealed <= 5, "{}", s.concealed);
         assert_eq!(s.jitter_dropped, 0);
         assert_eq!(s.rejected, 0);
         // RTT: twice the 40 ms path, to within the 20 ms playout granularity.
@@ -296,7 +301,9 @@ fn a_lossy_jittery_call_turns_fec_on_and_keeps_quality() {
         rebuilt(&sa) + rebuilt(&sb) >= 25,
         "losses rebuilt both ways"
     );
-    assert!(sa.protection.unwrap().rs.is_some() && sa.protection.unwrap().opus_fec);
+    // Reed-Solomon alone: the controller does not add Opus in-band FEC (LBRR) to an
+    // RS group, which measured worse (docs/media.md, "FEC controller").
+    assert!(sa.protection.unwrap().rs.is_some(), "{:?}", sa.protection);
     assert!(
         sa.protection_changes <= 3,
         "{} FEC group changes",
@@ -376,8 +383,14 @@ fn the_send_rate_follows_a_bottleneck_down_and_back_up() {
     });
     for (t, s) in a.trace.iter().enumerate() {
         eprintln!(
-            "{t} s: target {} remb {:?} codec {} underruns {} concealed {}",
-            s.target_bps, s.remote_estimate_bps, s.codec_bps, s.underruns, s.concealed
+            "{t} s: target {} remb {:?} codec {} underruns {} concealed {} / B {} {}",
+            s.target_bps,
+            s.remote_estimate_bps,
+            s.codec_bps,
+            s.underruns,
+            s.concealed,
+            b.trace[t].underruns,
+            b.trace[t].concealed
         );
     }
     let remb = |t: usize| a.trace[t].remote_estimate_bps.unwrap();
