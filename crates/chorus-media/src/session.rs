@@ -906,7 +906,29 @@ impl Session {
                 t + self.frame
             });
             self.play_one(t);
+            self.align_playout(t);
         }
+    }
+
+    /// Before audio starts, moves the playout grid onto the jitter buffer's: it
+    /// phases its first tick on the first packet's due time, and a grid off by `φ`
+    /// would play every frame up to a frame later than due (`φ` of latency the
+    /// buffer never sees). Only silence has played, so the shift is inaudible; the
+    /// next tick stays within one frame (silence keeps coming every tick).
+    fn align_playout(&mut self, t: Instant) {
+        if self.started {
+            return;
+        }
+        let (Some(next), Some(tick)) = (self.next_playout, self.jitter.poll_timeout()) else {
+            return;
+        };
+        if tick <= t || next > t + self.frame {
+            return;
+        }
+        let frame = self.frame.as_nanos();
+        let ahead = tick.saturating_duration_since(t).as_nanos() % frame;
+        let ahead = if ahead == 0 { frame } else { ahead };
+        self.next_playout = Some(t + Duration::from_nanos(u64::try_from(ahead).unwrap_or(0)));
     }
 
     /// A new FEC group delay for the jitter buffer: an increase at once (playout
@@ -1113,7 +1135,7 @@ impl Session {
                 self.stats.expanded += 1;
             }
         }
-        if self.sync.len() < n && !dry && !ended {
+        if self.sync.len() < n && self.started && !dry && !ended {
             self.stats.underruns += 1;
         }
         for (o, s) in out

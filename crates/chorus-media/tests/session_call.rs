@@ -414,3 +414,61 @@ fn the_send_rate_follows_a_bottleneck_down_and_back_up() {
     let under: u32 = (3..10).map(|t| a.trace[t].target_bps).max().unwrap();
     assert!(last.target_bps > under, "{} vs {under}", last.target_bps);
 }
+
+#[test]
+fn the_first_frame_plays_at_its_due_time_off_the_frame_grid() {
+    // A 40 ms path and a 30 ms jitter-buffer minimum: the first packet is due 70 ms
+    // after it was sent, 30 ms after it arrived, half a frame off the 20 ms grid
+    // the playout started on. The grid moves onto the jitter buffer's while only
+    // silence has played, so the first audio comes out at 70 ms, not 80.
+    let t0 = Instant::now();
+    let mut a = SessionConfig::default();
+    a.sample_rate = RATE;
+    let mut b = a.clone();
+    b.jitter.min_delay = Duration::from_millis(30);
+    (b.ssrc, b.fec_ssrc) = (0xB1, 0xB2);
+    let mut sa = Session::new(a, srtp(1), srtp(2), Box::new(SeededEntropy::new(1)), t0).unwrap();
+    let mut sb = Session::new(b, srtp(2), srtp(1), Box::new(SeededEntropy::new(2)), t0).unwrap();
+    let speech = synthetic_speech(RATE, FRAME * 20, 12);
+    let path = Duration::from_millis(40);
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut outputs = Vec::new();
+    let (mut now, mut sent) = (t0, 0usize);
+    while now < t0 + Duration::from_millis(300) {
+        if sent < 10 && now >= t0 + Duration::from_millis(20 * sent as u64) {
+            sa.send_frame(now, &speech[sent * FRAME..(sent + 1) * FRAME])
+                .unwrap();
+            sent += 1;
+            while let Some(d) = sa.poll_transmit() {
+                in_flight.push_back((now + path, d));
+            }
+        }
+        while in_flight.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, d) = in_flight.pop_front().unwrap();
+            sb.handle_input(now, &d).unwrap();
+        }
+        sb.handle_timeout(now);
+        while let Some(pcm) = sb.poll_pcm() {
+            outputs.push((now - t0, pcm.iter().any(|&s| s != 0)));
+        }
+        let next = [
+            sb.poll_timeout(),
+            in_flight.front().map(|(at, _)| *at),
+            (sent < 10).then(|| t0 + Duration::from_millis(20 * sent as u64)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap();
+        now = next.max(now + Duration::from_micros(100));
+    }
+    let first_audio = outputs.iter().find(|(_, audible)| *audible).unwrap().0;
+    assert_eq!(first_audio, Duration::from_millis(70), "{outputs:?}");
+    // Silence before it, one frame per tick from the first packet on.
+    assert_eq!(outputs[0].0, Duration::from_millis(40));
+    assert!(
+        outputs
+            .windows(2)
+            .all(|w| w[1].0 - w[0].0 <= Duration::from_millis(20))
+    );
+}
