@@ -1071,11 +1071,18 @@ impl Session {
             let Some(tick) = self.jitter.poll_timeout() else {
                 break;
             };
-            // Pulling up to one frame early plays the buffer out faster: only while
-            // accelerating, with packets waiting (so the early poll cannot conceal a
-            // frame that had nothing buffered behind it).
+            // Pulling up to one frame early plays the buffer out faster: while
+            // accelerating, or when the sync buffer holds less than half a frame
+            // (the jitter buffer's clock slewed past this tick: the alternative is
+            // a frame of PLC with packets waiting). Only with packets waiting, so
+            // that the early poll cannot conceal a frame still on its way.
             let early = tick > t;
-            if early && (tick > t + self.frame || self.jitter.len() < 2 || self.excess_ms <= 0.0) {
+            let short = self.sync.len() < n / 2 && self.started;
+            if early
+                && (tick > t + self.frame
+                    || self.jitter.len() < 2
+                    || (self.excess_ms <= 0.0 && !short))
+            {
                 break;
             }
             let at = if t.saturating_duration_since(tick) > self.frame * 10 {
@@ -1136,7 +1143,9 @@ impl Session {
             }
         }
         if self.sync.len() < n && self.started && !dry && !ended {
-            self.stats.underruns += 1;
+            // Still short (nothing due, nothing to stretch): PLC rather than a gap of
+            // zeros in the middle of speech.
+            self.conceal(false);
         }
         for (o, s) in out
             .iter_mut()
