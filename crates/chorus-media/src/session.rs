@@ -241,8 +241,8 @@ pub struct SessionStats {
     pub accelerated: u64,
     /// Frames lengthened by time stretching (preemptive expand).
     pub expanded: u64,
-    /// Playout ticks that found no audio due: Opus PLC once audio started, silence
-    /// before.
+    /// Playout ticks after audio started that found no audio due, played as Opus PLC
+    /// (the silence before audio starts and after the peer's BYE is not counted).
     pub underruns: u64,
     /// Datagrams or PCM frames dropped because a queue was full.
     pub queue_drops: u64,
