@@ -4,7 +4,7 @@ use crate::cmd::{self, Result};
 use crate::install::{self, Job};
 
 /// Installs missing system packages, then runs every test target and every doctest of
-/// the workspace. Cargo's output, summaries included, goes straight to the terminal.
+/// the workspace, and chorus-media's codec tests on its `dnn` build. Cargo's output, summaries included, goes straight to the terminal.
 pub(crate) fn run() -> Result {
     install::system_packages(Job::Test)?;
     // Default features only: `_fuzz` is private, and features are tested by each
@@ -16,5 +16,18 @@ pub(crate) fn run() -> Result {
         "--workspace",
         "--all-targets",
     ]))?;
-    cmd::run(cmd::cargo().args(["test", "--workspace", "--doc"]))
+    cmd::run(cmd::cargo().args(["test", "--workspace", "--doc"]))?;
+    // libopus with its neural models (chorus-media's `dnn`, the facade's `media-dnn`):
+    // the build the quality goals are measured with. Its codec tests and the lossy
+    // speech test run on it too, so the optional build cannot rot.
+    cmd::run(cmd::cargo().args([
+        "test",
+        "-p",
+        "chorus-media",
+        "--features",
+        "dnn",
+        "--lib",
+        "--test",
+        "speech_over_lossy_network",
+    ]))
 }
