@@ -120,6 +120,40 @@ impl NatClass {
     }
 }
 
+/// The class a client's RFC 5780 discovery run reports (chorus-nat), as published.
+/// A public host behind a filtering firewall ("symmetric UDP firewall") keeps its
+/// address and filters by address and port, so peers see it as port-restricted.
+impl From<chorus_nat::discovery::Classic> for NatClass {
+    fn from(c: chorus_nat::discovery::Classic) -> Self {
+        use chorus_nat::discovery::Classic;
+        match c {
+            Classic::OpenInternet => Self::Open,
+            Classic::FullCone => Self::FullCone,
+            Classic::RestrictedCone => Self::Restricted,
+            Classic::PortRestrictedCone | Classic::SymmetricUdpFirewall => Self::PortRestricted,
+            Classic::Symmetric => Self::Symmetric,
+            Classic::UdpBlocked => Self::UdpBlocked,
+            Classic::Unknown => Self::Unknown,
+        }
+    }
+}
+
+/// The class a client kept from an earlier run (chorus-hostcache's `shared.xml`).
+impl From<chorus_hostcache::nat::ClassicNat> for NatClass {
+    fn from(c: chorus_hostcache::nat::ClassicNat) -> Self {
+        use chorus_hostcache::nat::ClassicNat;
+        match c {
+            ClassicNat::OpenInternet => Self::Open,
+            ClassicNat::FullCone => Self::FullCone,
+            ClassicNat::RestrictedCone => Self::Restricted,
+            ClassicNat::PortRestrictedCone => Self::PortRestricted,
+            ClassicNat::Symmetric => Self::Symmetric,
+            ClassicNat::UdpBlocked => Self::UdpBlocked,
+            ClassicNat::Unknown => Self::Unknown,
+        }
+    }
+}
+
 /// A user's presence record. Nothing in it is trusted until a [`Verifier`] accepts it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PresenceRecord {
@@ -563,6 +597,51 @@ impl Verifier for CertVerifier {
 
 #[cfg(test)]
 pub(crate) mod tests {
+
+    #[test]
+    fn nat_classes_from_discovery_and_the_host_cache_agree() {
+        use chorus_hostcache::nat::ClassicNat;
+        use chorus_nat::discovery::Classic;
+        let pairs = [
+            (
+                Classic::OpenInternet,
+                ClassicNat::OpenInternet,
+                NatClass::Open,
+            ),
+            (Classic::FullCone, ClassicNat::FullCone, NatClass::FullCone),
+            (
+                Classic::RestrictedCone,
+                ClassicNat::RestrictedCone,
+                NatClass::Restricted,
+            ),
+            (
+                Classic::PortRestrictedCone,
+                ClassicNat::PortRestrictedCone,
+                NatClass::PortRestricted,
+            ),
+            (
+                Classic::Symmetric,
+                ClassicNat::Symmetric,
+                NatClass::Symmetric,
+            ),
+            (
+                Classic::UdpBlocked,
+                ClassicNat::UdpBlocked,
+                NatClass::UdpBlocked,
+            ),
+            (Classic::Unknown, ClassicNat::Unknown, NatClass::Unknown),
+        ];
+        for (discovered, stored, published) in pairs {
+            assert_eq!(NatClass::from(discovered), published);
+            assert_eq!(NatClass::from(stored), published);
+            // The wire value survives.
+            assert_eq!(NatClass::from_u8(published as u8), Some(published));
+        }
+        assert_eq!(
+            NatClass::from(Classic::SymmetricUdpFirewall),
+            NatClass::PortRestricted
+        );
+    }
     use super::*;
     use proptest::collection::vec;
     use proptest::prelude::*;
