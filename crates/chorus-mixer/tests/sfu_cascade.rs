@@ -29,6 +29,16 @@ fn hops(net: &Net, from: usize) -> HashMap<usize, usize> {
     d
 }
 
+/// Each `(participant, relay)` joins at that relay with room for every layer, then
+/// `frames` frames flow.
+fn conference(net: &mut Net, placement: &[(u32, usize)], frames: usize) {
+    for &(p, r) in placement {
+        net.join(p, r, 10);
+        net.set_bandwidth(p, 20_000_000);
+    }
+    run(net, frames);
+}
+
 fn run(net: &mut Net, frames: usize) {
     for _ in 0..frames {
         net.tick(FRAME);
@@ -61,11 +71,7 @@ fn tree_of_four_relays() {
     net.link(1, 2);
     net.link(1, 3);
     let placement = [(1, 0), (2, 0), (3, 1), (4, 2), (5, 2), (6, 2), (7, 3)];
-    for (p, r) in placement {
-        net.join(p, r, 10);
-        net.set_bandwidth(p, 20_000_000);
-    }
-    run(&mut net, 30);
+    conference(&mut net, &placement, 30);
     let people: Vec<u32> = placement.iter().map(|(p, _)| *p).collect();
     assert_everyone_gets_the_others(&net, &people);
 
@@ -175,11 +181,7 @@ fn mesh_of_three_relays() {
     net.link(1, 2);
     net.link(0, 2);
     let placement = [(1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 2)];
-    for (p, r) in placement {
-        net.join(p, r, 10);
-        net.set_bandwidth(p, 20_000_000);
-    }
-    run(&mut net, 30);
+    conference(&mut net, &placement, 30);
     let people: Vec<u32> = placement.iter().map(|(p, _)| *p).collect();
     assert_everyone_gets_the_others(&net, &people);
     for (p, home) in placement {
@@ -209,11 +211,7 @@ fn losing_a_link_withdraws_what_came_over_it() {
     let mut net = Net::new(3, &SfuConfig::default());
     net.link(0, 1);
     net.link(1, 2);
-    for (p, r) in [(1, 0), (2, 1), (3, 2)] {
-        net.join(p, r, 10);
-        net.set_bandwidth(p, 20_000_000);
-    }
-    run(&mut net, 10);
+    conference(&mut net, &[(1, 0), (2, 1), (3, 2)], 10);
     let now = net.now;
     let mut out = chorus_mixer::sfu::Output::new();
     net.relays[1].remove_link(now, 100, &mut out).unwrap();
