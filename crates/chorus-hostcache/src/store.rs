@@ -18,6 +18,11 @@
 //! processes saving at once both succeed, one after the other, and the file is always
 //! one of their two complete versions.
 //!
+//! **Updates** ([`Store::update_shared`], [`Store::update_config`]) hold the lock from
+//! the load through the save, so processes that each change part of a file (one
+//! refreshes the host cache, another records the NAT type) never undo each other: a
+//! separate load and save can interleave with another process's and lose its change.
+//!
 //! **Loads** return `Ok(None)` for a missing file. A file that is too large, not
 //! well-formed, truncated, of a newer major version, or otherwise invalid is never
 //! discarded: it is renamed to `<name>.corrupt-<unix seconds>` and the error
@@ -151,10 +156,8 @@ impl Store {
     /// # Errors
     /// [`Error::File`]; see the module docs for what happens to a damaged file.
     pub fn load_shared(&self, now: SystemTime) -> Result<Option<SharedFile>, Error> {
-        let limits = &self.config.limits;
-        self.load(SHARED_XML, now, |bytes, path| {
-            SharedFile::decode(bytes, path, limits, now)
-        })
+        let _lock = self.lock()?;
+        self.load_shared_unlocked(now)
     }
 
     /// Saves `shared.xml` atomically and durably.
@@ -163,7 +166,36 @@ impl Store {
     /// [`Error::File`] ([`FileErrorKind::Io`] or [`FileErrorKind::Locked`]); the old
     /// file is then intact.
     pub fn save_shared(&self, file: &SharedFile) -> Result<(), Error> {
+        let _lock = self.lock()?;
         self.write_atomic(SHARED_XML, file.encode().as_bytes())
+    }
+
+    /// Loads `shared.xml` (an empty one if there is none), lets `change` edit it and
+    /// saves the result, holding the lock throughout: no other process's update
+    /// made in the meantime is lost.
+    ///
+    /// # Errors
+    /// As [`Store::load_shared`] (nothing is saved then) and [`Store::save_shared`].
+    pub fn update_shared<R>(
+        &self,
+        now: SystemTime,
+        change: impl FnOnce(&mut SharedFile) -> R,
+    ) -> Result<R, Error> {
+        let _lock = self.lock()?;
+        let mut file = match self.load_shared_unlocked(now)? {
+            Some(f) => f,
+            None => self.empty_shared()?,
+        };
+        let result = change(&mut file);
+        self.write_atomic(SHARED_XML, file.encode().as_bytes())?;
+        Ok(result)
+    }
+
+    fn load_shared_unlocked(&self, now: SystemTime) -> Result<Option<SharedFile>, Error> {
+        let limits = &self.config.limits;
+        self.load(SHARED_XML, now, |bytes, path| {
+            SharedFile::decode(bytes, path, limits, now)
+        })
     }
 
     /// Whether `config.xml` exists and is encrypted (so a password is needed).
@@ -192,6 +224,15 @@ impl Store {
     /// [`FileErrorKind::WrongPassword`] (the file stays where it is),
     /// [`FileErrorKind::Tampered`] and content errors (the file is moved aside).
     pub fn load_config(
+        &self,
+        password: Option<&[u8]>,
+        now: SystemTime,
+    ) -> Result<Option<ConfigFile>, Error> {
+        let _lock = self.lock()?;
+        self.load_config_unlocked(password, now)
+    }
+
+    fn load_config_unlocked(
         &self,
         password: Option<&[u8]>,
         now: SystemTime,
@@ -230,6 +271,40 @@ impl Store {
         password: Option<&[u8]>,
         entropy: &mut dyn Entropy,
     ) -> Result<(), Error> {
+        let _lock = self.lock()?;
+        self.save_config_locked(file, password, entropy)
+    }
+
+    /// Loads `config.xml` (an empty one if there is none; decrypted with `password`
+    /// if it is encrypted), lets `change` edit it and saves the result (encrypted
+    /// under `password` if one is given), holding the lock throughout.
+    ///
+    /// # Errors
+    /// As [`Store::load_config`] (nothing is saved then) and [`Store::save_config`].
+    pub fn update_config<R>(
+        &self,
+        password: Option<&[u8]>,
+        now: SystemTime,
+        entropy: &mut dyn Entropy,
+        change: impl FnOnce(&mut ConfigFile) -> R,
+    ) -> Result<R, Error> {
+        let _lock = self.lock()?;
+        let mut file = match self.load_config_unlocked(password, now)? {
+            Some(f) => f,
+            None => self.empty_config()?,
+        };
+        let result = change(&mut file);
+        self.save_config_locked(&file, password, entropy)?;
+        Ok(result)
+    }
+
+    /// `save_config` with the lock already held.
+    fn save_config_locked(
+        &self,
+        file: &ConfigFile,
+        password: Option<&[u8]>,
+        entropy: &mut dyn Entropy,
+    ) -> Result<(), Error> {
         let xml = file.encode();
         match password {
             None => self.write_atomic(CONFIG_XML, xml.as_bytes()),
@@ -245,6 +320,7 @@ impl Store {
         }
     }
 
+    /// Reads and parses `name`; the caller holds the lock.
     fn load<T>(
         &self,
         name: &str,
@@ -252,7 +328,6 @@ impl Store {
         parse: impl FnOnce(&[u8], &Path) -> Result<T, Error>,
     ) -> Result<Option<T>, Error> {
         let path = self.dir.join(name);
-        let _lock = self.lock()?;
         let max = self.config.limits.max_file_len as u64;
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -314,9 +389,9 @@ impl Store {
         ))
     }
 
+    /// Replaces `name` atomically and durably; the caller holds the lock.
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), Error> {
         let target = self.dir.join(name);
-        let _lock = self.lock()?;
         self.remove_temp_files(name);
         let tmp = self.dir.join(format!("{name}.tmp-{}", std::process::id()));
         let result = (|| {

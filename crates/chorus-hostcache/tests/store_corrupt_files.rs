@@ -262,6 +262,37 @@ fn encrypted_config_needs_the_right_password_and_is_never_moved_for_a_wrong_one(
 }
 
 #[test]
+fn update_config_keeps_the_file_encrypted_and_refuses_a_wrong_password_unchanged() {
+    let d = dir("update-config");
+    let store = Store::new(&d, fast_config()).unwrap();
+    let mut entropy = SeededEntropy::new(3);
+    // No file yet: the update starts from an empty one.
+    let n = store
+        .update_config(Some(b"s3cret"), now(), &mut entropy, |c| {
+            c.buddies.request("bob").unwrap();
+            c.buddies.len()
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+    store
+        .update_config(Some(b"s3cret"), now(), &mut entropy, |c| {
+            c.buddies.request("carol").unwrap();
+        })
+        .unwrap();
+    assert!(store.config_is_encrypted().unwrap());
+    let loaded = store.load_config(Some(b"s3cret"), now()).unwrap().unwrap();
+    assert_eq!(loaded.buddies.len(), 2);
+    let before = fs::read(d.join(CONFIG_XML)).unwrap();
+    let Err(Error::File(e)) = store.update_config(Some(b"guess"), now(), &mut entropy, |_| {
+        panic!("a file that did not open is never handed to the change")
+    }) else {
+        panic!("a wrong password was accepted")
+    };
+    assert_eq!(e.kind, FileErrorKind::WrongPassword);
+    assert_eq!(fs::read(d.join(CONFIG_XML)).unwrap(), before);
+}
+
+#[test]
 fn a_live_lock_holder_makes_saves_wait_then_fail_clearly() {
     let d = dir("locked");
     let store = Store::new(&d, fast_config()).unwrap();
