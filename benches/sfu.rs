@@ -10,6 +10,12 @@
 //!   (selection only: nothing is sent).
 //! - `rtp_copy_baseline/R`: decoding the packet and copying it R times into the same
 //!   kind of arena, with no SFU: the floor any forwarder pays.
+//! - `sfu_temporal/64`: a stream with three temporal layers in each simulcast layer
+//!   (VP8 TIDs in the descriptor); 32 receivers take every temporal layer of the top
+//!   layer, 32 only its base. One iteration is four 1,200-byte packets, TIDs 0, 2, 1,
+//!   2 (each a frame): the descriptor read, each receiver's temporal decision and the
+//!   renumbering past the frames a receiver does not get; 160 packets out, and the
+//!   throughput counts the 256 per-receiver decisions.
 //!
 //! The per-receiver cost is the slope between R = 1 and R = 64. Sequence numbers of
 //! the input advance each iteration so that every packet is new to the rewriters.
@@ -26,7 +32,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 const SIZES: [usize; 3] = [300, 700, 1200];
 
 fn info(p: u32) -> StreamInfo {
-    StreamInfo::video(
+    let mut s = StreamInfo::video(
         p,
         p,
         Codec::Vp8,
@@ -36,13 +42,27 @@ fn info(p: u32) -> StreamInfo {
                 bitrate_bps: [150_000, 500_000, 1_500_000][l as usize],
             })
             .collect(),
-    )
+    );
+    if p == TEMPORAL_PUBLISHER {
+        s.temporal = vec![40, 60];
+    }
+    s
 }
+
+/// The publisher whose stream has temporal layers (in `temporal_bench` only).
+const TEMPORAL_PUBLISHER: u32 = 77;
 
 /// A VP8 keyframe-start packet of `size` bytes for layer `l` of participant `p`.
 fn packet(p: u32, l: usize, seq: u16) -> Vec<u8> {
+    // S=1, PID 0; the VP8 header's P bit 0: a keyframe.
+    rtp_packet(p, l, seq, &[0x10])
+}
+
+/// A packet of layer `l` of participant `p`, `SIZES[l]` bytes, its payload starting
+/// with `head`.
+fn rtp_packet(p: u32, l: usize, seq: u16, head: &[u8]) -> Vec<u8> {
     let mut payload = vec![0u8; SIZES[l] - rtp::FIXED_HEADER_LEN];
-    payload[0] = 0x10; // S=1, PID 0; the VP8 header's P bit 0: a keyframe
+    payload[..head.len()].copy_from_slice(head);
     let pkt = rtp::Packet {
         marker: true,
         payload_type: 96,
@@ -67,21 +87,34 @@ fn set_seq(b: &mut [u8], seq: u16) {
 /// (ids 1000..), every receiver at `bandwidth`; one keyframe of every layer has been
 /// forwarded so every receiver is on its target layer.
 fn relay(publishers: u32, receivers: u32, bandwidth: u64) -> (Sfu, Output, Instant) {
+    relay_of(1..=publishers, &[(receivers, bandwidth)])
+}
+
+/// As [`relay`], with publishers by id and groups of receivers (count, bandwidth).
+fn relay_of(
+    publishers: std::ops::RangeInclusive<u32>,
+    groups: &[(u32, u64)],
+) -> (Sfu, Output, Instant) {
     let now = Instant::now();
     let mut sfu = Sfu::new(SfuConfig::default()).unwrap();
     let mut out = Output::new();
-    for p in 1..=publishers {
+    let bandwidth = 100_000_000;
+    for p in publishers.clone() {
         sfu.add_endpoint(now, p, &mut out).unwrap();
         sfu.set_bandwidth(now, p, bandwidth, &mut out).unwrap();
     }
-    for r in 1000..1000 + receivers {
-        sfu.add_endpoint(now, r, &mut out).unwrap();
-        sfu.set_bandwidth(now, r, bandwidth, &mut out).unwrap();
+    let mut r = 1000;
+    for &(receivers, bandwidth) in groups {
+        for _ in 0..receivers {
+            sfu.add_endpoint(now, r, &mut out).unwrap();
+            sfu.set_bandwidth(now, r, bandwidth, &mut out).unwrap();
+            r += 1;
+        }
     }
-    for p in 1..=publishers {
+    for p in publishers.clone() {
         sfu.publish(now, p, info(p), &mut out).unwrap();
     }
-    for p in 1..=publishers {
+    for p in publishers {
         for l in 0..3 {
             sfu.handle_input(now, Peer::Endpoint(p), &packet(p, l, 0), &mut out)
                 .unwrap();
@@ -171,5 +204,41 @@ fn per_receiver_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forward_bench, per_receiver_bench);
+/// A 1,200-byte single-packet VP8 delta frame of layer 2 with temporal id `tid`
+/// (RFC 7741 descriptor: X, S, PID 0; T with TID and Y).
+fn temporal_packet(tid: u8, sync: bool, seq: u16) -> Vec<u8> {
+    let head = [0x90, 0x20, tid << 6 | u8::from(sync) << 5, 0x01];
+    rtp_packet(TEMPORAL_PUBLISHER, 2, seq, &head)
+}
+
+fn temporal_bench(c: &mut Criterion) {
+    // 100 Mbit/s: layer 2, every temporal layer. 700 kbit/s: layer 2's base (600 k).
+    let (mut sfu, mut out, now) = relay_of(
+        TEMPORAL_PUBLISHER..=TEMPORAL_PUBLISHER,
+        &[(32, 100_000_000), (32, 700_000)],
+    );
+    let mut frames: Vec<Vec<u8>> = [(0, false), (2, true), (1, true), (2, false)]
+        .iter()
+        .map(|&(tid, sync)| temporal_packet(tid, sync, 1))
+        .collect();
+    let mut seq = 1u16;
+    let mut g = c.benchmark_group("sfu_temporal");
+    g.throughput(Throughput::Elements(4 * 64));
+    g.bench_function("64", |b| {
+        b.iter(|| {
+            out.clear();
+            for bytes in &mut frames {
+                seq = seq.wrapping_add(1);
+                set_seq(bytes, seq);
+                sfu.handle_input(now, Peer::Endpoint(TEMPORAL_PUBLISHER), bytes, &mut out)
+                    .unwrap();
+            }
+            assert_eq!(out.len(), 4 * 32 + 32);
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, forward_bench, per_receiver_bench, temporal_bench);
 criterion_main!(benches);

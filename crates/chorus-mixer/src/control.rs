@@ -65,8 +65,16 @@ pub const ATTR_LAYER_MASK: u16 = 0x0009;
 pub const ATTR_FRAME_MARKING: u16 = 0x000a;
 /// Attribute: RTP clock rate in Hz (u32, non-zero).
 pub const ATTR_CLOCK_RATE: u16 = 0x000b;
+/// Attribute: temporal layers (SVC) inside each layer, as the cumulative share of the
+/// layer's bitrate, in percent, of every temporal layer below the top one (one byte
+/// each, 1-99, strictly increasing; at most [`MAX_TEMPORAL_LAYERS`] - 1 bytes). In the
+/// optional range: a reader that does not know it forwards every temporal layer.
+pub const ATTR_TEMPORAL: u16 = 0x800c;
 
-const KNOWN: [u16; 11] = [
+/// The most temporal layers a stream may announce (VP8's TID is two bits).
+pub const MAX_TEMPORAL_LAYERS: usize = 4;
+
+const KNOWN: [u16; 12] = [
     ATTR_PARTICIPANT,
     ATTR_NAME,
     ATTR_REASON,
@@ -78,6 +86,7 @@ const KNOWN: [u16; 11] = [
     ATTR_LAYER_MASK,
     ATTR_FRAME_MARKING,
     ATTR_CLOCK_RATE,
+    ATTR_TEMPORAL,
 ];
 
 /// Why a control message was rejected.
@@ -197,6 +206,14 @@ pub struct StreamInfo {
     pub frame_marking: Option<u8>,
     /// 1 to [`MAX_LAYERS`] layers, lowest first.
     pub layers: Vec<Layer>,
+    /// Temporal scalability inside every layer: for temporal layers 0, 1, ... below
+    /// the top one, the share of the layer's bitrate (percent, 1-99, strictly
+    /// increasing) that they and the ones below them take. Empty when the stream has
+    /// one temporal layer. `[40, 60]` announces three: TID 0 alone needs 40 % of the
+    /// layer's bitrate, TIDs 0-1 60 %, all three 100 % (the usual libvpx L1T3 split).
+    /// The relay reads each packet's temporal id from the VP8 payload descriptor or
+    /// the frame-marking extension.
+    pub temporal: Vec<u8>,
 }
 
 impl StreamInfo {
@@ -212,7 +229,28 @@ impl StreamInfo {
             clock_rate: 90_000,
             frame_marking: None,
             layers,
+            temporal: Vec::new(),
         }
+    }
+
+    /// The number of temporal layers in each layer (1 without temporal scalability).
+    #[must_use]
+    pub fn temporal_layers(&self) -> u8 {
+        // check_stream bounds the list to MAX_TEMPORAL_LAYERS - 1 entries.
+        u8::try_from(self.temporal.len() + 1).unwrap_or(u8::MAX)
+    }
+
+    /// The bitrate of `layer` with its temporal layers 0 to `tid` (bit/s; the whole
+    /// layer's for the top temporal layer or above).
+    #[must_use]
+    pub fn bitrate(&self, layer: usize, tid: u8) -> u64 {
+        let full = self
+            .layers
+            .get(layer)
+            .map_or(0, |l| u64::from(l.bitrate_bps));
+        self.temporal
+            .get(usize::from(tid))
+            .map_or(full, |&pct| full * u64::from(pct) / 100)
     }
 }
 
@@ -334,6 +372,9 @@ impl<'a> Message<'a> {
                     f(ATTR_FRAME_MARKING, Value::U8(id));
                 }
                 f(ATTR_LAYERS, Value::Layers(&s.layers));
+                if !s.temporal.is_empty() {
+                    f(ATTR_TEMPORAL, Value::Bytes(&s.temporal));
+                }
             }
             Self::Unpublish { stream } => f(ATTR_STREAM, Value::U32(*stream)),
             Self::Subscribe { stream, layers } => {
@@ -441,6 +482,7 @@ impl<'a> Message<'a> {
                 ATTR_CLOCK_RATE,
                 ATTR_FRAME_MARKING,
                 ATTR_LAYERS,
+                ATTR_TEMPORAL,
             ],
             6 => &[ATTR_STREAM],
             7 => &[ATTR_STREAM, ATTR_LAYER_MASK],
@@ -521,6 +563,10 @@ impl<'a> Message<'a> {
                     clock_rate: attrs.require(ATTR_CLOCK_RATE)?,
                     frame_marking: attrs.get(ATTR_FRAME_MARKING)?,
                     layers,
+                    temporal: attrs
+                        .get::<&[u8]>(ATTR_TEMPORAL)?
+                        .unwrap_or_default()
+                        .to_vec(),
                 };
                 check_stream(&info)?;
                 Self::Publish(info)
@@ -563,6 +609,13 @@ fn check_stream(s: &StreamInfo) -> Result<(), DecodeError> {
     if s.frame_marking.is_some_and(|id| !(1..=14).contains(&id)) {
         return Err(DecodeError::BadValue(ATTR_FRAME_MARKING));
     }
+    let increasing = s.temporal.windows(2).all(|w| w.first() < w.last());
+    if s.temporal.len() >= MAX_TEMPORAL_LAYERS
+        || !increasing
+        || s.temporal.iter().any(|p| !(1..=99).contains(p))
+    {
+        return Err(DecodeError::BadValue(ATTR_TEMPORAL));
+    }
     Ok(())
 }
 
@@ -578,29 +631,33 @@ mod tests {
             0u8..5,
             proptest::option::of(1u8..=14),
             1usize..=MAX_LAYERS,
+            proptest::sample::subsequence((1u8..=99).collect::<Vec<_>>(), 0..MAX_TEMPORAL_LAYERS),
         )
-            .prop_map(|((stream, participant, video, clock), codec, fm, n)| {
-                let codec = [Codec::Opus, Codec::Vp8, Codec::H264, Codec::Vp9, Codec::Av1]
-                    [usize::from(codec)];
-                StreamInfo {
-                    stream,
-                    participant,
-                    media: if video {
-                        MediaKind::Video
-                    } else {
-                        MediaKind::Audio
-                    },
-                    codec,
-                    clock_rate: clock.max(1),
-                    frame_marking: fm,
-                    layers: (0..n as u32)
-                        .map(|i| Layer {
-                            ssrc: (stream & 0x0fff_ffff) << 3 | i | 1 << 31,
-                            bitrate_bps: 100_000 * (i + 1),
-                        })
-                        .collect(),
-                }
-            })
+            .prop_map(
+                |((stream, participant, video, clock), codec, fm, n, temporal)| {
+                    let codec = [Codec::Opus, Codec::Vp8, Codec::H264, Codec::Vp9, Codec::Av1]
+                        [usize::from(codec)];
+                    StreamInfo {
+                        stream,
+                        participant,
+                        media: if video {
+                            MediaKind::Video
+                        } else {
+                            MediaKind::Audio
+                        },
+                        codec,
+                        clock_rate: clock.max(1),
+                        frame_marking: fm,
+                        layers: (0..n as u32)
+                            .map(|i| Layer {
+                                ssrc: (stream & 0x0fff_ffff) << 3 | i | 1 << 31,
+                                bitrate_bps: 100_000 * (i + 1),
+                            })
+                            .collect(),
+                        temporal,
+                    }
+                },
+            )
     }
 
     fn arb_message() -> impl Strategy<Value = (u8, StreamInfo, u32, String, u8)> {
@@ -710,6 +767,7 @@ mod tests {
                     bitrate_bps: 500_000,
                 },
             ],
+            temporal: Vec::new(),
         });
         let mut out = BytesMut::new();
         msg.encode(&mut out).unwrap();
@@ -801,6 +859,7 @@ mod tests {
             clock_rate: 90_000,
             frame_marking: None,
             layers: vec![layer(10, 150_000), layer(11, 500_000)],
+            temporal: vec![40, 60],
         };
         assert!(check_stream(&s).is_ok());
         s.layers[1].bitrate_bps = 150_000;
@@ -812,5 +871,42 @@ mod tests {
         s.layers = vec![layer(1, 1); 1];
         s.frame_marking = Some(15);
         assert!(check_stream(&s).is_err(), "one-byte extension ids are 1-14");
+        s.frame_marking = None;
+        for bad in [
+            &[60, 40][..],
+            &[40, 40],
+            &[0, 50],
+            &[50, 100],
+            &[10, 20, 30, 40],
+        ] {
+            s.temporal = bad.to_vec();
+            assert!(check_stream(&s).is_err(), "temporal shares {bad:?}");
+        }
+        s.temporal = vec![25, 50, 75];
+        assert!(check_stream(&s).is_ok());
+        assert_eq!(s.temporal_layers(), 4);
+    }
+
+    #[test]
+    fn temporal_shares_price_each_temporal_layer() {
+        let mut s = StreamInfo::video(
+            1,
+            1,
+            Codec::Vp8,
+            vec![Layer {
+                ssrc: 5,
+                bitrate_bps: 1_000_000,
+            }],
+        );
+        assert_eq!((s.temporal_layers(), s.bitrate(0, 0)), (1, 1_000_000));
+        s.temporal = vec![40, 60];
+        let rates: Vec<u64> = (0..4).map(|t| s.bitrate(0, t)).collect();
+        assert_eq!(rates, [400_000, 600_000, 1_000_000, 1_000_000]);
+        assert_eq!(s.bitrate(1, 0), 0, "no such layer");
+        // On the wire as an optional attribute after the layers.
+        let mut out = BytesMut::new();
+        Message::Publish(s.clone()).encode(&mut out).unwrap();
+        assert_eq!(&out[out.len() - 6..], &[0x80, 0x0c, 0, 2, 40, 60]);
+        assert_eq!(Message::decode(&out), Ok(Message::Publish(s)));
     }
 }

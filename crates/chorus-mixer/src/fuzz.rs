@@ -23,9 +23,10 @@ pub fn control_message(data: &[u8]) {
     }
 }
 
-/// Stream `n` (1-based) of participant `n`: three VP8 layers.
+/// Stream `n` (1-based) of participant `n`: three VP8 layers; stream 2 with three
+/// temporal layers in each, so packets reach the per-receiver temporal thinning.
 fn stream(n: u32) -> StreamInfo {
-    StreamInfo::video(
+    let mut s = StreamInfo::video(
         n,
         n,
         Codec::Vp8,
@@ -35,7 +36,11 @@ fn stream(n: u32) -> StreamInfo {
                 bitrate_bps: 150_000 << (2 * i),
             })
             .collect(),
-    )
+    );
+    if n == 2 {
+        s.temporal = vec![40, 60];
+    }
+    s
 }
 
 /// The SFU's input: a relay with endpoints 1-3 (1 and 2 publishing) and link 9 is fed
@@ -171,6 +176,25 @@ mod tests {
         for i in 0..60u8 {
             // A VP8 keyframe start (S=1, PID 0; P bit 0) for each layer of stream 1.
             data.extend_from_slice(&[0x84 | (i % 4) << 2, 0x80 | 6, i % 6, 0, i, 0x10, 0x00, 7]);
+        }
+        for i in 0..60u8 {
+            // Stream 2 (temporal): a keyframe, then frames with the descriptor's T bit
+            // (X, T; TID and Y), temporal ids 0, 2, 1, 2 with sync points.
+            let tid = [0u8, 2, 1, 2][usize::from(i % 4)];
+            let y = u8::from(i % 4 != 3) << 5;
+            let p = u8::from(i % 8 != 0);
+            data.extend_from_slice(&[
+                0x05, // from endpoint 2, 1 ms later
+                0x80 | 8,
+                1 + 2 * (i % 3),
+                0,
+                60 + i,
+                0x90,
+                0x20,
+                tid << 6 | y,
+                p,
+                7,
+            ]);
         }
         super::sfu_input(&data);
     }

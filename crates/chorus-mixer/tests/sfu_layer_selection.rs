@@ -88,7 +88,9 @@ fn switches_keep_the_stream_continuous() {
         net.relays[0].selection(2, 1),
         Some(Selection {
             current: Some(2),
-            target: Some(0)
+            target: Some(0),
+            temporal: 0,
+            temporal_target: 0
         })
     );
     run(&mut net, 20);
@@ -118,7 +120,9 @@ fn switches_keep_the_stream_continuous() {
         net.relays[0].selection(2, 1),
         Some(Selection {
             current: Some(2),
-            target: Some(2)
+            target: Some(2),
+            temporal: 0,
+            temporal_target: 0
         })
     );
     // Receiver 2: its first layer and three changes; receiver 1: its first layer.
@@ -273,7 +277,9 @@ fn a_layer_the_sender_stops_is_given_up_and_taken_back() {
         net.relays[0].selection(2, 1),
         Some(Selection {
             current: Some(1),
-            target: Some(1)
+            target: Some(1),
+            temporal: 0,
+            temporal_target: 0
         })
     );
     // It comes back: the receiver returns to it.

@@ -1,5 +1,7 @@
-//! Per-packet keyframe detection: does this RTP packet start a frame a decoder can
-//! start from? The SFU only switches a receiver to another layer at such a packet.
+//! Per-packet frame information: does this RTP packet start a frame a decoder can
+//! start from (the SFU only switches a receiver to another layer at such a packet),
+//! and, for temporally scalable streams, which temporal layer is the frame in and can
+//! a receiver start taking that temporal layer there.
 #![cfg_attr(
     not(test),
     deny(
@@ -54,6 +56,50 @@ impl KeyframeRule {
         }
     }
 
+    /// Whether this rule reads temporal layer ids, so that a temporally scalable
+    /// stream can be thinned per receiver: VP8 (the descriptor's TID) and frame marking
+    /// (its TID field).
+    #[must_use]
+    pub const fn reads_temporal_ids(&self) -> bool {
+        matches!(self, Self::Vp8 | Self::FrameMarking { .. })
+    }
+
+    /// What `packet` says about its frame's place in the temporal structure. A packet
+    /// whose rule carries no temporal information, or whose payload does not parse,
+    /// is in temporal layer 0 and starts nothing.
+    #[must_use]
+    pub fn temporal(&self, packet: &rtp::Packet<'_>) -> Temporal {
+        match self {
+            // RFC 7741 §4.2: TID and Y (layer sync) in the descriptor's extension;
+            // a frame starts at the S bit of partition 0.
+            Self::Vp8 => {
+                Vp8Descriptor::decode(packet.payload).map_or(Temporal::default(), |(d, body)| {
+                    let start = d.start_of_partition && d.partition == 0;
+                    let (tid, y) = d.tid.unwrap_or((0, false));
+                    let key = start && body.first().is_some_and(|b| b & 1 == 0);
+                    Temporal {
+                        tid,
+                        frame_start: start,
+                        sync: key || (start && y),
+                    }
+                })
+            }
+            // draft-ietf-avtext-framemarking §3.1/§3.2: S E I D | B TID (the short
+            // form's low bits are zero: TID 0).
+            Self::FrameMarking { id } => {
+                frame_marking(packet, *id).map_or(Temporal::default(), |b| {
+                    let start = b & 0x80 != 0;
+                    Temporal {
+                        tid: b & 0x07,
+                        frame_start: start,
+                        sync: start && b & 0x28 != 0,
+                    }
+                })
+            }
+            Self::H264 | Self::Custom(_) => Temporal::default(),
+        }
+    }
+
     /// Whether `packet` starts a keyframe.
     #[must_use]
     pub fn starts_keyframe(&self, packet: &rtp::Packet<'_>) -> bool {
@@ -62,14 +108,36 @@ impl KeyframeRule {
                 d.start_of_partition && d.partition == 0 && body.first().is_some_and(|b| b & 1 == 0)
             }),
             Self::H264 => h264_starts_keyframe(packet.payload),
-            Self::FrameMarking { id } => packet.extension_elements().is_some_and(|mut it| {
-                it.any(|e| {
-                    e.is_ok_and(|e| e.id == *id && e.data.first().is_some_and(|b| b & 0xa0 == 0xa0))
-                })
-            }),
+            Self::FrameMarking { id } => {
+                frame_marking(packet, *id).is_some_and(|b| b & 0xa0 == 0xa0)
+            }
             Self::Custom(f) => f(packet),
         }
     }
+}
+
+/// A packet's temporal layer and whether a receiver may start taking that layer
+/// there ([`KeyframeRule::temporal`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Temporal {
+    /// The temporal layer id of the packet's frame (0 = base).
+    pub tid: u8,
+    /// The packet starts a frame: where a receiver's temporal layer may change
+    /// without cutting a frame.
+    pub frame_start: bool,
+    /// The frame starts here and references nothing above the base layer (VP8's Y
+    /// bit, frame marking's B bit) or nothing at all (a keyframe): a receiver can
+    /// start decoding its temporal layer at it.
+    pub sync: bool,
+}
+
+/// The first byte of the frame-marking extension element with RFC 8285 id `id`.
+fn frame_marking(packet: &rtp::Packet<'_>, id: u8) -> Option<u8> {
+    packet.extension_elements()?.find_map(|e| {
+        e.ok()
+            .filter(|e| e.id == id)
+            .and_then(|e| e.data.first().copied())
+    })
 }
 
 /// NAL unit types that make a packet a keyframe start: SPS (7), IDR slice (5).
@@ -142,6 +210,46 @@ mod tests {
     }
 
     #[test]
+    fn vp8_temporal_ids_and_layer_sync() {
+        use chorus_media::video::Vp8Descriptor;
+        let with = |tid: u8, y: bool, start: bool, key: bool| {
+            let mut p = Vec::new();
+            Vp8Descriptor {
+                start_of_partition: start,
+                picture_id: Some(300),
+                tl0_pic_idx: Some(7),
+                tid: Some((tid, y)),
+                ..Vp8Descriptor::default()
+            }
+            .encode(&mut p);
+            p.extend_from_slice(&[u8::from(!key), 0x9d]);
+            p
+        };
+        let r = KeyframeRule::Vp8;
+        let t = |b: &[u8]| r.temporal(&packet(b));
+        assert_eq!(
+            t(&with(2, true, true, false)),
+            Temporal {
+                tid: 2,
+                frame_start: true,
+                sync: true
+            }
+        );
+        assert!(!t(&with(2, false, true, false)).sync, "Y clear");
+        assert!(!t(&with(1, true, false, false)).sync, "not a frame start");
+        assert!(
+            t(&with(0, false, true, true)).sync,
+            "a keyframe is a sync point"
+        );
+        assert_eq!(
+            t(&[0x80]),
+            Temporal::default(),
+            "unparsable: base, no start"
+        );
+        assert!(r.reads_temporal_ids() && !KeyframeRule::H264.reads_temporal_ids());
+    }
+
+    #[test]
     fn h264_forms() {
         let r = KeyframeRule::H264;
         assert!(r.starts_keyframe(&packet(&[0x65, 1, 2]))); // IDR
@@ -176,5 +284,21 @@ mod tests {
             data: &ext2,
         });
         assert!(!KeyframeRule::FrameMarking { id: 3 }.starts_keyframe(&p));
+        // The scalable form: S, B, TID 2 (3 bytes: with LID and TL0PICIDX).
+        let data = [0x8au8, 0, 9];
+        let mut ext3 = Vec::new();
+        rtp::write_elements(&[rtp::Element { id: 3, data: &data }], &mut ext3).unwrap();
+        p.extension = Some(rtp::Extension {
+            profile,
+            data: &ext3,
+        });
+        assert_eq!(
+            KeyframeRule::FrameMarking { id: 3 }.temporal(&p),
+            Temporal {
+                tid: 2,
+                frame_start: true,
+                sync: true
+            }
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Video forwarding at a relay: a selective forwarding unit (SFU) that relays each
 //! participant's streams to the others, choosing per receiver among a sender's
-//! simulcast layers, and that cascades with other relays (`docs/conference.md`,
-//! "Video forwarding").
+//! simulcast layers and the temporal layers inside them (SVC), and that cascades with
+//! other relays (`docs/conference.md`, "Video forwarding").
 //!
 //! # Model
 //! - A relay has local **endpoints** (participants attached to it, by participant
@@ -18,6 +18,15 @@
 //!   that does not fit even that is paused), then each is raised to the highest layer
 //!   the rest of the budget allows. A receiver can narrow the layers it accepts per
 //!   stream ([`Message::Subscribe`] from the endpoint: thumbnails).
+//! - **Temporal layers.** A stream that announces temporal scalability
+//!   ([`StreamInfo::temporal`]) is priced per (layer, temporal layer): the lowest
+//!   choice is a layer's base temporal layer (its lowest frame rate), and raising
+//!   goes to the highest layer, then the highest temporal layer in it, that fits.
+//!   Packets of frames above a receiver's temporal layer are not sent to it, and the
+//!   packets after them are renumbered so that it sees no gap. Its temporal layer
+//!   goes down at the next frame start, and up one temporal layer at a time at a
+//!   frame of that layer that is a layer-sync point (VP8 Y bit, frame marking B bit)
+//!   or at a keyframe, so every frame it gets has its references.
 //! - **Switching.** A receiver moves to its target layer only at a packet that starts
 //!   a keyframe of that layer ([`KeyframeRule`]); until then the current layer keeps
 //!   flowing. A keyframe request goes to the sender at once when the target changes.
@@ -96,8 +105,10 @@
 //! - Timestamps across a switch advance by the time elapsed since the last forwarded
 //!   packet arrived, at the stream's clock rate: layers of one sender share capture
 //!   times, so this keeps playout smooth without sender-report mapping.
-//! - Simulcast layers are separate SSRCs. Temporal or spatial layers inside one SSRC
-//!   (SVC) are forwarded as one layer.
+//! - Simulcast layers are separate SSRCs. Temporal layers inside one SSRC are
+//!   selected per receiver when the stream announces them and its temporal ids can
+//!   be read (VP8 or frame marking); spatial layers inside one SSRC (VP9/AV1 SVC)
+//!   are forwarded as one layer.
 
 mod keyframe;
 mod rewrite;
@@ -109,7 +120,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chorus_media::{rtcp, rtp};
 
-pub use keyframe::KeyframeRule;
+pub use keyframe::{KeyframeRule, Temporal};
 use rewrite::Rewriter;
 
 use crate::Error;
@@ -311,6 +322,9 @@ pub enum SfuError {
     },
     /// A stream whose codec has no keyframe rule and no frame marking.
     UnsupportedCodec(u32),
+    /// A stream that announces temporal layers whose packets carry no temporal id
+    /// the relay can read (neither VP8 nor frame marking).
+    TemporalUnreadable(u32),
     /// A stream id already in use.
     DuplicateStream(u32),
     /// An SSRC already used by another stream's layer.
@@ -334,6 +348,12 @@ impl core::fmt::Display for SfuError {
             Self::WrongOrigin(s) => write!(f, "SSRC {s:#010x} sent by a peer not its origin"),
             Self::PacketTooLong { len, max } => write!(f, "packet of {len} bytes exceeds {max}"),
             Self::UnsupportedCodec(s) => write!(f, "stream {s}: no keyframe rule for its codec"),
+            Self::TemporalUnreadable(s) => {
+                write!(
+                    f,
+                    "stream {s}: temporal layers announced but no temporal ids readable"
+                )
+            }
             Self::DuplicateStream(s) => write!(f, "stream {s} already exists"),
             Self::DuplicateSsrc(s) => write!(f, "SSRC {s:#010x} already in use"),
             Self::NotPublisher(s) => write!(f, "stream {s} published for another participant"),
@@ -361,6 +381,9 @@ pub struct SfuStats {
     pub keyframe_requests_aggregated: u64,
     /// Layer switches completed by receivers.
     pub switches: u64,
+    /// RTP packets of a receiver's layer not sent to it because their temporal layer
+    /// is above the one selected for it.
+    pub temporal_dropped: u64,
     /// Feedback ignored (unknown SSRC, no such receiver).
     pub ignored_feedback: u64,
 }
@@ -372,6 +395,11 @@ pub struct Selection {
     pub current: Option<u8>,
     /// The layer selection wants; differs from `current` until its keyframe.
     pub target: Option<u8>,
+    /// The highest temporal layer forwarded (0 for a stream without temporal layers).
+    pub temporal: u8,
+    /// The temporal layer selection wants; differs from `temporal` until the next
+    /// frame start (down) or layer-sync frame (up).
+    pub temporal_target: u8,
 }
 
 /// Multiplicative hashing for SSRC keys: the forwarding path looks one up per packet.
@@ -394,10 +422,12 @@ impl Hasher for U32Hasher {
 
 type U32Map<V> = HashMap<u32, V, BuildHasherDefault<U32Hasher>>;
 
+/// What selection gives a receiver of a stream: (layer, highest temporal layer).
+type Choice = (u8, u8);
+
 #[derive(Debug)]
 struct LayerState {
     ssrc: u32,
-    bitrate: u64,
     /// When a packet last arrived, or when the layer started being expected.
     heard: Option<Instant>,
     /// Set when an expected layer went silent for `layer_timeout`: not selected.
@@ -412,6 +442,9 @@ struct Forward {
     endpoint: u32,
     current: Option<u8>,
     target: Option<u8>,
+    /// The highest temporal layer forwarded, and the one wanted.
+    tid: u8,
+    tid_target: u8,
     /// Layers the receiver accepts (bit i = layer i).
     accept: u8,
     rewriter: Rewriter,
@@ -537,6 +570,8 @@ impl Sfu {
             .map(|f| Selection {
                 current: f.current,
                 target: f.target,
+                temporal: f.tid,
+                temporal_target: f.tid_target,
             })
     }
 
@@ -790,15 +825,26 @@ impl Sfu {
         }
         let out_ssrc = stream.layers.first().map_or(packet.ssrc, |l| l.ssrc);
         let clock_rate = stream.info.clock_rate;
+        // Read only for streams that announced temporal layers: the others forward
+        // every packet of the layer without looking into it.
+        let temporal = (!stream.info.temporal.is_empty()).then(|| stream.rule.temporal(&packet));
         let mut keyframe = None;
         let mut switched = false;
         for f in &mut stream.forwards {
             let mapped = if f.current == Some(layer) {
-                f.rewriter.map(packet.sequence, packet.timestamp, now)
+                if temporal.is_some_and(|t| !f.admits(t)) {
+                    f.rewriter.skip(packet.sequence, now);
+                    self.stats.temporal_dropped += 1;
+                    None
+                } else {
+                    f.rewriter.map(packet.sequence, packet.timestamp, now)
+                }
             } else if f.target == Some(layer)
                 && *keyframe.get_or_insert_with(|| stream.rule.starts_keyframe(&packet))
             {
                 f.current = Some(layer);
+                // A keyframe references nothing: every temporal layer can start here.
+                f.tid = f.tid_target;
                 switched = true;
                 self.stats.switches += 1;
                 Some(
@@ -1079,6 +1125,9 @@ impl Sfu {
     ) -> Result<(), Error> {
         let rule =
             KeyframeRule::for_stream(&info).ok_or(SfuError::UnsupportedCodec(info.stream))?;
+        if !info.temporal.is_empty() && !rule.reads_temporal_ids() {
+            return Err(SfuError::TemporalUnreadable(info.stream).into());
+        }
         if self.stream_index(info.stream).is_some() {
             return Err(SfuError::DuplicateStream(info.stream).into());
         }
@@ -1111,7 +1160,6 @@ impl Sfu {
                 .iter()
                 .map(|l| LayerState {
                     ssrc: l.ssrc,
-                    bitrate: u64::from(l.bitrate_bps),
                     last_request: None,
                     heard: matches!(origin, Peer::Endpoint(_)).then_some(now),
                     stalled_at: None,
@@ -1179,8 +1227,9 @@ impl Sfu {
         else {
             return;
         };
-        // (stream, forward, choice), speaker first, then publication order.
-        let mut plan: Vec<(usize, usize, Option<u8>)> = Vec::new();
+        // (stream, forward, choice of (layer, temporal layer)), speaker first, then
+        // publication order.
+        let mut plan: Vec<(usize, usize, Option<Choice>)> = Vec::new();
         for (si, s) in self.streams.iter().enumerate() {
             if let Some(fi) = s.forwards.iter().position(|f| f.endpoint == endpoint) {
                 plan.push((si, fi, None));
@@ -1192,29 +1241,36 @@ impl Sfu {
             let usable = s.forwards[f].accept & !s.stalled();
             (0..s.layers.len() as u8).filter(move |l| usable & (1 << l) != 0)
         };
+        let cost = |s: &Stream, (l, t): Choice| s.info.bitrate(usize::from(l), t);
         for (si, fi, choice) in &mut plan {
             let s = &self.streams[*si];
             if let Some(low) = allowed(s, *fi).next()
-                && s.layers[usize::from(low)].bitrate <= budget
+                && cost(s, (low, 0)) <= budget
             {
-                budget -= s.layers[usize::from(low)].bitrate;
-                *choice = Some(low);
+                budget -= cost(s, (low, 0));
+                *choice = Some((low, 0));
             }
         }
         for (si, fi, choice) in &mut plan {
             let s = &self.streams[*si];
             let Some(c) = *choice else { continue };
-            let have = s.layers[usize::from(c)].bitrate;
+            let have = cost(s, c);
+            let top = s.info.temporal_layers() - 1;
+            // The highest layer, then the highest temporal layer in it, that fits.
             if let Some(up) = allowed(s, *fi)
                 .rev()
-                .find(|&l| l > c && s.layers[usize::from(l)].bitrate - have <= budget)
+                .filter(|&l| l >= c.0)
+                .flat_map(|l| (0..=top).rev().map(move |t| (l, t)))
+                .find(|&o| cost(s, o).saturating_sub(have) <= budget)
             {
-                budget -= s.layers[usize::from(up)].bitrate - have;
+                budget -= cost(s, up).saturating_sub(have);
                 *choice = Some(up);
             }
         }
         for (si, fi, choice) in plan {
             let f = &mut self.streams[si].forwards[fi];
+            f.tid_target = choice.map_or(0, |c| c.1);
+            let choice = choice.map(|c| c.0);
             if f.target == choice {
                 continue;
             }
@@ -1370,9 +1426,27 @@ impl Forward {
             endpoint,
             current: None,
             target: None,
+            tid: 0,
+            tid_target: 0,
             accept: 0xff,
             rewriter: Rewriter::default(),
         }
+    }
+
+    /// Whether a packet of the current layer goes to this receiver, moving its
+    /// temporal layer towards the target where that cannot cut a frame or leave one
+    /// without its references: down at any frame start, up at a layer-sync frame of
+    /// the next temporal layer up (one step at a time, so that a frame of a layer in
+    /// between never arrives without the earlier frames of its layer it may use).
+    fn admits(&mut self, t: Temporal) -> bool {
+        if t.frame_start {
+            if self.tid_target < self.tid {
+                self.tid = self.tid_target;
+            } else if t.sync && t.tid == self.tid + 1 && t.tid <= self.tid_target {
+                self.tid = t.tid;
+            }
+        }
+        t.tid <= self.tid
     }
 }
 

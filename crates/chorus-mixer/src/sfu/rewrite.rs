@@ -2,23 +2,35 @@
 //! is switched between, it sees one RTP stream whose sequence numbers continue
 //! without a gap or a repeat at each switch and whose timestamps keep advancing.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// Sequence numbers older than this, relative to the newest forwarded one, are
 /// treated as from before the last switch.
 const REORDER_WINDOW: u16 = 0x4000;
 
+/// Numbering epochs remembered: each packet left out (a temporal layer above the
+/// receiver's) starts one, so a packet reordered across up to this many left-out
+/// frames still gets its own number; an older one is dropped.
+const MAX_EPOCHS: usize = 64;
+
+/// From input sequence number `start` on, out = in + `delta` (modulo 2^16).
+#[derive(Debug, Clone, Copy)]
+struct Epoch {
+    start: u16,
+    delta: u16,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct State {
-    /// out = in + delta, modulo 2^16.
-    seq_delta: u16,
     /// out = in + delta, modulo 2^32.
     ts_delta: u32,
     /// The lowest input sequence number of the current layer still forwarded: the
     /// switching packet, moved up as the layer advances.
     floor: u16,
-    /// The newest packet forwarded: its input and output sequence numbers, output
-    /// timestamp and arrival time.
+    /// The newest packet forwarded or left out: its input and output sequence
+    /// numbers (a left-out packet's is the last number given out or reserved before
+    /// it), output timestamp and arrival time.
     high_in: u16,
     high_out: u16,
     high_ts: u32,
@@ -29,6 +41,14 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rewriter {
     state: Option<State>,
+    /// Oldest first; never empty while `state` is set. Each packet left out shifts
+    /// the numbers of the packets after it down by one, so the receiver sees no gap.
+    epochs: VecDeque<Epoch>,
+}
+
+/// Whether `a` is at or after `b` in sequence-number order (RFC 3550 §A.1 style).
+fn at_or_after(a: u16, b: u16) -> bool {
+    a.wrapping_sub(b) < 0x8000
 }
 
 impl Rewriter {
@@ -54,7 +74,6 @@ impl Rewriter {
             }
         };
         self.state = Some(State {
-            seq_delta: out_seq.wrapping_sub(seq),
             ts_delta: out_ts.wrapping_sub(ts),
             floor: seq,
             high_in: seq,
@@ -62,29 +81,98 @@ impl Rewriter {
             high_ts: out_ts,
             high_at: now,
         });
+        if self.epochs.capacity() == 0 {
+            self.epochs.reserve_exact(MAX_EPOCHS);
+        }
+        self.epochs.clear();
+        self.epochs.push_back(Epoch {
+            start: seq,
+            delta: out_seq.wrapping_sub(seq),
+        });
         (out_seq, out_ts)
     }
 
+    /// The numbering delta of input `seq` (at or after the floor).
+    fn delta(&self, seq: u16) -> Option<u16> {
+        self.epochs
+            .iter()
+            .rev()
+            .find(|e| at_or_after(seq, e.start))
+            .map(|e| e.delta)
+    }
+
     /// Maps a packet of the current layer; `None` when it predates the last switch
-    /// (its number was never given out, or was given to the layer before).
+    /// (its number was never given out, or was given to the layer before) or the
+    /// oldest numbering epoch remembered.
     pub(crate) fn map(&mut self, seq: u16, ts: u32, now: Instant) -> Option<(u16, u32)> {
-        let s = self.state.as_mut()?;
-        if seq.wrapping_sub(s.floor) >= 0x8000 {
+        let s = self.state?;
+        if !at_or_after(seq, s.floor) {
             return None;
         }
-        let out_seq = seq.wrapping_add(s.seq_delta);
+        let out_seq = seq.wrapping_add(self.delta(seq)?);
         let out_ts = ts.wrapping_add(s.ts_delta);
         let ahead = seq.wrapping_sub(s.high_in);
         if ahead != 0 && ahead < 0x8000 {
-            s.high_in = seq;
-            s.high_out = out_seq;
-            s.high_ts = out_ts;
-            s.high_at = now;
-            if seq.wrapping_sub(s.floor) > REORDER_WINDOW {
-                s.floor = seq.wrapping_sub(REORDER_WINDOW);
-            }
+            self.advance(seq, out_seq, Some(out_ts), now);
         }
         Some((out_seq, out_ts))
+    }
+
+    /// A packet of the current layer that this receiver does not get (its temporal
+    /// layer is above the receiver's): the packets after it are numbered one lower, so
+    /// the receiver sees no gap. A left-out packet that arrives after a newer one was
+    /// numbered leaves a gap (its number was reserved); it is still not forwarded.
+    pub(crate) fn skip(&mut self, seq: u16, now: Instant) {
+        let Some(s) = self.state else { return };
+        let ahead = seq.wrapping_sub(s.high_in);
+        if !at_or_after(seq, s.floor) || ahead == 0 || ahead >= 0x8000 {
+            return;
+        }
+        let Some(delta) = self.delta(seq) else { return };
+        let next = Epoch {
+            start: seq.wrapping_add(1),
+            delta: delta.wrapping_sub(1),
+        };
+        match self.epochs.back_mut() {
+            // Consecutive left-out packets: the epoch after the last one moves on.
+            Some(last) if last.start == seq => *last = next,
+            _ => {
+                if self.epochs.len() >= MAX_EPOCHS {
+                    self.epochs.pop_front();
+                }
+                self.epochs.push_back(next);
+            }
+        }
+        // The last number given out or reserved stays the newest output.
+        self.advance(seq, seq.wrapping_add(next.delta), None, now);
+        if let (Some(first), Some(st)) = (self.epochs.front(), self.state.as_mut())
+            && !at_or_after(st.floor, first.start)
+        {
+            st.floor = first.start;
+        }
+    }
+
+    /// Moves the newest packet on to input `seq` (output `out`, output timestamp `ts`
+    /// when it was forwarded) and the reordering floor with it.
+    fn advance(&mut self, seq: u16, out: u16, ts: Option<u32>, now: Instant) {
+        let Some(s) = self.state.as_mut() else { return };
+        s.high_in = seq;
+        s.high_out = out;
+        if let Some(ts) = ts {
+            s.high_ts = ts;
+            s.high_at = now;
+        }
+        if seq.wrapping_sub(s.floor) > REORDER_WINDOW {
+            s.floor = seq.wrapping_sub(REORDER_WINDOW);
+            // Epochs wholly before the floor are no longer needed.
+            while self
+                .epochs
+                .get(1)
+                .is_some_and(|e| at_or_after(s.floor, e.start))
+            {
+                self.epochs.pop_front();
+            }
+        }
     }
 
     /// A timestamp of the current layer in the receiver's timeline (for sender
@@ -94,11 +182,17 @@ impl Rewriter {
     }
 
     /// The input sequence number that output `out_seq` came from, when it belongs to
-    /// the current layer (for translating a receiver's NACK).
+    /// the current layer (for translating a receiver's NACK). Outputs are contiguous,
+    /// so each epoch owns the outputs from its first one to the next epoch's.
     pub(crate) fn unmap(&self, out_seq: u16) -> Option<u16> {
         let s = self.state.as_ref()?;
-        let seq = out_seq.wrapping_sub(s.seq_delta);
-        (seq.wrapping_sub(s.floor) < 0x8000 && s.high_in.wrapping_sub(seq) < 0x8000).then_some(seq)
+        let e = self
+            .epochs
+            .iter()
+            .rev()
+            .find(|e| at_or_after(out_seq, e.start.wrapping_add(e.delta)))?;
+        let seq = out_seq.wrapping_sub(e.delta);
+        (at_or_after(seq, s.floor) && at_or_after(s.high_in, seq)).then_some(seq)
     }
 }
 
@@ -127,7 +221,75 @@ mod tests {
         assert_eq!(r.unmap(102), None);
     }
 
+    #[test]
+    fn left_out_packets_leave_no_gap_and_nacks_map_back() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::default();
+        assert_eq!(r.switch(1000, 0, t0, 90_000), (1000, 0));
+        r.skip(1001, t0);
+        r.skip(1002, t0);
+        assert_eq!(r.map(1003, 3000, t0), Some((1001, 3000)));
+        r.skip(1004, t0);
+        // 1005 is lost on the way in; 1006 keeps its place after it.
+        assert_eq!(r.map(1006, 6000, t0), Some((1003, 6000)));
+        assert_eq!(r.map(1005, 6000, t0), Some((1002, 6000)), "late, own epoch");
+        assert_eq!(r.unmap(1001), Some(1003));
+        assert_eq!(r.unmap(1002), Some(1005));
+        assert_eq!(r.unmap(1003), Some(1006));
+        assert_eq!(r.unmap(1004), None, "not given out yet");
+        // A left-out packet arriving late changes nothing.
+        r.skip(1002, t0);
+        assert_eq!(r.map(1007, 7000, t0), Some((1004, 7000)));
+        // A switch continues after the newest output.
+        assert_eq!(r.switch(9, 0, t0, 90_000).0, 1005);
+    }
+
+    #[test]
+    fn a_packet_older_than_the_remembered_epochs_is_dropped() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::default();
+        r.switch(0, 0, t0, 90_000);
+        // Packet 1 is delayed; then MAX_EPOCHS frames are left out between kept ones.
+        for i in 0..MAX_EPOCHS as u16 {
+            r.skip(2 + 2 * i, t0);
+            assert!(r.map(3 + 2 * i, 0, t0).is_some());
+        }
+        assert_eq!(r.map(1, 0, t0), None);
+    }
+
     proptest! {
+        /// In-order packets, each forwarded or left out, with switches anywhere:
+        /// forwarded packets are numbered one after another, and every number maps
+        /// back to its packet.
+        #[test]
+        fn continuous_with_left_out_packets(
+            plan in proptest::collection::vec((any::<u16>(), proptest::collection::vec(any::<bool>(), 1..60)), 1..6),
+        ) {
+            let t0 = Instant::now();
+            let mut r = Rewriter::default();
+            let mut last: Option<u16> = None;
+            for (start, keep) in plan {
+                let mut switched = false;
+                for (i, k) in keep.into_iter().enumerate() {
+                    let seq = start.wrapping_add(i as u16);
+                    if !switched && !k {
+                        continue; // a layer is joined at a forwarded packet
+                    }
+                    if !k {
+                        r.skip(seq, t0);
+                        continue;
+                    }
+                    let out = if switched { r.map(seq, 0, t0).unwrap().0 } else { r.switch(seq, 0, t0, 90_000).0 };
+                    switched = true;
+                    if let Some(l) = last {
+                        prop_assert_eq!(out, l.wrapping_add(1));
+                    }
+                    prop_assert_eq!(r.unmap(out), Some(seq));
+                    last = Some(out);
+                }
+            }
+        }
+
         /// Whatever the layers' numbers and wherever the switches fall, the output
         /// sequence runs on by exactly one per packet in order and its timestamps
         /// never go back.
