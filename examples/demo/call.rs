@@ -141,6 +141,11 @@ pub(crate) async fn talk(
                 s.send_frame(now.into_std(), &pcm[sent * FRAME..(sent + 1) * FRAME])?;
             }
             sent += 1;
+            if sent == frames {
+                // RTCP BYE: the receiver plays out what is left and then silence,
+                // instead of concealing the end of the talk as lost packets.
+                sessions.iter_mut().for_each(Session::close);
+            }
         }
         for (i, s) in sessions.iter_mut().enumerate() {
             s.handle_timeout(now.into_std());

@@ -27,7 +27,13 @@ fn srtp(key: u8) -> SrtpSession {
 }
 
 fn pair(now: Instant) -> (Session, Session) {
+    pair_with(now, |_| {})
+}
+
+/// [`pair`], both configurations changed by `configure` first.
+fn pair_with(now: Instant, configure: impl Fn(&mut SessionConfig)) -> (Session, Session) {
     let mut a = SessionConfig::default();
+    configure(&mut a);
     a.sample_rate = RATE;
     (a.ssrc, a.fec_ssrc) = (0xA1, 0xA2);
     let mut b = a.clone();
@@ -471,4 +477,100 @@ fn the_first_frame_plays_at_its_due_time_off_the_frame_grid() {
             .windows(2)
             .all(|w| w[1].0 - w[0].0 <= Duration::from_millis(20))
     );
+}
+
+/// A one-way call A -> B on a 20 ms path with RTCP back, on a virtual clock, in which
+/// exactly A's media packets numbered in `lost` (0-based, in send order) are lost.
+/// Returns when A first protected its stream with an RS group (time since the
+/// start), and both sides' statistics after `seconds`.
+fn scripted_loss(
+    seconds: u64,
+    lost: &[usize],
+    early_feedback: bool,
+) -> (Option<Duration>, SessionStats, SessionStats) {
+    let t0 = Instant::now();
+    let (mut sa, mut sb) = pair_with(t0, |c| c.early_feedback = early_feedback);
+    let speech = synthetic_speech(RATE, FRAME * 50 * seconds as usize, 3);
+    let path = Duration::from_millis(20);
+    // (due, to B?, datagram)
+    let mut in_flight: std::collections::VecDeque<(Instant, bool, bytes::Bytes)> =
+        std::collections::VecDeque::new();
+    let (mut now, mut sent, mut media) = (t0, 0usize, 0usize);
+    let frames = 50 * seconds as usize;
+    let mut protected = None;
+    while now < t0 + Duration::from_secs(seconds) {
+        if sent < frames && now >= t0 + Duration::from_millis(20 * sent as u64) {
+            sa.send_frame(now, &speech[sent * FRAME..(sent + 1) * FRAME])
+                .unwrap();
+            sent += 1;
+        }
+        while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
+            let (_, to_b, d) = in_flight.pop_front().unwrap();
+            let s = if to_b { &mut sb } else { &mut sa };
+            s.handle_input(now, &d).unwrap();
+        }
+        for (to_b, s) in [(true, &mut sa), (false, &mut sb)] {
+            s.handle_timeout(now);
+            while let Some(d) = s.poll_transmit() {
+                // Media: PT 111 in the clear RTP header (SRTP leaves it readable).
+                if to_b && d[1] & 0x7f == 111 {
+                    media += 1;
+                    if lost.contains(&(media - 1)) {
+                        continue;
+                    }
+                }
+                in_flight.push_back((now + path, to_b, d));
+            }
+            while s.poll_pcm().is_some() {}
+        }
+        if protected.is_none() && sa.stats().protection.is_some_and(|p| p.rs.is_some()) {
+            protected = Some(now - t0);
+        }
+        let next = [
+            sa.poll_timeout(),
+            sb.poll_timeout(),
+            in_flight.front().map(|(at, _, _)| *at),
+            (sent < frames).then(|| t0 + Duration::from_millis(20 * sent as u64)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap();
+        now = next.max(now + Duration::from_micros(100));
+    }
+    (protected, sa.stats(), sb.stats())
+}
+
+#[test]
+fn fec_comes_on_right_after_the_first_loss_by_early_feedback() {
+    // Packet 60 (sent at 1.2 s) is lost; B sees the gap when packet 61 arrives
+    // (1.24 s) and reports at once; A reads it 20 ms later.
+    let (at, _, b) = scripted_loss(4, &[60], true);
+    assert_eq!(at, Some(Duration::from_millis(1260)), "early");
+    // Without early feedback the loss waits for the next regular report, which
+    // also counts the packets since, and does not turn FEC on sooner (here not at
+    // all: one loss in a second's report is below the controller's smoothed floor).
+    let (late, _, b_regular) = scripted_loss(4, &[60], false);
+    assert!(
+        late.is_none_or(|t| t > Duration::from_millis(1260)),
+        "{late:?}"
+    );
+    // The early report replaced the regular one due next: one more at most.
+    assert!(b.rtcp_sent <= b_regular.rtcp_sent + 1);
+}
+
+#[test]
+fn early_feedback_sends_nothing_extra_on_a_clean_path_and_stays_bounded_on_loss() {
+    let (none, _, clean) = scripted_loss(10, &[], true);
+    let (_, _, clean_regular) = scripted_loss(10, &[], false);
+    assert_eq!(none, None);
+    assert_eq!(clean.rtcp_sent, clean_regular.rtcp_sent);
+    // A loss in every 10 packets: at most one early report per regular one, each at
+    // least a quarter interval (250 ms) after the last.
+    let every_tenth: Vec<usize> = (5..500).step_by(10).collect();
+    let (_, _, lossy) = scripted_loss(10, &every_tenth, true);
+    // Early reports, with regular ones at least 0.5 s after each: at most 10 s /
+    // 0.75 s of them.
+    let extra = lossy.rtcp_sent - clean.rtcp_sent;
+    assert!((1..=13).contains(&extra), "{extra} early reports");
 }
