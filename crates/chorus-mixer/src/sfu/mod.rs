@@ -833,7 +833,7 @@ impl Sfu {
         for f in &mut stream.forwards {
             let mapped = if f.current == Some(layer) {
                 if temporal.is_some_and(|t| !f.admits(t)) {
-                    f.rewriter.skip(packet.sequence, now);
+                    f.rewriter.skip(packet.sequence);
                     self.stats.temporal_dropped += 1;
                     None
                 } else {

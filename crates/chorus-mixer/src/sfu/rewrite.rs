@@ -5,8 +5,10 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-/// Sequence numbers older than this, relative to the newest forwarded one, are
-/// treated as from before the last switch.
+/// Sequence numbers more than this behind the newest forwarded one may be treated as
+/// from before the last switch: the floor below which packets are dropped trails the
+/// newest packet by between half this and this (it moves in steps of half, so that
+/// the forwarding path rarely moves it).
 const REORDER_WINDOW: u16 = 0x4000;
 
 /// Numbering epochs remembered: each packet left out (a temporal layer above the
@@ -23,6 +25,8 @@ struct Epoch {
 
 #[derive(Debug, Clone, Copy)]
 struct State {
+    /// The current numbering: every packet at or after its start.
+    newest: Epoch,
     /// out = in + delta, modulo 2^32.
     ts_delta: u32,
     /// The lowest input sequence number of the current layer still forwarded: the
@@ -41,9 +45,12 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rewriter {
     state: Option<State>,
-    /// Oldest first; never empty while `state` is set. Each packet left out shifts
-    /// the numbers of the packets after it down by one, so the receiver sees no gap.
-    epochs: VecDeque<Epoch>,
+    /// The numberings before `newest`, oldest first, each until the next one starts.
+    /// Each packet left out shifts the numbers of the packets after it down by one,
+    /// so the receiver sees no gap; a packet reordered across such a shift keeps
+    /// the number of its own epoch. Empty for a stream nothing is left out of, so
+    /// that the forwarding path reads only `newest`.
+    older: VecDeque<Epoch>,
 }
 
 /// Whether `a` is at or after `b` in sequence-number order (RFC 3550 §A.1 style).
@@ -74,6 +81,10 @@ impl Rewriter {
             }
         };
         self.state = Some(State {
+            newest: Epoch {
+                start: seq,
+                delta: out_seq.wrapping_sub(seq),
+            },
             ts_delta: out_ts.wrapping_sub(ts),
             floor: seq,
             high_in: seq,
@@ -81,39 +92,35 @@ impl Rewriter {
             high_ts: out_ts,
             high_at: now,
         });
-        if self.epochs.capacity() == 0 {
-            self.epochs.reserve_exact(MAX_EPOCHS);
-        }
-        self.epochs.clear();
-        self.epochs.push_back(Epoch {
-            start: seq,
-            delta: out_seq.wrapping_sub(seq),
-        });
+        self.older.clear();
         (out_seq, out_ts)
-    }
-
-    /// The numbering delta of input `seq` (at or after the floor).
-    fn delta(&self, seq: u16) -> Option<u16> {
-        self.epochs
-            .iter()
-            .rev()
-            .find(|e| at_or_after(seq, e.start))
-            .map(|e| e.delta)
     }
 
     /// Maps a packet of the current layer; `None` when it predates the last switch
     /// (its number was never given out, or was given to the layer before) or the
     /// oldest numbering epoch remembered.
     pub(crate) fn map(&mut self, seq: u16, ts: u32, now: Instant) -> Option<(u16, u32)> {
-        let s = self.state?;
+        let s = self.state.as_mut()?;
         if !at_or_after(seq, s.floor) {
             return None;
         }
-        let out_seq = seq.wrapping_add(self.delta(seq)?);
+        let delta = if at_or_after(seq, s.newest.start) {
+            s.newest.delta
+        } else {
+            self.older
+                .iter()
+                .rev()
+                .find(|e| at_or_after(seq, e.start))?
+                .delta
+        };
+        let out_seq = seq.wrapping_add(delta);
         let out_ts = ts.wrapping_add(s.ts_delta);
         let ahead = seq.wrapping_sub(s.high_in);
         if ahead != 0 && ahead < 0x8000 {
-            self.advance(seq, out_seq, Some(out_ts), now);
+            (s.high_in, s.high_out, s.high_ts, s.high_at) = (seq, out_seq, out_ts, now);
+            if seq.wrapping_sub(s.floor) > REORDER_WINDOW {
+                raise_floor(s, &mut self.older);
+            }
         }
         Some((out_seq, out_ts))
     }
@@ -122,56 +129,30 @@ impl Rewriter {
     /// layer is above the receiver's): the packets after it are numbered one lower, so
     /// the receiver sees no gap. A left-out packet that arrives after a newer one was
     /// numbered leaves a gap (its number was reserved); it is still not forwarded.
-    pub(crate) fn skip(&mut self, seq: u16, now: Instant) {
-        let Some(s) = self.state else { return };
+    pub(crate) fn skip(&mut self, seq: u16) {
+        let Some(s) = self.state.as_mut() else { return };
         let ahead = seq.wrapping_sub(s.high_in);
         if !at_or_after(seq, s.floor) || ahead == 0 || ahead >= 0x8000 {
             return;
         }
-        let Some(delta) = self.delta(seq) else { return };
+        // In order, so `seq` is in the newest epoch.
         let next = Epoch {
             start: seq.wrapping_add(1),
-            delta: delta.wrapping_sub(1),
+            delta: s.newest.delta.wrapping_sub(1),
         };
-        match self.epochs.back_mut() {
-            // Consecutive left-out packets: the epoch after the last one moves on.
-            Some(last) if last.start == seq => *last = next,
-            _ => {
-                if self.epochs.len() >= MAX_EPOCHS {
-                    self.epochs.pop_front();
-                }
-                self.epochs.push_back(next);
+        // Consecutive left-out packets: the newest epoch just moves on.
+        if s.newest.start != seq {
+            if self.older.len() + 1 >= MAX_EPOCHS {
+                self.older.pop_front();
+                s.floor = self.older.front().map_or(s.newest.start, |e| e.start);
             }
+            self.older.push_back(s.newest);
         }
+        s.newest = next;
         // The last number given out or reserved stays the newest output.
-        self.advance(seq, seq.wrapping_add(next.delta), None, now);
-        if let (Some(first), Some(st)) = (self.epochs.front(), self.state.as_mut())
-            && !at_or_after(st.floor, first.start)
-        {
-            st.floor = first.start;
-        }
-    }
-
-    /// Moves the newest packet on to input `seq` (output `out`, output timestamp `ts`
-    /// when it was forwarded) and the reordering floor with it.
-    fn advance(&mut self, seq: u16, out: u16, ts: Option<u32>, now: Instant) {
-        let Some(s) = self.state.as_mut() else { return };
-        s.high_in = seq;
-        s.high_out = out;
-        if let Some(ts) = ts {
-            s.high_ts = ts;
-            s.high_at = now;
-        }
+        (s.high_in, s.high_out) = (seq, seq.wrapping_add(next.delta));
         if seq.wrapping_sub(s.floor) > REORDER_WINDOW {
-            s.floor = seq.wrapping_sub(REORDER_WINDOW);
-            // Epochs wholly before the floor are no longer needed.
-            while self
-                .epochs
-                .get(1)
-                .is_some_and(|e| at_or_after(s.floor, e.start))
-            {
-                self.epochs.pop_front();
-            }
+            raise_floor(s, &mut self.older);
         }
     }
 
@@ -186,13 +167,34 @@ impl Rewriter {
     /// so each epoch owns the outputs from its first one to the next epoch's.
     pub(crate) fn unmap(&self, out_seq: u16) -> Option<u16> {
         let s = self.state.as_ref()?;
-        let e = self
-            .epochs
-            .iter()
-            .rev()
-            .find(|e| at_or_after(out_seq, e.start.wrapping_add(e.delta)))?;
+        let owns = |e: &Epoch| at_or_after(out_seq, e.start.wrapping_add(e.delta));
+        let e = if owns(&s.newest) {
+            s.newest
+        } else {
+            *self.older.iter().rev().find(|e| owns(e))?
+        };
         let seq = out_seq.wrapping_sub(e.delta);
         (at_or_after(seq, s.floor) && at_or_after(s.high_in, seq)).then_some(seq)
+    }
+}
+
+/// Moves the reordering floor up behind the newest packet, forgetting the epochs
+/// wholly behind it; the first remaining one then starts at the floor, so that every
+/// start stays within the window behind the newest packet, where sequence-number
+/// order is well defined.
+#[cold]
+fn raise_floor(s: &mut State, older: &mut VecDeque<Epoch>) {
+    s.floor = s.high_in.wrapping_sub(REORDER_WINDOW / 2);
+    while older.front().is_some() {
+        let next_start = older.get(1).map_or(s.newest.start, |e| e.start);
+        if !at_or_after(s.floor, next_start) {
+            break;
+        }
+        older.pop_front();
+    }
+    let first = older.front_mut().unwrap_or(&mut s.newest);
+    if !at_or_after(first.start, s.floor) {
+        first.start = s.floor;
     }
 }
 
@@ -226,10 +228,10 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Rewriter::default();
         assert_eq!(r.switch(1000, 0, t0, 90_000), (1000, 0));
-        r.skip(1001, t0);
-        r.skip(1002, t0);
+        r.skip(1001);
+        r.skip(1002);
         assert_eq!(r.map(1003, 3000, t0), Some((1001, 3000)));
-        r.skip(1004, t0);
+        r.skip(1004);
         // 1005 is lost on the way in; 1006 keeps its place after it.
         assert_eq!(r.map(1006, 6000, t0), Some((1003, 6000)));
         assert_eq!(r.map(1005, 6000, t0), Some((1002, 6000)), "late, own epoch");
@@ -238,10 +240,31 @@ mod tests {
         assert_eq!(r.unmap(1003), Some(1006));
         assert_eq!(r.unmap(1004), None, "not given out yet");
         // A left-out packet arriving late changes nothing.
-        r.skip(1002, t0);
+        r.skip(1002);
         assert_eq!(r.map(1007, 7000, t0), Some((1004, 7000)));
         // A switch continues after the newest output.
         assert_eq!(r.switch(9, 0, t0, 90_000).0, 1005);
+    }
+
+    #[test]
+    fn numbering_survives_many_wraps_with_and_without_left_out_packets() {
+        let t0 = Instant::now();
+        for skip_every in [0u32, 4] {
+            let mut r = Rewriter::default();
+            let mut seq = 65_000u16;
+            let mut last = r.switch(seq, 0, t0, 90_000).0;
+            for i in 1..300_000u32 {
+                seq = seq.wrapping_add(1);
+                if skip_every != 0 && i % skip_every == 0 {
+                    r.skip(seq);
+                    continue;
+                }
+                let out = r.map(seq, i, t0).map(|o| o.0);
+                assert_eq!(out, Some(last.wrapping_add(1)), "packet {i}");
+                assert_eq!(r.unmap(last.wrapping_add(1)), Some(seq));
+                last = last.wrapping_add(1);
+            }
+        }
     }
 
     #[test]
@@ -251,7 +274,7 @@ mod tests {
         r.switch(0, 0, t0, 90_000);
         // Packet 1 is delayed; then MAX_EPOCHS frames are left out between kept ones.
         for i in 0..MAX_EPOCHS as u16 {
-            r.skip(2 + 2 * i, t0);
+            r.skip(2 + 2 * i);
             assert!(r.map(3 + 2 * i, 0, t0).is_some());
         }
         assert_eq!(r.map(1, 0, t0), None);
@@ -276,7 +299,7 @@ mod tests {
                         continue; // a layer is joined at a forwarded packet
                     }
                     if !k {
-                        r.skip(seq, t0);
+                        r.skip(seq);
                         continue;
                     }
                     let out = if switched { r.map(seq, 0, t0).unwrap().0 } else { r.switch(seq, 0, t0, 90_000).0 };
