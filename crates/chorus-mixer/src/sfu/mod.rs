@@ -45,6 +45,12 @@
 //!   timestamp rewritten like the packets (lip sync), and subscribed links verbatim.
 //! - **NACKs** from a receiver are translated to the layer's own sequence numbers and
 //!   sent to the stream's origin; the relay keeps no packet cache.
+//! - **Receiver reports.** The relay keeps RFC 3550 receive statistics of every
+//!   layer a local endpoint sends it, and every [`SfuConfig::report_interval`] sends
+//!   that endpoint an RR with a report block per layer (loss, jitter, and LSR/DLSR
+//!   from the endpoint's last sender report): a sender learns its uplink's loss and
+//!   round-trip time to the relay, which its FEC and rate control need, although
+//!   the relay terminates RTCP.
 //! - **Cascading.** Relays announce streams to each other over links
 //!   ([`Message::Publish`], [`Message::Unpublish`]). A relay that learns a stream
 //!   from a second link ignores the second announcement, so every stream has one
@@ -118,6 +124,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use chorus_media::stats::ReceiveStats;
 use chorus_media::{rtcp, rtp};
 
 pub use keyframe::{KeyframeRule, Temporal};
@@ -285,6 +292,9 @@ pub struct SfuConfig {
     pub max_layers: usize,
     /// Longest RTP or RTCP packet accepted, bytes. Default 1,500.
     pub max_packet_len: usize,
+    /// How often each local sender gets a receiver report about its layers. Default
+    /// 1 s; non-zero.
+    pub report_interval: Duration,
 }
 
 impl Default for SfuConfig {
@@ -301,6 +311,7 @@ impl Default for SfuConfig {
             max_streams_per_endpoint: 4,
             max_layers: 4,
             max_packet_len: 1500,
+            report_interval: Duration::from_secs(1),
         }
     }
 }
@@ -435,6 +446,10 @@ struct LayerState {
     last_request: Option<Instant>,
     pending: bool,
     fir_seq: u8,
+    /// Receive statistics (a local sender's layers only: the relay reports on them).
+    stats: ReceiveStats,
+    /// The sender's last SR for this layer: its NTP middle bits and when it came.
+    last_sr: Option<(u32, Instant)>,
 }
 
 #[derive(Debug)]
@@ -508,6 +523,8 @@ pub struct Sfu {
     by_ssrc: U32Map<(usize, u8)>,
     speaker: Option<u32>,
     stats: SfuStats,
+    /// When the next receiver reports go out.
+    next_report: Option<Instant>,
 }
 
 fn media_err(e: chorus_media::DecodeError) -> Error {
@@ -526,6 +543,9 @@ impl Sfu {
         if config.layer_timeout.is_zero() {
             return Err(SfuError::BadConfig("layer_timeout must be non-zero").into());
         }
+        if config.report_interval.is_zero() {
+            return Err(SfuError::BadConfig("report_interval must be non-zero").into());
+        }
         if !(1..=control::MAX_LAYERS).contains(&config.max_layers) {
             return Err(SfuError::BadConfig("max_layers must be 1-8").into());
         }
@@ -540,6 +560,7 @@ impl Sfu {
             by_ssrc: U32Map::default(),
             speaker: None,
             stats: SfuStats::default(),
+            next_report: None,
         })
     }
 
@@ -815,6 +836,12 @@ impl Sfu {
         if let Some(l) = stream.layers.get_mut(usize::from(layer)) {
             l.heard = Some(now);
             resumed = l.stalled_at.take().is_some();
+            if let Peer::Endpoint(_) = from {
+                l.stats
+                    .handle_packet(now, packet.sequence, packet.timestamp);
+                self.next_report
+                    .get_or_insert(now + self.config.report_interval);
+            }
         }
         let bit = 1u8 << layer;
         for &(link, mask) in &stream.links {
@@ -905,7 +932,7 @@ impl Sfu {
                     ..
                 } => self.feedback_nack(from, media_ssrc, &entries, out),
                 rtcp::Packet::SenderReport { ssrc, info, .. } => {
-                    self.forward_sender_report(from, ssrc, info, out);
+                    self.forward_sender_report(now, from, ssrc, info, out);
                 }
                 _ => {}
             }
@@ -920,6 +947,7 @@ impl Sfu {
     /// receives) are not forwarded.
     fn forward_sender_report(
         &mut self,
+        now: Instant,
         from: Peer,
         ssrc: u32,
         info: rtcp::SenderInfo,
@@ -929,11 +957,15 @@ impl Sfu {
             self.stats.ignored_feedback += 1;
             return;
         };
-        let s = &self.streams[si];
+        let s = &mut self.streams[si];
         if s.origin != from {
             self.stats.ignored_feedback += 1;
             return;
         }
+        if let (Peer::Endpoint(_), Some(l)) = (from, s.layers.get_mut(usize::from(li))) {
+            l.last_sr = Some((rtcp::ntp_middle(info.ntp), now));
+        }
+        let s = &self.streams[si];
         let sr = |ssrc, rtp_timestamp| rtcp::Packet::SenderReport {
             ssrc,
             info: rtcp::SenderInfo {
@@ -1026,6 +1058,9 @@ impl Sfu {
     /// Sends the keyframe requests whose aggregation interval has ended, repeats
     /// those for switches still waiting, and takes silent layers out of selection.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Output) {
+        if self.next_report.is_some_and(|t| now >= t) {
+            self.send_receiver_reports(now, out);
+        }
         let interval = self.config.keyframe_interval;
         let timeout = self.config.layer_timeout;
         for si in 0..self.streams.len() {
@@ -1102,7 +1137,44 @@ impl Sfu {
                     .flatten()
             })
         });
-        silence.chain(requests).min()
+        silence.chain(requests).chain(self.next_report).min()
+    }
+
+    /// One RR per locally published stream, to its sender, with a report block per
+    /// layer heard from (RFC 3550 §6.4.2); the next round an interval later, or when
+    /// a local sender's next packet arrives if none is left.
+    fn send_receiver_reports(&mut self, now: Instant, out: &mut Output) {
+        let sender_ssrc = self.config.rtcp_ssrc;
+        let mut any = false;
+        for s in &mut self.streams {
+            if !matches!(s.origin, Peer::Endpoint(_)) {
+                continue;
+            }
+            let reports: Vec<_> = s
+                .layers
+                .iter_mut()
+                .filter(|l| l.stats.received() > 0)
+                .map(|l| {
+                    let (lsr, dlsr) = l.last_sr.map_or((0, 0), |(lsr, at)| {
+                        let d = now.saturating_duration_since(at);
+                        // DLSR in 1/65536 s.
+                        let units = d.as_micros() * 65_536 / 1_000_000;
+                        (lsr, u32::try_from(units).unwrap_or(u32::MAX))
+                    });
+                    l.stats.report_block(l.ssrc, lsr, dlsr)
+                })
+                .collect();
+            if reports.is_empty() {
+                continue;
+            }
+            any = true;
+            let rr = rtcp::Packet::ReceiverReport {
+                ssrc: sender_ssrc,
+                reports,
+            };
+            out.push_rtcp(s.origin, &rr);
+        }
+        self.next_report = any.then(|| now + self.config.report_interval);
     }
 
     fn reselect_receivers_of(&mut self, now: Instant, si: usize, out: &mut Output) {
@@ -1165,6 +1237,8 @@ impl Sfu {
                     stalled_at: None,
                     pending: false,
                     fir_seq: 0,
+                    stats: ReceiveStats::new(info.clock_rate),
+                    last_sr: None,
                 })
                 .collect(),
             forwards: self
