@@ -10,6 +10,8 @@
 //!   `--features media-dnn` the decoder runs OSCE NoLACE).
 //! - `opus_conceal`: one concealed frame (PLC; the deep PLC with `media-dnn`) and the
 //!   next frame's decode.
+//! - `resample/from->to`: one 20 ms mono frame through the streaming windowed-sinc
+//!   resampler (44.1 kHz microphone to 48 kHz, 48 kHz to an 8 kHz gateway leg).
 //!
 //! Inputs are fixed and built before timing starts.
 
@@ -205,5 +207,32 @@ fn opus_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, rtp_bench, fec_bench, jitter_bench, opus_bench);
+fn resample_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("resample");
+    for (from, to) in [(44_100u32, 48_000u32), (48_000, 8_000)] {
+        let frame: Vec<i16> = (0..from as usize / 50)
+            .map(|i| ((i as f64 * 0.07).sin() * 8000.0) as i16)
+            .collect();
+        let mut r = chorus_media::resample::Resampler::new(from, to, 1).unwrap();
+        let mut out = Vec::with_capacity(2 * to as usize / 50);
+        g.throughput(Throughput::Elements(u64::from(to) / 50));
+        g.bench_function(format!("{from}->{to}"), |b| {
+            b.iter(|| {
+                out.clear();
+                r.process(black_box(&frame), &mut out);
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    rtp_bench,
+    fec_bench,
+    jitter_bench,
+    opus_bench,
+    resample_bench
+);
 criterion_main!(benches);

@@ -103,6 +103,7 @@ pub mod netsim;
 pub mod opus;
 pub mod opus_packet;
 pub mod quality;
+pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 #[cfg(feature = "opus")]

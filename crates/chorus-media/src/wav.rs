@@ -154,52 +154,25 @@ pub fn write(wav: &Wav, out: &mut Vec<u8>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Resamples interleaved audio from `from` Hz to `to` Hz with a windowed-sinc
-/// interpolator (16 taps each side, Blackman window, cut-off just under the lower
-/// Nyquist frequency). Output length is `frames * to / from` frames.
+/// Resamples interleaved audio from `from` Hz to `to` Hz with the windowed-sinc
+/// [`Resampler`](crate::resample::Resampler), all at once (no phase shift). Output
+/// length is `frames * to / from` frames; empty for settings the resampler refuses
+/// (a zero rate or channel count, more than 8 channels, rates above 384 kHz).
 #[must_use]
 pub fn resample(input: &[i16], channels: usize, from: u32, to: u32) -> Vec<i16> {
     if channels == 0 || from == 0 || to == 0 {
         return Vec::new();
     }
     let frames = input.len() / channels;
-    let out_frames = (frames as u64 * u64::from(to) / u64::from(from)) as usize;
     if from == to {
         return input.get(..frames * channels).unwrap_or(&[]).to_vec();
     }
-    const HALF: i64 = 16;
-    let ratio = f64::from(from) / f64::from(to);
-    let cutoff = 0.95 * f64::from(from.min(to)) / f64::from(from); // in input cycles/sample
-    let mut out = Vec::with_capacity(out_frames * channels);
-    for i in 0..out_frames {
-        let t = i as f64 * ratio;
-        let centre = t.floor() as i64;
-        for ch in 0..channels {
-            let mut acc = 0.0;
-            for j in centre - HALF + 1..=centre + HALF {
-                let Ok(ju) = usize::try_from(j) else { continue };
-                let Some(&x) = input.get(ju * channels + ch).filter(|_| ju < frames) else {
-                    continue;
-                };
-                let d = t - j as f64;
-                let arg = std::f64::consts::PI * cutoff * d;
-                let sinc = if arg.abs() < 1e-9 {
-                    1.0
-                } else {
-                    arg.sin() / arg
-                };
-                let w = d / HALF as f64;
-                let window = if w.abs() >= 1.0 {
-                    0.0
-                } else {
-                    let p = std::f64::consts::PI * (w + 1.0);
-                    0.42 - 0.5 * p.cos() + 0.08 * (2.0 * p).cos()
-                };
-                acc += f64::from(x) * cutoff * sinc * window;
-            }
-            out.push(acc.round().clamp(-32768.0, 32767.0) as i16);
-        }
-    }
+    let Ok(mut r) = crate::resample::Resampler::new(from, to, channels) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    r.process(input, &mut out);
+    r.flush(&mut out);
     out
 }
 

@@ -554,7 +554,8 @@ impl Mixer {
             config.channels,
             self.config.sample_rate,
             self.config.channels.count(),
-        );
+        )
+        .map_err(|_| Error::AudioUsage(Usage::BadConfig("PCM rate the resampler refuses")))?;
         self.insert(Kind::Pcm(Box::new(Pcm {
             converter,
             channels: config.channels,

@@ -424,7 +424,7 @@ fn inputs_at_other_rates_and_channel_counts_are_mixed_at_the_mixing_format() {
         t0: Instant::now(),
         ticks: 0,
     };
-    let mut reference = Converter::new(32_000, 2, 48_000, 1);
+    let mut reference = Converter::new(32_000, 2, 48_000, 1).unwrap();
     let mut mic_audio = VecDeque::new();
     let mut mic_ts = 0u32;
     for _ in 0..8 {
