@@ -32,6 +32,20 @@ pub fn synthetic_speech(rate: u32, samples: usize, harmonics: u32) -> Vec<i16> {
         .collect()
 }
 
+/// A sine tone of `hz` at amplitude 8,000 (about -12 dBFS), `frames` sample frames
+/// at `rate`, the same sample in each of `channels` interleaved channels: the probe
+/// of resampling and mixing tests.
+#[must_use]
+pub fn tone(rate: u32, hz: f64, frames: usize, channels: usize) -> Vec<i16> {
+    (0..frames)
+        .flat_map(|i| {
+            let s =
+                (8000.0 * (i as f64 * hz * std::f64::consts::TAU / f64::from(rate)).sin()) as i16;
+            std::iter::repeat_n(s, channels)
+        })
+        .collect()
+}
+
 /// Segmental SNR in dB: the mean per-frame SNR of `test` against `reference` over the
 /// frames of `frame` samples where the reference is not silent, each clamped to
 /// [-10, 35] dB. 0 when no frame qualifies.

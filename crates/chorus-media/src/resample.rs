@@ -237,17 +237,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quality::tone;
     use proptest::prelude::*;
-
-    fn tone(rate: u32, hz: f64, frames: usize, channels: usize) -> Vec<i16> {
-        (0..frames)
-            .flat_map(|i| {
-                let s = (8000.0 * (i as f64 * hz * std::f64::consts::TAU / f64::from(rate)).sin())
-                    as i16;
-                std::iter::repeat_n(s, channels)
-            })
-            .collect()
-    }
 
     fn all(from: u32, to: u32, channels: usize, input: &[i16]) -> Vec<i16> {
         let mut r = Resampler::new(from, to, channels).unwrap();

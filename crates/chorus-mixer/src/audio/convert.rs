@@ -93,16 +93,7 @@ fn clamp16(s: i32) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tone(rate: u32, hz: f64, frames: usize, channels: usize) -> Vec<i16> {
-        (0..frames)
-            .flat_map(|i| {
-                let s = (8000.0 * (i as f64 * hz * std::f64::consts::TAU / f64::from(rate)).sin())
-                    as i16;
-                std::iter::repeat_n(s, channels)
-            })
-            .collect()
-    }
+    use chorus_media::quality::tone;
 
     #[test]
     fn same_rate_maps_channels_only() {
