@@ -11,7 +11,9 @@
 //!   this relay is the endpoint that publishes it, or the link it was announced on.
 //! - Every local endpoint receives every stream but its own (N-1 streams), one layer
 //!   at a time, rewritten to a single SSRC (the stream's first layer SSRC) with
-//!   continuous sequence numbers and timestamps (see `rewrite`).
+//!   continuous sequence numbers and timestamps (see `rewrite`), and the relay's
+//!   own send time in the abs-send-time extension ([`SfuConfig::abs_send_time_id`]),
+//!   so that its REMB estimates the relay's downlink to it.
 //! - **Selection.** Each receiver has a bandwidth estimate (REMB from the receiver,
 //!   or [`Sfu::set_bandwidth`]). It is shared among its streams: the active speaker's
 //!   first, then in publication order, each gets its lowest layer if it fits (a stream
@@ -295,6 +297,12 @@ pub struct SfuConfig {
     /// How often each local sender gets a receiver report about its layers. Default
     /// 1 s; non-zero.
     pub report_interval: Duration,
+    /// The RFC 8285 one-byte id of the abs-send-time header extension in the
+    /// conference (the one chorus-media sessions use, 3, by default); `None` leaves
+    /// it alone. Packets sent to endpoints carry the relay's send time in it, so a
+    /// receiver's delay-based estimate (and its REMB, which drives layer selection)
+    /// measures the relay-to-receiver path, not the sender's uplink as well.
+    pub abs_send_time_id: Option<u8>,
 }
 
 impl Default for SfuConfig {
@@ -312,6 +320,7 @@ impl Default for SfuConfig {
             max_layers: 4,
             max_packet_len: 1500,
             report_interval: Duration::from_secs(1),
+            abs_send_time_id: Some(3),
         }
     }
 }
@@ -525,6 +534,10 @@ pub struct Sfu {
     stats: SfuStats,
     /// When the next receiver reports go out.
     next_report: Option<Instant>,
+    /// The relay's abs-send-time clock starts at the first packet.
+    epoch: Option<Instant>,
+    /// A packet with the relay's abs-send-time, copied once for all its receivers.
+    stamped: Vec<u8>,
 }
 
 fn media_err(e: chorus_media::DecodeError) -> Error {
@@ -542,6 +555,12 @@ impl Sfu {
         }
         if config.layer_timeout.is_zero() {
             return Err(SfuError::BadConfig("layer_timeout must be non-zero").into());
+        }
+        if config
+            .abs_send_time_id
+            .is_some_and(|id| !(1..=14).contains(&id))
+        {
+            return Err(SfuError::BadConfig("abs_send_time_id must be 1-14").into());
         }
         if config.report_interval.is_zero() {
             return Err(SfuError::BadConfig("report_interval must be non-zero").into());
@@ -561,6 +580,8 @@ impl Sfu {
             speaker: None,
             stats: SfuStats::default(),
             next_report: None,
+            epoch: None,
+            stamped: Vec::new(),
         })
     }
 
@@ -852,6 +873,23 @@ impl Sfu {
         }
         let out_ssrc = stream.layers.first().map_or(packet.ssrc, |l| l.ssrc);
         let clock_rate = stream.info.clock_rate;
+        // Endpoints get the packet with the relay's send time (links: as sent).
+        let epoch = *self.epoch.get_or_insert(now);
+        let mut stamped = core::mem::take(&mut self.stamped);
+        stamped.clear();
+        if let Some(at) = self
+            .config
+            .abs_send_time_id
+            .and_then(|id| abs_send_time_offset(&packet, bytes, id))
+        {
+            stamped.extend_from_slice(bytes);
+            let time =
+                chorus_media::congestion::abs_send_time(now.saturating_duration_since(epoch));
+            if let Some(field) = stamped.get_mut(at..at + 3) {
+                field.copy_from_slice(&time);
+            }
+        }
+        let source: &[u8] = if stamped.is_empty() { bytes } else { &stamped };
         // Read only for streams that announced temporal layers: the others forward
         // every packet of the layer without looking into it.
         let temporal = (!stream.info.temporal.is_empty()).then(|| stream.rule.temporal(&packet));
@@ -882,10 +920,11 @@ impl Sfu {
                 None
             };
             if let Some((seq, ts)) = mapped {
-                out.push_rewritten(Peer::Endpoint(f.endpoint), bytes, seq, ts, out_ssrc);
+                out.push_rewritten(Peer::Endpoint(f.endpoint), source, seq, ts, out_ssrc);
                 self.stats.forwarded += 1;
             }
         }
+        self.stamped = stamped;
         if switched {
             self.update_upstream(now, si, out);
         }
@@ -1492,6 +1531,18 @@ impl Sfu {
         };
         out.push_rtcp(s.origin, &nack);
     }
+}
+
+/// Where in `bytes` (the packet `packet` was decoded from) the 3-byte value of the
+/// abs-send-time element `id` starts, if the packet carries it.
+fn abs_send_time_offset(packet: &rtp::Packet<'_>, bytes: &[u8], id: u8) -> Option<usize> {
+    let data = packet
+        .extension_elements()?
+        .find_map(|e| e.ok().filter(|e| e.id == id && e.data.len() == 3))?
+        .data;
+    // The element borrows from `bytes`: its address gives its position.
+    let at = data.as_ptr().addr().checked_sub(bytes.as_ptr().addr())?;
+    (at + 3 <= bytes.len()).then_some(at)
 }
 
 impl Forward {
