@@ -4,6 +4,8 @@
 //!   VP8 layers (300 / 700 / 1,200-byte packets) and receiving the other 9 at the
 //!   top layer. One iteration is one packet of every layer of every sender (30 in)
 //!   and the 90 rewritten packets out; throughput counts packets out.
+//!   `sfu_forward/10x10_abs_send_time`: the same with an abs-send-time extension in
+//!   every packet, which the relay stamps with its own send time.
 //! - `sfu_per_receiver/forwarded/R`: one 1,200-byte packet to R receivers of its
 //!   layer (selection, sequence/timestamp/SSRC rewrite and copy per receiver).
 //! - `sfu_per_receiver/skipped/R`: the same packet, R receivers on another layer
@@ -124,27 +126,51 @@ fn relay_of(
     (sfu, out, now)
 }
 
+/// `bytes` with an abs-send-time header extension (RFC 8285 one-byte id 3) added.
+fn with_abs_send_time(bytes: &[u8]) -> Vec<u8> {
+    let p = rtp::Packet::decode(bytes).unwrap();
+    let mut ext = Vec::new();
+    let element = rtp::Element {
+        id: 3,
+        data: &[1, 2, 3],
+    };
+    let profile = rtp::write_elements(&[element], &mut ext).unwrap();
+    let with = rtp::Packet {
+        extension: Some(rtp::Extension {
+            profile,
+            data: &ext,
+        }),
+        ..p
+    };
+    let mut b = BytesMut::new();
+    with.encode(&mut b).unwrap();
+    b.to_vec()
+}
+
 fn forward_bench(c: &mut Criterion) {
-    let (mut sfu, mut out, now) = relay(10, 0, 100_000_000);
-    let mut packets: Vec<(u32, Vec<u8>)> = (1..=10)
-        .flat_map(|p| (0..3).map(move |l| (p, packet(p, l, 1))))
-        .collect();
-    let mut seq = 1u16;
     let mut g = c.benchmark_group("sfu_forward");
     g.throughput(Throughput::Elements(90));
-    g.bench_function("10x10", |b| {
-        b.iter(|| {
-            seq = seq.wrapping_add(1);
-            out.clear();
-            for (p, bytes) in &mut packets {
-                set_seq(bytes, seq);
-                sfu.handle_input(now, Peer::Endpoint(*p), bytes, &mut out)
-                    .unwrap();
-            }
-            assert_eq!(out.len(), 90);
-            black_box(out.len())
-        })
-    });
+    for (name, stamped) in [("10x10", false), ("10x10_abs_send_time", true)] {
+        let (mut sfu, mut out, now) = relay(10, 0, 100_000_000);
+        let mut packets: Vec<(u32, Vec<u8>)> = (1..=10)
+            .flat_map(|p| (0..3).map(move |l| (p, packet(p, l, 1))))
+            .map(|(p, b)| (p, if stamped { with_abs_send_time(&b) } else { b }))
+            .collect();
+        let mut seq = 1u16;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                out.clear();
+                for (p, bytes) in &mut packets {
+                    set_seq(bytes, seq);
+                    sfu.handle_input(now, Peer::Endpoint(*p), bytes, &mut out)
+                        .unwrap();
+                }
+                assert_eq!(out.len(), 90);
+                black_box(out.len())
+            })
+        });
+    }
     g.finish();
 }
 
