@@ -95,6 +95,9 @@ struct Sender {
     last_tid2: [u32; 2],
     want_key: [bool; 2],
     picture_id: u16,
+    /// Whether layer-sync frames are marked (VP8 Y, frame marking B); some encoders
+    /// do not.
+    mark_sync: bool,
     /// Every packet sent: (ssrc, seq) -> frame id, to check NACKs.
     sent: HashMap<(u32, u16), u32>,
 }
@@ -112,6 +115,7 @@ impl Sender {
             last_tid2: [0; 2],
             want_key: [true; 2],
             picture_id: 0x7ff0,
+            mark_sync: true,
             sent: HashMap::new(),
         }
     }
@@ -150,7 +154,7 @@ impl Sender {
                         start_of_partition: start,
                         picture_id: Some(self.picture_id),
                         tl0_pic_idx: Some(self.last_tl0[l] as u8),
-                        tid: Some((tid, sync && !key)),
+                        tid: Some((tid, sync && !key && self.mark_sync)),
                         ..Vp8Descriptor::default()
                     }
                     .encode(&mut payload),
@@ -159,7 +163,7 @@ impl Sender {
                         let b0 = u8::from(start) << 7
                             | u8::from(part == PACKETS_PER_FRAME - 1) << 6
                             | u8::from(key) << 5
-                            | u8::from(sync && !key) << 3
+                            | u8::from(sync && !key && self.mark_sync) << 3
                             | tid;
                         let data = [b0, 0, self.last_tl0[l] as u8];
                         let profile = rtp::write_elements(
@@ -287,6 +291,8 @@ struct Conference {
     lose: HashMap<u32, HashSet<u16>>,
     /// NACKs that reached the sender: (ssrc, lost sequence numbers).
     nacks: Vec<(u32, Vec<u16>)>,
+    /// PLIs that reached the sender.
+    plis: u64,
     /// RTP packets carried over the link, per SSRC.
     link_rtp: HashMap<u32, u64>,
     marking: Marking,
@@ -306,6 +312,7 @@ impl Conference {
             receivers: HashMap::new(),
             lose: HashMap::new(),
             nacks: Vec::new(),
+            plis: 0,
             link_rtp: HashMap::new(),
             marking,
             out: Output::new(),
@@ -387,6 +394,7 @@ impl Conference {
                         match f {
                             rtcp::Packet::Pli { media_ssrc, .. } => {
                                 self.sender.want_key[(media_ssrc - 0x100) as usize] = true;
+                                self.plis += 1;
                             }
                             rtcp::Packet::Nack {
                                 media_ssrc,
@@ -484,6 +492,40 @@ fn a_link_carries_every_temporal_layer_once_and_the_far_relay_thins() {
     assert_eq!(c.link_rtp[&0x100], sent_per_layer);
     assert_eq!(c.link_rtp[&0x101], sent_per_layer);
     assert_eq!(c.relays[0].stats().temporal_dropped, 0);
+}
+
+#[test]
+fn a_sender_that_marks_no_sync_frames_is_asked_for_a_keyframe_to_go_up() {
+    for marking in [Marking::Vp8, Marking::FrameMarking] {
+        let mut c = Conference::new(marking, 1, &[(2, 0, 10_000_000)]);
+        c.sender.mark_sync = false;
+        for _ in 0..20 {
+            c.tick();
+        }
+        assert_eq!(c.selection(2), (Some(1), 2), "all from the first keyframe");
+        c.set_bandwidth(2, 450_000);
+        for _ in 0..4 {
+            c.tick();
+        }
+        assert_eq!(c.selection(2), (Some(1), 0), "down at the next frame");
+        let plis = c.plis;
+        c.set_bandwidth(2, 10_000_000);
+        // No sync frame comes: the receiver stays at the base for the keyframe
+        // interval (500 ms), then the relay asks for a keyframe, which starts every
+        // temporal layer at once.
+        for _ in 0..12 {
+            c.tick();
+        }
+        assert_eq!(c.selection(2), (Some(1), 0), "{marking:?}");
+        assert_eq!(c.plis, plis, "no request yet");
+        for _ in 0..6 {
+            c.tick();
+        }
+        assert_eq!(c.plis, plis + 1, "{marking:?}");
+        assert_eq!(c.selection(2), (Some(1), 2), "{marking:?}");
+        // Every frame it got had its references (checked on arrival).
+        c.receivers[&2].check();
+    }
 }
 
 #[test]

@@ -81,6 +81,7 @@ impl KeyframeRule {
                         tid,
                         frame_start: start,
                         sync: key || (start && y),
+                        keyframe: key,
                     }
                 })
             }
@@ -93,6 +94,7 @@ impl KeyframeRule {
                         tid: b & 0x07,
                         frame_start: start,
                         sync: start && b & 0x28 != 0,
+                        keyframe: start && b & 0x20 != 0,
                     }
                 })
             }
@@ -129,6 +131,8 @@ pub struct Temporal {
     /// bit, frame marking's B bit) or nothing at all (a keyframe): a receiver can
     /// start decoding its temporal layer at it.
     pub sync: bool,
+    /// The packet starts a keyframe: every temporal layer can start here.
+    pub keyframe: bool,
 }
 
 /// The first byte of the frame-marking extension element with RFC 8285 id `id`.
@@ -232,7 +236,8 @@ mod tests {
             Temporal {
                 tid: 2,
                 frame_start: true,
-                sync: true
+                sync: true,
+                keyframe: false
             }
         );
         assert!(!t(&with(2, false, true, false)).sync, "Y clear");
@@ -297,7 +302,8 @@ mod tests {
             Temporal {
                 tid: 2,
                 frame_start: true,
-                sync: true
+                sync: true,
+                keyframe: false
             }
         );
     }

@@ -28,7 +28,9 @@
 //!   packets after them are renumbered so that it sees no gap. Its temporal layer
 //!   goes down at the next frame start, and up one temporal layer at a time at a
 //!   frame of that layer that is a layer-sync point (VP8 Y bit, frame marking B bit)
-//!   or at a keyframe, so every frame it gets has its references.
+//!   or at once at a keyframe, so every frame it gets has its references. An
+//!   up-switch that finds no sync frame for [`SfuConfig::keyframe_interval`] asks
+//!   the sender for a keyframe.
 //! - **Switching.** A receiver moves to its target layer only at a packet that starts
 //!   a keyframe of that layer ([`KeyframeRule`]); until then the current layer keeps
 //!   flowing. A keyframe request goes to the sender at once when the target changes.
@@ -469,6 +471,9 @@ struct Forward {
     /// The highest temporal layer forwarded, and the one wanted.
     tid: u8,
     tid_target: u8,
+    /// Since when `tid` has been below `tid_target`: a sender that marks no sync
+    /// frames is asked for a keyframe after `keyframe_interval`.
+    temporal_since: Option<Instant>,
     /// Layers the receiver accepts (bit i = layer i).
     accept: u8,
     rewriter: Rewriter,
@@ -897,7 +902,7 @@ impl Sfu {
         let mut switched = false;
         for f in &mut stream.forwards {
             let mapped = if f.current == Some(layer) {
-                if temporal.is_some_and(|t| !f.admits(t)) {
+                if temporal.is_some_and(|t| !f.admits(t, now)) {
                     f.rewriter.skip(packet.sequence);
                     self.stats.temporal_dropped += 1;
                     None
@@ -910,6 +915,7 @@ impl Sfu {
                 f.current = Some(layer);
                 // A keyframe references nothing: every temporal layer can start here.
                 f.tid = f.tid_target;
+                f.temporal_since = None;
                 switched = true;
                 self.stats.switches += 1;
                 Some(
@@ -1133,7 +1139,12 @@ impl Sfu {
                 .forwards
                 .iter()
                 .filter(|f| f.target.is_some() && f.target != f.current)
-                .fold(0u8, |m, f| m | f.target.map_or(0, |t| 1 << t));
+                .fold(0u8, |m, f| m | f.target.map_or(0, |t| 1 << t))
+                | self.streams[si]
+                    .forwards
+                    .iter()
+                    .filter_map(|f| f.temporal_stuck(now, interval))
+                    .fold(0u8, |m, l| m | 1 << l);
             for li in 0..self.streams[si].layers.len() {
                 let l = &mut self.streams[si].layers[li];
                 let due = l
@@ -1176,7 +1187,22 @@ impl Sfu {
                     .flatten()
             })
         });
-        silence.chain(requests).chain(self.next_report).min()
+        // A temporal up-switch waiting for a sync frame asks for a keyframe an
+        // interval after it began (then as layer switches do, an interval after the
+        // last request).
+        let temporal = self.streams.iter().flat_map(|s| {
+            s.forwards.iter().filter_map(move |f| {
+                let since = f.temporal_since?;
+                let layer = s.layers.get(usize::from(f.current?))?;
+                let after_request = layer.last_request.map_or(since, |r| r.max(since));
+                Some(after_request + interval)
+            })
+        });
+        silence
+            .chain(requests)
+            .chain(temporal)
+            .chain(self.next_report)
+            .min()
     }
 
     /// One RR per locally published stream, to its sender, with a report block per
@@ -1553,6 +1579,7 @@ impl Forward {
             target: None,
             tid: 0,
             tid_target: 0,
+            temporal_since: None,
             accept: 0xff,
             rewriter: Rewriter::default(),
         }
@@ -1563,15 +1590,30 @@ impl Forward {
     /// without its references: down at any frame start, up at a layer-sync frame of
     /// the next temporal layer up (one step at a time, so that a frame of a layer in
     /// between never arrives without the earlier frames of its layer it may use).
-    fn admits(&mut self, t: Temporal) -> bool {
+    /// A keyframe starts every temporal layer at once. While below its target, the
+    /// receiver remembers since when (see `temporal_since`).
+    fn admits(&mut self, t: Temporal, now: Instant) -> bool {
         if t.frame_start {
-            if self.tid_target < self.tid {
+            if self.tid_target < self.tid || t.keyframe {
                 self.tid = self.tid_target;
             } else if t.sync && t.tid == self.tid + 1 && t.tid <= self.tid_target {
                 self.tid = t.tid;
             }
         }
+        if self.tid < self.tid_target {
+            self.temporal_since.get_or_insert(now);
+        } else {
+            self.temporal_since = None;
+        }
         t.tid <= self.tid
+    }
+
+    /// The layer whose keyframe would end a temporal up-switch that has waited
+    /// `interval` without a sync frame.
+    fn temporal_stuck(&self, now: Instant, interval: Duration) -> Option<u8> {
+        self.temporal_since
+            .filter(|&t| now.saturating_duration_since(t) >= interval)
+            .and(self.current)
     }
 }
 
