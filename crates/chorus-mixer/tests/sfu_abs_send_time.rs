@@ -2,51 +2,39 @@
 //! delay-based estimate (whose REMB drives layer selection) measures the relay's
 //! downlink to it; links get the sender's value, and other extensions pass as sent.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use chorus_media::congestion::{abs_send_time, decode_abs_send_time};
 use chorus_media::rtp;
 use chorus_mixer::control::{Codec, Layer, Message, StreamInfo};
 use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
+use common::rtp_bytes;
 
 const SENDERS_TIME: [u8; 3] = [0x12, 0x34, 0x56];
 const LEVEL: [u8; 1] = [0x9e];
 
 fn packet(seq: u16) -> Vec<u8> {
-    let mut ext = Vec::new();
-    let profile = rtp::write_elements(
-        &[
-            rtp::Element {
-                id: 1,
-                data: &LEVEL,
-            },
-            rtp::Element {
-                id: 3,
-                data: &SENDERS_TIME,
-            },
-        ],
-        &mut ext,
+    let elements = [
+        rtp::Element {
+            id: 1,
+            data: &LEVEL,
+        },
+        rtp::Element {
+            id: 3,
+            data: &SENDERS_TIME,
+        },
+    ];
+    let keyframe = [0x10, 0x00, 0x9d, 0x01];
+    rtp_bytes(
+        0x100,
+        seq,
+        u32::from(seq) * 3000,
+        true,
+        &elements,
+        &keyframe,
     )
-    .unwrap();
-    let payload = [0x10, 0x00, 0x9d, 0x01];
-    let p = rtp::Packet {
-        marker: true,
-        payload_type: 96,
-        sequence: seq,
-        timestamp: u32::from(seq) * 3000,
-        ssrc: 0x100,
-        csrcs: vec![],
-        extension: Some(rtp::Extension {
-            profile,
-            data: &ext,
-        }),
-        payload: &payload,
-        padding: 0,
-    };
-    let mut b = BytesMut::new();
-    p.encode(&mut b).unwrap();
-    b.to_vec()
 }
 
 /// What the receiver got, with the time it arrived (since the start), and what the

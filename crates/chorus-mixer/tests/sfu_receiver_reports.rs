@@ -3,31 +3,21 @@
 //! the sender's own SR, so the sender measures its uplink loss and its round-trip
 //! time to the relay although the relay terminates RTCP.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use chorus_media::{rtcp, rtp};
+use chorus_media::rtcp;
 use chorus_mixer::control::{Codec, Layer, StreamInfo};
 use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
+use common::rtp_bytes;
 
 const SENDER: u32 = 1;
 
 fn packet(ssrc: u32, seq: u16) -> Vec<u8> {
-    let payload = [0x10, 0x00, 0x9d, 0x01];
-    let p = rtp::Packet {
-        marker: true,
-        payload_type: 96,
-        sequence: seq,
-        timestamp: u32::from(seq) * 3000,
-        ssrc,
-        csrcs: vec![],
-        extension: None,
-        payload: &payload,
-        padding: 0,
-    };
-    let mut b = BytesMut::new();
-    p.encode(&mut b).unwrap();
-    b.to_vec()
+    let keyframe = [0x10, 0x00, 0x9d, 0x01];
+    rtp_bytes(ssrc, seq, u32::from(seq) * 3000, true, &[], &keyframe)
 }
 
 /// The receiver reports in `out` addressed to the sender.

@@ -10,6 +10,8 @@
 //! writes into each packet the frame it belongs to and the frames it references, so
 //! the receivers can check decodability without a codec.
 
+mod common;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use chorus_media::video::Vp8Descriptor;
 use chorus_media::{rtcp, rtp};
 use chorus_mixer::control::{Codec, Layer, Message, StreamInfo};
 use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
+use common::rtp_bytes;
 use proptest::prelude::*;
 
 const SENDER: u32 = 1;
@@ -147,8 +150,7 @@ impl Sender {
                     refs: refs.clone(),
                 });
                 let mut payload = Vec::new();
-                let mut ext = Vec::new();
-                let mut extension = None;
+                let mut marking = None;
                 match self.marking {
                     Marking::Vp8 => Vp8Descriptor {
                         start_of_partition: start,
@@ -165,39 +167,23 @@ impl Sender {
                             | u8::from(key) << 5
                             | u8::from(sync && !key && self.mark_sync) << 3
                             | tid;
-                        let data = [b0, 0, self.last_tl0[l] as u8];
-                        let profile = rtp::write_elements(
-                            &[rtp::Element {
-                                id: FRAME_MARKING_ID,
-                                data: &data,
-                            }],
-                            &mut ext,
-                        )
-                        .unwrap();
-                        extension = Some(profile);
+                        marking = Some([b0, 0, self.last_tl0[l] as u8]);
                     }
                 }
                 // The VP8 payload header's P bit (RFC 7741 §4.3) on the first packet.
                 payload.push(if start && !key { 0x01 } else { 0x00 });
                 payload.extend(&tag);
                 let ssrc = 0x100 + l as u32;
-                let p = rtp::Packet {
-                    marker: part == PACKETS_PER_FRAME - 1,
-                    payload_type: 96,
-                    sequence: self.seq[l],
-                    timestamp: self.ts[l],
-                    ssrc,
-                    csrcs: vec![],
-                    extension: extension.map(|profile| rtp::Extension {
-                        profile,
-                        data: &ext,
-                    }),
-                    payload: &payload,
-                    padding: 0,
-                };
-                let mut b = BytesMut::new();
-                p.encode(&mut b).unwrap();
-                out.push(b.to_vec());
+                let elements: Vec<rtp::Element<'_>> = marking
+                    .iter()
+                    .map(|data| rtp::Element {
+                        id: FRAME_MARKING_ID,
+                        data,
+                    })
+                    .collect();
+                let last = part == PACKETS_PER_FRAME - 1;
+                let seq = self.seq[l];
+                out.push(rtp_bytes(ssrc, seq, self.ts[l], last, &elements, &payload));
                 self.sent.insert((ssrc, self.seq[l]), id);
                 self.seq[l] = self.seq[l].wrapping_add(1);
             }

@@ -13,6 +13,37 @@ use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
 /// Layer bitrates of every test stream.
 pub const BITRATES: [u32; 3] = [150_000, 500_000, 1_500_000];
 
+/// An RTP packet on the wire (PT 96), with `elements` as RFC 8285 header extension
+/// elements (none: no extension).
+pub fn rtp_bytes(
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+    marker: bool,
+    elements: &[rtp::Element<'_>],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut ext = Vec::new();
+    let profile = (!elements.is_empty()).then(|| rtp::write_elements(elements, &mut ext).unwrap());
+    let p = rtp::Packet {
+        marker,
+        payload_type: 96,
+        sequence,
+        timestamp,
+        ssrc,
+        csrcs: vec![],
+        extension: profile.map(|profile| rtp::Extension {
+            profile,
+            data: &ext,
+        }),
+        payload,
+        padding: 0,
+    };
+    let mut b = bytes::BytesMut::new();
+    p.encode(&mut b).unwrap();
+    b.to_vec()
+}
+
 /// The SSRC of `layer` of participant `p`'s stream.
 pub fn ssrc(p: u32, layer: u8) -> u32 {
     p << 8 | u32::from(layer)
@@ -94,20 +125,14 @@ impl Sender {
                     _ => vec![0x00, 0xaa, 0xbb, 0xcc, 0xdd],
                 };
                 payload.push(l as u8);
-                let p = rtp::Packet {
-                    marker: part == 1,
-                    payload_type: 96,
-                    sequence: self.seq[l],
-                    timestamp: self.ts[l],
-                    ssrc: ssrc(self.participant, l as u8),
-                    csrcs: vec![],
-                    extension: None,
-                    payload: &payload,
-                    padding: 0,
-                };
-                let mut b = bytes::BytesMut::new();
-                p.encode(&mut b).unwrap();
-                out.push(b.to_vec());
+                out.push(rtp_bytes(
+                    ssrc(self.participant, l as u8),
+                    self.seq[l],
+                    self.ts[l],
+                    part == 1,
+                    &[],
+                    &payload,
+                ));
                 self.seq[l] = self.seq[l].wrapping_add(1);
                 self.sent[l] += 1;
             }
