@@ -723,6 +723,21 @@ pub const fn ntp_middle(ntp: u64) -> u32 {
     (ntp >> 16) as u32
 }
 
+/// The LSR and DLSR fields of a report block sent at `now` (RFC 3550 §6.4.1), from
+/// the last SR received from its source: that SR's NTP middle bits and when it
+/// arrived. DLSR counts 1/65,536 s; both are 0 before any SR.
+#[must_use]
+pub fn last_sr_fields(
+    last_sr: Option<(u32, std::time::Instant)>,
+    now: std::time::Instant,
+) -> (u32, u32) {
+    last_sr.map_or((0, 0), |(lsr, at)| {
+        let d = now.saturating_duration_since(at);
+        let dlsr = u32::try_from(d.as_nanos() * 65_536 / 1_000_000_000).unwrap_or(u32::MAX);
+        (lsr, dlsr)
+    })
+}
+
 /// Round-trip time from a report block (RFC 3550 §6.4.1, figure 2): `arrival` is the
 /// middle 32 bits of the NTP time the report arrived. `None` when the block carries
 /// no LSR or the result would be negative.

@@ -989,14 +989,7 @@ impl Session {
         self.last_report = Some(now);
         let mut reports = Vec::new();
         if let Some(remote) = self.remote_ssrc {
-            let (lsr, dlsr) = self.last_sr.map_or((0, 0), |(lsr, at)| {
-                let d = now.saturating_duration_since(at);
-                // DLSR in 1/65536 s (RFC 3550 §6.4.1).
-                (
-                    lsr,
-                    u32::try_from(d.as_nanos() * 65_536 / 1_000_000_000).unwrap_or(u32::MAX),
-                )
-            });
+            let (lsr, dlsr) = rtcp::last_sr_fields(self.last_sr, now);
             reports.push(self.recv_stats.report_block(remote, lsr, dlsr));
         }
         let first = if self.sent_since_report {

@@ -1220,12 +1220,7 @@ impl Sfu {
                 .iter_mut()
                 .filter(|l| l.stats.received() > 0)
                 .map(|l| {
-                    let (lsr, dlsr) = l.last_sr.map_or((0, 0), |(lsr, at)| {
-                        let d = now.saturating_duration_since(at);
-                        // DLSR in 1/65536 s.
-                        let units = d.as_micros() * 65_536 / 1_000_000;
-                        (lsr, u32::try_from(units).unwrap_or(u32::MAX))
-                    });
+                    let (lsr, dlsr) = rtcp::last_sr_fields(l.last_sr, now);
                     l.stats.report_block(l.ssrc, lsr, dlsr)
                 })
                 .collect();
