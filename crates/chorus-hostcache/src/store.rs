@@ -6,17 +6,16 @@
 //! old complete file or the new one (rename is atomic on POSIX file systems); a left
 //! over temporary file is ignored by loads and removed by the next save.
 //!
-//! **The lock** is a file `.chorus.lock` in the directory holding the owner's process
-//! id. It is created atomically with its content: the PID is written to
-//! `.chorus.lock.<pid>`, which is then hard-linked to `.chorus.lock` (like `O_EXCL`,
-//! the link fails if the lock exists), so a crash never leaves an ownerless lock. It is
-//! removed when the operation ends. `std::fs::File::try_lock` would be simpler but needs Rust 1.89,
-//! above the workspace's MSRV (1.88). A lock whose process no longer exists (checked
-//! in `/proc` on Linux; elsewhere, a lock older than [`StoreConfig::stale_lock_after`])
-//! was left by a crash and is broken. Another live holder is waited for up to
-//! [`StoreConfig::lock_wait`], then [`FileErrorKind::Locked`] is returned. So two
-//! processes saving at once both succeed, one after the other, and the file is always
-//! one of their two complete versions.
+//! **The lock** is an exclusive OS file lock (`flock(2)` on Linux, `LockFileEx` on
+//! Windows, through [`File::try_lock`]) on the file `.chorus.lock` in the directory.
+//! The kernel releases it when its holder closes the file or dies, so a crash never
+//! leaves a lock behind and there is no stale lock to detect or break: the lock file
+//! itself stays in the directory, and its content (the holder's process id, written
+//! after the lock is taken) is only there to name the holder in an error. Another
+//! holder is waited for up to [`StoreConfig::lock_wait`], then
+//! [`FileErrorKind::Locked`] is returned. So two processes saving at once both
+//! succeed, one after the other, and the file is always one of their two complete
+//! versions.
 //!
 //! **Updates** ([`Store::update_shared`], [`Store::update_config`]) hold the lock from
 //! the load through the save, so processes that each change part of a file (one
@@ -50,8 +49,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -79,9 +78,6 @@ pub struct StoreConfig {
     pub limits: Limits,
     /// How long to wait for another process's lock. Default 5 seconds.
     pub lock_wait: Duration,
-    /// Where the owner of a lock cannot be checked (not Linux), a lock older than this
-    /// is taken to be left by a crash. Default 60 seconds.
-    pub stale_lock_after: Duration,
     /// PBKDF2 parameters for encrypting `config.xml` (600,000 iterations by default).
     pub at_rest: AtRestConfig,
 }
@@ -91,7 +87,6 @@ impl Default for StoreConfig {
         Self {
             limits: Limits::default(),
             lock_wait: Duration::from_secs(5),
-            stale_lock_after: Duration::from_secs(60),
             at_rest: AtRestConfig::default(),
         }
     }
@@ -430,78 +425,53 @@ impl Store {
     fn lock(&self) -> Result<LockGuard, Error> {
         let path = self.dir.join(LOCK_FILE);
         let deadline = Instant::now() + self.config.lock_wait;
-        // The lock appears with its PID already in it (written to a private file, then
-        // hard-linked into place, which fails if the lock exists), so a crash can never
-        // leave a lock without an owner to check.
-        let pid = std::process::id();
-        let mine = self.dir.join(format!("{LOCK_FILE}.{pid}"));
-        fs::write(&mine, pid.to_string())
-            .and_then(|()| File::open(&mine)?.sync_all())
-            .map_err(|e| io_error(&mine, "write lock", &e))?;
-        let result = self.lock_loop(&path, &mine, deadline);
-        let _ = fs::remove_file(&mine);
-        result
-    }
-
-    fn lock_loop(&self, path: &Path, mine: &Path, deadline: Instant) -> Result<LockGuard, Error> {
+        // Never truncated on open: the holder's PID stays readable to waiters.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_error(&path, "open lock", &e))?;
         loop {
-            match fs::hard_link(mine, path) {
-                Ok(()) => {
-                    return Ok(LockGuard {
-                        path: path.to_owned(),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let pid = read_pid(path);
-                    if self.is_stale(path, pid) {
-                        let _ = fs::remove_file(path);
-                        continue;
-                    }
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
                     if Instant::now() >= deadline {
                         return Err(Error::File(FileError {
-                            path: path.to_owned(),
-                            kind: FileErrorKind::Locked { pid },
+                            kind: FileErrorKind::Locked {
+                                pid: read_pid(&mut file),
+                            },
+                            path,
                             moved_to: None,
                         }));
                     }
                     thread::sleep(Duration::from_millis(5));
                 }
-                Err(e) => return Err(io_error(path, "create lock", &e)),
+                Err(TryLockError::Error(e)) => return Err(io_error(&path, "lock", &e)),
             }
         }
-    }
-
-    fn is_stale(&self, path: &Path, pid: Option<u32>) -> bool {
-        if let (Some(pid), true) = (pid, cfg!(target_os = "linux")) {
-            return !Path::new("/proc").join(pid.to_string()).exists();
-        }
-        // A lock being written has no PID yet: only its age can tell.
-        fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > self.config.stale_lock_after)
+        // For the error a waiter reports; the lock does not depend on it, so a failure
+        // to write it is not an error.
+        let pid = std::process::id().to_string();
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(pid.as_bytes()));
+        Ok(LockGuard { _file: file })
     }
 }
 
-/// Removes the lock file when the operation ends (also on error and panic).
+/// Holds the OS lock; closing the file on drop (also on error and panic) releases it.
 struct LockGuard {
-    path: PathBuf,
+    _file: File,
 }
 
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-fn read_pid(path: &Path) -> Option<u32> {
+/// The PID the lock's holder wrote, if it has written one yet.
+fn read_pid(file: &mut File) -> Option<u32> {
     let mut s = String::new();
-    File::open(path)
-        .ok()?
-        .take(16)
-        .read_to_string(&mut s)
-        .ok()?;
+    file.seek(SeekFrom::Start(0)).ok()?;
+    Read::by_ref(file).take(16).read_to_string(&mut s).ok()?;
     s.trim().parse().ok()
 }
 

@@ -293,25 +293,38 @@ fn update_config_keeps_the_file_encrypted_and_refuses_a_wrong_password_unchanged
 }
 
 #[test]
-fn a_live_lock_holder_makes_saves_wait_then_fail_clearly() {
+fn a_lock_holder_makes_saves_wait_then_fail_clearly() {
     let d = dir("locked");
     let store = Store::new(&d, fast_config()).unwrap();
-    // Our own PID is certainly alive.
-    fs::write(d.join(LOCK_FILE), std::process::id().to_string()).unwrap();
+    // Another holder of the OS lock (a separate open file, as another process has),
+    // which names itself the way the store does.
+    let holder = fs::File::create(d.join(LOCK_FILE)).unwrap();
+    holder.try_lock().unwrap();
+    fs::write(d.join(LOCK_FILE), "4242").unwrap();
     let err = store
         .save_shared(&store.empty_shared().unwrap())
         .unwrap_err();
     let Error::File(e) = err else { panic!() };
-    assert_eq!(
-        e.kind,
-        FileErrorKind::Locked {
-            pid: Some(std::process::id())
-        }
-    );
-    // A lock left by a process that no longer exists is broken.
-    fs::write(d.join(LOCK_FILE), "4194304999").unwrap();
+    assert_eq!(e.kind, FileErrorKind::Locked { pid: Some(4242) });
+    assert!(store.load_shared(now()).is_err(), "loads take the lock too");
+    // Closing the holder's file releases the lock; the content left behind (a PID
+    // that may be anybody's now) does not matter.
+    drop(holder);
     store.save_shared(&store.empty_shared().unwrap()).unwrap();
-    assert!(!d.join(LOCK_FILE).exists());
+    assert_eq!(
+        fs::read_to_string(d.join(LOCK_FILE)).unwrap(),
+        std::process::id().to_string()
+    );
+}
+
+#[test]
+fn a_lock_file_left_behind_is_no_lock() {
+    let d = dir("left-behind");
+    // What a holder that died leaves: the file and its PID, no OS lock. A PID that is
+    // alive (ours) must not make the store wait.
+    fs::write(d.join(LOCK_FILE), std::process::id().to_string()).unwrap();
+    let store = Store::new(&d, fast_config()).unwrap();
+    store.save_shared(&store.empty_shared().unwrap()).unwrap();
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Crash safety: writer processes `SIGKILL`ed at random points never leave anything
 //! but the old or the new complete file; two processes updating at once both succeed
-//! and neither loses the other's updates.
+//! and neither loses the other's updates, also when they race for the lock a killed
+//! holder left.
 //!
 //! The test binary re-runs itself as the writer child (`child_writer`, a no-op unless
 //! `CHORUS_HC_CHILD_DIR` is set).
@@ -18,6 +19,8 @@ use chorus_hostcache::xml::SharedFile;
 
 const DIR_VAR: &str = "CHORUS_HC_CHILD_DIR";
 const SAVES_VAR: &str = "CHORUS_HC_CHILD_SAVES";
+/// Set: the child takes the lock (inside an update), says "holding" and never lets go.
+const HOLD_VAR: &str = "CHORUS_HC_CHILD_HOLD";
 
 fn epoch(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s)
@@ -65,6 +68,14 @@ fn child_writer() {
     };
     let store = store(Path::new(&dir));
     let saves: Option<u64> = std::env::var(SAVES_VAR).ok().and_then(|s| s.parse().ok());
+    if std::env::var_os(HOLD_VAR).is_some() {
+        let _ = store.update_shared(epoch(0), |_| {
+            println!("holding");
+            loop {
+                std::thread::park();
+            }
+        });
+    }
     let mut done = 0;
     println!("writing");
     loop {
@@ -94,6 +105,19 @@ fn spawn_writer(dir: &Path, saves: Option<u32>) -> Child {
     cmd.spawn().unwrap()
 }
 
+/// Reads the child's stdout until a line containing `word`.
+fn wait_for_line(child: &mut Child, word: &str) {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && !line.contains(word) {
+        line.clear();
+    }
+    assert!(
+        line.contains(word),
+        "the child ended before saying {word:?}"
+    );
+}
+
 fn fresh_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("chorus-hc-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -114,11 +138,7 @@ fn kill_writers(name: &str, iterations: u32) -> (u32, u64) {
         let mut child = spawn_writer(&dir, None);
         // Wait until the child is in its save loop, then kill it within 300 ms (a save
         // takes tens of milliseconds in a debug build, so kills land at every stage).
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        while out.read_line(&mut line).unwrap() > 0 && !line.contains("writing") {
-            line.clear();
-        }
+        wait_for_line(&mut child, "writing");
         std::thread::sleep(Duration::from_micros(rng.u64().unwrap() % 300_000));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -179,5 +199,37 @@ fn two_processes_updating_at_once_lose_no_update() {
     // Every update read the file the previous one wrote, whichever process made it.
     assert_eq!(generation_of(&f), 50);
     assert_eq!(f, generation(&s, 50));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_processes_racing_for_a_killed_holders_lock_both_get_it_in_turn() {
+    let dir = fresh_dir("stale-race");
+    let s = store(&dir);
+    s.save_shared(&generation(&s, 1)).unwrap();
+    // A holder killed inside its update leaves the lock file with its (now dead, soon
+    // reusable) PID in it.
+    let mut holder = Command::new(std::env::current_exe().unwrap());
+    holder
+        .args(["--exact", "child_writer", "--test-threads=1", "--nocapture"])
+        .env(DIR_VAR, &dir)
+        .env(HOLD_VAR, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut holder = holder.spawn().unwrap();
+    wait_for_line(&mut holder, "holding");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(dir.join(chorus_hostcache::store::LOCK_FILE).exists());
+    // Two writers start at once on that lock: each must get it in turn, never both.
+    let (mut a, mut b) = (spawn_writer(&dir, Some(20)), spawn_writer(&dir, Some(20)));
+    assert!(a.wait().unwrap().success(), "writer A failed");
+    assert!(b.wait().unwrap().success(), "writer B failed");
+    let f = s.load_shared(epoch(0)).unwrap().unwrap();
+    assert_eq!(
+        generation_of(&f),
+        41,
+        "an update was lost: both held the lock"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
