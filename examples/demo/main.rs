@@ -255,7 +255,7 @@ async fn run(options: Options) -> Result<(), DemoError> {
             });
             Ok(Side { name, host, turn })
         };
-        let (mut x, mut y) = connect_pair(side(a)?, side(b)?, 10 * i as u64 + 1).await?;
+        let (mut x, mut y) = connect_pair(side(a)?, side(b)?).await?;
         let rtt = round_trip(&mut x, &mut y).await?;
         report.line(format!(
             "{an} ({anat:?}) -> {bn} ({bnat:?}): {:?}, {} -> {}, round trip {} us",

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chorus::framing::SeededEntropy;
+use chorus::crypto::SystemEntropy;
 use chorus::index::record::NatClass;
 use chorus::nat::client::Transport;
 use chorus::nat::driver::ice::{Connection, Signalling, connect};
@@ -78,25 +78,11 @@ pub(crate) fn needs_relay(a: NatClass, b: NatClass) -> bool {
 }
 
 /// Runs ICE between `a` (controlling) and `b`; the connected pair.
-pub(crate) async fn connect_pair(
-    a: Side,
-    b: Side,
-    seed: u64,
-) -> Result<(Connection, Connection), DemoError> {
+pub(crate) async fn connect_pair(a: Side, b: Side) -> Result<(Connection, Connection), DemoError> {
     let (a_tx, b_rx) = mpsc::channel::<String>(64);
     let (b_tx, a_rx) = mpsc::channel::<String>(64);
-    let a_fut = gather_and_connect(
-        a,
-        Role::Controlling,
-        Signalling { tx: a_tx, rx: a_rx },
-        seed,
-    );
-    let b_fut = gather_and_connect(
-        b,
-        Role::Controlled,
-        Signalling { tx: b_tx, rx: b_rx },
-        seed + 1,
-    );
+    let a_fut = gather_and_connect(a, Role::Controlling, Signalling { tx: a_tx, rx: a_rx });
+    let b_fut = gather_and_connect(b, Role::Controlled, Signalling { tx: b_tx, rx: b_rx });
     let (ra, rb) = tokio::time::timeout(ICE_LIMIT, async { tokio::join!(a_fut, b_fut) })
         .await
         .map_err(|_| DemoError::Step("ICE did not finish in time".into()))?;
@@ -107,11 +93,10 @@ async fn gather_and_connect(
     side: Side,
     role: Role,
     signalling: Signalling,
-    seed: u64,
 ) -> Result<Connection, DemoError> {
     let mut config = IceConfig::default();
     config.role = role;
-    let agent = Agent::new(config, Box::new(SeededEntropy::new(seed)))?;
+    let agent = Agent::new(config, Box::new(SystemEntropy::new()))?;
     let relay = match side.turn {
         Some((server, user, password)) => {
             let config = TurnClientConfig::new(server, Transport::Udp, &user, &password);

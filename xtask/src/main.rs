@@ -7,6 +7,7 @@
 //! Dependency-free on purpose, so it builds in seconds on a fresh machine.
 
 mod cmd;
+mod entropy;
 mod install;
 mod json;
 mod layers;
@@ -25,7 +26,7 @@ commands:
   test            install missing system packages, then run every test target and
                   doctest of the workspace
   ci              everything CI enforces, in order: fmt, clippy, no-tokio, layering,
-                  test, doc, fuzz smoke, cargo-deny
+                  test-only randomness, test, demo, doc, fuzz, cargo-deny
   help            this text";
 
 fn main() -> ExitCode {

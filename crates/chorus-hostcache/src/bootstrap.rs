@@ -35,11 +35,11 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use chorus_framing::SeededEntropy;
+//! use chorus_crypto::SystemEntropy;
 //! use chorus_hostcache::bootstrap::{probe_reply, Bootstrap, BootstrapConfig, Event, Transport};
 //!
 //! let node = "192.0.2.1:33033".parse()?;
-//! let mut b = Bootstrap::new(BootstrapConfig::default(), Box::new(SeededEntropy::new(1)))?;
+//! let mut b = Bootstrap::new(BootstrapConfig::default(), Box::new(SystemEntropy::new()))?;
 //! let t0 = Instant::now();
 //! b.start(t0, vec![node], vec![])?;
 //! let probe = b.poll_transmit().expect("a probe");

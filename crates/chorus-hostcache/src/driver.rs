@@ -5,7 +5,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use chorus_framing::SeededEntropy;
+//! use chorus_crypto::SystemEntropy;
 //! use chorus_hostcache::bootstrap::{probe_reply, Bootstrap, BootstrapConfig, Transport};
 //! use chorus_hostcache::driver::bootstrap;
 //! use tokio::net::UdpSocket;
@@ -22,7 +22,7 @@
 //!     }
 //! });
 //!
-//! let core = Bootstrap::new(BootstrapConfig::default(), Box::new(SeededEntropy::new(1)))?;
+//! let core = Bootstrap::new(BootstrapConfig::default(), Box::new(SystemEntropy::new()))?;
 //! let socket = UdpSocket::bind("127.0.0.1:0").await?;
 //! let report = bootstrap(core, &socket, vec![node_addr], vec![]).await?;
 //! assert_eq!((report.addr, report.transport), (node_addr, Transport::Udp));

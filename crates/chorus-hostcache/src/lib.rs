@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant, SystemTime};
-//! use chorus_framing::SeededEntropy;
+//! use chorus_crypto::SystemEntropy;
 //! use chorus_hostcache::bootstrap::{probe_reply, Bootstrap, BootstrapConfig, Event};
 //! use chorus_hostcache::hostcache::Source;
 //! use chorus_hostcache::store::{Store, StoreConfig};
@@ -36,7 +36,7 @@
 //! // First run: nothing cached; the application's bootstrap list is all we have.
 //! let mut shared = store.load_shared(wall)?.unwrap_or(store.empty_shared()?);
 //! let seed = "192.0.2.1:33033".parse()?;
-//! let mut boot = Bootstrap::new(BootstrapConfig::default(), Box::new(SeededEntropy::new(1)))?;
+//! let mut boot = Bootstrap::new(BootstrapConfig::default(), Box::new(SystemEntropy::new()))?;
 //! let t0 = Instant::now();
 //! boot.start(t0, shared.host_cache.best(16, wall), vec![seed])?;
 //!

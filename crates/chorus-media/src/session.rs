@@ -61,7 +61,7 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
-//! use chorus_framing::SeededEntropy;
+//! use chorus_crypto::SystemEntropy;
 //! use chorus_media::session::{Session, SessionConfig};
 //!
 //! let srtp = |k: u8| {
@@ -71,9 +71,9 @@
 //! let t0 = Instant::now();
 //! let mut config = SessionConfig::default();
 //! config.ssrc = 10;
-//! let mut alice = Session::new(config.clone(), srtp(1)?, srtp(2)?, Box::new(SeededEntropy::new(1)), t0)?;
+//! let mut alice = Session::new(config.clone(), srtp(1)?, srtp(2)?, Box::new(SystemEntropy::new()), t0)?;
 //! config.ssrc = 20;
-//! let mut bob = Session::new(config, srtp(2)?, srtp(1)?, Box::new(SeededEntropy::new(2)), t0)?;
+//! let mut bob = Session::new(config, srtp(2)?, srtp(1)?, Box::new(SystemEntropy::new()), t0)?;
 //!
 //! let tone: Vec<i16> = (0..alice.frame_samples())
 //!     .map(|i| ((i as f64 * 0.05).sin() * 8000.0) as i16)

@@ -36,13 +36,13 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use chorus_framing::SeededEntropy;
+//! use chorus_crypto::SystemEntropy;
 //! use chorus_nat::ice::{Agent, Event, IceConfig, PathKind, Role};
 //!
 //! let mut config = IceConfig::default();
-//! let mut a = Agent::new(config.clone(), Box::new(SeededEntropy::new(1)))?;
+//! let mut a = Agent::new(config.clone(), Box::new(SystemEntropy::new()))?;
 //! config.role = Role::Controlled;
-//! let mut b = Agent::new(config, Box::new(SeededEntropy::new(2)))?;
+//! let mut b = Agent::new(config, Box::new(SystemEntropy::new()))?;
 //! a.add_host_candidate("192.0.2.1:5000".parse()?)?;
 //! b.add_host_candidate("192.0.2.2:6000".parse()?)?;
 //! let mut now = Instant::now();

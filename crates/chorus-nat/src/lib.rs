@@ -27,7 +27,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use chorus_framing::SeededEntropy;
+//! use chorus_crypto::SystemEntropy;
 //! use chorus_nat::client::{Client, ClientConfig, Event, Transport};
 //! use chorus_nat::server::{Server, ServerConfig};
 //!
@@ -36,7 +36,7 @@
 //! config.alternate_ip = Some("192.0.2.2".parse()?); // RFC 5780: a second IP ...
 //! config.alternate_port = Some(3479); // ... and a second port
 //! let mut server = Server::new(config)?;
-//! let mut client = Client::new(ClientConfig::default(), Box::new(SeededEntropy::new(1)))?;
+//! let mut client = Client::new(ClientConfig::default(), Box::new(SystemEntropy::new()))?;
 //!
 //! let (now, me) = (Instant::now(), "203.0.113.5:40000".parse()?);
 //! let id = client.start_binding(now, "192.0.2.1:3478".parse()?)?;

@@ -16,6 +16,7 @@ const STEPS: &[Step] = &[
     ("clippy", clippy),
     ("no-tokio", no_tokio),
     ("layering", layering),
+    ("test-rng", test_rng),
     ("test", super::test::run),
     // The README's first command: the main job must keep running end to end.
     ("demo", demo),
@@ -163,6 +164,11 @@ fn layering() -> Result {
         eprintln!("layering: {violation}");
     }
     Err(format!("{} layering violation(s)", found.len()))
+}
+
+/// `SeededEntropy` (deterministic, not secure) only in tests and simulators.
+fn test_rng() -> Result {
+    crate::entropy::check(&cmd::root())
 }
 
 fn doc() -> Result {

@@ -23,12 +23,12 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use chorus_framing::SeededEntropy;
+//! use chorus_crypto::SystemEntropy;
 //! use chorus_nat::client::Transport;
 //! use chorus_nat::turn::client::{TurnClient, TurnClientConfig};
 //!
 //! let config = TurnClientConfig::new("192.0.2.1:3478".parse()?, Transport::Udp, "alice", "secret");
-//! let mut turn = TurnClient::new(config, Box::new(SeededEntropy::new(1)))?;
+//! let mut turn = TurnClient::new(config, Box::new(SystemEntropy::new()))?;
 //! turn.allocate(Instant::now())?;
 //! let request = turn.poll_transmit().expect("an Allocate request");
 //! assert_eq!(request.dst, "192.0.2.1:3478".parse()?);

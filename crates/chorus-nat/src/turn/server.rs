@@ -34,7 +34,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use chorus_framing::SeededEntropy;
+//! use chorus_crypto::SystemEntropy;
 //! use chorus_nat::client::Transport;
 //! use chorus_nat::stun::{Attribute, Class, Limits, Message, Method, TransactionId};
 //! use chorus_nat::turn::server::{StaticUsers, TurnConfig, TurnServer};
@@ -44,7 +44,7 @@
 //! config.relay_ips = vec!["192.0.2.1".parse()?];
 //! let mut users = StaticUsers::new("example.org");
 //! users.add("alice", "secret");
-//! let mut server = TurnServer::new(config, Box::new(users), Box::new(SeededEntropy::new(1)))?;
+//! let mut server = TurnServer::new(config, Box::new(users), Box::new(SystemEntropy::new()))?;
 //!
 //! // An Allocate without credentials is challenged with 401, REALM and NONCE.
 //! let mut req = Message::new(Class::Request, Method::ALLOCATE, TransactionId::new([1; 12]));
