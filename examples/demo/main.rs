@@ -232,7 +232,7 @@ async fn run(options: Options) -> Result<(), DemoError> {
     report.line(format!("TURN relay listening on {}", relay.addr));
     let hosts: Vec<(&str, NatClass)> = clients.iter().map(|c| (c.name, c.nat)).collect();
     let mut connections = Vec::new();
-    for (i, (a, b)) in [(0, 1), (0, 2), (1, 2)].into_iter().enumerate() {
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
         let (an, anat) = hosts[a];
         let (bn, bnat) = hosts[b];
         let relayed = needs_relay(anat, bnat);
