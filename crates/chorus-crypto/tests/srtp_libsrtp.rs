@@ -87,16 +87,10 @@ impl Harness {
         let exe = match harness_binary() {
             Ok(exe) => exe,
             Err(why) => {
-                if std::env::var("CHORUS_REQUIRE_INTEROP").as_deref() == Ok("1") {
-                    panic!(
-                        "CHORUS_REQUIRE_INTEROP=1 but the libsrtp harness cannot be built: \
-                         install the Debian packages libsrtp2-dev, pkg-config and gcc. ({why})"
-                    );
-                }
-                eprintln!(
-                    "skipping libsrtp interop: {why}. Install libsrtp2-dev and pkg-config \
-                     (set CHORUS_REQUIRE_INTEROP=1 to make this a failure)."
-                );
+                chorus_testkit::skip(&format!(
+                    "the libsrtp harness cannot be built: {why}. Install the Debian \
+                     packages libsrtp2-dev, pkg-config and gcc"
+                ));
                 return None;
             }
         };

@@ -139,7 +139,7 @@ async fn dual_stack_hosts_prefer_ipv6() {
         UdpSocket::bind("[::1]:0").await,
         UdpSocket::bind("[::1]:0").await,
     ) else {
-        eprintln!("skipping: no IPv6 loopback");
+        chorus_testkit::skip("no IPv6 loopback (::1)");
         return;
     };
     let mut tasks = JoinSet::new();

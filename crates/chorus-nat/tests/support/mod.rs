@@ -7,16 +7,15 @@ use std::net::UdpSocket as StdUdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
-/// Whether `binary` is on PATH; otherwise skip (or fail under CHORUS_REQUIRE_INTEROP=1).
+/// Whether `binary` is on PATH; otherwise skip (or fail under CHORUS_REQUIRE_INTEROP=1,
+/// see `chorus_testkit::skip`).
 pub(crate) fn have(binary: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(binary).is_file()));
     if !found {
-        assert!(
-            std::env::var("CHORUS_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "`{binary}` not found: install the Debian package `coturn` (cargo xtask test does)"
-        );
-        eprintln!("skipping: `{binary}` not found (install the Debian package `coturn`)");
+        chorus_testkit::skip(&format!(
+            "`{binary}` not found (install the Debian package `coturn`; cargo xtask test does)"
+        ));
     }
     found
 }
