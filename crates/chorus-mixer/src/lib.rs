@@ -66,6 +66,8 @@
 //! # fn main() {}
 //! ```
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (`--cfg docsrs`, nightly) labels feature-gated items with their feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "opus")]
 pub mod audio;
