@@ -62,13 +62,16 @@ const NEEDS: &[Need] = &[
     need("gcc", Probe::Binary("cc"), ALL),
     // libfuzzer-sys compiles libFuzzer, which is C++.
     need("g++", Probe::Binary("c++"), FUZZ),
+    // The fuzz targets that reach libopus run under AddressSanitizer with libopus
+    // itself instrumented, built by clang (rustc's ASan runtime is LLVM's).
+    need("clang", Probe::Binary("clang"), FUZZ),
     // libsrtp, the independent SRTP implementation chorus-crypto interoperates with:
     // its tests compile a small C harness against it, found through pkg-config.
     need("pkg-config", Probe::Binary("pkg-config"), TEST),
     need("libsrtp2-dev", Probe::PkgConfig("libsrtp2"), TEST),
     // libopus 1.6.1, built from source by opusic-c's opusic-sys (chorus-media's
-    // default `opus` feature). The fuzz build leaves that feature off.
-    need("cmake", Probe::Binary("cmake"), &[Job::Demo, Job::Test]),
+    // default `opus` feature; the fuzz build enables it too).
+    need("cmake", Probe::Binary("cmake"), ALL),
     need("coturn", Probe::Binary("turnserver"), TEST),
     // The NAT scenario tests build namespaces with `ip` and NATs with `nft`.
     need("iproute2", Probe::Binary("ip"), TEST),

@@ -25,8 +25,9 @@ commands:
                   (release build), passing ARGS to it
   test            install missing system packages, then run every test target and
                   doctest of the workspace
-  ci              everything CI enforces, in order: fmt, clippy, no-tokio, layering,
-                  test-only randomness, test, demo, doc, fuzz, cargo-deny
+  ci [STEP ...]   everything CI enforces, in order: fmt, clippy, no-tokio, layering,
+                  test-rng, test, demo, doc, package, msrv, fuzz, deny; or only the
+                  steps named
   help            this text";
 
 fn main() -> ExitCode {
@@ -43,11 +44,12 @@ fn main() -> ExitCode {
             Some((dashes, args)) if dashes == "--" => steps::demo::run(args),
             Some(_) => usage_error("demo takes its example's arguments after `--`"),
         },
-        Some(name @ ("test" | "ci")) if !rest.is_empty() => {
-            usage_error(&format!("{name} takes no arguments"))
-        }
+        Some("test") if !rest.is_empty() => usage_error("test takes no arguments"),
         Some("test") => steps::test::run(),
-        Some("ci") => steps::ci::run(),
+        Some("ci") => match rest.iter().map(|a| a.to_str()).collect::<Option<Vec<_>>>() {
+            Some(only) => steps::ci::run(&only),
+            None => usage_error("ci step names are ASCII"),
+        },
         Some(other) => usage_error(&format!("unknown command `{other}`")),
     };
     match result {

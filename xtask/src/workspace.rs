@@ -30,12 +30,20 @@ pub(crate) struct Dep {
 pub(crate) struct Package {
     /// Package name.
     pub(crate) name: String,
+    /// Package version.
+    pub(crate) version: String,
     /// Directory holding its `Cargo.toml`.
     pub(crate) dir: PathBuf,
     /// Its cargo features, `default` included.
     pub(crate) features: Vec<String>,
     /// Its declared dependencies.
     pub(crate) deps: Vec<Dep>,
+    /// The features docs.rs builds it with (`[package.metadata.docs.rs] features`).
+    pub(crate) docs_rs_features: Vec<String>,
+    /// Whether it may be published (`publish` is not `false`).
+    pub(crate) publish: bool,
+    /// Its `rust-version` (MSRV), if it states one.
+    pub(crate) rust_version: Option<String>,
 }
 
 /// The workspace members, from `cargo metadata --format-version 1 --no-deps`.
@@ -85,6 +93,24 @@ impl Workspace {
         })
     }
 
+    /// The MSRV every publishable package states (one value, or an error).
+    pub(crate) fn rust_version(&self) -> Result<String> {
+        let mut versions = self
+            .packages
+            .iter()
+            .filter(|p| p.publish)
+            .map(|p| (p.name.as_str(), p.rust_version.as_deref()));
+        let Some((_, Some(first))) = versions.next() else {
+            return Err("a publishable package states no rust-version".into());
+        };
+        match versions.find(|(_, v)| *v != Some(first)) {
+            Some((name, v)) => Err(format!(
+                "`{name}` states rust-version {v:?}, others {first}: use the workspace's"
+            )),
+            None => Ok(first.to_owned()),
+        }
+    }
+
     /// The library crates: members whose directory is directly under `crates/`.
     pub(crate) fn crates(&self) -> impl Iterator<Item = &Package> {
         let crates_dir = self.root.join("crates");
@@ -121,6 +147,7 @@ fn package(p: &Value) -> Result<Package> {
         .collect::<Result<_>>()?;
     Ok(Package {
         name: text(p, "name")?,
+        version: text(p, "version")?,
         dir: Path::new(&manifest)
             .parent()
             .unwrap_or(Path::new(""))
@@ -129,6 +156,22 @@ fn package(p: &Value) -> Result<Package> {
             .get("features")
             .map_or_else(Vec::new, |f| f.keys().map(str::to_owned).collect()),
         deps,
+        docs_rs_features: p
+            .get("metadata")
+            .and_then(|m| m.get("docs.rs")?.get("features"))
+            .map_or(&[][..], Value::items)
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        rust_version: p
+            .get("rust_version")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        // cargo metadata: `null` = publishable anywhere, `[]` = `publish = false`.
+        publish: p
+            .get("publish")
+            .is_none_or(|v| matches!(v, Value::Null) || !v.items().is_empty()),
     })
 }
 
@@ -138,19 +181,23 @@ mod tests {
 
     const METADATA: &str = r#"{
       "packages": [
-        {"name": "chorus-framing", "manifest_path": "/w/crates/chorus-framing/Cargo.toml",
+        {"name": "chorus-framing", "version": "0.1.0", "manifest_path": "/w/crates/chorus-framing/Cargo.toml",
          "features": {"default": ["tokio"], "tokio": ["dep:tokio-util"]},
          "dependencies": [
            {"name": "bytes", "kind": null, "rename": null},
            {"name": "proptest", "kind": "dev"},
            {"name": "cc", "kind": "build"}],
-         "targets": [{"name": "chorus_framing", "kind": ["lib"]}]},
-        {"name": "xtask", "manifest_path": "/w/xtask/Cargo.toml", "features": {},
+         "targets": [{"name": "chorus_framing", "kind": ["lib"]}],
+         "publish": null, "metadata": {"docs.rs": {"features": ["tokio", "sim"]}},
+         "rust_version": "1.89"},
+        {"name": "xtask", "version": "0.1.0", "manifest_path": "/w/xtask/Cargo.toml", "features": {},
+         "publish": [], "metadata": null,
          "dependencies": [], "targets": [{"name": "xtask", "kind": ["bin"]}]},
-        {"name": "chorus", "manifest_path": "/w/Cargo.toml", "features": {},
+        {"name": "chorus", "version": "0.1.0", "manifest_path": "/w/Cargo.toml", "features": {},
          "dependencies": [{"name": "chorus-framing", "kind": null, "rename": "framing"}],
          "targets": [{"name": "chorus", "kind": ["lib"]},
-                     {"name": "demo", "kind": ["example"]}]}
+                     {"name": "demo", "kind": ["example"]}],
+         "rust_version": "1.89"}
       ],
       "workspace_root": "/w", "version": 1
     }"#;
@@ -162,6 +209,11 @@ mod tests {
         assert_eq!(crates, ["chorus-framing"]);
         let framing = &ws.packages[0];
         assert_eq!(framing.features, ["default", "tokio"]);
+        assert_eq!(framing.docs_rs_features, ["tokio", "sim"]);
+        assert!(framing.publish);
+        assert!(!ws.packages[1].publish, "publish = false");
+        assert_eq!(framing.rust_version.as_deref(), Some("1.89"));
+        assert_eq!(ws.rust_version().unwrap(), "1.89", "xtask is not published");
         assert_eq!(
             framing.deps.iter().map(|d| d.kind).collect::<Vec<_>>(),
             [DepKind::Normal, DepKind::Dev, DepKind::Build]

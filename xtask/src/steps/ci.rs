@@ -21,16 +21,24 @@ const STEPS: &[Step] = &[
     // The README's first command: the main job must keep running end to end.
     ("demo", demo),
     ("doc", doc),
-    ("fuzz", fuzz),
+    ("package", package),
+    ("msrv", msrv),
+    ("fuzz", super::fuzz::run),
     ("deny", deny),
 ];
 
-/// Runs every step, printing each one's name and duration; fails naming the first step
-/// that fails.
-pub(crate) fn run() -> Result {
+/// Runs every step (or those named in `only`), printing each one's name and duration;
+/// fails naming the first step that fails.
+pub(crate) fn run(only: &[&str]) -> Result {
+    if let Some(unknown) = only.iter().find(|o| !STEPS.iter().any(|(n, _)| n == *o)) {
+        return Err(format!("no ci step `{unknown}`"));
+    }
     let started = Instant::now();
     let mut took = Vec::new();
     for (i, &(name, step)) in STEPS.iter().enumerate() {
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
         eprintln!("\n==> ci {}/{}: {name}", i + 1, STEPS.len());
         let start = Instant::now();
         let result = step();
@@ -46,7 +54,7 @@ pub(crate) fn run() -> Result {
     }
     eprintln!(
         "\nci: all {} steps passed in {}",
-        STEPS.len(),
+        took.len(),
         seconds(started.elapsed())
     );
     for (name, elapsed) in took {
@@ -171,73 +179,121 @@ fn test_rng() -> Result {
     crate::entropy::check(&cmd::root())
 }
 
+/// The documentation with the features docs.rs builds each crate with
+/// (`[package.metadata.docs.rs]`), warnings denied. (docs.rs also passes
+/// `--cfg docsrs`, which only turns on nightly's feature labels.)
 fn doc() -> Result {
-    cmd::run(cmd::cargo().env("RUSTDOCFLAGS", "-D warnings").args([
-        "doc",
+    let workspace = Workspace::load()?;
+    let features: Vec<String> = workspace
+        .packages
+        .iter()
+        .flat_map(|p| {
+            p.docs_rs_features
+                .iter()
+                .map(move |f| format!("{}/{f}", p.name))
+        })
+        .collect();
+    let mut cargo = cmd::cargo();
+    cargo
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"]);
+    if !features.is_empty() {
+        cargo.args(["--features", &features.join(",")]);
+    }
+    cmd::run(&mut cargo)
+}
+
+/// Every publishable crate packages, and the packages build from their files alone.
+///
+/// `cargo package`'s own verification builds each package in a dependency tree of
+/// its own (minutes each, every dependency again). Here the `.crate` files are
+/// unpacked side by side into one throwaway workspace that patches crates.io's
+/// `chorus-*` with them, and checked once: a file a crate needs but does not ship, or a
+/// dependency its published manifest loses, still fails.
+fn package() -> Result {
+    let workspace = Workspace::load()?;
+    let publish: Vec<&str> = workspace
+        .packages
+        .iter()
+        .filter(|p| p.publish)
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut cargo = cmd::cargo();
+    cargo.args(["package", "--no-verify", "--allow-dirty"]);
+    for name in &publish {
+        cargo.args(["-p", name]);
+    }
+    cmd::run(&mut cargo)?;
+    let root = cmd::root();
+    let check = root.join("target/package-check");
+    let _ = std::fs::remove_dir_all(&check);
+    std::fs::create_dir_all(&check).map_err(|e| format!("{}: {e}", check.display()))?;
+    let (mut members, mut patches) = (Vec::new(), Vec::new());
+    for p in workspace.packages.iter().filter(|p| p.publish) {
+        let dir = format!("{}-{}", p.name, p.version);
+        let file = root.join("target/package").join(format!("{dir}.crate"));
+        cmd::run(
+            std::process::Command::new("tar")
+                .arg("-xzf")
+                .arg(&file)
+                .arg("-C")
+                .arg(&check),
+        )?;
+        members.push(format!("{dir:?}"));
+        patches.push(format!("{} = {{ path = {dir:?} }}", p.name));
+    }
+    let manifest = format!(
+        "[workspace]\nresolver = \"3\"\nmembers = [{}]\n\n[patch.crates-io]\n{}\n",
+        members.join(", "),
+        patches.join("\n")
+    );
+    std::fs::write(check.join("Cargo.toml"), manifest)
+        .map_err(|e| format!("{}: {e}", check.display()))?;
+    // The main build's downloads and lockfile, so nothing newer sneaks in.
+    std::fs::copy(root.join("Cargo.lock"), check.join("Cargo.lock"))
+        .map_err(|e| format!("Cargo.lock: {e}"))?;
+    cmd::run(cmd::cargo().current_dir(&check).args([
+        "check",
         "--workspace",
-        "--no-deps",
+        "--lib",
+        "--target-dir",
+        "../package-check-target",
     ]))
 }
 
-/// Seconds each fuzz target runs for.
-const FUZZ_SECONDS: u32 = 5;
-
-/// Builds every fuzz target on stable without a sanitizer, then runs each briefly.
-fn fuzz() -> Result {
-    if !cmd::root().join("fuzz/Cargo.toml").exists() {
-        eprintln!("fuzz: skipped, fuzz/Cargo.toml does not exist yet");
-        return Ok(());
+/// The workspace's `rust-version` builds every publishable crate: that toolchain is
+/// installed with rustup and checks each library (default features).
+fn msrv() -> Result {
+    let workspace = Workspace::load()?;
+    let version = workspace.rust_version()?;
+    let toolchain = format!("+{version}");
+    if !cmd::succeeds(std::process::Command::new("rustup").args([
+        "run",
+        &version,
+        "rustc",
+        "--version",
+    ])) {
+        cmd::run(std::process::Command::new("rustup").args([
+            "toolchain",
+            "install",
+            &version,
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    install::system_packages(Job::Fuzz)?;
-    install::cargo_tool("fuzz", "cargo-fuzz")?;
-    let fuzz = |bootstrap: bool| {
-        let mut cargo = cmd::cargo();
-        if bootstrap {
-            cargo.env("RUSTC_BOOTSTRAP", "1");
-        }
-        cargo.args(["fuzz"]);
-        cargo
-    };
-    let mut list = fuzz(false);
-    list.args(["list", "--fuzz-dir", "fuzz"]);
-    let out = cmd::output(&mut list)?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{}` failed ({}):\n{}",
-            cmd::describe(&list),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    // A target directory of its own: a different compiler would rebuild the main one.
+    let mut cargo = std::process::Command::new("cargo");
+    cargo.current_dir(cmd::root()).args([
+        toolchain.as_str(),
+        "check",
+        "--lib",
+        "--target-dir",
+        "target/msrv",
+    ]);
+    for p in workspace.packages.iter().filter(|p| p.publish) {
+        cargo.args(["-p", &p.name]);
     }
-    let targets: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    if targets.is_empty() {
-        eprintln!("fuzz: skipped, fuzz/ has no targets yet");
-        return Ok(());
-    }
-    let build_args = ["build", "--fuzz-dir", "fuzz", "-s", "none"];
-    // Stable rustc builds `-s none` targets; should cargo-fuzz ever need a nightly
-    // flag, RUSTC_BOOTSTRAP=1 lets stable accept it. Build failures are retried that
-    // way; run failures are findings and are not.
-    let bootstrap = if cmd::run(fuzz(false).args(build_args)).is_ok() {
-        false
-    } else {
-        eprintln!("fuzz: building on plain stable failed; retrying with RUSTC_BOOTSTRAP=1");
-        cmd::run(fuzz(true).args(build_args))?;
-        true
-    };
-    let max_time = format!("-max_total_time={FUZZ_SECONDS}");
-    for target in &targets {
-        cmd::run(
-            fuzz(bootstrap)
-                .args(["run", "--fuzz-dir", "fuzz", "-s", "none", target])
-                .args(["--", &max_time]),
-        )?;
-    }
-    eprintln!("fuzz: {} target(s) ran {FUZZ_SECONDS}s each", targets.len());
-    Ok(())
+    cmd::run(&mut cargo)
 }
 
 /// The licence, ban and source policy of deny.toml, over every workspace member.

@@ -2,4 +2,5 @@
 
 pub(crate) mod ci;
 pub(crate) mod demo;
+pub(crate) mod fuzz;
 pub(crate) mod test;
