@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
 use chorus_framing::SeededEntropy;
 use chorus_media::netsim::{LossModel, NetConfig, Network};
-use chorus_media::quality::{segmental_snr, synthetic_speech};
+use chorus_media::quality::{aligned_segmental_snr, synthetic_speech};
 use chorus_media::session::{Event, Session, SessionConfig, SessionStats};
 
 const RATE: u32 = 16_000;
@@ -157,66 +157,14 @@ fn call(seconds: usize, path: impl Fn(usize) -> NetConfig) -> (Leg, Leg) {
     (a, b)
 }
 
-/// Segmental SNR after aligning each 20 ms block of `output` to `input` (playout
-/// delay changes with time stretching and concealment, so one global lag would not
-/// do): the lag is searched within ±25 ms of the previous block's (a stretched frame
-/// moves it by at most 10 ms, a concealed gap or dropped frame by 20 ms), keeping the
-/// previous lag unless another correlates clearly better (silence).
+/// Segmental SNR after aligning each 20 ms block of `output` to `input`.
 fn aligned_snr(input: &[i16], output: &[i16]) -> f64 {
     aligned_snr_from(input, output, 0)
 }
 
 /// [`aligned_snr`] over the output from second `from` on.
 fn aligned_snr_from(input: &[i16], output: &[i16], from: usize) -> f64 {
-    // The first lag: coarse over 0-250 ms on half a second of speech, then refined.
-    let window = |l: usize| corr(input, output, l, RATE as usize / 2, RATE as usize / 2);
-    let coarse = (0..RATE as usize / 4)
-        .step_by(4)
-        .max_by_key(|&l| window(l) as i64)
-        .unwrap();
-    let mut lag = (coarse.saturating_sub(4)..=coarse + 4)
-        .max_by_key(|&l| window(l) as i64)
-        .unwrap();
-    let mut reference = Vec::with_capacity(output.len());
-    let reach = RATE as usize / 1000 * 25;
-    for start in (0..output.len().saturating_sub(FRAME)).step_by(FRAME) {
-        let mut best = (corr(input, output, lag, start, FRAME), lag);
-        for l in (lag.saturating_sub(reach)..=lag + reach).step_by(2) {
-            let c = corr(input, output, l, start, FRAME);
-            if c > best.0 * 1.05 + 1.0 {
-                best = (c, l);
-            }
-        }
-        for l in [best.1.saturating_sub(1), best.1 + 1] {
-            let c = corr(input, output, l, start, FRAME);
-            if c > best.0 {
-                best = (c, l);
-            }
-        }
-        lag = best.1;
-        for i in 0..FRAME {
-            let at = (start + i).checked_sub(lag);
-            reference.push(at.and_then(|j| input.get(j)).copied().unwrap_or(0));
-        }
-    }
-    let skip = (from * RATE as usize).min(reference.len());
-    segmental_snr(&reference[skip..], &output[skip..reference.len()], FRAME)
-}
-
-/// Normalised correlation of `output[start..start + len]` with `input` delayed by
-/// `lag`.
-fn corr(input: &[i16], output: &[i16], lag: usize, start: usize, len: usize) -> f64 {
-    let lo = start.max(lag);
-    let hi = (start + len).min(output.len()).min(input.len() + lag);
-    if lo >= hi {
-        return 0.0;
-    }
-    let (mut xy, mut xx) = (0i64, 0i64);
-    for (&x, &y) in input[lo - lag..hi - lag].iter().zip(&output[lo..hi]) {
-        xy += i64::from(x) * i64::from(y);
-        xx += i64::from(x) * i64::from(x);
-    }
-    xy as f64 / (xx as f64).sqrt().max(1.0)
+    aligned_segmental_snr(input, output, RATE, FRAME, from * RATE as usize)
 }
 
 fn show(name: &str, s: &SessionStats) {
