@@ -13,6 +13,12 @@
 //!
 //! `--classic` runs the classic bridge through the same code: every participant
 //! decoded, a separate mix-minus encoded for every participant.
+//!
+//! That in-memory mode measures the mixer alone. `--end-to-end` (end_to_end.rs) adds
+//! what a deployment pays: SRTP both ways, a UDP socket per participant, system calls,
+//! packets arriving with jitter in real time.
+
+mod end_to_end;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use chorus::media::opus::{Encoder, EncoderConfig};
 use chorus::media::quality::synthetic_speech;
 use chorus::media::rtp::{self, AudioLevel, Element, Extension};
-use chorus::mixer::audio::{Mixer, MixerConfig, PcmConfig, RemoteConfig, Selection};
+use chorus::mixer::audio::{Mixer, MixerConfig, ParticipantId, PcmConfig, RemoteConfig, Selection};
 use nix::time::{ClockId, clock_gettime};
 
 const HELP: &str = "\
@@ -35,20 +41,27 @@ OPTIONS:
   --seconds <S>        seconds of audio to mix (default 10)
   --talkers <T>        participants who talk (default K + 2)
   --classic            decode everyone and encode a mix for everyone
+  --end-to-end         real time over UDP on loopback with SRTP both ways (see
+                       end_to_end.rs); otherwise the mixer alone, in memory
+  --mixer-cpu <C>      pin the initiator's thread to core C (--end-to-end)
+  --load-cpu <C>       pin the participants' load thread to core C (--end-to-end)
 ";
 
 const RATE: u32 = 48_000;
-const FRAME: usize = 960;
-const TICK: Duration = Duration::from_millis(20);
+pub(crate) const FRAME: usize = 960;
+pub(crate) const TICK: Duration = Duration::from_millis(20);
 /// Distinct background-noise tracks shared by the silent participants.
 const NOISE_TRACKS: usize = 8;
 
-struct Options {
-    participants: usize,
+pub(crate) struct Options {
+    pub(crate) participants: usize,
     speakers: usize,
     seconds: usize,
     talkers: Option<usize>,
     classic: bool,
+    end_to_end: bool,
+    pub(crate) mixer_cpu: Option<usize>,
+    pub(crate) load_cpu: Option<usize>,
 }
 
 fn parse() -> Result<Option<Options>, String> {
@@ -58,6 +71,9 @@ fn parse() -> Result<Option<Options>, String> {
         seconds: 10,
         talkers: None,
         classic: false,
+        end_to_end: false,
+        mixer_cpu: None,
+        load_cpu: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -65,6 +81,10 @@ fn parse() -> Result<Option<Options>, String> {
             "-h" | "--help" => return Ok(None),
             "--classic" => {
                 o.classic = true;
+                continue;
+            }
+            "--end-to-end" => {
+                o.end_to_end = true;
                 continue;
             }
             _ => {}
@@ -78,6 +98,8 @@ fn parse() -> Result<Option<Options>, String> {
             "--speakers" => o.speakers = n,
             "--seconds" => o.seconds = n,
             "--talkers" => o.talkers = Some(n),
+            "--mixer-cpu" => o.mixer_cpu = Some(n),
+            "--load-cpu" => o.load_cpu = Some(n),
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -104,11 +126,13 @@ fn encode_track(pcm: &[i16]) -> Result<Track, chorus::media::Error> {
     Ok(Track { frames })
 }
 
-/// Talker `i`: synthetic speech, its own pitch offset and loudness, talking in turns
-/// (4 s on, then quiet while others talk) so the set of loudest changes over time.
+/// Talker `i`: synthetic speech in a voice of its own (the generator read at a
+/// different rate: a 3.5 % higher pitch per talker), its own loudness, talking in
+/// turns (4 s on, then quiet while others talk) so the set of loudest changes.
 fn talker(i: usize, ticks: usize) -> Vec<i16> {
     let samples = ticks * FRAME;
-    let speech = synthetic_speech(RATE, samples + 7_919 * i, 20);
+    let voice = (f64::from(RATE) / 1.035f64.powi((i % 12) as i32)) as u32;
+    let speech = synthetic_speech(voice, samples + 7_919 * i, 20);
     let gain = 1.0 - 0.12 * (i % 6) as f64;
     (0..samples)
         .map(|n| {
@@ -135,9 +159,9 @@ fn noise(seed: u64, ticks: usize) -> Vec<i16> {
 
 /// Every tick's datagrams in one buffer (as a batched receive would leave them), and
 /// where each participant's is.
-struct Tick {
-    buffer: Bytes,
-    ends: Vec<usize>,
+pub(crate) struct Tick {
+    pub(crate) buffer: Bytes,
+    pub(crate) ends: Vec<usize>,
 }
 
 fn prepare(
@@ -200,17 +224,10 @@ fn prepare(
     Ok(out)
 }
 
-fn thread_cpu() -> Duration {
-    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
-}
-
-fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
-    let ticks = o.seconds * 50;
-    let talkers = o.talkers.unwrap_or(o.speakers + 2).min(o.participants - 1);
-    let prep_start = Instant::now();
-    let prepared = prepare(o, talkers, ticks)?;
-    let prep = prep_start.elapsed();
-
+/// The mixer, its initiator (a local PCM participant) and the remote participants.
+pub(crate) fn mixer_with(
+    o: &Options,
+) -> Result<(Mixer, ParticipantId, Vec<ParticipantId>), Box<dyn std::error::Error>> {
     let mut config = MixerConfig::default();
     config.selection = if o.classic {
         Selection::All
@@ -227,6 +244,24 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         remote.first_sequence = (p as u16).wrapping_mul(31);
         ids.push(mixer.add_remote(remote)?);
     }
+    Ok((mixer, initiator, ids))
+}
+
+pub(crate) fn thread_cpu() -> Duration {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
+}
+
+fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let ticks = o.seconds * 50;
+    let talkers = o.talkers.unwrap_or(o.speakers + 2).min(o.participants - 1);
+    let prep_start = Instant::now();
+    let prepared = prepare(o, talkers, ticks)?;
+    let prep = prep_start.elapsed();
+
+    if o.end_to_end {
+        return end_to_end::run(o, &prepared);
+    }
+    let (mut mixer, initiator, ids) = mixer_with(o)?;
     let silence = [0i16; FRAME];
 
     let t0 = Instant::now();
@@ -321,14 +356,17 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     if max_streams.0 + max_streams.1 != chorus::mixer::streams_for(n) {
         return Err("stream count differs from 2(N-1)".into());
     }
+    let realtime_factor = (ticks as f64 * 0.02) / cpu.as_secs_f64().max(1e-9);
+    println!("realtime_factor={realtime_factor:.2}");
     println!(
-        "realtime_factor={:.2}",
-        (ticks as f64 * 0.02) / cpu.as_secs_f64().max(1e-9)
+        "participants_per_core={:.0} (N x realtime factor at N={n}; linear extrapolation; \
+         the mixer alone, in memory: no SRTP, no sockets)",
+        n as f64 * realtime_factor
     );
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
