@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chorus_crypto::Secret;
 use chorus_crypto::SystemEntropy;
 use chorus_crypto::cert::{Authority, CertificateRequest, Role, TrustStore};
-use chorus_crypto::handshake::{Config, Initiator, LocalIdentity, Responder};
+use chorus_crypto::handshake::{Config, ExpectedPeer, Initiator, LocalIdentity, Responder};
 use chorus_crypto::identity::{IdentityKeyPair, KeySize};
 use chorus_crypto::sealed::SealedChannel;
 use chorus_framing::{Frame, SeededEntropy};
@@ -119,8 +119,16 @@ fn parties(size: KeySize) -> Parties {
         Arc::new(LocalIdentity::new(k, cert).unwrap())
     };
     Parties {
-        initiator: Config::new(ident(2, "alice", Role::User), trust.clone()),
-        responder: Config::new(ident(3, "sn-1", Role::SuperNode), trust),
+        initiator: Config::new(
+            ident(2, "alice", Role::User),
+            trust.clone(),
+            ExpectedPeer::user("sn-1", &[Role::SuperNode]),
+        ),
+        responder: Config::new(
+            ident(3, "sn-1", Role::SuperNode),
+            trust,
+            ExpectedPeer::accept_any_user(),
+        ),
         signer: key(size, 2),
         authority_key: authority.public_key().clone(),
     }
