@@ -661,6 +661,34 @@ impl fmt::Debug for Established {
     }
 }
 
+/// The direction an SRTP key protects, named by the handshake roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpDirection {
+    /// Media the initiator sends and the responder receives.
+    InitiatorToResponder,
+    /// Media the responder sends and the initiator receives.
+    ResponderToInitiator,
+}
+
+/// The exporter label of the SRTP master key and salt for `suite` in `direction`:
+/// `"chorus srtp " || suite name || " " || ("initiator->responder" |
+/// "responder->initiator")`, in ASCII, for example
+/// `chorus srtp AEAD_AES_128_GCM initiator->responder` (`docs/handshake.md`, "SRTP
+/// keys"). The suite name is its RFC 4568 / RFC 7714 name ([`crate::srtp::Suite::name`]).
+#[must_use]
+pub fn srtp_exporter_label(suite: crate::srtp::Suite, direction: SrtpDirection) -> Vec<u8> {
+    let direction = match direction {
+        SrtpDirection::InitiatorToResponder => "initiator->responder",
+        SrtpDirection::ResponderToInitiator => "responder->initiator",
+    };
+    let mut label = Vec::with_capacity(12 + suite.name().len() + 1 + direction.len());
+    label.extend_from_slice(b"chorus srtp ");
+    label.extend_from_slice(suite.name().as_bytes());
+    label.push(b' ');
+    label.extend_from_slice(direction.as_bytes());
+    label
+}
+
 /// SRTP master key and salt for one direction of a call, from [`Established::srtp_keys`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrtpKeyMaterial {
@@ -758,40 +786,44 @@ impl Established {
             })
     }
 
-    /// SRTP master keys and salts for a call: `(ours, theirs)`, where ours protects
-    /// what this side sends and theirs unprotects what the peer sends. `key_len` and
-    /// `salt_len` come from the SRTP suite (for example 16 and 12 for
-    /// AEAD_AES_128_GCM). `call` distinguishes calls over one connection.
+    /// SRTP master keys and salts for `suite` in one call: `(ours, theirs)`, where
+    /// ours protects what this side sends and theirs unprotects what the peer sends.
+    /// `context` is the caller's name for what the keys protect (for example a call
+    /// number, big-endian), so that each call over one handshake gets its own keys.
+    ///
+    /// Each direction's key and salt are one exporter output ([`Established::export`])
+    /// whose label names the suite and the direction (see [`srtp_exporter_label`] and
+    /// `docs/handshake.md`): two directions, two suites or two contexts never derive
+    /// the same key, and so never the same keystream or nonce.
     ///
     /// # Errors
     /// As [`Established::export`].
     pub fn srtp_keys(
         &self,
-        call: u64,
-        key_len: usize,
-        salt_len: usize,
+        suite: crate::srtp::Suite,
+        context: &[u8],
     ) -> Result<(SrtpKeyMaterial, SrtpKeyMaterial), Error> {
-        let direction = |label: &[u8]| -> Result<SrtpKeyMaterial, Error> {
-            let mut key = vec![0u8; key_len];
-            let mut salt = vec![0u8; salt_len];
-            self.export(label, &call.to_be_bytes(), &mut key)?;
-            let mut salt_label = label.to_vec();
-            salt_label.extend_from_slice(b" salt");
-            self.export(&salt_label, &call.to_be_bytes(), &mut salt)?;
+        let direction = |d: SrtpDirection| -> Result<SrtpKeyMaterial, Error> {
+            // key || salt, one expansion (the label fixes both lengths).
+            let mut key = vec![0u8; suite.key_len() + suite.salt_len()];
+            self.export(&srtp_exporter_label(suite, d), context, &mut key)?;
+            // Both halves end up in `SecretVec`s, which wipe their whole capacity.
+            let salt = key.split_off(suite.key_len());
             Ok(SrtpKeyMaterial {
                 key: crate::SecretVec::new(key),
                 salt: crate::SecretVec::new(salt),
             })
         };
-        let i2r = direction(b"chorus srtp i2r")?;
-        let r2i = direction(b"chorus srtp r2i")?;
+        let i2r = direction(SrtpDirection::InitiatorToResponder)?;
+        let r2i = direction(SrtpDirection::ResponderToInitiator)?;
         Ok(match self.side {
             Side::Initiator => (i2r, r2i),
             Side::Responder => (r2i, i2r),
         })
     }
 
-    /// SRTP policies for a call over `suite`: `(send, receive)`, ready for
+    /// SRTP policies for `suite` in the call named by `context` (as in
+    /// [`Established::srtp_keys`]): `(send, receive)`, ready for
     /// [`crate::srtp::SrtpSession::new`]. Both sides of the handshake get matching
     /// policies: what one sends with, the other receives with.
     ///
@@ -799,10 +831,10 @@ impl Established {
     /// As [`Established::srtp_keys`] and [`crate::srtp::Policy::new`].
     pub fn srtp_policies(
         &self,
-        call: u64,
         suite: crate::srtp::Suite,
+        context: &[u8],
     ) -> Result<(crate::srtp::Policy, crate::srtp::Policy), Error> {
-        let (send, recv) = self.srtp_keys(call, suite.key_len(), suite.salt_len())?;
+        let (send, recv) = self.srtp_keys(suite, context)?;
         Ok((
             crate::srtp::Policy::new(suite, send.key.expose(), send.salt.expose())?,
             crate::srtp::Policy::new(suite, recv.key.expose(), recv.salt.expose())?,
