@@ -8,13 +8,18 @@
 #    its numbers are printed too, for reference only.
 # 2. Builds benches/libsrtp-bench.c against it and runs it.
 # 3. Runs `cargo bench --bench srtp` for the protect and unprotect groups and reads
-#    criterion's medians from target/criterion/*/new/estimates.json.
+#    criterion's medians from target/criterion/*/new/estimates.json. Any failed run
+#    (libsrtp's or Chorus's), or an estimate this run did not write, stops the script
+#    with an error: it never prints a ratio from a stale result.
 # 4. Prints a table and one line per suite and size:
 #      ratio <suite> <payload bytes> protect=<chorus/libsrtp> unprotect=<chorus/libsrtp>
 #    (ratios of throughput: above 1 means Chorus is faster).
 #
 # Both benchmarks do the same work per packet (see the comments at the top of
-# benches/srtp.rs and benches/libsrtp-bench.c). Needs root for apt-get (as on the
+# benches/srtp.rs and benches/libsrtp-bench.c). That includes the sender's index check:
+# libsrtp's srtp_protect checks every index against the stream's replay database and
+# refuses one already used (unless allow_repeat_tx), and since issue 14 Chorus's
+# protect refuses an index at or below the highest sent, so both pay for it. Needs root for apt-get (as on the
 # project's machines). The libsrtp build is cached in target/libsrtp-openssl.
 set -euo pipefail
 
@@ -86,14 +91,29 @@ if pkg-config --exists libsrtp2 2>/dev/null; then
 fi
 
 echo "== Chorus (cargo bench --bench srtp)"
-(cd "$root" && cargo bench --bench srtp -- 'srtp_(protect|unprotect)/' 2>&1 \
-    | grep -E '^srtp_|time:' || true)
+# Criterion's estimates from earlier runs stay in target/criterion: only files written
+# after this marker count, so a bench that fails or skips a case can never be reported
+# with a stale number.
+marker="$cache/chorus-bench.started"
+touch "$marker"
+log="$cache/chorus-bench.log"
+if ! (cd "$root" && cargo bench --bench srtp -- 'srtp_(protect|unprotect)/') >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "cargo bench --bench srtp failed (log above, kept in $log)" >&2
+    exit 1
+fi
+grep -E '^srtp_|time:' "$log"
 
-# The median time per packet (ns) criterion estimated for group/suite/payload.
+# The median time per packet (ns) criterion estimated for group/suite/payload in this
+# run; exits if that case did not run now.
 median_ns() {
     local file="$target/criterion/$1/$2/$3/new/estimates.json"
     [[ -f "$file" ]] || { echo "missing $file" >&2; exit 1; }
-    tr -d ' \n' <"$file" | sed -E 's/.*"median":\{"confidence_interval":\{[^}]*\},"point_estimate":([0-9.eE+-]+).*/\1/'
+    [[ "$file" -nt "$marker" ]] || { echo "stale $file: not written by this run" >&2; exit 1; }
+    local ns
+    ns="$(tr -d ' \n' <"$file" | sed -E 's/.*"median":\{"confidence_interval":\{[^}]*\},"point_estimate":([0-9.eE+-]+).*/\1/')"
+    [[ "$ns" =~ ^[0-9.eE+-]+$ ]] || { echo "no median in $file" >&2; exit 1; }
+    echo "$ns"
 }
 
 echo
@@ -104,6 +124,7 @@ while read -r op suite payload ns; do
     [[ "$op" == protect ]] || continue
     l_prot="$ns"
     l_unprot="$(awk -v s="$suite" -v p="$payload" '$1 == "unprotect" && $2 == s && $3 == p { print $4 }' "$cache/openssl.txt")"
+    [[ -n "$l_unprot" ]] || { echo "libsrtp printed no unprotect time for $suite $payload" >&2; exit 1; }
     c_prot="$(median_ns srtp_protect "$suite" "$payload")"
     c_unprot="$(median_ns srtp_unprotect "$suite" "$payload")"
     printf '%-26s %7s %9.1f ns %9.1f ns %9.1f ns %9.1f ns\n' "$suite" "$payload" \
@@ -112,5 +133,6 @@ while read -r op suite payload ns; do
         -v cu="$c_unprot" -v lu="$l_unprot" \
         'BEGIN { printf "ratio %s %s protect=%.2f unprotect=%.2f", s, p, lp / cp, lu / cu }')")
 done <"$cache/openssl.txt"
+(( ${#lines[@]} > 0 )) || { echo "libsrtp printed no protect times" >&2; exit 1; }
 echo
 printf '%s\n' "${lines[@]}"

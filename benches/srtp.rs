@@ -5,7 +5,10 @@
 //! - `srtp_protect/<suite>/<payload>`: copy a fixed RTP packet (12-byte header,
 //!   `<payload>` bytes of payload) into a reused buffer, write the next sequence number
 //!   into it, and protect it in place. The sequence number advances every packet (so
-//!   the ROC wraps every 65536), as a real sender's does.
+//!   the ROC wraps every 65536), as a real sender's does. The measured path includes
+//!   the sender's index check (an index at or below the highest sent is refused, RFC
+//!   3711 §3.3.1; `allow_repeat_tx` off, as in libsrtp's bench), which libsrtp's
+//!   `srtp_protect` also performs.
 //! - `srtp_unprotect/<suite>/<payload>`: 1024 consecutive packets are protected up
 //!   front. A fresh receiving session unprotects packet 0 untimed (creating its SSRC
 //!   context), then packets 1..1023 are timed, each copied into the reused buffer and

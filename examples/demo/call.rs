@@ -46,9 +46,11 @@ pub(crate) async fn handshake(
     Ok((caller_side, callee_side))
 }
 
-/// One side's SRTP policies `(send, receive)` for call number `call` over a path.
+/// One side's SRTP policies `(send, receive)` for call number `call` over a path: the
+/// exporter context is the call number (big-endian), and the label names the suite and
+/// the direction, so every call and direction gets its own keys.
 pub(crate) fn keys(side: &Established, call: u64) -> Result<Keys, DemoError> {
-    Ok(side.srtp_policies(call, SUITE)?)
+    Ok(side.srtp_policies(SUITE, &call.to_be_bytes())?)
 }
 
 /// Sends `message` from `from` as a `Control` datagram and returns its payload as

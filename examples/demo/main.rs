@@ -22,10 +22,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus::crypto::cert::Role;
-use chorus::crypto::handshake::{self, LocalIdentity};
+use chorus::crypto::cert::TrustStore;
+use chorus::crypto::handshake::{self, ExpectedPeer, LocalIdentity};
 use chorus::index::record::NatClass;
 use chorus::media::netsim::{LossModel, NetConfig};
 use chorus::nat::driver::ice::Connection;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 
@@ -123,12 +125,40 @@ fn parse_args() -> Result<Options, String> {
 /// for incoming calls (each call then runs ICE on sockets of its own).
 struct Client {
     name: &'static str,
-    /// The handshake configuration: its certified key and the authority it trusts.
-    identity: handshake::Config,
+    /// Its certified key, for the handshakes of its calls.
+    identity: Arc<LocalIdentity>,
     display: &'static str,
     super_node: usize,
     nat: NatClass,
     _listen: UdpSocket,
+}
+
+/// The calls of the demo, `(caller, callee)` indices into the clients: who looks up
+/// whom, and who calls whom over which path.
+const CALLS: [(usize, usize); 3] = [(0, 1), (0, 2), (1, 2)];
+
+/// The handshake configurations of a call: the caller accepts only the user it looked
+/// up in the index (`username`, from its presence record), as a user; the callee has
+/// no record of who may call, so it states that it accepts any certified user (not a
+/// super node or the login authority).
+fn handshake_configs(
+    caller: &Client,
+    callee: &Client,
+    username: &str,
+    trust: &Arc<TrustStore>,
+) -> (handshake::Config, handshake::Config) {
+    (
+        handshake::Config::new(
+            caller.identity.clone(),
+            trust.clone(),
+            ExpectedPeer::user(username, &[Role::User]),
+        ),
+        handshake::Config::new(
+            callee.identity.clone(),
+            trust.clone(),
+            ExpectedPeer::accept_any_user(),
+        ),
+    )
 }
 
 /// Sends a probe across `conn` and waits for the other side's echo: the round trip.
@@ -177,8 +207,7 @@ async fn run(options: Options) -> Result<(), DemoError> {
         report.line(format!(
             "{name} logged in at sn-{super_node}, presence stored on {replicas} super nodes"
         ));
-        let identity =
-            handshake::Config::new(Arc::new(LocalIdentity::new(key, cert)?), login.trust());
+        let identity = Arc::new(LocalIdentity::new(key, cert)?);
         clients.push(Client {
             identity,
             name,
@@ -190,7 +219,10 @@ async fn run(options: Options) -> Result<(), DemoError> {
     }
 
     report.section("who finds whom");
-    for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+    // Each caller looks its callee up (the calls below are these pairs) and keeps the
+    // record: its handshake then accepts only the user the index returned.
+    let mut found = HashMap::new();
+    for (from, to) in CALLS {
         let (asker, wanted) = (&clients[from], &clients[to]);
         let o = index.find(asker.super_node, wanted.name).await?;
         let record = o.record.ok_or_else(|| {
@@ -207,6 +239,7 @@ async fn run(options: Options) -> Result<(), DemoError> {
             record.candidates,
             record.nat_class,
         ));
+        found.insert((from, to), record);
     }
     let word = clients[2]
         .display
@@ -232,7 +265,7 @@ async fn run(options: Options) -> Result<(), DemoError> {
     report.line(format!("TURN relay listening on {}", relay.addr));
     let hosts: Vec<(&str, NatClass)> = clients.iter().map(|c| (c.name, c.nat)).collect();
     let mut connections = Vec::new();
-    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+    for (a, b) in CALLS {
         let (an, anat) = hosts[a];
         let (bn, bnat) = hosts[b];
         let relayed = needs_relay(anat, bnat);
@@ -269,11 +302,17 @@ async fn run(options: Options) -> Result<(), DemoError> {
 
     report.section("calls: authenticated key exchange over each path");
     let mut sessions = Vec::new();
+    let trust = login.trust();
     for ((a, b), x, y) in &mut connections {
-        let (caller, callee) =
-            call::handshake(x, y, &clients[*a].identity, &clients[*b].identity).await?;
+        let looked_up = found.get(&(*a, *b)).ok_or_else(|| {
+            DemoError::Step(format!("{} did not look up its callee", clients[*a].name))
+        })?;
+        let (caller_config, callee_config) =
+            handshake_configs(&clients[*a], &clients[*b], &looked_up.username, &trust);
+        let (caller, callee) = call::handshake(x, y, &caller_config, &callee_config).await?;
         report.line(format!(
-            "{} called {}: SIGMA-I handshake proved {} to {} and {} to {}",
+            "{} called {}: SIGMA-I handshake proved {} to {} (the user it looked up) and {} to {} \
+             (which accepts any certified user)",
             clients[*a].name,
             clients[*b].name,
             caller.peer().username(),

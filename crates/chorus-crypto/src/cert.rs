@@ -88,6 +88,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Self; 3] = [Self::User, Self::SuperNode, Self::LoginAuthority];
+
     /// The role with wire value `b`.
     #[must_use]
     pub const fn from_u8(b: u8) -> Option<Self> {

@@ -108,6 +108,29 @@ pub enum UsageError {
     },
     /// The operation does not apply in the object's current state.
     WrongState(&'static str),
+    /// SRTP/SRTCP: protecting this packet would use an index this session already used
+    /// for the SSRC, or one below the highest it used (RFC 3711 §3.3.1 and §9.1,
+    /// RFC 7714 §8.1: a repeated index reuses the AES-CM keystream or the AES-GCM nonce,
+    /// which with GCM leaks the authentication key). Nothing was protected and the
+    /// packet is unchanged. A retransmission of identical bytes is allowed only with
+    /// [`Policy::allow_repeat_tx`](crate::srtp::Policy::allow_repeat_tx).
+    IndexReuse {
+        /// The stream's SSRC.
+        ssrc: u32,
+        /// The refused index: the 48-bit SRTP index (ROC × 65536 + SEQ) or the 31-bit
+        /// SRTCP index.
+        index: u64,
+    },
+    /// SRTP with [`Policy::allow_repeat_tx`](crate::srtp::Policy::allow_repeat_tx): a
+    /// packet at an index already sent whose bytes differ from what was sent there.
+    /// Its payload and tag space in the caller's buffer were overwritten with zeros,
+    /// so no ciphertext under the reused index leaves; drop the packet.
+    RetransmissionMismatch {
+        /// The stream's SSRC.
+        ssrc: u32,
+        /// The 48-bit SRTP index.
+        index: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -174,6 +197,16 @@ impl fmt::Display for UsageError {
                 write!(f, "length {len} is invalid: expected {expected}")
             }
             Self::WrongState(what) => write!(f, "not allowed now: {what}"),
+            Self::IndexReuse { ssrc, index } => {
+                write!(
+                    f,
+                    "SSRC {ssrc:#010x} already used index {index}: refusing to reuse it"
+                )
+            }
+            Self::RetransmissionMismatch { ssrc, index } => write!(
+                f,
+                "SSRC {ssrc:#010x} index {index} was sent with other bytes: not a retransmission"
+            ),
         }
     }
 }

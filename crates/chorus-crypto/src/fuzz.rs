@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chorus_framing::{Frame, FrameType, SeededEntropy};
 
 use crate::cert::{Authority, Certificate, CertificateRequest, Role, TrustStore};
-use crate::handshake::{Config, Initiator, LocalIdentity, Responder};
+use crate::handshake::{Config, ExpectedPeer, Initiator, LocalIdentity, Responder};
 use crate::identity::{IdentityKeyPair, KeySize};
 use crate::sealed::SealedChannel;
 use crate::secret::Secret;
@@ -52,8 +52,16 @@ fn parties() -> &'static (Config, Config) {
             Arc::new(LocalIdentity::new(k, cert).expect("identity"))
         };
         (
-            Config::new(identity(2, "alice", Role::User), trust.clone()),
-            Config::new(identity(3, "sn", Role::SuperNode), trust),
+            Config::new(
+                identity(2, "alice", Role::User),
+                trust.clone(),
+                ExpectedPeer::user("sn", &[Role::SuperNode]),
+            ),
+            Config::new(
+                identity(3, "sn", Role::SuperNode),
+                trust,
+                ExpectedPeer::accept_any_user(),
+            ),
         )
     })
 }

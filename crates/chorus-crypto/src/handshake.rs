@@ -23,7 +23,7 @@
 //! use std::sync::Arc;
 //! use std::time::{Duration, SystemTime};
 //! use chorus_crypto::cert::{Authority, CertificateRequest, Role, TrustStore};
-//! use chorus_crypto::handshake::{Config, Initiator, LocalIdentity, Responder};
+//! use chorus_crypto::handshake::{Config, ExpectedPeer, Initiator, LocalIdentity, Responder};
 //! use chorus_crypto::identity::{IdentityKeyPair, KeySize};
 //! use chorus_crypto::SystemEntropy;
 //!
@@ -41,8 +41,17 @@
 //!     })?;
 //!     Ok(Arc::new(LocalIdentity::new(key, cert)?))
 //! };
-//! let alice = Config::new(identity("alice", Role::User, &mut rng)?, trust.clone());
-//! let node = Config::new(identity("sn1", Role::SuperNode, &mut rng)?, trust);
+//! // Alice calls exactly the super node sn1; sn1 serves any certified user.
+//! let alice = Config::new(
+//!     identity("alice", Role::User, &mut rng)?,
+//!     trust.clone(),
+//!     ExpectedPeer::user("sn1", &[Role::SuperNode]),
+//! );
+//! let node = Config::new(
+//!     identity("sn1", Role::SuperNode, &mut rng)?,
+//!     trust,
+//!     ExpectedPeer::accept_any_user(),
+//! );
 //!
 //! let (initiator, hello) = Initiator::start(&alice, &mut rng)?;
 //! let (responder, response) = Responder::handle_hello(&node, &hello, &mut rng)?;
@@ -76,7 +85,7 @@ use ring::digest::{self, SHA256};
 use ring::rand::SystemRandom;
 use ring::{hkdf, hmac};
 
-use crate::cert::{Certificate, MAX_CERT_LEN, Role, TrustStore, VerifiedCert};
+use crate::cert::{Certificate, MAX_CERT_LEN, NodeId, Role, TrustStore, VerifiedCert};
 use crate::error::{AuthError, DecodeError, Error, UsageError};
 use crate::identity::{IdentityKeyPair, MAX_SIGNATURE_LEN};
 use crate::sealed::SealedChannel;
@@ -174,6 +183,116 @@ impl fmt::Debug for LocalIdentity {
     }
 }
 
+/// Whom a side accepts at the other end of a handshake: an identity (or, named as
+/// such, any certified peer) and the roles its certificate may hold. Every [`Config`]
+/// states one; there is no default, so the lax choice is visible where it is made.
+///
+/// The peer's certificate must first verify against the [`TrustStore`]; then a role
+/// outside `roles` is refused with [`AuthError::WrongRole`], and a certificate for
+/// another identity with [`AuthError::WrongPeer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpectedPeer {
+    /// Exactly this user: the certificate's username must equal `username`. What a
+    /// caller uses after looking the callee up (its presence record names the user).
+    User {
+        /// The username the peer's certificate must carry.
+        username: String,
+        /// Roles the peer's certificate may hold (at least one).
+        roles: Vec<Role>,
+    },
+    /// Exactly the holder of one key: the certificate's [`NodeId`] (the hash of its
+    /// public key) must equal `node_id`. What a node uses to reach an index peer it
+    /// knows by id.
+    Node {
+        /// The node id the peer's certificate key must hash to.
+        node_id: NodeId,
+        /// Roles the peer's certificate may hold (at least one).
+        roles: Vec<Role>,
+    },
+    /// Any peer whose certificate a trusted authority issued, in one of `roles`: for
+    /// a side that serves whoever connects (a super node accepting clients, a client
+    /// answering an incoming call). Prefer [`User`](Self::User) or
+    /// [`Node`](Self::Node) whenever the peer is known in advance.
+    AnyCertified {
+        /// Roles the peer's certificate may hold (at least one).
+        roles: Vec<Role>,
+    },
+}
+
+impl ExpectedPeer {
+    /// Exactly the user `username`, in one of `roles`.
+    #[must_use]
+    pub fn user(username: impl Into<String>, roles: &[Role]) -> Self {
+        Self::User {
+            username: username.into(),
+            roles: roles.to_vec(),
+        }
+    }
+
+    /// Exactly the holder of the key whose node id is `node_id`, in one of `roles`.
+    #[must_use]
+    pub fn node(node_id: NodeId, roles: &[Role]) -> Self {
+        Self::Node {
+            node_id,
+            roles: roles.to_vec(),
+        }
+    }
+
+    /// Any certified peer in one of `roles`.
+    #[must_use]
+    pub fn any_certified(roles: &[Role]) -> Self {
+        Self::AnyCertified {
+            roles: roles.to_vec(),
+        }
+    }
+
+    /// Any certified user: [`AnyCertified`](Self::AnyCertified) with
+    /// [`Role::User`] only. A super node or a login authority is refused.
+    #[must_use]
+    pub fn accept_any_user() -> Self {
+        Self::any_certified(&[Role::User])
+    }
+
+    /// The roles the peer's certificate may hold.
+    #[must_use]
+    pub fn roles(&self) -> &[Role] {
+        match self {
+            Self::User { roles, .. } | Self::Node { roles, .. } | Self::AnyCertified { roles } => {
+                roles
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if self.roles().is_empty() {
+            return Err(UsageError::InvalidConfig("the expected peer must allow a role").into());
+        }
+        if let Self::User { username, .. } = self
+            && username.is_empty()
+        {
+            return Err(UsageError::InvalidConfig("the expected username is empty").into());
+        }
+        Ok(())
+    }
+
+    /// The peer's certificate (already verified against the trust store) is acceptable.
+    fn accept(&self, cert: &VerifiedCert) -> Result<(), Error> {
+        if !self.roles().contains(&cert.role()) {
+            return Err(AuthError::WrongRole.into());
+        }
+        let same = match self {
+            Self::User { username, .. } => username == cert.username(),
+            Self::Node { node_id, .. } => *node_id == cert.node_id(),
+            Self::AnyCertified { .. } => true,
+        };
+        if !same {
+            return Err(AuthError::WrongPeer.into());
+        }
+        Ok(())
+    }
+}
+
 /// What one side brings to a handshake and what it accepts from the other.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -182,25 +301,23 @@ pub struct Config {
     pub identity: Arc<LocalIdentity>,
     /// The authorities whose certificates this side accepts, and their revocations.
     pub trust: Arc<TrustStore>,
-    /// Roles the peer's certificate may hold. Default: every role.
-    pub peer_roles: Vec<Role>,
-    /// If set, the peer's certificate must name exactly this user
-    /// (otherwise [`AuthError::WrongPeer`]). Default: `None`.
-    pub expected_peer: Option<String>,
+    /// Whom this side accepts at the other end, and in which roles. No default: given
+    /// to [`Config::new`].
+    pub peer: ExpectedPeer,
     /// Suites offered (initiator, in order of preference) or accepted (responder).
     /// Default: [`Suite::ALL`].
     pub suites: Vec<Suite>,
 }
 
 impl Config {
-    /// A configuration with the defaults above.
+    /// A configuration that accepts `peer` at the other end, offering or accepting
+    /// every suite.
     #[must_use]
-    pub fn new(identity: Arc<LocalIdentity>, trust: Arc<TrustStore>) -> Self {
+    pub fn new(identity: Arc<LocalIdentity>, trust: Arc<TrustStore>, peer: ExpectedPeer) -> Self {
         Self {
             identity,
             trust,
-            peer_roles: vec![Role::User, Role::SuperNode, Role::LoginAuthority],
-            expected_peer: None,
+            peer,
             suites: Suite::ALL.to_vec(),
         }
     }
@@ -209,18 +326,11 @@ impl Config {
         if self.suites.is_empty() || self.suites.len() > MAX_OFFERED_SUITES {
             return Err(UsageError::InvalidConfig("suites must list 1 to 16 suites").into());
         }
-        Ok(())
+        self.peer.check()
     }
 
     fn accept_peer(&self, cert: VerifiedCert) -> Result<VerifiedCert, Error> {
-        if !self.peer_roles.contains(&cert.role()) {
-            return Err(AuthError::WrongRole.into());
-        }
-        if let Some(expected) = &self.expected_peer
-            && expected != cert.username()
-        {
-            return Err(AuthError::WrongPeer.into());
-        }
+        self.peer.accept(&cert)?;
         Ok(cert)
     }
 }
@@ -234,7 +344,8 @@ impl Initiator {
     /// [`AwaitingResponse::handle_response`].
     ///
     /// # Errors
-    /// [`UsageError::InvalidConfig`] for an invalid config; [`Error::Entropy`].
+    /// [`UsageError::InvalidConfig`] for an invalid config (no suite, or an
+    /// [`ExpectedPeer`] without a role or with an empty username); [`Error::Entropy`].
     pub fn start(
         config: &Config,
         entropy: &mut dyn Entropy,
@@ -293,8 +404,9 @@ impl AwaitingResponse {
     /// responder chose a version or suite that was not offered; [`AuthError::BadTag`]
     /// if it was not encrypted under this handshake's keys (tampering anywhere in the
     /// transcript, or a replay from another handshake); certificate errors from
-    /// [`TrustStore::verify`]; [`AuthError::WrongRole`], [`AuthError::WrongPeer`];
-    /// [`AuthError::BadSignature`].
+    /// [`TrustStore::verify`]; [`AuthError::WrongRole`] if the peer's role is not one
+    /// [`Config::peer`] allows, [`AuthError::WrongPeer`] if it is another identity
+    /// than [`Config::peer`] names; [`AuthError::BadSignature`].
     pub fn handle_response(
         self,
         response: &[u8],
@@ -549,6 +661,34 @@ impl fmt::Debug for Established {
     }
 }
 
+/// The direction an SRTP key protects, named by the handshake roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpDirection {
+    /// Media the initiator sends and the responder receives.
+    InitiatorToResponder,
+    /// Media the responder sends and the initiator receives.
+    ResponderToInitiator,
+}
+
+/// The exporter label of the SRTP master key and salt for `suite` in `direction`:
+/// `"chorus srtp " || suite name || " " || ("initiator->responder" |
+/// "responder->initiator")`, in ASCII, for example
+/// `chorus srtp AEAD_AES_128_GCM initiator->responder` (`docs/handshake.md`, "SRTP
+/// keys"). The suite name is its RFC 4568 / RFC 7714 name ([`crate::srtp::Suite::name`]).
+#[must_use]
+pub fn srtp_exporter_label(suite: crate::srtp::Suite, direction: SrtpDirection) -> Vec<u8> {
+    let direction = match direction {
+        SrtpDirection::InitiatorToResponder => "initiator->responder",
+        SrtpDirection::ResponderToInitiator => "responder->initiator",
+    };
+    let mut label = Vec::with_capacity(12 + suite.name().len() + 1 + direction.len());
+    label.extend_from_slice(b"chorus srtp ");
+    label.extend_from_slice(suite.name().as_bytes());
+    label.push(b' ');
+    label.extend_from_slice(direction.as_bytes());
+    label
+}
+
 /// SRTP master key and salt for one direction of a call, from [`Established::srtp_keys`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrtpKeyMaterial {
@@ -646,40 +786,44 @@ impl Established {
             })
     }
 
-    /// SRTP master keys and salts for a call: `(ours, theirs)`, where ours protects
-    /// what this side sends and theirs unprotects what the peer sends. `key_len` and
-    /// `salt_len` come from the SRTP suite (for example 16 and 12 for
-    /// AEAD_AES_128_GCM). `call` distinguishes calls over one connection.
+    /// SRTP master keys and salts for `suite` in one call: `(ours, theirs)`, where
+    /// ours protects what this side sends and theirs unprotects what the peer sends.
+    /// `context` is the caller's name for what the keys protect (for example a call
+    /// number, big-endian), so that each call over one handshake gets its own keys.
+    ///
+    /// Each direction's key and salt are one exporter output ([`Established::export`])
+    /// whose label names the suite and the direction (see [`srtp_exporter_label`] and
+    /// `docs/handshake.md`): two directions, two suites or two contexts never derive
+    /// the same key, and so never the same keystream or nonce.
     ///
     /// # Errors
     /// As [`Established::export`].
     pub fn srtp_keys(
         &self,
-        call: u64,
-        key_len: usize,
-        salt_len: usize,
+        suite: crate::srtp::Suite,
+        context: &[u8],
     ) -> Result<(SrtpKeyMaterial, SrtpKeyMaterial), Error> {
-        let direction = |label: &[u8]| -> Result<SrtpKeyMaterial, Error> {
-            let mut key = vec![0u8; key_len];
-            let mut salt = vec![0u8; salt_len];
-            self.export(label, &call.to_be_bytes(), &mut key)?;
-            let mut salt_label = label.to_vec();
-            salt_label.extend_from_slice(b" salt");
-            self.export(&salt_label, &call.to_be_bytes(), &mut salt)?;
+        let direction = |d: SrtpDirection| -> Result<SrtpKeyMaterial, Error> {
+            // key || salt, one expansion (the label fixes both lengths).
+            let mut key = vec![0u8; suite.key_len() + suite.salt_len()];
+            self.export(&srtp_exporter_label(suite, d), context, &mut key)?;
+            // Both halves end up in `SecretVec`s, which wipe their whole capacity.
+            let salt = key.split_off(suite.key_len());
             Ok(SrtpKeyMaterial {
                 key: crate::SecretVec::new(key),
                 salt: crate::SecretVec::new(salt),
             })
         };
-        let i2r = direction(b"chorus srtp i2r")?;
-        let r2i = direction(b"chorus srtp r2i")?;
+        let i2r = direction(SrtpDirection::InitiatorToResponder)?;
+        let r2i = direction(SrtpDirection::ResponderToInitiator)?;
         Ok(match self.side {
             Side::Initiator => (i2r, r2i),
             Side::Responder => (r2i, i2r),
         })
     }
 
-    /// SRTP policies for a call over `suite`: `(send, receive)`, ready for
+    /// SRTP policies for `suite` in the call named by `context` (as in
+    /// [`Established::srtp_keys`]): `(send, receive)`, ready for
     /// [`crate::srtp::SrtpSession::new`]. Both sides of the handshake get matching
     /// policies: what one sends with, the other receives with.
     ///
@@ -687,10 +831,10 @@ impl Established {
     /// As [`Established::srtp_keys`] and [`crate::srtp::Policy::new`].
     pub fn srtp_policies(
         &self,
-        call: u64,
         suite: crate::srtp::Suite,
+        context: &[u8],
     ) -> Result<(crate::srtp::Policy, crate::srtp::Policy), Error> {
-        let (send, recv) = self.srtp_keys(call, suite.key_len(), suite.salt_len())?;
+        let (send, recv) = self.srtp_keys(suite, context)?;
         Ok((
             crate::srtp::Policy::new(suite, send.key.expose(), send.salt.expose())?,
             crate::srtp::Policy::new(suite, recv.key.expose(), recv.salt.expose())?,

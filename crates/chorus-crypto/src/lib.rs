@@ -23,7 +23,7 @@
 //! use std::sync::Arc;
 //! use std::time::{Duration, SystemTime};
 //! use chorus_crypto::cert::{Authority, CertificateRequest, Role, TrustStore};
-//! use chorus_crypto::handshake::{Config, Initiator, LocalIdentity, Responder};
+//! use chorus_crypto::handshake::{Config, ExpectedPeer, Initiator, LocalIdentity, Responder};
 //! use chorus_crypto::identity::{IdentityKeyPair, KeySize};
 //! use chorus_crypto::SystemEntropy;
 //! use chorus_framing::Frame;
@@ -34,15 +34,18 @@
 //! let mut trust = TrustStore::new();
 //! trust.add_authority(authority.public_key().clone());
 //! let trust = Arc::new(trust);
-//! let mut certified = |name: &str, role| -> Result<Config, chorus_crypto::Error> {
+//! // Each side states whom it accepts: alice exactly sn-1 as a super node, the super
+//! // node any certified user.
+//! let mut certified = |name: &str, role, peer| -> Result<Config, chorus_crypto::Error> {
 //!     let key = IdentityKeyPair::generate(KeySize::Rsa2048, &mut rng)?;
 //!     let cert = authority.issue(&CertificateRequest {
 //!         username: name.into(), public_key: key.public_key().clone(), role, serial: 1,
 //!         not_before: now, not_after: now + Duration::from_secs(3600),
 //!     })?;
-//!     Ok(Config::new(Arc::new(LocalIdentity::new(key, cert)?), trust.clone()))
+//!     Ok(Config::new(Arc::new(LocalIdentity::new(key, cert)?), trust.clone(), peer))
 //! };
-//! let (alice, node) = (certified("alice", Role::User)?, certified("sn-1", Role::SuperNode)?);
+//! let alice = certified("alice", Role::User, ExpectedPeer::user("sn-1", &[Role::SuperNode]))?;
+//! let node = certified("sn-1", Role::SuperNode, ExpectedPeer::accept_any_user())?;
 //!
 //! // Three messages authenticate both sides and agree fresh keys.
 //! let (waiting, hello) = Initiator::start(&alice, &mut rng)?;

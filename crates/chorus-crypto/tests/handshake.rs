@@ -2,117 +2,17 @@
 //! identities, and fails on tampering, wrong authorities, bad certificates, replays and
 //! downgrades.
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod pki;
 
-use chorus_crypto::cert::{Authority, CertificateRequest, Role, TrustStore};
-use chorus_crypto::handshake::{Config, Initiator, LocalIdentity, Responder, Side, Suite};
-use chorus_crypto::identity::{IdentityKeyPair, KeySize};
+use std::sync::Arc;
+
+use chorus_crypto::cert::Role;
+use chorus_crypto::handshake::{Config, ExpectedPeer, Initiator, Responder, Side, Suite};
 use chorus_crypto::{AuthError, Error};
 use chorus_framing::SeededEntropy;
 use chorus_framing::{Frame, FrameType};
+use pki::{NOW, at, config, identity, no_tamper, pki, run};
 use proptest::prelude::*;
-
-const NOW: u64 = 1_800_000_000;
-
-fn at(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
-}
-
-/// Keys are expensive: generate them once per test binary, from fixed seeds.
-fn key(i: u64) -> IdentityKeyPair {
-    static KEYS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    let ders = KEYS.get_or_init(|| {
-        (0..8)
-            .map(|i| {
-                let k =
-                    IdentityKeyPair::generate(KeySize::Rsa2048, &mut SeededEntropy::new(100 + i))
-                        .unwrap();
-                k.pkcs8_der().expose().to_vec()
-            })
-            .collect()
-    });
-    IdentityKeyPair::from_pkcs8_der(&ders[i as usize]).unwrap()
-}
-
-struct Pki {
-    authority: Authority,
-    trust: Arc<TrustStore>,
-}
-
-fn pki(authority_key: u64) -> Pki {
-    let authority = Authority::new(key(authority_key));
-    let mut trust = TrustStore::new();
-    trust.add_authority(authority.public_key().clone());
-    Pki {
-        authority,
-        trust: Arc::new(trust),
-    }
-}
-
-fn identity(
-    pki: &Pki,
-    key_index: u64,
-    name: &str,
-    role: Role,
-    serial: u64,
-    valid: (u64, u64),
-) -> Arc<LocalIdentity> {
-    let k = key(key_index);
-    let cert = pki
-        .authority
-        .issue(&CertificateRequest {
-            username: name.into(),
-            public_key: k.public_key().clone(),
-            role,
-            serial,
-            not_before: at(valid.0),
-            not_after: at(valid.1),
-        })
-        .unwrap();
-    Arc::new(LocalIdentity::new(k, cert).unwrap())
-}
-
-fn config(pki: &Pki, key_index: u64, name: &str, role: Role) -> Config {
-    Config::new(
-        identity(
-            pki,
-            key_index,
-            name,
-            role,
-            key_index,
-            (NOW - 100, NOW + 100),
-        ),
-        pki.trust.clone(),
-    )
-}
-
-/// Runs a handshake, applying `tamper` to each message in flight (0 = Hello,
-/// 1 = Response, 2 = Finish).
-fn run(
-    initiator: &Config,
-    responder: &Config,
-    seed: u64,
-    mut tamper: impl FnMut(usize, &mut Vec<u8>),
-) -> Result<
-    (
-        chorus_crypto::handshake::Established,
-        chorus_crypto::handshake::Established,
-    ),
-    Error,
-> {
-    let mut rng = SeededEntropy::new(seed);
-    let (i_state, mut hello) = Initiator::start(initiator, &mut rng)?;
-    tamper(0, &mut hello);
-    let (r_state, mut response) = Responder::handle_hello(responder, &hello, &mut rng)?;
-    tamper(1, &mut response);
-    let (i_done, mut finish) = i_state.handle_response(&response, at(NOW))?;
-    tamper(2, &mut finish);
-    let r_done = r_state.handle_finish(&finish, at(NOW))?;
-    Ok((i_done, r_done))
-}
-
-fn no_tamper(_: usize, _: &mut Vec<u8>) {}
 
 #[test]
 fn both_sides_agree_on_peer_keys_and_session() {
@@ -137,19 +37,15 @@ fn both_sides_agree_on_peer_keys_and_session() {
     s.export(b"test", b"other", &mut y).unwrap();
     assert_ne!(x, y);
 
-    // SRTP keys: what one side sends with, the other receives with.
-    let (a_tx, a_rx) = a.srtp_keys(7, 16, 12).unwrap();
-    let (s_tx, s_rx) = s.srtp_keys(7, 16, 12).unwrap();
+    // SRTP keys: what one side sends with, the other receives with (the rest in
+    // tests/handshake_srtp_keys_are_bound.rs).
+    let gcm = chorus_crypto::srtp::Suite::AeadAes128Gcm;
+    let (a_tx, a_rx) = a.srtp_keys(gcm, &7u64.to_be_bytes()).unwrap();
+    let (s_tx, s_rx) = s.srtp_keys(gcm, &7u64.to_be_bytes()).unwrap();
     assert_eq!(a_tx, s_rx);
     assert_eq!(a_rx, s_tx);
-    assert_ne!(a_tx, a_rx);
     assert_eq!(a_tx.key.expose().len(), 16);
     assert_eq!(a_tx.salt.expose().len(), 12);
-    assert_ne!(
-        a.srtp_keys(8, 16, 12).unwrap().0,
-        a_tx,
-        "calls get distinct keys"
-    );
 
     // The signalling channel works in both directions.
     let (mut ac, mut sc) = (a.into_channel(), s.into_channel());
@@ -170,8 +66,8 @@ fn a_handshake_keys_srtp_media_in_both_directions_for_every_suite() {
     )
     .unwrap();
     for suite in SrtpSuite::ALL {
-        let (a_send, a_recv) = a.srtp_policies(1, suite).unwrap();
-        let (s_send, s_recv) = s.srtp_policies(1, suite).unwrap();
+        let (a_send, a_recv) = a.srtp_policies(suite, &[1]).unwrap();
+        let (s_send, s_recv) = s.srtp_policies(suite, &[1]).unwrap();
         let (mut a_tx, mut a_rx) = (
             SrtpSession::new(a_send).unwrap(),
             SrtpSession::new(a_recv).unwrap(),
@@ -188,16 +84,15 @@ fn a_handshake_keys_srtp_media_in_both_directions_for_every_suite() {
             let mut packet = rtp.clone();
             a_tx.protect_rtp(&mut packet).unwrap();
             assert_ne!(packet[12..172], rtp[12..172], "{suite:?} encrypts");
+            // A packet protected for one direction does not open in the other.
+            let mut wrong_way = packet.clone();
+            assert!(a_rx.unprotect_rtp(&mut wrong_way).is_err(), "{suite:?}");
             s_rx.unprotect_rtp(&mut packet).unwrap();
             assert_eq!(packet, rtp);
             let mut back = rtp.clone();
             s_tx.protect_rtp(&mut back).unwrap();
             a_rx.unprotect_rtp(&mut back).unwrap();
             assert_eq!(back, rtp);
-            // A packet protected for one direction does not open in the other.
-            let mut wrong_way = rtp.clone();
-            a_tx.protect_rtp(&mut wrong_way).unwrap();
-            assert!(a_rx.unprotect_rtp(&mut wrong_way).is_err(), "{suite:?}");
         }
     }
 }
@@ -269,6 +164,7 @@ fn expired_not_yet_valid_and_revoked_certificates_are_rejected() {
     let expired = Config::new(
         identity(&p, 1, "alice", Role::User, 9, (NOW - 100, NOW - 1)),
         p.trust.clone(),
+        ExpectedPeer::user("sn", &[Role::SuperNode]),
     );
     assert_eq!(
         run(&expired, &sn, 1, no_tamper).unwrap_err(),
@@ -277,6 +173,7 @@ fn expired_not_yet_valid_and_revoked_certificates_are_rejected() {
     let early = Config::new(
         identity(&p, 1, "alice", Role::User, 10, (NOW + 1, NOW + 100)),
         p.trust.clone(),
+        ExpectedPeer::user("sn", &[Role::SuperNode]),
     );
     assert_eq!(
         run(&early, &sn, 1, no_tamper).unwrap_err(),
@@ -294,23 +191,27 @@ fn expired_not_yet_valid_and_revoked_certificates_are_rejected() {
 }
 
 #[test]
-fn roles_and_expected_names_are_enforced() {
+fn a_configuration_that_accepts_no_role_or_an_empty_name_is_refused() {
+    use chorus_crypto::UsageError;
     let p = pki(0);
-    let mut alice = config(&p, 1, "alice", Role::User);
-    alice.peer_roles = vec![Role::SuperNode];
-    let bob = config(&p, 2, "bob", Role::User);
-    assert_eq!(
-        run(&alice, &bob, 1, no_tamper).unwrap_err(),
-        Error::Auth(AuthError::WrongRole)
-    );
-    let mut alice = config(&p, 1, "alice", Role::User);
-    alice.expected_peer = Some("carol".into());
-    assert_eq!(
-        run(&alice, &bob, 1, no_tamper).unwrap_err(),
-        Error::Auth(AuthError::WrongPeer)
-    );
-    alice.expected_peer = Some("bob".into());
-    run(&alice, &bob, 1, no_tamper).unwrap();
+    let mut rng = SeededEntropy::new(1);
+    let sn = config(&p, 2, "sn", Role::SuperNode);
+    let (_, hello) = Initiator::start(&sn, &mut rng).unwrap();
+    for peer in [
+        ExpectedPeer::any_certified(&[]),
+        ExpectedPeer::user("", &[Role::User]),
+    ] {
+        let mut c = config(&p, 1, "alice", Role::User);
+        c.peer = peer;
+        assert!(matches!(
+            Initiator::start(&c, &mut rng),
+            Err(Error::Usage(UsageError::InvalidConfig(_)))
+        ));
+        assert!(matches!(
+            Responder::handle_hello(&c, &hello, &mut rng),
+            Err(Error::Usage(UsageError::InvalidConfig(_)))
+        ));
+    }
 }
 
 #[test]
@@ -455,8 +356,17 @@ proptest! {
         let role = |b| chorus_crypto::cert::Role::from_u8(b).unwrap();
         let valid = (NOW - 100, NOW + 100);
         let now_in_period = NOW - 100 + offset;
-        let i = Config::new(identity(&p, i_key, &i_name, role(i_role), 1, valid), p.trust.clone());
-        let r = Config::new(identity(&p, r_key, &r_name, role(r_role), 2, valid), p.trust.clone());
+        // Each side pins the other's name and role.
+        let i = Config::new(
+            identity(&p, i_key, &i_name, role(i_role), 1, valid),
+            p.trust.clone(),
+            ExpectedPeer::user(r_name.clone(), &[role(r_role)]),
+        );
+        let r = Config::new(
+            identity(&p, r_key, &r_name, role(r_role), 2, valid),
+            p.trust.clone(),
+            ExpectedPeer::user(i_name.clone(), &[role(i_role)]),
+        );
         let mut rng = SeededEntropy::new(seed);
         let (i_state, hello) = Initiator::start(&i, &mut rng).unwrap();
         let (r_state, response) = Responder::handle_hello(&r, &hello, &mut rng).unwrap();

@@ -118,13 +118,15 @@ impl CmHmac {
         mac.finalize().into_bytes().into()
     }
 
-    /// Writes the truncated tag into `out` (its first [`Self::tag_len`] bytes).
+    /// Writes the truncated tag into `out` (its first [`Self::tag_len`] bytes) and
+    /// returns the full MAC (what a sender compares to recognise a retransmission).
     #[inline]
-    pub(crate) fn write_tag(&self, data: &[u8], trailer: &[u8], out: &mut [u8]) {
+    pub(crate) fn write_tag(&self, data: &[u8], trailer: &[u8], out: &mut [u8]) -> [u8; 20] {
         let full = self.mac(data, trailer);
         for (dst, src) in out.iter_mut().zip(full.iter().take(self.tag_len)) {
             *dst = *src;
         }
+        full
     }
 
     /// Checks `received` (the truncated tag from the packet) in constant time.

@@ -22,7 +22,7 @@ use super::kdf::{SessionKeys, StreamKind, check_len};
 use super::replay::{ReplayWindow, SRTP_INDEX_LIMIT, estimate_index};
 use super::suite::Suite;
 use crate::error::{AuthError, DecodeError, Error, Limit, UsageError};
-use crate::secret::Secret;
+use crate::secret::{Secret, ct_eq};
 
 /// Default [`Policy::replay_window`]: 128 packets.
 pub const DEFAULT_REPLAY_WINDOW: usize = 128;
@@ -76,6 +76,22 @@ pub struct Policy {
     /// Whether RTCP packets are sent encrypted (default `true`). The E flag tells the
     /// receiver, which accepts either.
     pub encrypt_rtcp: bool,
+    /// Whether [`SrtpSession::protect_rtp`] may protect a packet again at an SRTP index
+    /// it already used for the SSRC, to retransmit it unchanged under its original
+    /// sequence number (libsrtp's `allow_repeat_tx`). Default `false`: a packet at or
+    /// below the highest index sent is refused with [`UsageError::IndexReuse`], since
+    /// it would reuse the AES-CM keystream or the AES-GCM nonce (RFC 3711 §9.1,
+    /// RFC 7714 §8.1).
+    ///
+    /// When `true`, the session remembers a fingerprint of each of the last
+    /// [`replay_window`](Self::replay_window) indices sent per SSRC (the full
+    /// HMAC-SHA1 or the GCM tag: 32 bytes per index, allocated when the SSRC sends its
+    /// first packet), and accepts a repeated index only if the packet protects to
+    /// exactly the bytes sent there before. Other bytes at a sent index are refused
+    /// with [`UsageError::RetransmissionMismatch`] and wiped from the buffer; an index
+    /// older than the window, or one that was skipped, is [`UsageError::IndexReuse`].
+    /// SRTCP never repeats an index: the session assigns them.
+    pub allow_repeat_tx: bool,
     keys: PolicyKeys,
 }
 
@@ -144,6 +160,7 @@ impl Policy {
             max_ssrcs: DEFAULT_MAX_SSRCS,
             encrypt_rtp: true,
             encrypt_rtcp: true,
+            allow_repeat_tx: false,
             keys,
         }
     }
@@ -180,15 +197,40 @@ impl fmt::Debug for Policy {
             .field("max_ssrcs", &self.max_ssrcs)
             .field("encrypt_rtp", &self.encrypt_rtp)
             .field("encrypt_rtcp", &self.encrypt_rtcp)
+            .field("allow_repeat_tx", &self.allow_repeat_tx)
             .finish_non_exhaustive()
     }
+}
+
+/// What a sender with [`Policy::allow_repeat_tx`] remembers of one SRTP index it
+/// protected: enough to tell an identical retransmission from a new packet.
+#[derive(Clone, Copy)]
+struct Sent {
+    /// The SRTP index; [`Sent::EMPTY`]'s is above every valid one.
+    index: u64,
+    /// The full HMAC-SHA1 (counter mode) or the GCM tag followed by zeros. Equal
+    /// fingerprints at one index mean equal packets: the cipher is deterministic per
+    /// index, and a different packet gives a different MAC or tag except with
+    /// probability 2^-128 or less.
+    fingerprint: [u8; 20],
+}
+
+impl Sent {
+    const EMPTY: Self = Self {
+        index: u64::MAX,
+        fingerprint: [0; 20],
+    };
 }
 
 /// Per-SSRC state (RFC 3711 §3.2.3's "cryptographic context" minus the keys, which
 /// the whole session shares).
 struct Stream {
-    /// Highest SRTP index this session protected for the SSRC.
+    /// Highest SRTP index this session protected for the SSRC. Every index at or below
+    /// it counts as used (RFC 3711 §3.3.1: the sender's index only moves forward).
     tx_highest: Option<u64>,
+    /// With [`Policy::allow_repeat_tx`]: the last `replay_window` indices sent, index
+    /// `i` in slot `i % replay_window`. Empty otherwise and until the first send.
+    tx_sent: Vec<Sent>,
     /// ROC of the first packet sent (set by [`SrtpSession::set_roc`], else 0).
     tx_roc: u32,
     /// ROC assumed for the first packet received.
@@ -205,6 +247,7 @@ impl Stream {
     fn new(window: usize) -> Self {
         Self {
             tx_highest: None,
+            tx_sent: Vec::new(),
             tx_roc: 0,
             rx_roc: 0,
             rx: ReplayWindow::new(window),
@@ -259,6 +302,14 @@ type Streams = HashMap<u32, Stream, BuildHasherDefault<SsrcHasher>>;
 ///    counter at 0 unless [`set_roc`](Self::set_roc) said otherwise.
 /// 5. When [`Limit::CounterExhausted`] appears (2^48 SRTP or 2^31 SRTCP packets on
 ///    one SSRC), re-key: continuing would reuse keystream.
+/// 6. The sender's index per SSRC only moves forward (RFC 3711 §3.3.1): protecting
+///    at or below the highest index sent is refused with [`UsageError::IndexReuse`]
+///    (unless it is an identical retransmission and [`Policy::allow_repeat_tx`] is
+///    on), [`set_srtcp_index`](Self::set_srtcp_index) cannot move back, and a
+///    context that sent cannot be removed. What the session cannot see is the
+///    caller's to avoid: two sessions built from one key would each start at index
+///    0, so give every sender its own key (the handshake's
+///    [`srtp_policies`](crate::handshake::Established::srtp_policies) does).
 ///
 /// Keys are session-wide; RFC 3711 master key identifiers (MKI) and key derivation
 /// rates other than 0 are not supported.
@@ -271,6 +322,7 @@ pub struct SrtpSession {
     max_ssrcs: usize,
     encrypt_rtp: bool,
     encrypt_rtcp: bool,
+    allow_repeat_tx: bool,
 }
 
 impl fmt::Debug for SrtpSession {
@@ -280,6 +332,7 @@ impl fmt::Debug for SrtpSession {
             .field("ssrcs", &self.streams.len())
             .field("replay_window", &self.replay_window)
             .field("max_ssrcs", &self.max_ssrcs)
+            .field("allow_repeat_tx", &self.allow_repeat_tx)
             .finish_non_exhaustive()
     }
 }
@@ -335,6 +388,7 @@ impl SrtpSession {
             max_ssrcs: policy.max_ssrcs,
             encrypt_rtp: policy.encrypt_rtp,
             encrypt_rtcp: policy.encrypt_rtcp,
+            allow_repeat_tx: policy.allow_repeat_tx,
         })
     }
 
@@ -350,12 +404,28 @@ impl SrtpSession {
         self.streams.len()
     }
 
-    /// Forgets `ssrc`'s context (for example after its RTCP BYE), freeing room under
-    /// [`Policy::max_ssrcs`]. Returns whether there was one. Replay protection for
-    /// that SSRC starts over, so only forget a stream whose packets can no longer
-    /// arrive, or re-key.
-    pub fn remove_ssrc(&mut self, ssrc: u32) -> bool {
-        self.streams.remove(&ssrc).is_some()
+    /// Forgets the context of `ssrc`, a stream this session only received (for
+    /// example after its RTCP BYE), freeing room under [`Policy::max_ssrcs`]. Returns
+    /// whether there was one. Replay protection for that SSRC starts over, so only
+    /// forget a stream whose packets can no longer arrive, or re-key.
+    ///
+    /// # Errors
+    /// [`UsageError::WrongState`] if this session has protected an RTP or RTCP packet
+    /// for `ssrc`: forgetting the indices it used would let them be used again under
+    /// the same keys (RFC 3711 §9.1). To retire a sending SSRC, re-key. The context
+    /// is kept.
+    pub fn remove_ssrc(&mut self, ssrc: u32) -> Result<bool, Error> {
+        if self
+            .streams
+            .get(&ssrc)
+            .is_some_and(|s| s.tx_highest.is_some() || s.rtcp_tx_next > 0)
+        {
+            return Err(UsageError::WrongState(
+                "the session sent on this SSRC: forgetting it would allow index reuse",
+            )
+            .into());
+        }
+        Ok(self.streams.remove(&ssrc).is_some())
     }
 
     /// The highest SRTP index (ROC × 65536 + SEQ) this session has protected for
@@ -390,11 +460,12 @@ impl SrtpSession {
 
     /// Sets the SRTCP index the next RTCP packet protected for `ssrc` will carry
     /// (RFC 3711 §3.4), for resuming a stream. The index may only move forward:
-    /// reusing one would reuse keystream. Creates the context if needed.
+    /// every index below the one the context would use next was used (or skipped) and
+    /// reusing one would reuse the keystream or nonce. Creates the context if needed.
     ///
     /// # Errors
     /// [`UsageError::InvalidConfig`] if `next` is 2^31 or more;
-    /// [`UsageError::WrongState`] if it is below the index the context would use next;
+    /// [`UsageError::IndexReuse`] if it is below the index the context would use next;
     /// [`Limit::TooManyContexts`] if there is no room for a new context.
     pub fn set_srtcp_index(&mut self, ssrc: u32, next: u32) -> Result<(), Error> {
         if next >= SRTCP_INDEX_LIMIT {
@@ -402,7 +473,11 @@ impl SrtpSession {
         }
         let stream = self.stream_entry(ssrc)?;
         if next < stream.rtcp_tx_next {
-            return Err(UsageError::WrongState("the SRTCP index may only move forward").into());
+            return Err(UsageError::IndexReuse {
+                ssrc,
+                index: u64::from(next),
+            }
+            .into());
         }
         stream.rtcp_tx_next = next;
         Ok(())
@@ -427,8 +502,12 @@ impl SrtpSession {
     /// [`UsageError::InvalidLength`] if it is longer than [`MAX_PACKET_LEN`];
     /// [`Limit::CounterExhausted`] when the SRTP index would pass 2^48 - 1;
     /// [`Limit::TooManyContexts`] for an SSRC beyond [`Policy::max_ssrcs`];
-    /// [`UsageError::WrongState`] for a sequence number that would place the packet
-    /// before the stream's first. `packet` is unchanged on error.
+    /// [`UsageError::IndexReuse`] for an index at or below the highest this session
+    /// sent for the SSRC (RFC 3711 §3.3.1), unless it is an identical retransmission
+    /// allowed by [`Policy::allow_repeat_tx`]; [`UsageError::RetransmissionMismatch`]
+    /// for a different packet at an index already sent under `allow_repeat_tx`, in
+    /// which case the payload was overwritten with zeros. Otherwise `packet` is
+    /// unchanged on error.
     pub fn protect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), Error> {
         let len = packet.len();
         packet.resize(len + self.suite.rtp_tag_len(), 0);
@@ -470,10 +549,12 @@ impl SrtpSession {
             encrypt_rtp,
             replay_window,
             max_ssrcs,
+            allow_repeat_tx,
             ..
         } = self;
+        let repeat_window = allow_repeat_tx.then_some(*replay_window);
         with_stream(streams, *max_ssrcs, *replay_window, h.ssrc, |stream| {
-            protect_rtp_with(rtp, *encrypt_rtp, stream, packet, h, tag_out)
+            protect_rtp_with(rtp, *encrypt_rtp, repeat_window, stream, packet, h, tag_out)
         })?;
         Ok(out_len)
     }
@@ -659,29 +740,57 @@ fn with_stream<R>(
 
 /// RFC 3711 §3.3 (counter mode) and RFC 7714 §8.2 (GCM): protect one RTP packet.
 /// State changes only after everything that can fail has passed.
+///
+/// The index must be new (RFC 3711 §3.3.1: the sender's ROC and SEQ only move
+/// forward; §9.1 and RFC 7714 §8.1: one index, one keystream or nonce). An index at or
+/// below the highest sent is refused, except that with `repeat_window`
+/// ([`Policy::allow_repeat_tx`], its window) a remembered index may be protected
+/// again if the result is bit for bit what was sent, as libsrtp's `allow_repeat_tx`
+/// permits; a different packet there is wiped from the buffer and refused.
 #[inline]
 fn protect_rtp_with(
     t: &Transform,
     encrypt: bool,
+    repeat_window: Option<usize>,
     stream: &mut Stream,
     packet: &mut [u8],
     h: RtpHeader,
     tag_out: &mut [u8],
 ) -> Result<(), Error> {
-    let index = estimate_index(stream.tx_highest, stream.tx_roc, h.seq).ok_or(Error::Usage(
-        UsageError::WrongState("the sequence number precedes the stream's first packet"),
-    ))?;
+    let reuse = |index: u64| -> Error {
+        UsageError::IndexReuse {
+            ssrc: h.ssrc,
+            index,
+        }
+        .into()
+    };
+    // `None`: the estimate falls before index 0, i.e. before the stream's first packet.
+    let index = estimate_index(stream.tx_highest, stream.tx_roc, h.seq)
+        .ok_or_else(|| reuse(u64::from(h.seq)))?;
     if index >= SRTP_INDEX_LIMIT {
         return Err(Limit::CounterExhausted.into());
     }
+    let repeat = stream.tx_highest.is_some_and(|hi| index <= hi);
+    // A repeat is checked against what was sent at that index; refused up front if
+    // repeats are off or nothing is remembered for it.
+    let sent = match (repeat, repeat_window) {
+        (false, _) => None,
+        (true, None) => return Err(reuse(index)),
+        (true, Some(window)) => {
+            let slot = slot_of(&stream.tx_sent, window, index)
+                .filter(|s| s.index == index)
+                .ok_or_else(|| reuse(index))?;
+            Some(slot.fingerprint)
+        }
+    };
     let roc = (index >> 16) as u32;
-    match t {
+    let fingerprint = match t {
         Transform::CmHmac(cm) => {
             if encrypt {
                 let payload = packet.get_mut(h.len..).unwrap_or_default();
                 cm.crypt(h.ssrc, index, payload);
             }
-            cm.write_tag(packet, &roc.to_be_bytes(), tag_out);
+            cm.write_tag(packet, &roc.to_be_bytes(), tag_out)
         }
         Transform::Gcm(g) => {
             let nonce = g.rtp_nonce(h.ssrc, roc, h.seq);
@@ -691,15 +800,52 @@ fn protect_rtp_with(
             } else {
                 g.seal(nonce, packet, &mut [])?
             };
-            for (d, s) in tag_out.iter_mut().zip(tag) {
-                *d = s;
-            }
+            copy_into(tag_out, &tag);
+            let mut fingerprint = [0u8; 20];
+            copy_into(&mut fingerprint, &tag);
+            fingerprint
+        }
+    };
+    if let Some(sent) = sent {
+        if ct_eq(&sent, &fingerprint) {
+            // The identical packet again: the same bytes as before leave, nothing new
+            // is revealed and the state stays as it is.
+            return Ok(());
+        }
+        // Different bytes under a used index: the buffer now holds a second
+        // ciphertext and tag under one keystream or nonce. Wipe both before refusing.
+        packet.get_mut(h.len..).unwrap_or_default().fill(0);
+        tag_out.fill(0);
+        return Err(UsageError::RetransmissionMismatch {
+            ssrc: h.ssrc,
+            index,
+        }
+        .into());
+    }
+    if let Some(window) = repeat_window {
+        if stream.tx_sent.is_empty() {
+            stream.tx_sent = vec![Sent::EMPTY; window];
+        }
+        if let Some(slot) = slot_of_mut(&mut stream.tx_sent, window, index) {
+            *slot = Sent { index, fingerprint };
         }
     }
-    if stream.tx_highest.is_none_or(|hi| index > hi) {
-        stream.tx_highest = Some(index);
-    }
+    stream.tx_highest = Some(index);
     Ok(())
+}
+
+/// The slot of `index` in a sender's history of `window` entries.
+fn slot_of(sent: &[Sent], window: usize, index: u64) -> Option<&Sent> {
+    sent.get(slot_index(window, index))
+}
+
+fn slot_of_mut(sent: &mut [Sent], window: usize, index: u64) -> Option<&mut Sent> {
+    sent.get_mut(slot_index(window, index))
+}
+
+/// `index % window`; the window is at most [`MAX_REPLAY_WINDOW`], so it fits.
+fn slot_index(window: usize, index: u64) -> usize {
+    (index % window.max(1) as u64) as usize
 }
 
 /// RFC 3711 §3.3 steps 1–6 in reverse, or RFC 7714 §8.2: authenticate then decrypt
