@@ -771,6 +771,8 @@ impl Sim<'_> {
                 sender_cert: cert,
                 nonce: None,
                 proof: proof.as_deref(),
+                cookie: None,
+                padding: 0,
                 body,
             }
             .to_bytes(),
