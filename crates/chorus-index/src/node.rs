@@ -510,6 +510,9 @@ struct Pending {
     /// Whether the request was sent again with a cookie the peer asked us to echo
     /// (once per request: a peer that keeps asking is left to time out).
     cookie_echoed: bool,
+    /// Whether retries carry the peer's cookie or padding (not for a challenge to
+    /// an address that has not proven it receives there, which must stay small).
+    dress: bool,
 }
 
 #[derive(Debug)]
@@ -1262,12 +1265,11 @@ impl Node {
             self.send_cookie(from, msg.txid, limit);
             return Ok(());
         }
+        let spare = (!validated).then(|| limit.saturating_sub(payload.len()));
         self.queue(Transmit::new(from, payload));
-        if validated {
-            // An unvalidated source is challenged when it comes back with the
-            // cookie: a challenge now would send it more than it sent.
-            self.heard_from(contact, now);
-        }
+        // An unvalidated source is challenged only if the challenge fits in what
+        // is left of its request; else when it comes back with the cookie.
+        self.heard_from(contact, now, spare);
         Ok(())
     }
 
@@ -1476,8 +1478,9 @@ impl Node {
     /// A verified certificate sent us a request from `contact.addr`: refresh the
     /// contact if it is proven, else, if its bucket has room, challenge it (a Ping
     /// with a nonce) once; it enters the routing table when it answers with a valid
-    /// proof.
-    fn heard_from(&mut self, contact: Contact, now: Instant) {
+    /// proof. `spare`: for an address not validated, the bytes its request left
+    /// after our answer; the challenge (unpadded, with its retries) must fit in it.
+    fn heard_from(&mut self, contact: Contact, now: Instant, spare: Option<usize>) {
         if self.is_proven(&contact.id, contact.addr, now) {
             self.seen(contact, now);
             return;
@@ -1487,17 +1490,25 @@ impl Node {
             // a signature). Replacements also come from answers to our requests.
             return;
         }
+        if let Some(spare) = spare {
+            let ping = 16 + (4 + 1) + (4 + self.cert.len()) + (4 + NONCE_LEN);
+            if ping * (1 + usize::from(self.config.retries)) > spare {
+                // It is challenged when it comes back with our cookie.
+                return;
+            }
+        }
         let challenged = self
             .pending
             .values()
             .any(|p| p.to == contact.addr && p.purpose == Purpose::Ping);
         if !challenged {
-            let _ = self.send_request(
+            let _ = self.send_request_as(
                 now,
                 contact.addr,
                 Some(contact.id),
                 Body::Ping,
                 Purpose::Ping,
+                spare.is_none(),
             );
         }
     }
@@ -2526,6 +2537,21 @@ impl Node {
         body: Body<'_>,
         purpose: Purpose,
     ) -> Option<u64> {
+        self.send_request_as(now, to, expect, body, purpose, true)
+    }
+
+    /// Sends a request; `dress`: with the peer's cookie or padding (see `dress`);
+    /// else as encoded, for a challenge that must stay within
+    /// what an unvalidated peer sent us.
+    fn send_request_as(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        expect: Option<NodeId>,
+        body: Body<'_>,
+        purpose: Purpose,
+        dress: bool,
+    ) -> Option<u64> {
         if self.pending.len() >= self.config.max_pending {
             return None;
         }
@@ -2545,7 +2571,12 @@ impl Node {
             body,
         }
         .to_bytes();
-        self.queue(Transmit::new(to, self.dress(to, &payload, now)));
+        let wire = if dress {
+            self.dress(to, &payload, now)
+        } else {
+            payload.clone()
+        };
+        self.queue(Transmit::new(to, wire));
         let stall_at =
             matches!(purpose, Purpose::Lookup { .. }).then(|| now + self.config.stall_timeout);
         self.pending.insert(
@@ -2560,6 +2591,7 @@ impl Node {
                 tries: 1,
                 nonce,
                 cookie_echoed: false,
+                dress,
             },
         );
         Some(txid)
@@ -2644,7 +2676,15 @@ impl Node {
             if retry {
                 p.tries += 1;
                 p.deadline = now + self.config.request_timeout;
-                let payload = self.dress(p.to, &p.payload, now);
+                let validated = self
+                    .validated
+                    .get(&p.to)
+                    .is_some_and(|at| now < *at + self.config.cookie_lifetime);
+                let payload = if p.dress || validated {
+                    self.dress(p.to, &p.payload, now)
+                } else {
+                    p.payload.clone()
+                };
                 self.queue(Transmit::new(p.to, payload));
                 self.pending.insert(txid, p);
                 continue;
@@ -3443,15 +3483,9 @@ mod tests {
         // A proof for the right nonce would have passed: node 2 signs it.
         assert!(nonce != [1; 16]);
 
-        // The honest node 2 talks to node 0 from its own address: its first Ping
-        // earns a cookie; echoing it, it is challenged, answers with its key and
+        // The honest node 2 talks to node 0 from its own address: challenged (its
+        // padded Ping leaves room for the challenge), it answers with its key and
         // enters the table.
-        net.nodes[2].ping(net.now, addr(0));
-        net.settle();
-        assert!(
-            net.nodes[0].table().get(&id2).is_none(),
-            "not challenged yet"
-        );
         net.nodes[2].ping(net.now, addr(0));
         net.settle();
         assert_eq!(
@@ -3797,8 +3831,8 @@ mod tests {
             );
         }
         // Not vacuous: padded requests got full answers (Pong, Nodes, Value,
-        // StoreAck), short ones a Cookie.
-        for kind in [2, 4, 6, 8, 11] {
+        // StoreAck) and challenges (Ping) where they fit, short ones a Cookie.
+        for kind in [1, 2, 4, 6, 8, 11] {
             assert!(
                 kinds.get(&kind).is_some_and(|&n| n > 0),
                 "{kind}: {kinds:?}"
