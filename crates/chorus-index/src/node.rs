@@ -26,6 +26,15 @@
 //! record. A request that has not been answered after `stall_timeout` stops counting
 //! against `alpha` (the lookup moves on) and fails after `request_timeout`; Store,
 //! Ping and bootstrap requests are retried `retries` times.
+//!
+//! Neither a reflector nor a CPU sink (`docs/index.md`, "Not a CPU sink, not a
+//! reflector"): a source address that has not shown it receives there (by echoing a
+//! cookie of ours, answering one of our requests, or being a contact proven at that
+//! address) is sent no more bytes than it sent (RFC 9000 §8.1): the answer if it
+//! fits, the closest contacts that fit, or a `Cookie` to echo. Requests without a
+//! cookie are padded to `pad_requests_to` so that first answers usually fit. Proofs
+//! of possession are signed from a token bucket for the whole node (`proof_rate`,
+//! `proof_burst`), not only per source IP.
 #![cfg_attr(
     not(test),
     deny(
