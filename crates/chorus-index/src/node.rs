@@ -519,9 +519,10 @@ struct Pending {
     /// Whether the request was sent again with a cookie the peer asked us to echo
     /// (once per request: a peer that keeps asking is left to time out).
     cookie_echoed: bool,
-    /// Whether retries carry the peer's cookie or padding (not for a challenge to
-    /// an address that has not proven it receives there, which must stay small).
-    dress: bool,
+    /// A challenge to an address that has not proven it receives there: sent
+    /// (and retried) padded to at most this length and without a cookie, so it
+    /// stays within what that address sent us. `None`: dressed as usual.
+    fixed_len: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -1499,12 +1500,19 @@ impl Node {
             // a signature). Replacements also come from answers to our requests.
             return;
         }
+        let mut fixed_len = None;
         if let Some(spare) = spare {
             let ping = 16 + (4 + 1) + (4 + self.cert.len()) + (4 + NONCE_LEN);
-            if ping * (1 + usize::from(self.config.retries)) > spare {
+            let per_try = spare / (1 + usize::from(self.config.retries));
+            if ping > per_try {
                 // It is challenged when it comes back with our cookie.
                 return;
             }
+            // Padded so that its Pong (with a proof and a cookie, about as long as
+            // ours, plus slack for a longer certificate) fits even if the challenge
+            // overtakes our answer and finds us not yet validated there.
+            let pong = 16 + (4 + 1) + (4 + self.cert.len()) + (4 + self.proof_len);
+            fixed_len = Some(per_try.min(pong + 4 + COOKIE_LEN + 64));
         }
         let challenged = self
             .pending
@@ -1517,7 +1525,7 @@ impl Node {
                 Some(contact.id),
                 Body::Ping,
                 Purpose::Ping,
-                spare.is_none(),
+                fixed_len,
             );
         }
     }
@@ -2546,12 +2554,12 @@ impl Node {
         body: Body<'_>,
         purpose: Purpose,
     ) -> Option<u64> {
-        self.send_request_as(now, to, expect, body, purpose, true)
+        self.send_request_as(now, to, expect, body, purpose, None)
     }
 
-    /// Sends a request; `dress`: with the peer's cookie or padding (see `dress`);
-    /// else as encoded, for a challenge that must stay within
-    /// what an unvalidated peer sent us.
+    /// Sends a request: with the peer's cookie or padding (see `dress`), or, for a
+    /// challenge that must stay within what an unvalidated peer sent us, padded to
+    /// at most `fixed_len` (retries too).
     fn send_request_as(
         &mut self,
         now: Instant,
@@ -2559,7 +2567,7 @@ impl Node {
         expect: Option<NodeId>,
         body: Body<'_>,
         purpose: Purpose,
-        dress: bool,
+        fixed_len: Option<usize>,
     ) -> Option<u64> {
         if self.pending.len() >= self.config.max_pending {
             return None;
@@ -2580,10 +2588,9 @@ impl Node {
             body,
         }
         .to_bytes();
-        let wire = if dress {
-            self.dress(to, &payload, now)
-        } else {
-            payload.clone()
+        let wire = match fixed_len {
+            None => self.dress(to, &payload, now),
+            Some(len) => with_padding(&payload, len),
         };
         self.queue(Transmit::new(to, wire));
         let stall_at =
@@ -2600,7 +2607,7 @@ impl Node {
                 tries: 1,
                 nonce,
                 cookie_echoed: false,
-                dress,
+                fixed_len,
             },
         );
         Some(txid)
@@ -2689,10 +2696,9 @@ impl Node {
                     .validated
                     .get(&p.to)
                     .is_some_and(|at| now < *at + self.config.cookie_lifetime);
-                let payload = if p.dress || validated {
-                    self.dress(p.to, &p.payload, now)
-                } else {
-                    p.payload.clone()
+                let payload = match p.fixed_len {
+                    Some(len) if !validated => with_padding(&p.payload, len),
+                    _ => self.dress(p.to, &p.payload, now),
                 };
                 self.queue(Transmit::new(p.to, payload));
                 self.pending.insert(txid, p);
@@ -3894,6 +3900,40 @@ mod tests {
             "{events:?}"
         );
         assert_eq!(net.nodes[0].stats().cookies_sent, 0);
+    }
+
+    #[test]
+    fn a_challenge_that_overtakes_its_answer_is_answered_without_a_cookie() {
+        let (mut net, id2) = stranger_net();
+        net.nodes[2].table = RoutingTable::new(id2, TableConfig::default()).unwrap();
+        let now = net.now;
+        net.nodes[2].ping(now, addr(0));
+        let ping = net.nodes[2].poll_transmit().unwrap();
+        net.nodes[0]
+            .handle_input(now, addr(2), &ping.payload)
+            .unwrap();
+        let out: Vec<Transmit> = std::iter::from_fn(|| net.nodes[0].poll_transmit()).collect();
+        let kinds: Vec<u8> = out
+            .iter()
+            .map(|t| Message::decode(&t.payload).unwrap().body.kind())
+            .collect();
+        assert_eq!(kinds, [2, 1], "the Pong, then the challenge");
+        // The challenge arrives first: node 2 has not seen node 0 answer yet, so
+        // its Pong (with a proof) must fit in the challenge, which is padded for it.
+        net.nodes[2]
+            .handle_input(now, addr(0), &out[1].payload)
+            .unwrap();
+        let pong = net.nodes[2].poll_transmit().unwrap();
+        let m = Message::decode(&pong.payload).unwrap();
+        assert_eq!(m.body, Body::Pong);
+        assert!(m.proof.is_some());
+        assert!(pong.payload.len() <= out[1].payload.len());
+        assert_eq!(net.nodes[2].stats().cookies_sent, 0);
+        // Node 0 accepts the proof: node 2 enters its table.
+        net.nodes[0]
+            .handle_input(now, addr(2), &pong.payload)
+            .unwrap();
+        assert!(net.nodes[0].table().get(&id2).is_some());
     }
 
     #[test]
