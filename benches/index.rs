@@ -160,6 +160,8 @@ fn message(c: &mut Criterion) {
         sender_cert: &cert,
         nonce: None,
         proof: None,
+        cookie: None,
+        padding: 0,
         body: Body::Nodes { nodes },
     };
     let bytes = msg.to_bytes();
@@ -185,8 +187,12 @@ fn node(c: &mut Criterion) {
     let verifier = Arc::new(SimVerifier::new(3));
     let now = Instant::now();
     let wall = SystemTime::now();
+    let mut config = Config::default();
+    // The loop below advances the clock 10 ms per request (so the rate limiter never
+    // refuses): a day-long cookie stays good for the whole run.
+    config.cookie_lifetime = Duration::from_secs(86_400);
     let mut n = Node::new(
-        Config::default(),
+        config,
         NodeIdentity {
             cert: verifier.node_cert(0),
             key: verifier.node_key(0),
@@ -203,6 +209,24 @@ fn node(c: &mut Criterion) {
         n.add_contact(contact(id, i), now);
     }
     let cert = verifier.node_cert(7);
+    let from = SocketAddr::from(([10, 0, 0, 7], 4000));
+    // The requester's address is validated (return routability): its requests echo
+    // the cookie the node gave it in a first answer, as a requester's do.
+    let first = Message {
+        network: DEFAULT_NETWORK,
+        txid: 1_000,
+        sender_cert: &cert,
+        nonce: None,
+        proof: None,
+        cookie: None,
+        padding: 1_200,
+        body: Body::Ping,
+    }
+    .to_bytes();
+    n.handle_input(now, from, &first).unwrap();
+    let answer = n.poll_transmit().unwrap();
+    let cookie = Message::decode(&answer.payload).unwrap().cookie;
+    assert!(cookie.is_some());
     let requests: Vec<Bytes> = (0..256)
         .map(|i| {
             Message {
@@ -211,6 +235,8 @@ fn node(c: &mut Criterion) {
                 sender_cert: &cert,
                 nonce: None,
                 proof: None,
+                cookie,
+                padding: 0,
                 body: Body::FindNode {
                     target: random_id(&mut e),
                 },
@@ -218,7 +244,6 @@ fn node(c: &mut Criterion) {
             .to_bytes()
         })
         .collect();
-    let from = SocketAddr::from(([10, 0, 0, 7], 4000));
     let mut g = c.benchmark_group("index/node");
     g.throughput(Throughput::Elements(1));
     let mut i = 0usize;
@@ -246,6 +271,8 @@ fn node(c: &mut Criterion) {
                 sender_cert: &cert,
                 nonce: Some([i as u8; NONCE_LEN]),
                 proof: None,
+                cookie,
+                padding: 0,
                 body: Body::FindNode {
                     target: random_id(&mut e),
                 },

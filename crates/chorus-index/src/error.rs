@@ -70,6 +70,9 @@ pub enum Limit {
         /// The configured maximum.
         max: usize,
     },
+    /// Answering would need a proof of possession beyond the node's global signing
+    /// budget (`proof_rate`): the request is dropped unanswered.
+    ProofBudget,
 }
 
 /// A request the caller made that cannot be honoured.
@@ -119,6 +122,7 @@ impl fmt::Display for Limit {
             Self::PeerStoreFull { max } => write!(f, "peer already stores {max} records"),
             Self::StoreFull { max } => write!(f, "record store full ({max})"),
             Self::TooManyLookups { max } => write!(f, "{max} lookups already running"),
+            Self::ProofBudget => f.write_str("proof-of-possession signing budget spent"),
         }
     }
 }

@@ -184,6 +184,9 @@ mod seeds {
             "store-word",
             "ping-nonce",
             "pong-proof",
+            "cookie",
+            "find-node-padded",
+            "nodes-cookie",
         ];
         for dir in ["index_message", "index_node"] {
             std::fs::create_dir_all(format!("{root}/{dir}")).unwrap();

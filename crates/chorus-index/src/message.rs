@@ -15,6 +15,10 @@
 //!   0x0008 nonce         16 bytes (requests): "prove you hold your certified key"
 //!   0x0009 proof         the responder's signature over the nonce (responses),
 //!                        at most 512 bytes; see [`possession_message`]
+//!   0x000A cookie        16 bytes: an address-validation cookie (a Cookie message,
+//!                        any answer; echoed by requests)
+//!   0x000B padding       1-2,048 zero bytes (requests): lets a first request earn a
+//!                        full answer without amplification
 //! ```
 //!
 //! | kind | message | attributes | answer |
@@ -29,12 +33,20 @@
 //! | 8 | StoreAck | stored | |
 //! | 9 | Leave | - | |
 //! | 10 | StoreWord | target (word key), record | StoreAck |
+//! | 11 | Cookie | cookie, and no sender cert | (any request, retried) |
 //!
 //! Every message carries the sender's certificate, so a receiver can derive and
 //! check the sender's node id; the transaction id is echoed by the answer. A request
 //! to a node not yet proven to hold its certified key carries a nonce, and the answer
 //! must carry a proof: the responder's signature over [`possession_message`], made
 //! with the key its certificate names (a certificate alone can be replayed).
+//!
+//! Return routability (RFC 9000 §8.1, RFC 6347 §4.2.1, RFC 8489 §9.2): a node sends a
+//! source address that has not proven it receives there nothing larger than what it
+//! received from it. Such a request is answered in full only if the answer fits in
+//! the request (requesters pad first requests, as QUIC pads Initial packets), else
+//! with a 41-byte `Cookie` carrying a keyed hash of the address; a request echoing
+//! the cookie is answered in full. Answers carry a cookie too, for the next request.
 #![cfg_attr(
     not(test),
     deny(
@@ -63,9 +75,13 @@ pub const MAX_RECORDS: usize = 16;
 /// Longest encoded message (fits a 1,500-byte-MTU path only for small certificates;
 /// the index sends at most this in one UDP datagram).
 pub const MAX_MESSAGE_LEN: usize =
-    16 + 9 * 4 + 1 + MAX_CERT_LEN + MAX_SIGNATURE_LEN + 32 + MAX_NODES * 51 + 16_384;
+    16 + 11 * 4 + 1 + MAX_CERT_LEN + MAX_SIGNATURE_LEN + COOKIE_LEN + 32 + MAX_NODES * 51 + 16_384;
 /// Length of a possession challenge nonce.
 pub const NONCE_LEN: usize = 16;
+/// Length of an address-validation cookie.
+pub const COOKIE_LEN: usize = 16;
+/// Most padding bytes one request may carry.
+pub const MAX_PADDING: usize = 2_048;
 /// Domain separation for proofs of key possession.
 const POSSESSION_CONTEXT: &[u8] = b"chorus index possession v1\0";
 
@@ -90,7 +106,9 @@ const STORED: u16 = 0x0006;
 const RECORDS: u16 = 0x0007;
 const NONCE: u16 = 0x0008;
 const PROOF: u16 = 0x0009;
-const KNOWN: [u16; 9] = [
+const COOKIE: u16 = 0x000A;
+const PADDING: u16 = 0x000B;
+const KNOWN: [u16; 11] = [
     KIND,
     SENDER_CERT,
     TARGET,
@@ -100,6 +118,8 @@ const KNOWN: [u16; 9] = [
     RECORDS,
     NONCE,
     PROOF,
+    COOKIE,
+    PADDING,
 ];
 
 /// A node in the index: its id and where it listens.
@@ -161,10 +181,15 @@ pub enum Body<'a> {
         /// The encoded presence record whose display name has the word.
         record: &'a [u8],
     },
+    /// "Echo this cookie to prove you receive at your address": the only answer a
+    /// source address that has not proven it can receive gets when a full answer
+    /// would be larger than its request (RFC 9000 §8.1). Carries no certificate (it
+    /// must stay smaller than any request); the cookie is in [`Message::cookie`].
+    Cookie,
 }
 
 impl Body<'_> {
-    const fn kind(&self) -> u8 {
+    pub(crate) const fn kind(&self) -> u8 {
         match self {
             Self::Ping => 1,
             Self::Pong => 2,
@@ -176,6 +201,7 @@ impl Body<'_> {
             Self::StoreAck { .. } => 8,
             Self::Leave => 9,
             Self::StoreWord { .. } => 10,
+            Self::Cookie => 11,
         }
     }
 
@@ -197,7 +223,11 @@ impl Body<'_> {
     pub const fn is_response(&self) -> bool {
         matches!(
             self,
-            Self::Pong | Self::Nodes { .. } | Self::Value { .. } | Self::StoreAck { .. }
+            Self::Pong
+                | Self::Nodes { .. }
+                | Self::Value { .. }
+                | Self::StoreAck { .. }
+                | Self::Cookie
         )
     }
 }
@@ -209,7 +239,8 @@ pub struct Message<'a> {
     pub network: u32,
     /// Chosen by the requester at random; echoed by the answer.
     pub txid: u64,
-    /// The sender's super node certificate, encoded.
+    /// The sender's super node certificate, encoded (empty in a `Cookie`, which
+    /// carries none).
     pub sender_cert: &'a [u8],
     /// A request's possession challenge (requests only).
     pub nonce: Option<[u8; NONCE_LEN]>,
@@ -217,6 +248,13 @@ pub struct Message<'a> {
     /// [`possession_message`] of the request's nonce (responses only, at most 512
     /// bytes).
     pub proof: Option<&'a [u8]>,
+    /// An address-validation cookie: in a request, the one the responder gave us
+    /// for our address; in an answer, one for the requester's next requests; always
+    /// in a `Cookie` (never in a `Leave`).
+    pub cookie: Option<[u8; COOKIE_LEN]>,
+    /// Zero bytes a request carries so that a full answer is no larger than it
+    /// (requests only; at most [`MAX_PADDING`]; 0 means no padding attribute).
+    pub padding: u16,
     /// What the message says.
     pub body: Body<'a>,
 }
@@ -278,7 +316,7 @@ impl<'a> Message<'a> {
     #[must_use]
     pub fn encoded_len(&self) -> usize {
         let body = match &self.body {
-            Body::Ping | Body::Pong | Body::Leave => 0,
+            Body::Ping | Body::Pong | Body::Leave | Body::Cookie => 0,
             Body::FindNode { .. } | Body::FindValue { .. } => 4 + 32,
             Body::Nodes { nodes } => 4 + nodes.iter().map(contact_len).sum::<usize>(),
             Body::Value {
@@ -299,9 +337,19 @@ impl<'a> Message<'a> {
             Body::StoreWord { record, .. } => 4 + 32 + 4 + record.len(),
             Body::StoreAck { .. } => 5,
         };
+        let cert = if self.body == Body::Cookie {
+            0
+        } else {
+            4 + self.sender_cert.len()
+        };
         16 + 5
-            + 4
-            + self.sender_cert.len()
+            + cert
+            + self.cookie.map_or(0, |c| 4 + c.len())
+            + if self.padding > 0 {
+                4 + usize::from(self.padding)
+            } else {
+                0
+            }
             + self.nonce.map_or(0, |n| 4 + n.len())
             + self.proof.map_or(0, |p| 4 + p.len())
             + body
@@ -313,8 +361,16 @@ impl<'a> Message<'a> {
     pub fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(self.encoded_len());
         DatagramHeader::new(DatagramType::Index, self.network, self.txid).encode(dst);
-        // The optional challenge and proof come first, so that no strict prefix of
-        // a message is itself a valid message.
+        // The optional cookie, padding, challenge and proof come first, so that no
+        // strict prefix of a message is itself a valid message.
+        if let Some(c) = &self.cookie {
+            put_attr_header(dst, COOKIE, c.len());
+            dst.put_slice(c);
+        }
+        if self.padding > 0 {
+            put_attr_header(dst, PADDING, usize::from(self.padding));
+            dst.put_bytes(0, usize::from(self.padding));
+        }
         if let Some(n) = &self.nonce {
             put_attr_header(dst, NONCE, n.len());
             dst.put_slice(n);
@@ -325,8 +381,10 @@ impl<'a> Message<'a> {
         }
         put_attr_header(dst, KIND, 1);
         dst.put_u8(self.body.kind());
-        put_attr_header(dst, SENDER_CERT, self.sender_cert.len());
-        dst.put_slice(self.sender_cert);
+        if self.body != Body::Cookie {
+            put_attr_header(dst, SENDER_CERT, self.sender_cert.len());
+            dst.put_slice(self.sender_cert);
+        }
         let put_nodes = |dst: &mut BytesMut, nodes: &[Contact]| {
             put_attr_header(dst, NODES, nodes.iter().map(contact_len).sum());
             for c in nodes {
@@ -335,7 +393,7 @@ impl<'a> Message<'a> {
             }
         };
         match &self.body {
-            Body::Ping | Body::Pong | Body::Leave => {}
+            Body::Ping | Body::Pong | Body::Leave | Body::Cookie => {}
             Body::FindNode { target } | Body::FindValue { key: target } => {
                 put_attr_header(dst, TARGET, 32);
                 dst.put_slice(&target.0);
@@ -406,7 +464,12 @@ impl<'a> Message<'a> {
         }
         let attrs = Attributes::decode(payload, &KNOWN, &TlvLimits::default())?;
         let kind = attrs.require::<u8>(KIND)?;
-        let sender_cert = attrs.require::<&[u8]>(SENDER_CERT)?;
+        // A Cookie carries no certificate (it must stay smaller than any request).
+        let sender_cert = if kind == 11 {
+            &[]
+        } else {
+            attrs.require::<&[u8]>(SENDER_CERT)?
+        };
         if sender_cert.len() > MAX_CERT_LEN {
             return Err(DecodeError::TooLong {
                 len: sender_cert.len(),
@@ -481,8 +544,37 @@ impl<'a> Message<'a> {
                 },
                 &[TARGET, RECORD],
             ),
+            11 => (Body::Cookie, &[]),
             _ => return Err(DecodeError::BadAttributeValue(KIND)),
         };
+        let cookie = attrs
+            .get::<&[u8]>(COOKIE)?
+            .map(|c| {
+                <[u8; COOKIE_LEN]>::try_from(c).map_err(|_| DecodeError::BadAttributeLength {
+                    attr: COOKIE,
+                    len: c.len(),
+                })
+            })
+            .transpose()?;
+        let padding = match attrs.get::<&[u8]>(PADDING)? {
+            None => 0,
+            // RFC 9000 §19.1: padding is zeros; an empty attribute would not
+            // re-encode to the same bytes.
+            Some(p) if p.is_empty() || p.len() > MAX_PADDING => {
+                return Err(DecodeError::BadAttributeLength {
+                    attr: PADDING,
+                    len: p.len(),
+                });
+            }
+            Some(p) if p.iter().any(|&b| b != 0) => {
+                return Err(DecodeError::BadAttributeValue(PADDING));
+            }
+            // At most MAX_PADDING (2,048), so it fits a u16.
+            Some(p) => u16::try_from(p.len()).unwrap_or(u16::MAX),
+        };
+        if body == Body::Cookie && cookie.is_none() {
+            return Err(DecodeError::MissingAttribute(COOKIE));
+        }
         let nonce = attrs
             .get::<&[u8]>(NONCE)?
             .map(|n| {
@@ -501,16 +593,21 @@ impl<'a> Message<'a> {
                 max: MAX_SIGNATURE_LEN,
             });
         }
-        // Kinds 1, 3, 5, 7 and 10 are requests (may carry a nonce); 2, 4, 6 and 8
-        // answers (may carry a proof); a Leave carries neither.
-        let (nonce_ok, proof_ok) = (body.is_request(), body.is_response());
-        if let Some((ty, _)) = attrs.iter().find(|(ty, _)| {
-            *ty != KIND
-                && *ty != SENDER_CERT
-                && !allowed.contains(ty)
-                && !(*ty == NONCE && nonce_ok)
-                && !(*ty == PROOF && proof_ok)
-        }) {
+        // Kinds 1, 3, 5, 7 and 10 are requests (may carry a nonce, a cookie and
+        // padding); 2, 4, 6 and 8 answers (may carry a proof and a cookie); a Cookie
+        // carries its cookie only; a Leave none of them.
+        let is_cookie = body == Body::Cookie;
+        let (nonce_ok, proof_ok) = (body.is_request(), body.is_response() && !is_cookie);
+        let cookie_ok = body.is_request() || body.is_response();
+        let permitted = |ty: u16| match ty {
+            KIND => true,
+            SENDER_CERT => !is_cookie,
+            NONCE | PADDING => nonce_ok,
+            PROOF => proof_ok,
+            COOKIE => cookie_ok,
+            _ => allowed.contains(&ty),
+        };
+        if let Some((ty, _)) = attrs.iter().find(|(ty, _)| !permitted(*ty)) {
             return Err(DecodeError::BadAttributeValue(ty));
         }
         if let Body::Value { records, .. } = &body
@@ -525,9 +622,44 @@ impl<'a> Message<'a> {
             sender_cert,
             nonce,
             proof,
+            cookie,
+            padding,
             body,
         })
     }
+}
+
+/// Header length of an attribute: what adding one costs besides its value.
+pub(crate) const ATTR_HEADER_LEN: usize = 4;
+
+/// `request` (an encoded message without cookie or padding) with `cookie` added: the
+/// cookie attribute is the first after the datagram header, so it is inserted there.
+pub(crate) fn with_cookie(request: &[u8], cookie: &[u8; COOKIE_LEN]) -> Bytes {
+    let (header, rest) = request.split_at(request.len().min(16));
+    let mut out = BytesMut::with_capacity(request.len() + ATTR_HEADER_LEN + COOKIE_LEN);
+    out.put_slice(header);
+    put_attr_header(&mut out, COOKIE, COOKIE_LEN);
+    out.put_slice(cookie);
+    out.put_slice(rest);
+    out.freeze()
+}
+
+/// `request` (an encoded request without cookie or padding) padded to at least `len`
+/// bytes (at most [`MAX_PADDING`] of padding), or unchanged if it is that long.
+pub(crate) fn with_padding(request: &[u8], len: usize) -> Bytes {
+    let pad = len
+        .saturating_sub(request.len() + ATTR_HEADER_LEN)
+        .min(MAX_PADDING);
+    if pad == 0 {
+        return Bytes::copy_from_slice(request);
+    }
+    let (header, rest) = request.split_at(request.len().min(16));
+    let mut out = BytesMut::with_capacity(request.len() + ATTR_HEADER_LEN + pad);
+    out.put_slice(header);
+    put_attr_header(&mut out, PADDING, pad);
+    out.put_bytes(0, pad);
+    out.put_slice(rest);
+    out.freeze()
 }
 
 #[cfg(test)]
@@ -551,7 +683,13 @@ pub(crate) mod tests {
     }
 
     type Owned = (
-        (u32, Option<[u8; 16]>, Option<Vec<u8>>),
+        (
+            u32,
+            Option<[u8; 16]>,
+            Option<Vec<u8>>,
+            Option<[u8; COOKIE_LEN]>,
+            u16,
+        ),
         u64,
         Vec<u8>,
         u8,
@@ -568,10 +706,12 @@ pub(crate) mod tests {
                 any::<u32>(),
                 proptest::option::of(any::<[u8; 16]>()),
                 proptest::option::of(vec(any::<u8>(), 0..=512)),
+                proptest::option::of(any::<[u8; COOKIE_LEN]>()),
+                prop_oneof![Just(0u16), 1..=MAX_PADDING as u16],
             ),
             any::<u64>(),
             vec(any::<u8>(), 0..200),
-            1u8..11,
+            1u8..12,
             any::<[u8; 32]>(),
             vec(arb_contact(), 0..=MAX_NODES),
             proptest::option::of(vec(any::<u8>(), 0..300)),
@@ -581,7 +721,17 @@ pub(crate) mod tests {
     }
 
     fn build(o: &Owned) -> Message<'_> {
-        let ((network, nonce, proof), txid, cert, kind, target, nodes, record, records, stored) = o;
+        let (
+            (network, nonce, proof, cookie, padding),
+            txid,
+            cert,
+            kind,
+            target,
+            nodes,
+            record,
+            records,
+            stored,
+        ) = o;
         let target = NodeId(*target);
         let body = match kind {
             1 => Body::Ping,
@@ -604,14 +754,24 @@ pub(crate) mod tests {
                 key: target,
                 record: record.as_deref().unwrap_or(b"w"),
             },
+            11 => Body::Cookie,
             _ => Body::Leave,
         };
+        let is_cookie = body == Body::Cookie;
         Message {
             network: *network,
             txid: *txid,
-            sender_cert: cert,
+            sender_cert: if is_cookie { &[] } else { cert },
             nonce: nonce.filter(|_| body.is_request()),
-            proof: proof.as_deref().filter(|_| body.is_response()),
+            proof: proof
+                .as_deref()
+                .filter(|_| body.is_response() && !is_cookie),
+            cookie: if is_cookie {
+                Some(cookie.unwrap_or_default())
+            } else {
+                cookie.filter(|_| body.is_request() || body.is_response())
+            },
+            padding: if body.is_request() { *padding } else { 0 },
             body,
         }
     }
@@ -651,6 +811,8 @@ pub(crate) mod tests {
                     sender_cert: b"cert",
                     nonce: None,
                     proof: None,
+                    cookie: None,
+                    padding: 0,
                     body,
                 }
                 .to_bytes()
@@ -662,6 +824,8 @@ pub(crate) mod tests {
                     sender_cert: b"cert",
                     nonce: Some([5; NONCE_LEN]),
                     proof: None,
+                    cookie: None,
+                    padding: 0,
                     body: Body::Ping,
                 }
                 .to_bytes(),
@@ -671,7 +835,47 @@ pub(crate) mod tests {
                     sender_cert: b"cert",
                     nonce: None,
                     proof: Some(&[6; 64]),
+                    cookie: None,
+                    padding: 0,
                     body: Body::Pong,
+                }
+                .to_bytes(),
+                // Appended after the first ten so that the indices above stay put.
+                Message {
+                    network: 7,
+                    txid: 44,
+                    sender_cert: &[],
+                    nonce: None,
+                    proof: None,
+                    cookie: Some([7; COOKIE_LEN]),
+                    padding: 0,
+                    body: Body::Cookie,
+                }
+                .to_bytes(),
+                Message {
+                    network: 7,
+                    txid: 45,
+                    sender_cert: b"cert",
+                    nonce: Some([5; NONCE_LEN]),
+                    proof: None,
+                    cookie: None,
+                    padding: 300,
+                    body: Body::FindNode {
+                        target: NodeId([1; 32]),
+                    },
+                }
+                .to_bytes(),
+                Message {
+                    network: 7,
+                    txid: 46,
+                    sender_cert: b"cert",
+                    nonce: None,
+                    proof: Some(&[6; 64]),
+                    cookie: Some([8; COOKIE_LEN]),
+                    padding: 0,
+                    body: Body::Nodes {
+                        nodes: vec![contact; 2],
+                    },
                 }
                 .to_bytes(),
             ])
@@ -723,6 +927,84 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_cookie_is_small_carries_no_certificate_and_requires_its_cookie() {
+        let cookie = &samples()[10];
+        assert_eq!(cookie.len(), 41, "header, kind and cookie only");
+        let m = Message::decode(cookie).unwrap();
+        assert_eq!((m.body, m.sender_cert), (Body::Cookie, &[][..]));
+        // With a certificate, or without its cookie, it is not a valid Cookie.
+        let mut with_cert = BytesMut::from(&cookie[..]);
+        with_cert.put_u16(SENDER_CERT);
+        with_cert.put_u16(4);
+        with_cert.put_slice(b"cert");
+        assert_eq!(
+            Message::decode(&with_cert),
+            Err(DecodeError::BadAttributeValue(SENDER_CERT))
+        );
+        let mut bare = BytesMut::from(&cookie[..16]);
+        bare.put_slice(&cookie[16 + 4 + COOKIE_LEN..]);
+        assert_eq!(
+            Message::decode(&bare),
+            Err(DecodeError::MissingAttribute(COOKIE))
+        );
+    }
+
+    #[test]
+    fn padding_is_zeros_on_requests_only() {
+        let padded = &samples()[11];
+        assert_eq!(Message::decode(padded).unwrap().padding, 300);
+        // The padding value starts after the header and its TLV header.
+        let mut dirty = BytesMut::from(&padded[..]);
+        dirty[16 + 4 + 7] = 1;
+        assert_eq!(
+            Message::decode(&dirty),
+            Err(DecodeError::BadAttributeValue(PADDING))
+        );
+        // Padding on an answer (a Pong) is refused.
+        let mut pong = BytesMut::from(&samples()[9][..16]);
+        pong.put_u16(PADDING);
+        pong.put_u16(2);
+        pong.put_u16(0);
+        pong.put_slice(&samples()[9][16..]);
+        assert_eq!(
+            Message::decode(&pong),
+            Err(DecodeError::BadAttributeValue(PADDING))
+        );
+    }
+
+    #[test]
+    fn a_cookie_or_padding_spliced_into_a_request_encodes_as_the_encoder_would() {
+        let base = Message {
+            network: 7,
+            txid: 45,
+            sender_cert: b"cert",
+            nonce: Some([5; NONCE_LEN]),
+            proof: None,
+            cookie: None,
+            padding: 0,
+            body: Body::FindNode {
+                target: NodeId([1; 32]),
+            },
+        };
+        let bytes = base.to_bytes();
+        let cookie = with_cookie(&bytes, &[3; COOKIE_LEN]);
+        let expect = Message {
+            cookie: Some([3; COOKIE_LEN]),
+            ..base.clone()
+        };
+        assert_eq!(cookie, expect.to_bytes());
+        let padded = with_padding(&bytes, 1200);
+        assert_eq!(padded.len(), 1200);
+        let expect = Message {
+            padding: (1200 - bytes.len() - 4) as u16,
+            ..base
+        };
+        assert_eq!(padded, expect.to_bytes());
+        // Long enough already: unchanged.
+        assert_eq!(with_padding(&bytes, bytes.len() + 4), bytes);
+    }
+
+    #[test]
     fn other_datagram_types_are_not_index_messages() {
         let mut b = BytesMut::from(&samples()[0][..]);
         b[1] = DatagramType::Control as u8;
@@ -744,7 +1026,7 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn mutated_samples_never_panic(i in any::<prop::sample::Index>(), s in 0usize..10, v in any::<u8>()) {
+        fn mutated_samples_never_panic(i in any::<prop::sample::Index>(), s in 0usize..13, v in any::<u8>()) {
             let mut b = samples()[s].to_vec();
             let at = i.index(b.len());
             b[at] = v;

@@ -26,6 +26,15 @@
 //! record. A request that has not been answered after `stall_timeout` stops counting
 //! against `alpha` (the lookup moves on) and fails after `request_timeout`; Store,
 //! Ping and bootstrap requests are retried `retries` times.
+//!
+//! Neither a reflector nor a CPU sink (`docs/index.md`, "Not a CPU sink, not a
+//! reflector"): a source address that has not shown it receives there (by echoing a
+//! cookie of ours, answering one of our requests, or being a contact proven at that
+//! address) is sent no more bytes than it sent (RFC 9000 §8.1): the answer if it
+//! fits, the closest contacts that fit, or a `Cookie` to echo. Requests without a
+//! cookie are padded to `pad_requests_to` so that first answers usually fit. Proofs
+//! of possession are signed from a token bucket for the whole node (`proof_rate`,
+//! `proof_burst`), not only per source IP.
 #![cfg_attr(
     not(test),
     deny(
@@ -47,7 +56,10 @@ use chorus_framing::{Entropy, Transmit};
 
 use crate::error::{Error, Limit, UsageError, Violation};
 use crate::id::{closer, distance, random_in_bucket, user_key, word_key};
-use crate::message::{Body, Contact, MAX_NODES, Message, NONCE_LEN, possession_message};
+use crate::message::{
+    Body, COOKIE_LEN, Contact, MAX_NODES, Message, NONCE_LEN, possession_message, with_cookie,
+    with_padding,
+};
 use crate::rate::RateLimiter;
 use crate::record::{PresenceRecord, Signer, Verifier, unix_secs};
 use crate::table::{Insert, RoutingTable, TableConfig};
@@ -150,6 +162,38 @@ pub struct Config {
     /// Rate-limit tokens a request carrying a possession challenge costs (answering
     /// it may cost an RSA signature). Default 10.
     pub proof_cost: f32,
+    /// Proofs of possession this node signs per second, all requesters together (a
+    /// token bucket: the per-IP rate limit alone lets many sources, or spoofed ones,
+    /// make a node sign without bound). A request whose proof would exceed it is
+    /// dropped unanswered (as if lost: the requester retries or moves on; an answer
+    /// without the proof would be taken for an impostor's). Sources that have not
+    /// proven their address may use only the upper half of the bucket, so they
+    /// cannot starve known peers. Default 50 per second (about 2.5 % of a core for
+    /// RSA-2048); at least 0.01, at most 100,000.
+    pub proof_rate: f32,
+    /// Signatures the proof budget allows in a burst (a newcomer is challenged by
+    /// most nodes its join lookups reach, within a second or two). Default 400
+    /// (0.2 s of RSA-2048); at least 2, at most 1,000,000.
+    pub proof_burst: f32,
+    /// How long an address-validation cookie (return routability, RFC 9000 §8.1)
+    /// stays good: the key that makes cookies is drawn anew from the entropy source
+    /// every `cookie_lifetime`, and cookies made with the current or the previous
+    /// key are accepted (so a cookie lasts between one and two lifetimes). Also how
+    /// long a requester reuses a cookie it received, and how long an address that
+    /// answered one of our requests counts as validated. Default 600 s; 1 s to 1 day.
+    pub cookie_lifetime: Duration,
+    /// Addresses remembered as validated (they answered one of our requests) and,
+    /// separately, cookies remembered from responders (one per address). Overflow:
+    /// expired entries are dropped, else an arbitrary one (which costs that address
+    /// one cookie round trip). Default 4,096 each; at least 16.
+    pub max_validated: usize,
+    /// A request to an address we hold no cookie for is padded to at least this
+    /// many bytes (as QUIC pads Initial packets to 1,200, RFC 9000 §14.1), so the
+    /// responder may answer it in full without sending more than it received. An
+    /// answer that would not fit is cut to the closest contacts that fit, or
+    /// replaced by a `Cookie` (one more round trip). Default 1,200 bytes; 0 turns
+    /// padding off; at most 4,096 (and at most 2,048 bytes of padding are added).
+    pub pad_requests_to: usize,
 }
 
 impl Default for Config {
@@ -190,6 +234,11 @@ impl Default for Config {
             max_verified: 4096,
             proof_cache: 256,
             proof_cost: 10.0,
+            proof_rate: 50.0,
+            proof_burst: 400.0,
+            cookie_lifetime: Duration::from_secs(600),
+            max_validated: 4096,
+            pad_requests_to: 1200,
         }
     }
 }
@@ -210,7 +259,19 @@ impl Config {
     fn validate(&self) -> Result<(), &'static str> {
         self.table.validate()?;
         let day = Duration::from_secs(86_400);
-        let checks: [(bool, &'static str); 16] = [
+        let checks: [(bool, &'static str); 18] = [
+            (
+                (0.01..=100_000.0).contains(&self.proof_rate)
+                    && (2.0..=1_000_000.0).contains(&self.proof_burst),
+                "proof_rate must be 0.01-100000 per second and proof_burst 2-1000000",
+            ),
+            (
+                (Duration::from_secs(1)..=day).contains(&self.cookie_lifetime)
+                    && self.max_validated >= 16
+                    && self.pad_requests_to <= 4096,
+                "cookie_lifetime must be 1 s to a day, max_validated at least 16 and \
+                 pad_requests_to at most 4096",
+            ),
             (
                 self.max_verified >= 16 && self.proof_cache >= 1 && self.proof_cost >= 1.0,
                 "max_verified must be at least 16, proof_cache at least 1, proof_cost at \
@@ -374,6 +435,13 @@ pub struct Stats {
     pub challenges: u64,
     /// Proofs of possession signed (an RSA signature each in production).
     pub proofs_signed: u64,
+    /// Requests left unanswered because the global proof budget was spent.
+    pub proofs_refused: u64,
+    /// `Cookie` messages sent to sources that had not proven their address.
+    pub cookies_sent: u64,
+    /// Answers to sources that had not proven their address, cut to fit their
+    /// request.
+    pub truncated: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,6 +517,13 @@ struct Pending {
     tries: u8,
     /// The possession challenge the request carried, if the peer was not proven.
     nonce: Option<[u8; NONCE_LEN]>,
+    /// Whether the request was sent again with a cookie the peer asked us to echo
+    /// (once per request: a peer that keeps asking is left to time out).
+    cookie_echoed: bool,
+    /// A challenge to an address that has not proven it receives there: sent
+    /// (and retried) padded to at most this length and without a cookie, so it
+    /// stays within what that address sent us. `None`: dressed as usual.
+    fixed_len: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -473,6 +548,75 @@ struct StoreOp {
     outstanding: usize,
 }
 
+/// An answer being prepared (owned, so its size can be checked before it is sent).
+enum Reply {
+    Pong,
+    Nodes(Vec<Contact>),
+    Value {
+        record: Option<Bytes>,
+        records: Vec<Bytes>,
+        nodes: Vec<Contact>,
+    },
+    StoreAck(bool),
+}
+
+impl Reply {
+    /// Drops the farthest contact; `false` if there was none.
+    fn pop_contact(&mut self) -> bool {
+        match self {
+            Self::Nodes(nodes) | Self::Value { nodes, .. } => nodes.pop().is_some(),
+            Self::Pong | Self::StoreAck(_) => false,
+        }
+    }
+}
+
+/// The keys of address-validation cookies: the current window's and the previous
+/// one's, each drawn from the entropy source when its window starts.
+struct CookieKeys {
+    window: u64,
+    current: ring::hmac::Key,
+    previous: Option<ring::hmac::Key>,
+}
+
+impl CookieKeys {
+    fn new(entropy: &mut dyn Entropy, window: u64) -> Result<Self, Error> {
+        Ok(Self {
+            window,
+            current: Self::draw(entropy)?,
+            previous: None,
+        })
+    }
+
+    fn draw(entropy: &mut dyn Entropy) -> Result<ring::hmac::Key, Error> {
+        let mut secret = [0u8; 32];
+        entropy.fill(&mut secret)?;
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+        secret.fill(0);
+        Ok(key)
+    }
+
+    /// The cookie `key` makes for `addr`: HMAC-SHA256 over the address, truncated.
+    fn make(key: &ring::hmac::Key, addr: SocketAddr) -> [u8; COOKIE_LEN] {
+        let mut ctx = ring::hmac::Context::with_key(key);
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => {
+                ctx.update(&[4]);
+                ctx.update(&ip.octets());
+            }
+            std::net::IpAddr::V6(ip) => {
+                ctx.update(&[6]);
+                ctx.update(&ip.octets());
+            }
+        }
+        ctx.update(&addr.port().to_be_bytes());
+        let mut c = [0u8; COOKIE_LEN];
+        for (d, s) in c.iter_mut().zip(ctx.sign().as_ref()) {
+            *d = *s;
+        }
+        c
+    }
+}
+
 /// A Global Index node. See the [module documentation](self) for the run loop.
 pub struct Node {
     config: Config,
@@ -488,6 +632,17 @@ pub struct Node {
     /// Proofs made for (requester, nonce), oldest first for eviction.
     proofs: BTreeMap<(NodeId, [u8; NONCE_LEN]), Bytes>,
     proof_order: VecDeque<(NodeId, [u8; NONCE_LEN])>,
+    /// The global proof budget: tokens and when they were counted.
+    proof_tokens: (f32, Instant),
+    /// The length of our signatures (to know whether an answer with a proof fits
+    /// before signing it).
+    proof_len: usize,
+    /// Keys of the address-validation cookies we hand out.
+    cookie_keys: CookieKeys,
+    /// Addresses that answered one of our requests (so they receive there): when.
+    validated: BTreeMap<SocketAddr, Instant>,
+    /// Cookies responders gave us for our address: responder -> (cookie, when).
+    cookies: BTreeMap<SocketAddr, ([u8; COOKIE_LEN], Instant)>,
     anchor: (Instant, SystemTime),
     table: RoutingTable,
     store: BTreeMap<NodeId, Stored>,
@@ -541,6 +696,7 @@ impl Node {
         wall: SystemTime,
     ) -> Result<Self, Error> {
         config.validate().map_err(UsageError::InvalidConfig)?;
+        let proof_burst = config.proof_burst;
         let id = verifier.verify_node(&identity.cert, wall)?;
         let mut challenge_secret = [0u8; 32];
         entropy.fill(&mut challenge_secret)?;
@@ -548,6 +704,7 @@ impl Node {
         let probe = possession_message(&[0; NONCE_LEN], &id);
         let sig = identity.key.sign(&probe)?;
         verifier.verify_possession(&identity.cert, &probe, &sig, wall)?;
+        let cookie_keys = CookieKeys::new(&mut *entropy, 0)?;
         let table =
             RoutingTable::new(id, config.table.clone()).map_err(UsageError::InvalidConfig)?;
         let rate = RateLimiter::new(config.rate_limit, config.rate_burst, config.max_rate_peers);
@@ -563,6 +720,11 @@ impl Node {
             verified: BTreeMap::new(),
             proofs: BTreeMap::new(),
             proof_order: VecDeque::new(),
+            proof_tokens: (proof_burst, now),
+            proof_len: sig.len(),
+            cookie_keys,
+            validated: BTreeMap::new(),
+            cookies: BTreeMap::new(),
             anchor: (now, wall),
             table,
             store: BTreeMap::new(),
@@ -659,6 +821,8 @@ impl Node {
                 .sum::<usize>()
             + self.certs.len() * 96
             + self.verified.len() * 96
+            + self.validated.len() * 64
+            + self.cookies.len() * 80
             + self.proofs.values().map(|p| 128 + p.len()).sum::<usize>()
             + self.per_peer.len() * 64
             + self.rate.memory_bytes()
@@ -981,6 +1145,23 @@ impl Node {
         if !self.rate.allow(from.ip(), now, cost) {
             return Err(Limit::RateLimited.into());
         }
+        self.rotate_cookie_keys(now);
+        // Return routability (RFC 9000 §8.1, RFC 6347 §4.2.1): a source that has not
+        // shown it receives at its address (a cookie of ours, an answer to one of
+        // our requests, a proven contact there) may be spoofed, so it gets nothing
+        // larger than what it sent.
+        let mut validated = msg.cookie.is_some_and(|c| self.cookie_valid(from, &c))
+            || self
+                .validated
+                .get(&from)
+                .is_some_and(|at| now < *at + self.config.cookie_lifetime);
+        let limit = bytes.len();
+        if !validated && !matches!(msg.body, Body::Leave) && limit < self.min_answer_len() {
+            // No answer fits: ask for the cookie before spending a certificate check
+            // on an address that may be spoofed.
+            self.send_cookie(from, msg.txid, limit);
+            return Ok(());
+        }
         let sender = self.verify_sender(msg.sender_cert, now)?;
         if sender == self.id {
             return Err(Violation::FromSelf.into());
@@ -1001,15 +1182,12 @@ impl Node {
             }
             return Ok(());
         }
-        let proof = match msg.nonce {
-            Some(nonce) => Some(self.prove(sender, nonce)?),
-            None => None,
-        };
-        let answer = match msg.body {
-            Body::Ping => Body::Pong,
-            Body::FindNode { target } => Body::Nodes {
-                nodes: self.closest_for(&target, &sender),
-            },
+        validated = validated || self.is_proven(&sender, from, now);
+        // The answer first, without side effects or a signature, so that its size
+        // can be checked against the request's.
+        let mut reply = match msg.body {
+            Body::Ping => Reply::Pong,
+            Body::FindNode { target } => Reply::Nodes(self.closest_for(&target, &sender)),
             Body::FindValue { key } => {
                 let record = self.store.get(&key).map(|s| s.bytes.clone());
                 let mut entries: Vec<&Stored> = self
@@ -1028,58 +1206,224 @@ impl Node {
                     size += e.bytes.len() + 2;
                     records.push(e.bytes.clone());
                 }
-                let nodes = self.closest_for(&key, &sender);
-                let payload = Message {
-                    network: self.config.network,
-                    txid: msg.txid,
-                    sender_cert: &self.cert,
-                    nonce: None,
-                    proof: proof.as_deref(),
-                    body: Body::Value {
-                        record: record.as_deref(),
-                        records: records.iter().map(|b| &b[..]).collect(),
-                        nodes,
-                    },
+                Reply::Value {
+                    record,
+                    records,
+                    nodes: self.closest_for(&key, &sender),
                 }
-                .to_bytes();
-                self.queue(Transmit::new(from, payload));
-                self.heard_from(contact, now);
-                return Ok(());
+            }
+            Body::Store { .. } | Body::StoreWord { .. } => Reply::StoreAck(false),
+            // Responses were routed above; Leave returned.
+            _ => return Ok(()),
+        };
+        let cookie = self.cookie_for(from);
+        if !validated {
+            let proof_len = msg.nonce.map_or(0, |nonce| {
+                4 + self
+                    .proofs
+                    .get(&(sender, nonce))
+                    .map_or(self.proof_len, Bytes::len)
+            });
+            let len = |r: &Reply| proof_len + self.reply(msg.txid, None, cookie, r).encoded_len();
+            if len(&reply) > limit {
+                // Cut the contact list (closest first) to fit; else only a cookie.
+                while len(&reply) > limit && reply.pop_contact() {}
+                if len(&reply) > limit {
+                    self.send_cookie(from, msg.txid, limit);
+                    return Ok(());
+                }
+                self.stats.truncated += 1;
+            }
+        }
+        match msg.body {
+            Body::Store { record } => {
+                let stored = self
+                    .accept_store(now, record, Some(sender))
+                    .inspect_err(|e| self.penalize_forgery(e, from, &sender, now))?;
+                reply = Reply::StoreAck(stored);
             }
             Body::StoreWord { key, record } => {
                 let stored = self
                     .accept_word(now, key, record, Some(sender))
                     .inspect_err(|e| self.penalize_forgery(e, from, &sender, now))?;
-                Body::StoreAck { stored }
+                reply = Reply::StoreAck(stored);
             }
-            Body::Store { record } => {
-                let stored = self
-                    .accept_store(now, record, Some(sender))
-                    .inspect_err(|e| self.penalize_forgery(e, from, &sender, now))?;
-                Body::StoreAck { stored }
-            }
-            // Responses were routed above; Leave returned.
-            _ => return Ok(()),
-        };
-        let payload = Message {
-            network: self.config.network,
-            txid: msg.txid,
-            sender_cert: &self.cert,
-            nonce: None,
-            proof: proof.as_deref(),
-            body: answer,
+            _ => {}
         }
-        .to_bytes();
+        let proof = match msg.nonce {
+            None => None,
+            Some(nonce) => {
+                if let Some(p) = self.prove(now, sender, nonce, !validated)? {
+                    Some(p)
+                } else {
+                    self.stats.proofs_refused += 1;
+                    if validated {
+                        // Dropped as if lost: the requester retries or moves on.
+                        return Err(Limit::ProofBudget.into());
+                    }
+                    // It may come back with the cookie and use the reserved half.
+                    self.send_cookie(from, msg.txid, limit);
+                    return Ok(());
+                }
+            }
+        };
+        let payload = self
+            .reply(msg.txid, proof.as_deref(), cookie, &reply)
+            .to_bytes();
+        if !validated && payload.len() > limit {
+            // Unreachable by the check above unless a signature came out longer
+            // than ours usually are; the bound holds regardless.
+            self.send_cookie(from, msg.txid, limit);
+            return Ok(());
+        }
+        let spare = (!validated).then(|| limit.saturating_sub(payload.len()));
         self.queue(Transmit::new(from, payload));
-        self.heard_from(contact, now);
+        // An unvalidated source is challenged only if the challenge fits in what
+        // is left of its request; else when it comes back with the cookie.
+        self.heard_from(contact, now, spare);
         Ok(())
     }
 
+    /// The answer message for `reply`.
+    fn reply<'a>(
+        &'a self,
+        txid: u64,
+        proof: Option<&'a [u8]>,
+        cookie: [u8; COOKIE_LEN],
+        reply: &'a Reply,
+    ) -> Message<'a> {
+        Message {
+            network: self.config.network,
+            txid,
+            sender_cert: &self.cert,
+            nonce: None,
+            proof,
+            cookie: Some(cookie),
+            padding: 0,
+            body: match reply {
+                Reply::Pong => Body::Pong,
+                Reply::Nodes(nodes) => Body::Nodes {
+                    nodes: nodes.clone(),
+                },
+                Reply::Value {
+                    record,
+                    records,
+                    nodes,
+                } => Body::Value {
+                    record: record.as_deref(),
+                    records: records.iter().map(|b| &b[..]).collect(),
+                    nodes: nodes.clone(),
+                },
+                Reply::StoreAck(stored) => Body::StoreAck { stored: *stored },
+            },
+        }
+    }
+
+    /// The smallest answer we can give (a Pong without a proof, with a cookie).
+    fn min_answer_len(&self) -> usize {
+        16 + (4 + 1) + (4 + self.cert.len()) + (4 + COOKIE_LEN)
+    }
+
+    /// Answers request `txid` from an address that has not proven it receives there
+    /// with a `Cookie` (41 bytes; RFC 9000 §8.1.2 Retry, RFC 6347 §4.2.1
+    /// HelloVerifyRequest), if that is no larger than the request (`limit` bytes);
+    /// else with nothing.
+    fn send_cookie(&mut self, to: SocketAddr, txid: u64, limit: usize) {
+        let payload = Message {
+            network: self.config.network,
+            txid,
+            sender_cert: &[],
+            nonce: None,
+            proof: None,
+            cookie: Some(self.cookie_for(to)),
+            padding: 0,
+            body: Body::Cookie,
+        }
+        .to_bytes();
+        if payload.len() <= limit {
+            self.stats.cookies_sent += 1;
+            self.queue(Transmit::new(to, payload));
+        }
+    }
+
+    /// Starts a new cookie window if `cookie_lifetime` has passed: a fresh key from
+    /// the entropy source; the last window's key stays good for one more window.
+    fn rotate_cookie_keys(&mut self, now: Instant) {
+        let life = self.config.cookie_lifetime.as_millis().max(1);
+        let window = now.saturating_duration_since(self.anchor.0).as_millis() / life;
+        let window = u64::try_from(window).unwrap_or(u64::MAX);
+        if window == self.cookie_keys.window {
+            return;
+        }
+        // A failing entropy source keeps the current key (tried again next time).
+        let Ok(key) = CookieKeys::draw(&mut *self.entropy) else {
+            return;
+        };
+        let old = core::mem::replace(&mut self.cookie_keys.current, key);
+        self.cookie_keys.previous = (window == self.cookie_keys.window + 1).then_some(old);
+        self.cookie_keys.window = window;
+    }
+
+    /// The cookie we hand `addr` now.
+    fn cookie_for(&self, addr: SocketAddr) -> [u8; COOKIE_LEN] {
+        CookieKeys::make(&self.cookie_keys.current, addr)
+    }
+
+    /// Whether `cookie` is one we made for `addr` in this window or the last
+    /// (compared in constant time).
+    fn cookie_valid(&self, addr: SocketAddr, cookie: &[u8; COOKIE_LEN]) -> bool {
+        let k = &self.cookie_keys;
+        chorus_crypto::ct_eq(&CookieKeys::make(&k.current, addr), cookie)
+            | k.previous
+                .as_ref()
+                .is_some_and(|p| chorus_crypto::ct_eq(&CookieKeys::make(p, addr), cookie))
+    }
+
+    /// A request as sent to `to`: with the cookie `to` gave us, if we hold a fresh
+    /// one, else padded to `pad_requests_to` so that a full answer fits in it.
+    fn dress(&self, to: SocketAddr, request: &Bytes, now: Instant) -> Bytes {
+        match self.cookies.get(&to) {
+            Some((c, at)) if now < *at + self.config.cookie_lifetime => with_cookie(request, c),
+            _ if self.config.pad_requests_to > 0 => {
+                with_padding(request, self.config.pad_requests_to)
+            }
+            _ => request.clone(),
+        }
+    }
+
+    /// Takes a token from the global proof budget; a source that has not proven its
+    /// address (`unvalidated`) only from the bucket's upper half.
+    fn take_proof_token(&mut self, now: Instant, unvalidated: bool) -> bool {
+        let (rate, burst) = (self.config.proof_rate, self.config.proof_burst);
+        let (tokens, at) = &mut self.proof_tokens;
+        let elapsed = now.saturating_duration_since(*at).as_secs_f32();
+        *tokens = (*tokens + elapsed * rate).min(burst);
+        *at = now;
+        let floor = if unvalidated { burst / 2.0 } else { 0.0 };
+        if *tokens >= floor + 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Our proof of key possession for `requester`'s `nonce`: signed once (RSA costs
-    /// about 0.5 ms), then answered from a bounded cache.
-    fn prove(&mut self, requester: NodeId, nonce: [u8; NONCE_LEN]) -> Result<Bytes, Error> {
+    /// about 0.5 ms), then answered from a bounded cache. `None` if a signature is
+    /// needed and the global budget has none left (for a source that has not proven
+    /// its address, `unvalidated`, none in the bucket's upper half).
+    fn prove(
+        &mut self,
+        now: Instant,
+        requester: NodeId,
+        nonce: [u8; NONCE_LEN],
+        unvalidated: bool,
+    ) -> Result<Option<Bytes>, Error> {
         if let Some(p) = self.proofs.get(&(requester, nonce)) {
-            return Ok(p.clone());
+            return Ok(Some(p.clone()));
+        }
+        if !self.take_proof_token(now, unvalidated) {
+            return Ok(None);
         }
         let sig = self.signer.sign(&possession_message(&nonce, &requester))?;
         self.stats.proofs_signed += 1;
@@ -1091,7 +1435,7 @@ impl Node {
         }
         self.proofs.insert((requester, nonce), sig.clone());
         self.proof_order.push_back((requester, nonce));
-        Ok(sig)
+        Ok(Some(sig))
     }
 
     /// The nonce we challenge the node at `addr` with: a keyed hash of the address
@@ -1145,8 +1489,9 @@ impl Node {
     /// A verified certificate sent us a request from `contact.addr`: refresh the
     /// contact if it is proven, else, if its bucket has room, challenge it (a Ping
     /// with a nonce) once; it enters the routing table when it answers with a valid
-    /// proof.
-    fn heard_from(&mut self, contact: Contact, now: Instant) {
+    /// proof. `spare`: for an address not validated, the bytes its request left
+    /// after our answer; the challenge (unpadded, with its retries) must fit in it.
+    fn heard_from(&mut self, contact: Contact, now: Instant, spare: Option<usize>) {
         if self.is_proven(&contact.id, contact.addr, now) {
             self.seen(contact, now);
             return;
@@ -1156,17 +1501,32 @@ impl Node {
             // a signature). Replacements also come from answers to our requests.
             return;
         }
+        let mut fixed_len = None;
+        if let Some(spare) = spare {
+            let ping = 16 + (4 + 1) + (4 + self.cert.len()) + (4 + NONCE_LEN);
+            let per_try = spare / (1 + usize::from(self.config.retries));
+            if ping > per_try {
+                // It is challenged when it comes back with our cookie.
+                return;
+            }
+            // Padded so that its Pong (with a proof and a cookie, about as long as
+            // ours, plus slack for a longer certificate) fits even if the challenge
+            // overtakes our answer and finds us not yet validated there.
+            let pong = 16 + (4 + 1) + (4 + self.cert.len()) + (4 + self.proof_len);
+            fixed_len = Some(per_try.min(pong + 4 + COOKIE_LEN + 64));
+        }
         let challenged = self
             .pending
             .values()
             .any(|p| p.to == contact.addr && p.purpose == Purpose::Ping);
         if !challenged {
-            let _ = self.send_request(
+            let _ = self.send_request_as(
                 now,
                 contact.addr,
                 Some(contact.id),
                 Body::Ping,
                 Purpose::Ping,
+                fixed_len,
             );
         }
     }
@@ -1384,6 +1744,9 @@ impl Node {
         if p.to != from {
             return Err(Violation::Unsolicited.into());
         }
+        if let (Body::Cookie, Some(cookie)) = (&msg.body, msg.cookie) {
+            return self.handle_cookie(now, from, msg.txid, cookie);
+        }
         let expect = p.expect;
         let sender = match self.verify_sender(msg.sender_cert, now) {
             Ok(id) if expect.is_none_or(|e| e == id) && id != self.id => id,
@@ -1417,6 +1780,11 @@ impl Node {
             }
             self.remember_proven(contact, now);
         }
+        // It answered our transaction id at that address, so it receives there.
+        self.remember_validated(from, now);
+        if let Some(c) = msg.cookie {
+            self.remember_cookie(from, c, now);
+        }
         // Proven now, or it was when we sent the request (no nonce).
         self.seen(contact, now);
         match p.purpose {
@@ -1442,6 +1810,63 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// The peer at `from` asks us to echo `cookie` before it answers request `txid`
+    /// (RFC 9000 §8.1.2): remember the cookie for later requests, and send this one
+    /// again with it, once (it does not count as a retry).
+    fn handle_cookie(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        txid: u64,
+        cookie: [u8; COOKIE_LEN],
+    ) -> Result<(), Error> {
+        // Only the peer at `from` (or a node on the path) saw our transaction id.
+        self.remember_validated(from, now);
+        self.remember_cookie(from, cookie, now);
+        let (request_timeout, stall_timeout) =
+            (self.config.request_timeout, self.config.stall_timeout);
+        let Some(p) = self.pending.get_mut(&txid) else {
+            return Err(Violation::Unsolicited.into());
+        };
+        if p.cookie_echoed {
+            // A cookie for the echo of a cookie: the retry timer decides.
+            return Ok(());
+        }
+        p.cookie_echoed = true;
+        p.deadline = now + request_timeout;
+        if p.stall_at.is_some() {
+            p.stall_at = Some(now + stall_timeout);
+        }
+        let payload = with_cookie(&p.payload, &cookie);
+        self.queue(Transmit::new(from, payload));
+        Ok(())
+    }
+
+    /// Remembers that `addr` answered one of our requests (bounded by
+    /// `max_validated`; expired entries go first, then an arbitrary one).
+    fn remember_validated(&mut self, addr: SocketAddr, now: Instant) {
+        let life = self.config.cookie_lifetime;
+        bounded_insert(
+            &mut self.validated,
+            addr,
+            now,
+            self.config.max_validated,
+            |at| now < *at + life,
+        );
+    }
+
+    /// Remembers the cookie `addr` gave us, for our next requests to it.
+    fn remember_cookie(&mut self, addr: SocketAddr, cookie: [u8; COOKIE_LEN], now: Instant) {
+        let life = self.config.cookie_lifetime;
+        bounded_insert(
+            &mut self.cookies,
+            addr,
+            (cookie, now),
+            self.config.max_validated,
+            |(_, at)| now < *at + life,
+        );
     }
 
     fn lookup_response(
@@ -2130,6 +2555,21 @@ impl Node {
         body: Body<'_>,
         purpose: Purpose,
     ) -> Option<u64> {
+        self.send_request_as(now, to, expect, body, purpose, None)
+    }
+
+    /// Sends a request: with the peer's cookie or padding (see `dress`), or, for a
+    /// challenge that must stay within what an unvalidated peer sent us, padded to
+    /// at most `fixed_len` (retries too).
+    fn send_request_as(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        expect: Option<NodeId>,
+        body: Body<'_>,
+        purpose: Purpose,
+        fixed_len: Option<usize>,
+    ) -> Option<u64> {
         if self.pending.len() >= self.config.max_pending {
             return None;
         }
@@ -2144,10 +2584,16 @@ impl Node {
             sender_cert: &self.cert,
             nonce,
             proof: None,
+            cookie: None,
+            padding: 0,
             body,
         }
         .to_bytes();
-        self.queue(Transmit::new(to, payload.clone()));
+        let wire = match fixed_len {
+            None => self.dress(to, &payload, now),
+            Some(len) => with_padding(&payload, len),
+        };
+        self.queue(Transmit::new(to, wire));
         let stall_at =
             matches!(purpose, Purpose::Lookup { .. }).then(|| now + self.config.stall_timeout);
         self.pending.insert(
@@ -2161,6 +2607,8 @@ impl Node {
                 payload,
                 tries: 1,
                 nonce,
+                cookie_echoed: false,
+                fixed_len,
             },
         );
         Some(txid)
@@ -2174,6 +2622,8 @@ impl Node {
             sender_cert: &self.cert,
             nonce: None,
             proof: None,
+            cookie: None,
+            padding: 0,
             body,
         }
         .to_bytes();
@@ -2243,7 +2693,15 @@ impl Node {
             if retry {
                 p.tries += 1;
                 p.deadline = now + self.config.request_timeout;
-                self.queue(Transmit::new(p.to, p.payload.clone()));
+                let validated = self
+                    .validated
+                    .get(&p.to)
+                    .is_some_and(|at| now < *at + self.config.cookie_lifetime);
+                let payload = match p.fixed_len {
+                    Some(len) if !validated => with_padding(&p.payload, len),
+                    _ => self.dress(p.to, &p.payload, now),
+                };
+                self.queue(Transmit::new(p.to, payload));
                 self.pending.insert(txid, p);
                 continue;
             }
@@ -2411,6 +2869,24 @@ impl Node {
         }
         Some(t)
     }
+}
+
+/// Inserts into a map bounded by `max`: when full, entries that are no longer
+/// `fresh` are dropped, then (if still full) the first one, an arbitrary victim.
+fn bounded_insert<K: Ord, V>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    value: V,
+    max: usize,
+    fresh: impl Fn(&V) -> bool,
+) {
+    if map.len() >= max && !map.contains_key(&key) {
+        map.retain(|_, v| fresh(v));
+        if map.len() >= max {
+            map.pop_first();
+        }
+    }
+    map.insert(key, value);
 }
 
 #[cfg(test)]
@@ -2645,6 +3121,8 @@ mod tests {
             sender_cert: &net.verifier.node_cert(0),
             nonce: None,
             proof: None,
+            cookie: None,
+            padding: 0,
             body: Body::Store {
                 record: &forged.to_bytes(),
             },
@@ -2674,21 +3152,22 @@ mod tests {
         let mut net = Net::new(2, &Config::default());
         let mut cert = net.verifier.node_cert(5).to_vec();
         cert[0] ^= 1;
-        let msg = Message {
-            network: DEFAULT_NETWORK,
-            txid: 1,
-            sender_cert: &cert,
-            nonce: None,
-            proof: None,
-            body: Body::Ping,
-        }
-        .to_bytes();
+        let from = spoofed(5);
+        let cookie = net.nodes[0].cookie_for(from);
+        let msg = request(&cert, 1, None, Some(cookie), 0, Body::Ping);
         let now = net.now;
         assert_eq!(
-            net.nodes[0].handle_input(now, addr(1), &msg),
+            net.nodes[0].handle_input(now, from, &msg),
             Err(Violation::BadNodeCertificate.into())
         );
         assert!(net.nodes[0].poll_transmit().is_none());
+        // From an address that has not proven itself, a request too short for any
+        // answer gets a cookie before the certificate is even checked.
+        let msg = request(&cert, 2, None, None, 0, Body::Ping);
+        assert_eq!(net.nodes[0].handle_input(now, from, &msg), Ok(()));
+        let out = net.nodes[0].poll_transmit().unwrap();
+        assert_eq!(Message::decode(&out.payload).unwrap().body, Body::Cookie);
+        assert!(out.payload.len() <= msg.len());
     }
 
     #[test]
@@ -2817,6 +3296,9 @@ mod tests {
                 sender_cert: &v.node_cert(i),
                 nonce: None,
                 proof: None,
+                cookie: None,
+                // Long enough for an answer, so the certificate is checked.
+                padding: 100,
                 body: Body::Ping,
             }
             .to_bytes()
@@ -2892,6 +3374,8 @@ mod tests {
             sender_cert: &net.verifier.node_cert(1),
             nonce: None,
             proof: None,
+            cookie: None,
+            padding: 0,
             body: Body::Pong,
         }
         .to_bytes();
@@ -2957,6 +3441,9 @@ mod tests {
             sender_cert: &cert2,
             nonce: None,
             proof: None,
+            // A real attacker at its own address: it receives our cookies.
+            cookie: Some(net.nodes[0].cookie_for(impostor)),
+            padding: 0,
             body: Body::FindNode {
                 target: NodeId([3; 32]),
             },
@@ -2991,6 +3478,8 @@ mod tests {
                 sender_cert: &cert2,
                 nonce: None,
                 proof: Some(proof),
+                cookie: None,
+                padding: 0,
                 body: Body::Pong,
             }
             .to_bytes();
@@ -3010,8 +3499,9 @@ mod tests {
         // A proof for the right nonce would have passed: node 2 signs it.
         assert!(nonce != [1; 16]);
 
-        // The honest node 2 talks to node 0 from its own address: challenged, it
-        // answers with its key and enters the table.
+        // The honest node 2 talks to node 0 from its own address: challenged (its
+        // padded Ping leaves room for the challenge), it answers with its key and
+        // enters the table.
         net.nodes[2].ping(net.now, addr(0));
         net.settle();
         assert_eq!(
@@ -3038,6 +3528,8 @@ mod tests {
             sender_cert: &cert2,
             nonce: None,
             proof: None,
+            cookie: None,
+            padding: 0,
             body: Body::Nodes { nodes: Vec::new() },
         }
         .to_bytes();
@@ -3055,6 +3547,8 @@ mod tests {
             sender_cert: &net.verifier.node_cert(1),
             nonce: None,
             proof: None,
+            cookie: None,
+            padding: 0,
             body: Body::Leave,
         }
         .to_bytes();
@@ -3074,6 +3568,8 @@ mod tests {
                 sender_cert: &net.verifier.node_cert(2),
                 nonce: Some([4; 16]),
                 proof: None,
+                cookie: None,
+                padding: 0,
                 body: Body::Ping,
             }
             .to_bytes()
@@ -3167,5 +3663,330 @@ mod tests {
                 .values()
                 .any(|l| l.kind == LookupKind::Replicate)
         );
+    }
+
+    /// `net.nodes[0]`'s view of a source: a request from `from` (not in any table).
+    fn request(
+        cert: &[u8],
+        txid: u64,
+        nonce: Option<[u8; NONCE_LEN]>,
+        cookie: Option<[u8; COOKIE_LEN]>,
+        padding: u16,
+        body: Body<'_>,
+    ) -> Bytes {
+        Message {
+            network: DEFAULT_NETWORK,
+            txid,
+            sender_cert: cert,
+            nonce,
+            proof: None,
+            cookie,
+            padding,
+            body,
+        }
+        .to_bytes()
+    }
+
+    /// A spoofed source address: 198.18.0.0/15 (RFC 2544 benchmarking).
+    fn spoofed(i: usize) -> SocketAddr {
+        SocketAddr::from(([198, 18 + (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000))
+    }
+
+    /// 10,000 sources each send one request with a fresh nonce, 1,000 a second for
+    /// 10 simulated seconds; returns the proofs node 0 signed and what it sent.
+    fn flood(config: &Config, echo_cookies: bool) -> (u64, Stats) {
+        let mut net = Net::new(3, config);
+        let cert = net.verifier.node_cert(7);
+        let start = net.now;
+        for i in 0..10_000usize {
+            let now = start + Duration::from_millis(i as u64);
+            let from = spoofed(i);
+            let cookie = echo_cookies.then(|| net.nodes[0].cookie_for(from));
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let bytes = request(&cert, i as u64, Some(nonce), cookie, 1200, Body::Ping);
+            let _ = net.nodes[0].handle_input(now, from, &bytes);
+            while net.nodes[0].poll_transmit().is_some() {}
+        }
+        (net.nodes[0].stats().proofs_signed, net.nodes[0].stats())
+    }
+
+    #[test]
+    fn a_flood_of_fresh_nonces_from_10_000_sources_signs_at_the_global_budget() {
+        let config = Config::default();
+        let (rate, burst) = (config.proof_rate as u64, config.proof_burst as u64);
+        // Spoofed sources (they never see our cookies) may use half the bucket.
+        let (signed, stats) = flood(&config, false);
+        assert!(signed <= burst / 2 + rate * 10 + 1, "{signed}");
+        assert!(signed >= rate * 10 - 1, "the budget is used: {signed}");
+        assert_eq!(stats.proofs_refused, 10_000 - signed);
+        assert_eq!(stats.cookies_sent, 10_000 - signed, "the rest get a cookie");
+        // Sources that echo cookies (a botnet) get the whole bucket, no more.
+        let (signed, stats) = flood(&config, true);
+        assert!(signed <= burst + rate * 10 + 1, "{signed}");
+        assert!(signed >= burst / 2 + rate * 10, "{signed}");
+        assert_eq!(stats.proofs_refused, 10_000 - signed, "dropped unanswered");
+        assert_eq!(stats.cookies_sent, 0);
+        // The per-IP rate limit alone would have signed for every source.
+        let mut unbounded = config;
+        unbounded.proof_rate = 100_000.0;
+        unbounded.proof_burst = 1_000_000.0;
+        assert_eq!(flood(&unbounded, true).0, 10_000);
+    }
+
+    #[test]
+    fn known_peers_keep_the_reserved_half_of_the_budget_during_a_spoofed_flood() {
+        let mut net = Net::new(3, &Config::default());
+        let cert = net.verifier.node_cert(7);
+        let now = net.now;
+        for i in 0..1_000usize {
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let b = request(&cert, i as u64, Some(nonce), None, 1200, Body::Ping);
+            let _ = net.nodes[0].handle_input(now, spoofed(i), &b);
+        }
+        let signed = net.nodes[0].stats().proofs_signed;
+        assert_eq!(signed, 200, "the upper half of the bucket");
+        // Node 1 (in node 0's table) still gets its proof, from the reserve.
+        let b = request(
+            &net.verifier.node_cert(1),
+            1,
+            Some([9; NONCE_LEN]),
+            None,
+            0,
+            Body::Ping,
+        );
+        net.nodes[0].handle_input(now, addr(1), &b).unwrap();
+        assert_eq!(net.nodes[0].stats().proofs_signed, signed + 1);
+    }
+
+    #[test]
+    fn nothing_larger_than_the_request_goes_to_an_unvalidated_address() {
+        // Node 0 knows 24 nodes (full Nodes answers) and holds a record and search
+        // entries, so that every kind of answer it can give is as large as it gets.
+        let mut net = Net::new(25, &Config::default());
+        let mut r = net.record("alice", 1);
+        r.display_name = "Alice Liddell".into();
+        net.verifier.sign(&mut r);
+        let now = net.now;
+        net.nodes[0].accept_store(now, &r.to_bytes(), None).unwrap();
+        let word = word_key("liddell");
+        net.nodes[0]
+            .accept_word(now, word, &r.to_bytes(), None)
+            .unwrap();
+        let rec = r.to_bytes();
+        let stale_cookie = [0x5a; COOKIE_LEN];
+        let certs = [net.verifier.node_cert(30), net.verifier.node_cert(1)];
+        let mut sent_in: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        let mut got: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        let mut kinds: BTreeMap<u8, usize> = BTreeMap::new();
+        let mut i = 0;
+        let bodies = [
+            Body::Ping,
+            Body::FindNode {
+                target: NodeId([3; 32]),
+            },
+            Body::FindValue {
+                key: user_key("alice"),
+            },
+            Body::FindValue { key: word },
+            Body::Store { record: &rec },
+            Body::StoreWord {
+                key: word,
+                record: &rec,
+            },
+            Body::Leave,
+            Body::Pong,
+            Body::StoreAck { stored: true },
+            Body::Nodes { nodes: Vec::new() },
+        ];
+        for cert in &certs {
+            for body in &bodies {
+                for nonce in [None, Some([1; NONCE_LEN])] {
+                    for cookie in [None, Some(stale_cookie)] {
+                        for padding in [0, 200, 1200, 2048] {
+                            let m = Message {
+                                network: DEFAULT_NETWORK,
+                                txid: i as u64,
+                                sender_cert: cert,
+                                nonce: nonce.filter(|_| body.is_request()),
+                                proof: None,
+                                cookie: cookie.filter(|_| *body != Body::Leave),
+                                padding: if body.is_request() { padding } else { 0 },
+                                body: body.clone(),
+                            }
+                            .to_bytes();
+                            // Node 1's certificate from an address that is not node 1's.
+                            let from = spoofed(i);
+                            i += 1;
+                            *sent_in.entry(from).or_default() += m.len();
+                            let _ = net.nodes[0].handle_input(now, from, &m);
+                        }
+                    }
+                }
+            }
+        }
+        // Whatever the node sends later (retried challenges, maintenance) counts too.
+        let mut t = now;
+        for step in 0..200 {
+            t += Duration::from_millis(if step < 100 { 50 } else { 1000 });
+            net.nodes[0].handle_timeout(t);
+            while let Some(out) = net.nodes[0].poll_transmit() {
+                if sent_in.contains_key(&out.dst) {
+                    *got.entry(out.dst).or_default() += out.payload.len();
+                    let kind = Message::decode(&out.payload).unwrap().body.kind();
+                    *kinds.entry(kind).or_default() += 1;
+                }
+            }
+        }
+        for (a, n) in &got {
+            assert!(
+                n <= &sent_in[a],
+                "{n} bytes to {a}, which sent {}",
+                sent_in[a]
+            );
+        }
+        // Not vacuous: padded requests got full answers (Pong, Nodes, Value,
+        // StoreAck) and challenges (Ping) where they fit, short ones a Cookie.
+        for kind in [1, 2, 4, 6, 8, 11] {
+            assert!(
+                kinds.get(&kind).is_some_and(|&n| n > 0),
+                "{kind}: {kinds:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_first_contact_echoes_a_cookie_once_and_then_gets_its_answer() {
+        let mut config = Config::default();
+        config.pad_requests_to = 0;
+        let (mut net, id2) = stranger_net();
+        net.nodes[2] = Node::new(
+            config,
+            NodeIdentity {
+                cert: net.verifier.node_cert(2),
+                key: net.verifier.node_key(2),
+            },
+            net.verifier.clone(),
+            Box::new(SeededEntropy::new(2)),
+            net.now,
+            UNIX_EPOCH + Duration::from_secs(EPOCH),
+        )
+        .unwrap();
+        // Node 2 (unknown to node 0, unpadded) pings node 0: too short for a Pong
+        // with a proof, it gets a cookie, echoes it, then gets the Pong.
+        net.nodes[2].ping(net.now, addr(0));
+        net.settle();
+        assert_eq!(net.nodes[0].stats().cookies_sent, 1);
+        let id0 = net.nodes[0].id();
+        assert!(net.nodes[2].table().get(&id0).is_some(), "answered");
+        // Node 0 challenged node 2 once it echoed the cookie: now in its table.
+        assert!(net.nodes[0].table().get(&id2).is_some());
+        // Later requests carry the cookie: no second round trip.
+        net.nodes[2].ping(net.now, addr(0));
+        net.settle();
+        assert_eq!(net.nodes[0].stats().cookies_sent, 1);
+    }
+
+    #[test]
+    fn padded_first_requests_get_full_answers_without_a_cookie() {
+        let (mut net, id2) = stranger_net();
+        net.nodes[2].table = RoutingTable::new(id2, TableConfig::default()).unwrap();
+        net.nodes[2].bootstrap(net.now, &[addr(0)]).unwrap();
+        let events = net.settle();
+        assert!(
+            events
+                .iter()
+                .any(|(i, e)| *i == 2 && matches!(e, Event::Bootstrapped { .. })),
+            "{events:?}"
+        );
+        assert_eq!(net.nodes[0].stats().cookies_sent, 0);
+    }
+
+    #[test]
+    fn a_challenge_that_overtakes_its_answer_is_answered_without_a_cookie() {
+        let (mut net, id2) = stranger_net();
+        net.nodes[2].table = RoutingTable::new(id2, TableConfig::default()).unwrap();
+        let now = net.now;
+        net.nodes[2].ping(now, addr(0));
+        let ping = net.nodes[2].poll_transmit().unwrap();
+        net.nodes[0]
+            .handle_input(now, addr(2), &ping.payload)
+            .unwrap();
+        let out: Vec<Transmit> = std::iter::from_fn(|| net.nodes[0].poll_transmit()).collect();
+        let kinds: Vec<u8> = out
+            .iter()
+            .map(|t| Message::decode(&t.payload).unwrap().body.kind())
+            .collect();
+        assert_eq!(kinds, [2, 1], "the Pong, then the challenge");
+        // The challenge arrives first: node 2 has not seen node 0 answer yet, so
+        // its Pong (with a proof) must fit in the challenge, which is padded for it.
+        net.nodes[2]
+            .handle_input(now, addr(0), &out[1].payload)
+            .unwrap();
+        let pong = net.nodes[2].poll_transmit().unwrap();
+        let m = Message::decode(&pong.payload).unwrap();
+        assert_eq!(m.body, Body::Pong);
+        assert!(m.proof.is_some());
+        assert!(pong.payload.len() <= out[1].payload.len());
+        assert_eq!(net.nodes[2].stats().cookies_sent, 0);
+        // Node 0 accepts the proof: node 2 enters its table.
+        net.nodes[0]
+            .handle_input(now, addr(2), &pong.payload)
+            .unwrap();
+        assert!(net.nodes[0].table().get(&id2).is_some());
+    }
+
+    #[test]
+    fn cookies_are_bound_to_the_address_and_last_one_to_two_lifetimes() {
+        let mut net = Net::new(1, &Config::default());
+        let life = net.nodes[0].config().cookie_lifetime;
+        let t0 = net.now;
+        let (a, b) = (spoofed(1), spoofed(2));
+        let c = net.nodes[0].cookie_for(a);
+        assert!(net.nodes[0].cookie_valid(a, &c));
+        assert!(!net.nodes[0].cookie_valid(b, &c), "another address");
+        net.nodes[0].rotate_cookie_keys(t0 + life);
+        assert!(
+            net.nodes[0].cookie_valid(a, &c),
+            "the previous window's key"
+        );
+        assert_ne!(net.nodes[0].cookie_for(a), c, "a fresh key");
+        net.nodes[0].rotate_cookie_keys(t0 + life * 2);
+        assert!(!net.nodes[0].cookie_valid(a, &c), "two windows later");
+        let c = net.nodes[0].cookie_for(a);
+        net.nodes[0].rotate_cookie_keys(t0 + life * 9);
+        assert!(!net.nodes[0].cookie_valid(a, &c), "after a long silence");
+    }
+
+    #[test]
+    fn the_validated_address_and_cookie_maps_are_bounded() {
+        let mut config = Config::default();
+        config.max_validated = 16;
+        let mut net = Net::new(1, &config);
+        let now = net.now;
+        for i in 0..100 {
+            net.nodes[0].remember_validated(spoofed(i), now);
+            net.nodes[0].remember_cookie(spoofed(i), [0; COOKIE_LEN], now);
+        }
+        assert_eq!(net.nodes[0].validated.len(), 16);
+        assert_eq!(net.nodes[0].cookies.len(), 16);
+        // The newest is kept.
+        assert!(net.nodes[0].validated.contains_key(&spoofed(99)));
+    }
+
+    #[test]
+    fn budget_and_cookie_settings_out_of_bounds_are_refused() {
+        for f in [
+            (|c: &mut Config| c.proof_rate = 0.0) as fn(&mut Config),
+            |c| c.proof_burst = 1.0,
+            |c| c.cookie_lifetime = Duration::ZERO,
+            |c| c.max_validated = 1,
+            |c| c.pad_requests_to = 5000,
+        ] {
+            let mut c = Config::default();
+            f(&mut c);
+            assert!(c.validate().is_err());
+        }
     }
 }

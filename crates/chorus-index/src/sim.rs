@@ -166,6 +166,12 @@ pub struct Report {
     /// Proofs of possession honest nodes signed (an RSA signature each in
     /// production).
     pub proofs_signed: u64,
+    /// Requests honest nodes left unanswered because their signing budget was spent.
+    pub proofs_refused: u64,
+    /// `Cookie` messages honest nodes sent (an address had to prove it receives).
+    pub cookies: u64,
+    /// Answers honest nodes cut to the size of an unvalidated requester's request.
+    pub truncated: u64,
     /// Simulated time.
     pub simulated: Duration,
     /// Wall-clock time of the run.
@@ -304,6 +310,12 @@ impl fmt::Display for Report {
             f,
             "possession         {} challenges sent, {} proofs signed",
             self.challenges, self.proofs_signed
+        )?;
+        writeln!(
+            f,
+            "address validation {} cookies sent, {} answers cut to fit, {} proofs refused \
+             (signing budget)",
+            self.cookies, self.truncated, self.proofs_refused
         )?;
         writeln!(f, "datagrams          {}", self.datagrams)?;
         write!(
@@ -771,6 +783,8 @@ impl Sim<'_> {
                 sender_cert: cert,
                 nonce: None,
                 proof: proof.as_deref(),
+                cookie: None,
+                padding: 0,
                 body,
             }
             .to_bytes(),
@@ -844,6 +858,9 @@ impl Sim<'_> {
             self.report.penalized += node.stats().penalized;
             self.report.challenges += node.stats().challenges;
             self.report.proofs_signed += node.stats().proofs_signed;
+            self.report.proofs_refused += node.stats().proofs_refused;
+            self.report.cookies += node.stats().cookies_sent;
+            self.report.truncated += node.stats().truncated;
         }
         if graceful {
             self.sync(leaving);
@@ -1183,6 +1200,9 @@ pub fn run(config: &SimConfig) -> Report {
             sim.report.penalized += n.stats().penalized;
             sim.report.challenges += n.stats().challenges;
             sim.report.proofs_signed += n.stats().proofs_signed;
+            sim.report.proofs_refused += n.stats().proofs_refused;
+            sim.report.cookies += n.stats().cookies_sent;
+            sim.report.truncated += n.stats().truncated;
         }
     }
     sim.report.table_mean = tables as f64 / online.max(1) as f64;
