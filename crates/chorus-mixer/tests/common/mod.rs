@@ -253,6 +253,9 @@ pub struct Net {
     pub keyframe_requests: HashMap<u32, u64>,
     /// Every control message sent over a link: (relay, link, bytes).
     pub link_control: Vec<(usize, u32, Vec<u8>)>,
+    /// Every RTP and RTCP packet sent over a link, as sent: (relay, link, kind,
+    /// bytes).
+    pub link_media: Vec<(usize, u32, Kind, Vec<u8>)>,
     out: Output,
 }
 
@@ -271,6 +274,7 @@ impl Net {
             link_rtp: HashMap::new(),
             keyframe_requests: HashMap::new(),
             link_control: Vec::new(),
+            link_media: Vec::new(),
             out: Output::new(),
         }
     }
@@ -418,6 +422,8 @@ impl Net {
                     }
                     if t.kind == Kind::Control {
                         self.link_control.push((r, l, t.bytes.to_vec()));
+                    } else {
+                        self.link_media.push((r, l, t.kind, t.bytes.to_vec()));
                     }
                     next.push((other, Peer::Link(back), t.bytes.to_vec()));
                 }
