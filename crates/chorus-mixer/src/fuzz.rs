@@ -108,6 +108,11 @@ impl Peers {
 /// # Panics
 /// When the oracle fails.
 pub fn sfu_input(data: &[u8]) {
+    run_sfu(data);
+}
+
+/// [`sfu_input`], returning the relay's counters at the end.
+fn run_sfu(data: &[u8]) -> crate::sfu::SfuStats {
     let config = SfuConfig {
         keyframe_interval: Duration::from_millis(20),
         ..SfuConfig::default()
@@ -166,6 +171,7 @@ pub fn sfu_input(data: &[u8]) {
         let bound = 64 + 8 * sfu.streams().count();
         assert!(out.len() <= bound, "one input, {} outputs", out.len());
     }
+    sfu.stats()
 }
 
 fn check(sfu: &Sfu, out: &Output, peers: &mut Peers) {
@@ -271,6 +277,23 @@ mod tests {
                 7,
             ]);
         }
-        super::sfu_input(&data);
+        let stats = super::run_sfu(&data);
+        // Behind the SRTP check: packets were forwarded and thinned per receiver.
+        assert!(stats.forwarded >= 30, "{stats:?}");
+        assert!(stats.temporal_dropped > 0, "{stats:?}");
+        assert_eq!(stats.unauthenticated, 0);
+    }
+
+    /// Packets sent without protection (length bit 6) are refused before they are
+    /// read.
+    #[test]
+    fn sfu_input_without_protection_forwards_nothing() {
+        let mut data = Vec::new();
+        for i in 0..20u8 {
+            data.extend_from_slice(&[0x84, 0xc0 | 6, i % 6, 0, i, 0x10, 0x00, 7]);
+        }
+        let stats = super::run_sfu(&data);
+        assert_eq!((stats.received, stats.forwarded), (0, 0));
+        assert_eq!(stats.unauthenticated, 20);
     }
 }
