@@ -81,12 +81,29 @@ pub(crate) enum Sealed {
     Refused,
 }
 
+/// Times one packet in the history is resent at most: a receiver's NACK retries
+/// (chorus-media's default is 3) and a little slack, so that a peer repeating a NACK
+/// cannot make the relay send a packet without end.
+pub(crate) const MAX_RESENDS: u8 = 4;
+
 /// One packet as sent on a leg.
 #[derive(Debug)]
 struct Sent {
     ssrc: u32,
     seq: u16,
+    resent: u8,
     bytes: Vec<u8>,
+}
+
+/// What the history holds for a NACKed packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend<'a> {
+    /// The packet as first sent: send it again.
+    Bytes(&'a [u8]),
+    /// Held, but resent [`MAX_RESENDS`] times already.
+    Exhausted,
+    /// Not held (never sent on this leg, or overwritten).
+    Unknown,
 }
 
 /// The last packets sent on a leg, oldest overwritten first.
@@ -106,22 +123,32 @@ impl History {
             self.slots.push(Sent {
                 ssrc,
                 seq,
+                resent: 0,
                 bytes: bytes.to_vec(),
             });
         } else if let Some(slot) = self.slots.get_mut(self.next) {
             slot.ssrc = ssrc;
             slot.seq = seq;
+            slot.resent = 0;
             slot.bytes.clear();
             slot.bytes.extend_from_slice(bytes);
         }
         self.next = (self.next + 1) % self.capacity;
     }
 
-    fn find(&self, ssrc: u32, seq: u16) -> Option<&[u8]> {
-        self.slots
-            .iter()
+    fn resend(&mut self, ssrc: u32, seq: u16) -> Resend<'_> {
+        match self
+            .slots
+            .iter_mut()
             .find(|s| s.ssrc == ssrc && s.seq == seq)
-            .map(|s| s.bytes.as_slice())
+        {
+            None => Resend::Unknown,
+            Some(s) if s.resent >= MAX_RESENDS => Resend::Exhausted,
+            Some(s) => {
+                s.resent += 1;
+                Resend::Bytes(&s.bytes)
+            }
+        }
     }
 }
 
@@ -212,9 +239,10 @@ impl Leg {
         Sealed::Ready
     }
 
-    /// The packet sent with `ssrc` and `seq`, as it went out, if still remembered.
-    pub(crate) fn sent(&self, ssrc: u32, seq: u16) -> Option<&[u8]> {
-        self.history.find(ssrc, seq)
+    /// The packet sent with `ssrc` and `seq`, as it went out, to send again, if
+    /// still remembered and not resent too often.
+    pub(crate) fn resend(&mut self, ssrc: u32, seq: u16) -> Resend<'_> {
+        self.history.resend(ssrc, seq)
     }
 }
 
@@ -256,11 +284,16 @@ mod tests {
         let mut far = rtp(11u16.wrapping_add(0x7fff), 0xdd);
         assert_eq!(leg.seal(Media::Rtp, &mut far, 0), Sealed::Ready);
         // The history gives back the bytes that went out, which the peer opens.
-        assert_eq!(leg.sent(9, 10), Some(&first[..]));
+        assert_eq!(leg.resend(9, 10), Resend::Bytes(&first[..]));
         let mut got = first.to_vec();
         peer.unprotect_rtp(&mut got).unwrap();
         assert_eq!(got, rtp(10, 0xaa).to_vec());
-        assert_eq!(leg.sent(9, 12), None);
+        assert_eq!(leg.resend(9, 12), Resend::Unknown);
+        // A NACK repeated without end gets a bounded number of resends.
+        for _ in 1..MAX_RESENDS {
+            assert_eq!(leg.resend(9, 10), Resend::Bytes(&first[..]));
+        }
+        assert_eq!(leg.resend(9, 10), Resend::Exhausted);
     }
 
     #[test]
@@ -270,12 +303,12 @@ mod tests {
             let mut p = rtp(seq, seq as u8);
             assert_eq!(leg.seal(Media::Rtp, &mut p, 0), Sealed::Ready);
         }
-        assert_eq!(leg.sent(9, 2), None);
-        assert_eq!(leg.sent(9, 3), Some(&rtp(3, 3)[..]));
-        assert_eq!(leg.sent(9, 4), Some(&rtp(4, 4)[..]));
+        assert_eq!(leg.resend(9, 2), Resend::Unknown);
+        assert_eq!(leg.resend(9, 3), Resend::Bytes(&rtp(3, 3)[..]));
+        assert_eq!(leg.resend(9, 4), Resend::Bytes(&rtp(4, 4)[..]));
         let mut none = Leg::new(LegSecurity::Plaintext, 0);
         let mut p = rtp(0, 0);
         assert_eq!(none.seal(Media::Rtp, &mut p, 0), Sealed::Ready);
-        assert_eq!(none.sent(9, 0), None);
+        assert_eq!(none.resend(9, 0), Resend::Unknown);
     }
 }

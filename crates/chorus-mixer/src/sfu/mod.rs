@@ -170,7 +170,7 @@ use chorus_media::{rtcp, rtp};
 
 pub use keyframe::{KeyframeRule, Temporal};
 pub use leg::LegSecurity;
-use leg::{Leg, Media, Sealed};
+use leg::{Leg, Media, Resend, Sealed};
 use rewrite::Rewriter;
 
 use crate::Error;
@@ -340,13 +340,6 @@ impl Legs {
         match peer {
             Peer::Endpoint(id) => self.endpoints.get_mut(&id),
             Peer::Link(id) => self.links.get_mut(&id),
-        }
-    }
-
-    fn get(&self, peer: Peer) -> Option<&Leg> {
-        match peer {
-            Peer::Endpoint(id) => self.endpoints.get(&id),
-            Peer::Link(id) => self.links.get(&id),
         }
     }
 
@@ -1749,14 +1742,15 @@ impl Sfu {
             return;
         }
         let mut missing: Vec<u16> = Vec::new();
-        if let Some(leg) = self.legs.get(from) {
+        if let Some(leg) = self.legs.get_mut(from) {
             for seq in entries.iter().flat_map(|n| n.lost()) {
-                match leg.sent(ssrc, seq) {
-                    Some(bytes) => {
+                match leg.resend(ssrc, seq) {
+                    Resend::Bytes(bytes) => {
                         out.push(from, Kind::Rtp, bytes);
                         self.stats.retransmitted += 1;
                     }
-                    None => missing.push(seq),
+                    Resend::Exhausted => self.stats.ignored_feedback += 1,
+                    Resend::Unknown => missing.push(seq),
                 }
             }
         }
