@@ -405,7 +405,8 @@ pub struct SfuConfig {
     pub max_streams_per_endpoint: usize,
     /// Layers per stream at most, 1-8. Default 4.
     pub max_layers: usize,
-    /// Longest RTP or RTCP packet accepted, bytes. Default 1,500.
+    /// Longest SRTP or SRTCP packet accepted, bytes as received (SRTP tag and SRTCP
+    /// trailer included). Default 1,500.
     pub max_packet_len: usize,
     /// How often each local sender gets a receiver report about its layers. Default
     /// 1 s; non-zero.
