@@ -266,3 +266,42 @@ fn a_packet_reordered_upstream_is_dropped_rather_than_protected_again() {
     let plain = two.open(to_two.bytes).unwrap();
     assert_eq!(rtp::Packet::decode(&plain).unwrap().sequence, 13);
 }
+
+#[test]
+fn a_stream_published_again_numbers_on_for_its_receivers() {
+    let (mut sfu, mut out, t0, [mut sender, mut two, _]) = relay();
+    for seq in 1000..1010 {
+        sfu.handle_input(t0, Peer::Endpoint(1), &sender.seal(&packet(seq)), &mut out)
+            .unwrap();
+    }
+    let last = |out: &Output, two: &mut Party| {
+        let t = out
+            .iter()
+            .filter(|t| t.to == Peer::Endpoint(2))
+            .last()
+            .unwrap();
+        rtp::Packet::decode(&two.open(t.bytes).unwrap())
+            .unwrap()
+            .sequence
+    };
+    assert_eq!(last(&out, &mut two), 1009);
+    // The sender leaves and comes back with the same SSRC, numbering from 10: on
+    // receiver 2's leg those indices are behind what it already got, so the relay
+    // numbers on after 1009 instead (never reusing an index, never stalling).
+    sfu.remove_endpoint(t0, 1, &mut out).unwrap();
+    sfu.add_endpoint(t0, 1, endpoint_leg(1), &mut out).unwrap();
+    let layers = vec![Layer {
+        ssrc: 0x100,
+        bitrate_bps: 150_000,
+    }];
+    sfu.publish(t0, 1, StreamInfo::video(1, 1, Codec::Vp8, layers), &mut out)
+        .unwrap();
+    let mut again = Party::new(1);
+    for seq in 10..13 {
+        out.clear();
+        sfu.handle_input(t0, Peer::Endpoint(1), &again.seal(&packet(seq)), &mut out)
+            .unwrap();
+        assert_eq!(last(&out, &mut two), 1000 + seq);
+    }
+    assert_eq!(sfu.stats().late_dropped, 0);
+}

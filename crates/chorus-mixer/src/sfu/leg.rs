@@ -239,6 +239,14 @@ impl Leg {
         Sealed::Ready
     }
 
+    /// The sequence number of the newest RTP packet of `ssrc` protected on this leg.
+    pub(crate) fn sent_seq(&self, ssrc: u32) -> Option<u16> {
+        match &self.security {
+            LegSecurity::Srtp { send, .. } => send.sent_index(ssrc).map(|i| i as u16),
+            LegSecurity::Plaintext => None,
+        }
+    }
+
     /// The packet sent with `ssrc` and `seq`, as it went out, to send again, if
     /// still remembered and not resent too often.
     pub(crate) fn resend(&mut self, ssrc: u32, seq: u16) -> Resend<'_> {

@@ -1130,10 +1130,20 @@ impl Sfu {
                 f.temporal_since = None;
                 switched = true;
                 self.stats.switches += 1;
-                Some(
+                Some({
+                    // A receiver's first packet of this SSRC on a leg that
+                    // carried it before (the stream was published again):
+                    // numbering continues after what the leg sent, since an
+                    // SRTP index is never used twice.
+                    if f.rewriter.is_fresh()
+                        && let Some(leg) = self.legs.endpoints.get(&f.endpoint)
+                        && let Some(last) = leg.sent_seq(out_ssrc)
+                    {
+                        f.rewriter.resume_after(last);
+                    }
                     f.rewriter
-                        .switch(packet.sequence, packet.timestamp, now, clock_rate),
-                )
+                        .switch(packet.sequence, packet.timestamp, now, clock_rate)
+                })
             } else {
                 None
             };
