@@ -21,15 +21,21 @@
 //!
 //! The per-receiver cost is the slope between R = 1 and R = 64. Sequence numbers of
 //! the input advance each iteration so that every packet is new to the rewriters.
+//!
+//! Every leg is SRTP (AEAD_AES_128_GCM, each with its own keys), so the figures
+//! include the relay's SRTP unprotect of each packet in and protect of each packet
+//! out (and the copy into each leg's retransmission history). The senders' own
+//! protection is done in criterion's untimed setup (`iter_batched`).
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
 use chorus_media::rtp;
 use chorus_mixer::control::{Codec, Layer, StreamInfo};
-use chorus_mixer::sfu::{Output, Peer, Sfu, SfuConfig};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use chorus_mixer::sfu::{LegSecurity, Output, Peer, Sfu, SfuConfig};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SIZES: [usize; 3] = [300, 700, 1200];
 
@@ -85,10 +91,41 @@ fn set_seq(b: &mut [u8], seq: u16) {
     b[2..4].copy_from_slice(&seq.to_be_bytes());
 }
 
+/// The SRTP session of key `k` (AEAD_AES_128_GCM, the suite between Chorus peers).
+fn session(k: u32) -> SrtpSession {
+    let suite = Suite::AeadAes128Gcm;
+    let bytes = |n: usize| -> Vec<u8> { (0..n).map(|i| (k as u8) ^ (i as u8)).collect() };
+    let mut policy = Policy::new(suite, &bytes(suite.key_len()), &bytes(suite.salt_len())).unwrap();
+    policy.max_ssrcs = 1024;
+    SrtpSession::new(policy).unwrap()
+}
+
+/// Participant `p`'s leg at the relay: it sends under key 2p, receives under 2p + 1.
+fn leg(p: u32) -> LegSecurity {
+    LegSecurity::srtp(session(2 * p), session(2 * p + 1))
+}
+
+/// The senders' ends of their legs, which protect what they send.
+struct Senders(std::collections::HashMap<u32, SrtpSession>);
+
+impl Senders {
+    fn new(publishers: impl Iterator<Item = u32>) -> Self {
+        Self(publishers.map(|p| (p, session(2 * p))).collect())
+    }
+
+    /// `plain` as participant `p` sends it: SRTP.
+    fn seal(&mut self, p: u32, plain: &[u8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(plain.len() + 16);
+        b.extend_from_slice(plain);
+        self.0.get_mut(&p).unwrap().protect_rtp(&mut b).unwrap();
+        b
+    }
+}
+
 /// A relay with `publishers` publishing (ids 1..) and `receivers` receiving only
 /// (ids 1000..), every receiver at `bandwidth`; one keyframe of every layer has been
 /// forwarded so every receiver is on its target layer.
-fn relay(publishers: u32, receivers: u32, bandwidth: u64) -> (Sfu, Output, Instant) {
+fn relay(publishers: u32, receivers: u32, bandwidth: u64) -> (Sfu, Output, Instant, Senders) {
     relay_of(1..=publishers, &[(receivers, bandwidth)])
 }
 
@@ -96,19 +133,20 @@ fn relay(publishers: u32, receivers: u32, bandwidth: u64) -> (Sfu, Output, Insta
 fn relay_of(
     publishers: std::ops::RangeInclusive<u32>,
     groups: &[(u32, u64)],
-) -> (Sfu, Output, Instant) {
+) -> (Sfu, Output, Instant, Senders) {
     let now = Instant::now();
     let mut sfu = Sfu::new(SfuConfig::default()).unwrap();
     let mut out = Output::new();
+    let mut senders = Senders::new(publishers.clone());
     let bandwidth = 100_000_000;
     for p in publishers.clone() {
-        sfu.add_endpoint(now, p, &mut out).unwrap();
+        sfu.add_endpoint(now, p, leg(p), &mut out).unwrap();
         sfu.set_bandwidth(now, p, bandwidth, &mut out).unwrap();
     }
     let mut r = 1000;
     for &(receivers, bandwidth) in groups {
         for _ in 0..receivers {
-            sfu.add_endpoint(now, r, &mut out).unwrap();
+            sfu.add_endpoint(now, r, leg(r), &mut out).unwrap();
             sfu.set_bandwidth(now, r, bandwidth, &mut out).unwrap();
             r += 1;
         }
@@ -118,12 +156,13 @@ fn relay_of(
     }
     for p in publishers {
         for l in 0..3 {
-            sfu.handle_input(now, Peer::Endpoint(p), &packet(p, l, 0), &mut out)
+            let sealed = senders.seal(p, &packet(p, l, 0));
+            sfu.handle_input(now, Peer::Endpoint(p), &sealed, &mut out)
                 .unwrap();
         }
     }
     out.clear();
-    (sfu, out, now)
+    (sfu, out, now, senders)
 }
 
 /// `bytes` with an abs-send-time header extension (RFC 8285 one-byte id 3) added.
@@ -151,24 +190,35 @@ fn forward_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sfu_forward");
     g.throughput(Throughput::Elements(90));
     for (name, stamped) in [("10x10", false), ("10x10_abs_send_time", true)] {
-        let (mut sfu, mut out, now) = relay(10, 0, 100_000_000);
+        let (mut sfu, mut out, now, mut senders) = relay(10, 0, 100_000_000);
         let mut packets: Vec<(u32, Vec<u8>)> = (1..=10)
             .flat_map(|p| (0..3).map(move |l| (p, packet(p, l, 1))))
             .map(|(p, b)| (p, if stamped { with_abs_send_time(&b) } else { b }))
             .collect();
         let mut seq = 1u16;
         g.bench_function(name, |b| {
-            b.iter(|| {
-                seq = seq.wrapping_add(1);
-                out.clear();
-                for (p, bytes) in &mut packets {
-                    set_seq(bytes, seq);
-                    sfu.handle_input(now, Peer::Endpoint(*p), bytes, &mut out)
-                        .unwrap();
-                }
-                assert_eq!(out.len(), 90);
-                black_box(out.len())
-            })
+            b.iter_batched_ref(
+                || {
+                    seq = seq.wrapping_add(1);
+                    packets
+                        .iter_mut()
+                        .map(|(p, bytes)| {
+                            set_seq(bytes, seq);
+                            (*p, senders.seal(*p, bytes))
+                        })
+                        .collect::<Vec<_>>()
+                },
+                |sealed| {
+                    out.clear();
+                    for (p, bytes) in sealed.iter() {
+                        sfu.handle_input(now, Peer::Endpoint(*p), bytes, &mut out)
+                            .unwrap();
+                    }
+                    assert_eq!(out.len(), 90);
+                    black_box(out.len())
+                },
+                BatchSize::SmallInput,
+            )
         });
     }
     g.finish();
@@ -180,7 +230,7 @@ fn per_receiver_bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(u64::from(receivers)));
         for (name, bandwidth, layer) in [("forwarded", 100_000_000, 2), ("skipped", 200_000, 2)] {
             // At 200 kbit/s receivers are on layer 0: layer-2 packets go to nobody.
-            let (mut sfu, mut out, now) = relay(1, receivers, bandwidth);
+            let (mut sfu, mut out, now, mut senders) = relay(1, receivers, bandwidth);
             let mut bytes = packet(1, layer, 1);
             let mut seq = 1u16;
             let expect = if name == "forwarded" {
@@ -189,15 +239,21 @@ fn per_receiver_bench(c: &mut Criterion) {
                 0
             };
             g.bench_with_input(BenchmarkId::new(name, receivers), &receivers, |b, _| {
-                b.iter(|| {
-                    seq = seq.wrapping_add(1);
-                    set_seq(&mut bytes, seq);
-                    out.clear();
-                    sfu.handle_input(now, Peer::Endpoint(1), &bytes, &mut out)
-                        .unwrap();
-                    assert_eq!(out.len(), expect);
-                    black_box(out.len())
-                })
+                b.iter_batched_ref(
+                    || {
+                        seq = seq.wrapping_add(1);
+                        set_seq(&mut bytes, seq);
+                        senders.seal(1, &bytes)
+                    },
+                    |sealed| {
+                        out.clear();
+                        sfu.handle_input(now, Peer::Endpoint(1), sealed, &mut out)
+                            .unwrap();
+                        assert_eq!(out.len(), expect);
+                        black_box(out.len())
+                    },
+                    BatchSize::SmallInput,
+                )
             });
         }
     }
@@ -239,7 +295,7 @@ fn temporal_packet(tid: u8, sync: bool, seq: u16) -> Vec<u8> {
 
 fn temporal_bench(c: &mut Criterion) {
     // 100 Mbit/s: layer 2, every temporal layer. 700 kbit/s: layer 2's base (600 k).
-    let (mut sfu, mut out, now) = relay_of(
+    let (mut sfu, mut out, now, mut senders) = relay_of(
         TEMPORAL_PUBLISHER..=TEMPORAL_PUBLISHER,
         &[(32, 100_000_000), (32, 700_000)],
     );
@@ -251,17 +307,28 @@ fn temporal_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sfu_temporal");
     g.throughput(Throughput::Elements(4 * 64));
     g.bench_function("64", |b| {
-        b.iter(|| {
-            out.clear();
-            for bytes in &mut frames {
-                seq = seq.wrapping_add(1);
-                set_seq(bytes, seq);
-                sfu.handle_input(now, Peer::Endpoint(TEMPORAL_PUBLISHER), bytes, &mut out)
-                    .unwrap();
-            }
-            assert_eq!(out.len(), 4 * 32 + 32);
-            black_box(out.len())
-        })
+        b.iter_batched_ref(
+            || {
+                frames
+                    .iter_mut()
+                    .map(|bytes| {
+                        seq = seq.wrapping_add(1);
+                        set_seq(bytes, seq);
+                        senders.seal(TEMPORAL_PUBLISHER, bytes)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |sealed| {
+                out.clear();
+                for bytes in sealed.iter() {
+                    sfu.handle_input(now, Peer::Endpoint(TEMPORAL_PUBLISHER), bytes, &mut out)
+                        .unwrap();
+                }
+                assert_eq!(out.len(), 4 * 32 + 32);
+                black_box(out.len())
+            },
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }

@@ -23,6 +23,9 @@ pub enum Error {
     Control(crate::control::DecodeError),
     /// The SFU refused a packet or a command ([`crate::sfu`]).
     Sfu(crate::sfu::SfuError),
+    /// A packet from a leg failed SRTP or SRTCP unprotection (RFC 3711): a bad
+    /// tag, a replay, or not SRTP at all. It was dropped unread.
+    Srtp(chorus_crypto::Error),
 }
 
 impl fmt::Display for Error {
@@ -37,6 +40,7 @@ impl fmt::Display for Error {
             Self::AudioUsage(u) => write!(f, "audio mixer usage: {u:?}"),
             Self::Control(e) => write!(f, "control message: {e}"),
             Self::Sfu(e) => write!(f, "sfu: {e}"),
+            Self::Srtp(e) => write!(f, "srtp: {e}"),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! - `audio`: the initiator's mixer: every participant sends one stream in and gets
 //!   one mix-minus stream back, 2(N-1) streams in all.
 //! - `sfu`: video forwarding at a relay, with per-receiver layer selection and
-//!   cascading between relays.
+//!   cascading between relays; every endpoint and link is an SRTP leg with its own
+//!   keys (the relay decrypts and re-encrypts: `docs/conference.md`, "Trust
+//!   model").
 //! - `control`: the conference membership messages (join, leave, mute, speaker
 //!   changes) over chorus-framing.
 //!

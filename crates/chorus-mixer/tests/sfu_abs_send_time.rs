@@ -10,7 +10,7 @@ use chorus_media::congestion::{abs_send_time, decode_abs_send_time};
 use chorus_media::rtp;
 use chorus_mixer::control::{Codec, Layer, Message, StreamInfo};
 use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
-use common::rtp_bytes;
+use common::{Party, endpoint_leg, link_key, link_leg, rtp_bytes, srtp};
 
 const SENDERS_TIME: [u8; 3] = [0x12, 0x34, 0x56];
 const LEVEL: [u8; 1] = [0x9e];
@@ -38,7 +38,7 @@ fn packet(seq: u16) -> Vec<u8> {
 }
 
 /// What the receiver got, with the time it arrived (since the start), and what the
-/// link got.
+/// link got, each unprotected with its own keys.
 struct Delivered {
     to_receiver: Vec<(Duration, Vec<u8>)>,
     to_link: Vec<Vec<u8>>,
@@ -50,9 +50,11 @@ fn run(config: SfuConfig) -> Delivered {
     let t0 = Instant::now();
     let mut sfu = Sfu::new(config).unwrap();
     let mut out = Output::new();
-    sfu.add_endpoint(t0, 1, &mut out).unwrap();
-    sfu.add_endpoint(t0, 2, &mut out).unwrap();
-    sfu.add_link(7, &mut out).unwrap();
+    sfu.add_endpoint(t0, 1, endpoint_leg(1), &mut out).unwrap();
+    sfu.add_endpoint(t0, 2, endpoint_leg(2), &mut out).unwrap();
+    sfu.add_link(7, link_leg(0, 1), &mut out).unwrap();
+    let (mut sender, mut receiver) = (Party::new(1), Party::new(2));
+    let mut far_relay = srtp(link_key(0, 1));
     let layers = vec![Layer {
         ssrc: 0x100,
         bitrate_bps: 150_000,
@@ -70,12 +72,21 @@ fn run(config: SfuConfig) -> Delivered {
     for i in 0..20u16 {
         // The relay's clock starts at the first packet, 5 ms after t0.
         let at = Duration::from_millis(5 + 20 * u64::from(i));
-        sfu.handle_input(t0 + at, Peer::Endpoint(1), &packet(i), &mut out)
-            .unwrap();
+        sfu.handle_input(
+            t0 + at,
+            Peer::Endpoint(1),
+            &sender.seal(&packet(i)),
+            &mut out,
+        )
+        .unwrap();
         for t in out.iter().filter(|t| t.kind == Kind::Rtp) {
             match t.to {
-                Peer::Endpoint(2) => to_receiver.push((at, t.bytes.to_vec())),
-                Peer::Link(7) => to_link.push(t.bytes.to_vec()),
+                Peer::Endpoint(2) => to_receiver.push((at, receiver.open(t.bytes).unwrap())),
+                Peer::Link(7) => {
+                    let mut b = t.bytes.to_vec();
+                    far_relay.unprotect_rtp(&mut b).unwrap();
+                    to_link.push(b);
+                }
                 other => panic!("{other:?}"),
             }
         }

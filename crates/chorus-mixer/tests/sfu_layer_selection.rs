@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use chorus_media::rtcp::{self, RembBitrate};
 use chorus_mixer::control::Message;
-use chorus_mixer::sfu::{Output, Peer, Selection, SfuConfig};
+use chorus_mixer::sfu::{Kind, Output, Peer, Selection, SfuConfig};
 use common::{Net, assert_continuous, is_keyframe_start, layer_of, ssrc};
 
 const FRAME: Duration = Duration::from_millis(33);
@@ -184,8 +184,20 @@ fn keyframe_requests_are_aggregated() {
     assert_eq!(net.keyframe_requests[&top], first + 3);
 }
 
+fn nack(media_ssrc: u32, lost: &[u16]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    rtcp::Packet::Nack {
+        sender_ssrc: 5,
+        media_ssrc,
+        entries: rtcp::NackEntry::from_lost(lost),
+    }
+    .encode(&mut b)
+    .unwrap();
+    b.to_vec()
+}
+
 #[test]
-fn nacks_are_translated_to_the_layer() {
+fn nacks_are_answered_with_the_bytes_sent_before() {
     let mut net = Net::new(1, &SfuConfig::default());
     net.join(1, 0, 1000);
     net.join(2, 0, 1000);
@@ -194,23 +206,50 @@ fn nacks_are_translated_to_the_layer() {
         net.tick(FRAME);
     }
     let (out_seq, _, _) = net.inbox[&2].rtp[&ssrc(1, 0)][3].clone();
-    let mut nack = BytesMut::new();
-    rtcp::Packet::Nack {
-        sender_ssrc: 5,
-        media_ssrc: ssrc(1, 0),
-        entries: rtcp::NackEntry::from_lost(&[out_seq]),
-    }
-    .encode(&mut nack)
-    .unwrap();
+    let first = net.inbox[&2].wire[&ssrc(1, 0)][3].clone();
     let now = net.now;
     let mut out = Output::new();
+    let sealed = net.seal(2, &nack(ssrc(1, 0), &[out_seq]));
     net.relays[0]
-        .handle_input(now, Peer::Endpoint(2), &nack, &mut out)
+        .handle_input(now, Peer::Endpoint(2), &sealed, &mut out)
+        .unwrap();
+    let t: Vec<_> = out.iter().collect();
+    assert_eq!(t.len(), 1, "answered here, not asked of the sender");
+    assert_eq!((t[0].to, t[0].kind), (Peer::Endpoint(2), Kind::Rtp));
+    // The same SRTP packet: the same index with the same bytes, so no keystream is
+    // used twice. (The receiver, having it, sees a replay.)
+    assert_eq!(t[0].bytes, &first[..]);
+    assert_eq!(
+        net.parties.get_mut(&2).unwrap().open(t[0].bytes),
+        Err(chorus_crypto::Error::Auth(chorus_crypto::AuthError::Replay))
+    );
+    assert_eq!(net.relays[0].stats().retransmitted, 1);
+}
+
+#[test]
+fn nacks_beyond_the_history_are_translated_to_the_layer() {
+    let mut config = SfuConfig::default();
+    config.retransmit_history = 0;
+    let mut net = Net::new(1, &config);
+    net.join(1, 0, 1000);
+    net.join(2, 0, 1000);
+    net.send_from(2, &remb(10_000_000));
+    for _ in 0..5 {
+        net.tick(FRAME);
+    }
+    let (out_seq, _, _) = net.inbox[&2].rtp[&ssrc(1, 0)][3].clone();
+    let now = net.now;
+    let mut out = Output::new();
+    let sealed = net.seal(2, &nack(ssrc(1, 0), &[out_seq]));
+    net.relays[0]
+        .handle_input(now, Peer::Endpoint(2), &sealed, &mut out)
         .unwrap();
     let t: Vec<_> = out.iter().collect();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].to, Peer::Endpoint(1));
-    let fb = rtcp::decode_compound(t[0].bytes, &rtcp::Limits::default()).unwrap();
+    // SRTCP under the sender's own key.
+    let plain = net.open(1, t[0].bytes);
+    let fb = rtcp::decode_compound(&plain, &rtcp::Limits::default()).unwrap();
     // Layer 2's fourth packet: the sender's layer-2 numbering starts at 40,000, and
     // the receiver started at the first keyframe (the first packet).
     assert_eq!(
@@ -221,6 +260,7 @@ fn nacks_are_translated_to_the_layer() {
             entries: rtcp::NackEntry::from_lost(&[40_003]),
         }]
     );
+    assert_eq!(net.relays[0].stats().retransmitted, 0);
 }
 
 proptest::proptest! {
@@ -355,13 +395,15 @@ fn sender_reports_follow_the_receivers_timeline() {
     .unwrap();
     let now = net.now;
     let mut out = Output::new();
+    let sealed = net.seal(1, &sr);
     net.relays[0]
-        .handle_input(now, Peer::Endpoint(1), &sr, &mut out)
+        .handle_input(now, Peer::Endpoint(1), &sealed, &mut out)
         .unwrap();
     let t: Vec<_> = out.iter().collect();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].to, Peer::Endpoint(2));
-    let got = rtcp::decode_compound(t[0].bytes, &rtcp::Limits::default()).unwrap();
+    let plain = net.open(2, t[0].bytes);
+    let got = rtcp::decode_compound(&plain, &rtcp::Limits::default()).unwrap();
     let rtcp::Packet::SenderReport { ssrc: s, info, .. } = &got[0] else {
         panic!("{got:?}")
     };
@@ -373,8 +415,9 @@ fn sender_reports_follow_the_receivers_timeline() {
     out.clear();
     let mut sr2 = sr.clone();
     sr2[4..8].copy_from_slice(&ssrc(1, 2).to_be_bytes());
+    let sealed = net.seal(1, &sr2);
     net.relays[0]
-        .handle_input(now, Peer::Endpoint(1), &sr2, &mut out)
+        .handle_input(now, Peer::Endpoint(1), &sealed, &mut out)
         .unwrap();
     assert!(out.is_empty());
 }

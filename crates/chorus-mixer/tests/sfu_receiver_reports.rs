@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use chorus_media::rtcp;
 use chorus_mixer::control::{Codec, Layer, StreamInfo};
 use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
-use common::rtp_bytes;
+use common::{Party, endpoint_leg, link_key, link_leg, rtp_bytes, srtp};
 
 const SENDER: u32 = 1;
 
@@ -20,11 +20,15 @@ fn packet(ssrc: u32, seq: u16) -> Vec<u8> {
     rtp_bytes(ssrc, seq, u32::from(seq) * 3000, true, &[], &keyframe)
 }
 
-/// The receiver reports in `out` addressed to the sender.
-fn reports(out: &Output) -> Vec<(u32, Vec<rtcp::ReportBlock>)> {
+/// The receiver reports in `out` addressed to the sender, which unprotects them
+/// (SRTCP under its own receive key).
+fn reports(out: &Output, sender: &mut Party) -> Vec<(u32, Vec<rtcp::ReportBlock>)> {
     out.iter()
         .filter(|t| t.to == Peer::Endpoint(SENDER) && t.kind == Kind::Rtcp)
-        .flat_map(|t| rtcp::decode_compound(t.bytes, &rtcp::Limits::default()).unwrap())
+        .map(|t| sender.open(t.bytes).unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .flat_map(|b| rtcp::decode_compound(b, &rtcp::Limits::default()).unwrap())
         .filter_map(|p| match p {
             rtcp::Packet::ReceiverReport { ssrc, reports } => Some((ssrc, reports)),
             _ => None,
@@ -40,8 +44,9 @@ fn each_sender_hears_its_uplink_loss_and_round_trip_per_layer() {
     let mut sfu = Sfu::new(config).unwrap();
     let mut out = Output::new();
     for e in [SENDER, 2] {
-        sfu.add_endpoint(t0, e, &mut out).unwrap();
+        sfu.add_endpoint(t0, e, endpoint_leg(e), &mut out).unwrap();
     }
+    let mut sender = Party::new(SENDER);
     let layers = vec![
         Layer {
             ssrc: 0x100,
@@ -66,7 +71,7 @@ fn each_sender_hears_its_uplink_loss_and_round_trip_per_layer() {
             sfu.handle_input(
                 now,
                 Peer::Endpoint(SENDER),
-                &packet(ssrc, 1000 + i),
+                &sender.seal(&packet(ssrc, 1000 + i)),
                 &mut out,
             )
             .unwrap();
@@ -86,7 +91,7 @@ fn each_sender_hears_its_uplink_loss_and_round_trip_per_layer() {
     };
     let mut b = BytesMut::new();
     sr.encode(&mut b).unwrap();
-    sfu.handle_input(sr_at, Peer::Endpoint(SENDER), &b, &mut out)
+    sfu.handle_input(sr_at, Peer::Endpoint(SENDER), &sender.seal(&b), &mut out)
         .unwrap();
     out.clear();
 
@@ -95,7 +100,7 @@ fn each_sender_hears_its_uplink_loss_and_round_trip_per_layer() {
     assert!(due <= t0 + Duration::from_secs(1));
     let at = t0 + Duration::from_millis(1_250);
     sfu.handle_timeout(at, &mut out);
-    let got = reports(&out);
+    let got = reports(&out, &mut sender);
     assert_eq!(got.len(), 1, "one RR for the stream");
     let (from, blocks) = &got[0];
     assert_eq!(*from, relay_ssrc);
@@ -124,7 +129,7 @@ fn each_sender_hears_its_uplink_loss_and_round_trip_per_layer() {
     let next = sfu.poll_timeout().unwrap();
     assert_eq!(next, at + Duration::from_secs(1));
     sfu.handle_timeout(next, &mut out);
-    let got = reports(&out);
+    let got = reports(&out, &mut sender);
     assert_eq!(got.len(), 1);
     let b0 = got[0].1.iter().find(|b| b.ssrc == 0x100).unwrap();
     assert_eq!((b0.fraction_lost, b0.cumulative_lost), (0, 5));
@@ -135,8 +140,10 @@ fn relayed_streams_are_reported_by_their_own_relay_only() {
     let t0 = Instant::now();
     let mut sfu = Sfu::new(SfuConfig::default()).unwrap();
     let mut out = Output::new();
-    sfu.add_endpoint(t0, 2, &mut out).unwrap();
-    sfu.add_link(7, &mut out).unwrap();
+    sfu.add_endpoint(t0, 2, endpoint_leg(2), &mut out).unwrap();
+    sfu.add_link(7, link_leg(0, 1), &mut out).unwrap();
+    let mut upstream = srtp(link_key(1, 0));
+    let mut downstream = srtp(link_key(0, 1));
     let info = StreamInfo::video(
         1,
         SENDER,
@@ -151,18 +158,24 @@ fn relayed_streams_are_reported_by_their_own_relay_only() {
         .unwrap();
     for i in 0..50u16 {
         let now = t0 + Duration::from_millis(20 * u64::from(i));
-        sfu.handle_input(now, Peer::Link(7), &packet(0x100, i), &mut out)
-            .unwrap();
+        let mut b = packet(0x100, i);
+        upstream.protect_rtp(&mut b).unwrap();
+        sfu.handle_input(now, Peer::Link(7), &b, &mut out).unwrap();
     }
     out.clear();
     sfu.handle_timeout(t0 + Duration::from_secs(3), &mut out);
     assert!(
-        out.iter().all(|t| t.kind != Kind::Rtcp
-            || t.to != Peer::Link(7)
-            || !rtcp::decode_compound(t.bytes, &rtcp::Limits::default())
+        out.iter().all(|t| {
+            if t.kind != Kind::Rtcp || t.to != Peer::Link(7) {
+                return true;
+            }
+            let mut b = t.bytes.to_vec();
+            downstream.unprotect_rtcp(&mut b).unwrap();
+            !rtcp::decode_compound(&b, &rtcp::Limits::default())
                 .unwrap()
                 .iter()
-                .any(|p| matches!(p, rtcp::Packet::ReceiverReport { .. }))),
+                .any(|p| matches!(p, rtcp::Packet::ReceiverReport { .. }))
+        }),
         "no RR over the link"
     );
 }

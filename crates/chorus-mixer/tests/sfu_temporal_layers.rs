@@ -20,7 +20,7 @@ use chorus_media::video::Vp8Descriptor;
 use chorus_media::{rtcp, rtp};
 use chorus_mixer::control::{Codec, Layer, Message, StreamInfo};
 use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
-use common::rtp_bytes;
+use common::{Party, endpoint_leg, link_leg, rtp_bytes, ssrc_of};
 use proptest::prelude::*;
 
 const SENDER: u32 = 1;
@@ -282,16 +282,27 @@ struct Conference {
     /// RTP packets carried over the link, per SSRC.
     link_rtp: HashMap<u32, u64>,
     marking: Marking,
+    /// Every participant's end of its SRTP leg.
+    parties: HashMap<u32, Party>,
     out: Output,
 }
 
 impl Conference {
     fn new(marking: Marking, relays: usize, receivers: &[(u32, usize, u64)]) -> Self {
+        Self::with_config(&SfuConfig::default(), marking, relays, receivers)
+    }
+
+    fn with_config(
+        config: &SfuConfig,
+        marking: Marking,
+        relays: usize,
+        receivers: &[(u32, usize, u64)],
+    ) -> Self {
         let now = Instant::now();
         let mut c = Self {
             now,
             relays: (0..relays)
-                .map(|_| Sfu::new(SfuConfig::default()).unwrap())
+                .map(|_| Sfu::new(config.clone()).unwrap())
                 .collect(),
             home: HashMap::new(),
             sender: Sender::new(marking),
@@ -301,20 +312,30 @@ impl Conference {
             plis: 0,
             link_rtp: HashMap::new(),
             marking,
+            parties: HashMap::from([(SENDER, Party::new(SENDER))]),
             out: Output::new(),
         };
         if relays == 2 {
-            c.relays[0].add_link(LINK, &mut c.out).unwrap();
+            c.relays[0]
+                .add_link(LINK, link_leg(0, 1), &mut c.out)
+                .unwrap();
             c.flush(0);
-            c.relays[1].add_link(LINK, &mut c.out).unwrap();
+            c.relays[1]
+                .add_link(LINK, link_leg(1, 0), &mut c.out)
+                .unwrap();
             c.flush(1);
         }
-        c.relays[0].add_endpoint(now, SENDER, &mut c.out).unwrap();
+        c.relays[0]
+            .add_endpoint(now, SENDER, endpoint_leg(SENDER), &mut c.out)
+            .unwrap();
         c.flush(0);
         for &(p, r, bps) in receivers {
             c.home.insert(p, r);
             c.receivers.insert(p, Receiver::default());
-            c.relays[r].add_endpoint(now, p, &mut c.out).unwrap();
+            c.parties.insert(p, Party::new(p));
+            c.relays[r]
+                .add_endpoint(now, p, endpoint_leg(p), &mut c.out)
+                .unwrap();
             c.flush(r);
             c.relays[r].set_bandwidth(now, p, bps, &mut c.out).unwrap();
             c.flush(r);
@@ -337,7 +358,8 @@ impl Conference {
     /// One frame from the sender, then 33 ms and the relays' timers.
     fn tick(&mut self) {
         for b in self.sender.frame() {
-            self.deliver(0, Peer::Endpoint(SENDER), b);
+            let sealed = self.parties.get_mut(&SENDER).unwrap().seal(&b);
+            self.deliver(0, Peer::Endpoint(SENDER), sealed);
         }
         self.now += Duration::from_millis(33);
         for r in 0..self.relays.len() {
@@ -370,13 +392,18 @@ impl Conference {
             match (t.to, t.kind) {
                 (Peer::Link(_), kind) => {
                     if kind == Kind::Rtp {
-                        let p = rtp::Packet::decode(t.bytes).unwrap();
-                        *self.link_rtp.entry(p.ssrc).or_default() += 1;
+                        *self.link_rtp.entry(ssrc_of(t.bytes)).or_default() += 1;
                     }
                     next.push((1 - r, Peer::Link(LINK), t.bytes.to_vec()));
                 }
                 (Peer::Endpoint(SENDER), Kind::Rtcp) => {
-                    for f in rtcp::decode_compound(t.bytes, &rtcp::Limits::default()).unwrap() {
+                    let plain = self
+                        .parties
+                        .get_mut(&SENDER)
+                        .unwrap()
+                        .open(t.bytes)
+                        .unwrap();
+                    for f in rtcp::decode_compound(&plain, &rtcp::Limits::default()).unwrap() {
                         match f {
                             rtcp::Packet::Pli { media_ssrc, .. } => {
                                 self.sender.want_key[(media_ssrc - 0x100) as usize] = true;
@@ -395,10 +422,13 @@ impl Conference {
                     }
                 }
                 (Peer::Endpoint(p), Kind::Rtp) => {
-                    let pkt = rtp::Packet::decode(t.bytes).unwrap();
-                    if self.lose.get(&p).is_some_and(|l| l.contains(&pkt.sequence)) {
+                    // Lost on the way: the receiver never sees it.
+                    let seq = u16::from_be_bytes([t.bytes[2], t.bytes[3]]);
+                    if self.lose.get(&p).is_some_and(|l| l.contains(&seq)) {
                         continue;
                     }
+                    let plain = self.parties.get_mut(&p).unwrap().open(t.bytes).unwrap();
+                    let pkt = rtp::Packet::decode(&plain).unwrap();
                     let payload = pkt.payload.to_vec();
                     let marking = self.marking;
                     self.receivers
@@ -516,7 +546,10 @@ fn a_sender_that_marks_no_sync_frames_is_asked_for_a_keyframe_to_go_up() {
 
 #[test]
 fn nacks_map_back_across_frames_the_receiver_does_not_get() {
-    let mut c = Conference::new(Marking::Vp8, 1, &[(4, 0, 150_000)]);
+    // Without a history to answer from, the relay asks the sender.
+    let mut config = SfuConfig::default();
+    config.retransmit_history = 0;
+    let mut c = Conference::with_config(&config, Marking::Vp8, 1, &[(4, 0, 150_000)]);
     for _ in 0..20 {
         c.tick();
     }
@@ -537,7 +570,8 @@ fn nacks_map_back_across_frames_the_receiver_does_not_get() {
     };
     let mut b = BytesMut::new();
     nack.encode(&mut b).unwrap();
-    c.deliver(0, Peer::Endpoint(4), b.to_vec());
+    let sealed = c.parties.get_mut(&4).unwrap().seal(&b);
+    c.deliver(0, Peer::Endpoint(4), sealed);
     let (ssrc, seqs) = c.nacks.last().expect("a NACK reached the sender").clone();
     assert_eq!(ssrc, 0x100);
     // The sender's own numbers of the two packets: the first two of the first frame
@@ -563,7 +597,7 @@ fn a_stream_whose_temporal_ids_cannot_be_read_is_refused() {
     let now = Instant::now();
     let mut sfu = Sfu::new(SfuConfig::default()).unwrap();
     let mut out = Output::new();
-    sfu.add_endpoint(now, 1, &mut out).unwrap();
+    sfu.add_endpoint(now, 1, endpoint_leg(1), &mut out).unwrap();
     let mut h264 = stream(Marking::Vp8);
     h264.codec = Codec::H264;
     assert_eq!(

@@ -47,8 +47,9 @@
 //!   unsubscribed once nobody is on it, is tried again after four timeouts.
 //! - **Sender reports** of a layer reach its receivers with their SSRC and RTP
 //!   timestamp rewritten like the packets (lip sync), and subscribed links verbatim.
-//! - **NACKs** from a receiver are translated to the layer's own sequence numbers and
-//!   sent to the stream's origin; the relay keeps no packet cache.
+//! - **NACKs** from a receiver are answered from its leg's history of packets sent
+//!   (the same bytes again); those no longer held are translated to the layer's own
+//!   sequence numbers and sent to the stream's origin.
 //! - **Receiver reports.** The relay keeps RFC 3550 receive statistics of every
 //!   layer a local endpoint sends it, and every [`SfuConfig::report_interval`] sends
 //!   that endpoint an RR with a report block per layer (loss, jitter, and LSR/DLSR
@@ -65,8 +66,23 @@
 //!   link at most once, whatever the number of receivers behind it. Keyframe
 //!   requests and NACKs go upstream hop by hop and are aggregated at every relay.
 //!
+//! # Security
+//! Every peer's leg has its own SRTP contexts ([`LegSecurity`]), given when the
+//! endpoint or link is added: SRTP and SRTCP from a peer are unprotected with its
+//! receive context before anything reads them, and a packet that does not
+//! authenticate is dropped and counted ([`SfuStats::unauthenticated`]); everything the
+//! relay sends, RTP it forwards and RTCP it forwards or generates (receiver reports,
+//! PLI, FIR, NACK), is protected with the receiving peer's send context after
+//! rewriting. The relay therefore reads and re-encrypts all media: it is trusted
+//! with the plaintext (`docs/conference.md`, "Trust model"). On each leg an SRTP
+//! index is used once: a packet whose rewritten sequence number is not after the
+//! highest sent on that leg is dropped ([`SfuStats::late_dropped`]), and a NACK is
+//! answered with the exact bytes sent before, kept in the leg's history
+//! ([`SfuConfig::retransmit_history`]). Plaintext legs exist for tests and
+//! benchmarks only, behind [`SfuConfig::allow_plaintext`].
+//!
 //! # Sans-IO contract
-//! Inputs are [`Sfu::handle_input`] (an RTP packet, an RTCP compound packet or a
+//! Inputs are [`Sfu::handle_input`] (an SRTP packet, an SRTCP compound packet or a
 //! control message from a peer, with its arrival time) and the membership commands;
 //! every call appends what must be sent to an [`Output`], which the caller drains
 //! and [`Output::clear`]s. The forwarding path allocates nothing once the output's
@@ -78,14 +94,25 @@
 //!
 //! ```
 //! use std::time::Instant;
+//! use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
 //! use chorus_mixer::control::{Codec, Layer, StreamInfo};
-//! use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
+//! use chorus_mixer::sfu::{Kind, LegSecurity, Output, Peer, Sfu, SfuConfig};
+//!
+//! // Each leg's keys come from the handshake with that participant; one key per
+//! // direction (here: participant `p` sends under key 2p, receives under 2p + 1).
+//! let session = |k: u8| {
+//!     let s = Suite::AeadAes128Gcm;
+//!     SrtpSession::new(Policy::new(s, &vec![k; s.key_len()], &vec![k; s.salt_len()])?)
+//! };
+//! let leg = |p: u8| -> Result<_, chorus_crypto::Error> {
+//!     Ok(LegSecurity::srtp(session(2 * p)?, session(2 * p + 1)?))
+//! };
 //!
 //! let now = Instant::now();
 //! let mut sfu = Sfu::new(SfuConfig::default())?;
 //! let mut out = Output::new();
-//! sfu.add_endpoint(now, 1, &mut out)?;
-//! sfu.add_endpoint(now, 2, &mut out)?;
+//! sfu.add_endpoint(now, 1, leg(1)?, &mut out)?;
+//! sfu.add_endpoint(now, 2, leg(2)?, &mut out)?;
 //! // Participant 1 publishes VP8 in two layers; participant 2 can take 1 Mbit/s.
 //! let layers = vec![
 //!     Layer { ssrc: 0x100, bitrate_bps: 150_000 },
@@ -96,15 +123,22 @@
 //! assert_eq!(out.iter().next().map(|t| (t.to, t.kind)), Some((Peer::Endpoint(1), Kind::Rtcp)));
 //! out.clear();
 //!
-//! // A keyframe packet of layer 1 (VP8: S bit, partition 0, P bit clear).
+//! // A keyframe packet of layer 1 (VP8: S bit, partition 0, P bit clear), which
+//! // participant 1 protects with its send key.
 //! let packet = [0x80, 96, 0, 7, 0, 0, 0, 9, 0, 0, 1, 1, 0x10, 0x00, 0x9d];
-//! sfu.handle_input(now, Peer::Endpoint(1), &packet, &mut out)?;
+//! let mut srtp = packet.to_vec();
+//! session(2)?.protect_rtp(&mut srtp)?;
+//! sfu.handle_input(now, Peer::Endpoint(1), &srtp, &mut out)?;
 //! let sent: Vec<_> = out.iter().collect();
 //! assert_eq!(sent.len(), 1);
 //! assert_eq!(sent[0].to, Peer::Endpoint(2));
-//! // Rewritten to the stream's SSRC (its first layer's).
-//! assert_eq!(&sent[0].bytes[8..12], &[0, 0, 1, 0]);
-//! # Ok::<(), chorus_mixer::Error>(())
+//! // SRTP under participant 2's receive key, rewritten to the stream's SSRC (its
+//! // first layer's).
+//! let mut got = sent[0].bytes.to_vec();
+//! session(5)?.unprotect_rtp(&mut got)?;
+//! assert_eq!(&got[8..12], &[0, 0, 1, 0]);
+//! assert_eq!(&got[12..], &packet[12..]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Choices
@@ -121,6 +155,7 @@
 //!   are forwarded as one layer.
 
 mod keyframe;
+mod leg;
 mod rewrite;
 
 use std::collections::HashMap;
@@ -128,10 +163,14 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use chorus_crypto::AuthError;
+use chorus_framing::PacketKind;
 use chorus_media::stats::ReceiveStats;
 use chorus_media::{rtcp, rtp};
 
 pub use keyframe::{KeyframeRule, Temporal};
+pub use leg::LegSecurity;
+use leg::{Leg, Media, Resend, Sealed};
 use rewrite::Rewriter;
 
 use crate::Error;
@@ -232,6 +271,7 @@ impl Output {
         }
     }
 
+    /// Bytes already protected for `to` (a resend from its leg's history).
     fn push(&mut self, to: Peer, kind: Kind, bytes: &[u8]) {
         self.push_with(to, kind, |b| {
             b.extend_from_slice(bytes);
@@ -239,28 +279,99 @@ impl Output {
         });
     }
 
-    /// `bytes` (a decoded RTP packet) with sequence number, timestamp and SSRC
-    /// replaced (RFC 3550 §5.1: bytes 2-11).
-    fn push_rewritten(&mut self, to: Peer, bytes: &[u8], seq: u16, ts: u32, ssrc: u32) {
-        self.push_with(to, Kind::Rtp, |b| {
+    /// A packet `write` puts in plaintext, then sealed under `leg` for `to`.
+    fn push_sealed(
+        &mut self,
+        to: Peer,
+        leg: &mut Leg,
+        media: Media,
+        write: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> Option<Sealed> {
+        let kind = match media {
+            Media::Rtp => Kind::Rtp,
+            Media::Rtcp => Kind::Rtcp,
+        };
+        let mut sealed = None;
+        self.push_with(to, kind, |b| {
             let start = b.len();
-            b.extend_from_slice(bytes);
-            let Some(h) = b.get_mut(start + 2..start + 12) else {
+            if !write(b) {
                 return false;
-            };
-            h[..2].copy_from_slice(&seq.to_be_bytes());
-            h[2..6].copy_from_slice(&ts.to_be_bytes());
-            h[6..].copy_from_slice(&ssrc.to_be_bytes());
-            true
+            }
+            let s = leg.seal(media, b, start);
+            sealed = Some(s);
+            s == Sealed::Ready
         });
-    }
-
-    fn push_rtcp(&mut self, to: Peer, packet: &rtcp::Packet<'_>) {
-        self.push_with(to, Kind::Rtcp, |b| packet.encode(b).is_ok());
+        sealed
     }
 
     fn push_control(&mut self, to: Peer, msg: &Message<'_>) {
         self.push_with(to, Kind::Control, |b| msg.encode(b).is_ok());
+    }
+}
+
+/// `bytes` (a decoded RTP packet) with sequence number, timestamp and SSRC replaced
+/// (RFC 3550 §5.1: bytes 2-11).
+fn rewritten(bytes: &[u8], seq: u16, ts: u32, ssrc: u32) -> impl FnOnce(&mut BytesMut) -> bool {
+    move |b| {
+        let start = b.len();
+        b.extend_from_slice(bytes);
+        let Some(h) = b.get_mut(start + 2..start + 12) else {
+            return false;
+        };
+        h[..2].copy_from_slice(&seq.to_be_bytes());
+        h[2..6].copy_from_slice(&ts.to_be_bytes());
+        h[6..].copy_from_slice(&ssrc.to_be_bytes());
+        true
+    }
+}
+
+/// The peers' legs: their SRTP contexts and send histories.
+#[derive(Debug, Default)]
+struct Legs {
+    endpoints: U32Map<Leg>,
+    links: U32Map<Leg>,
+    /// Sealing outcomes, merged into [`SfuStats`].
+    late_dropped: u64,
+    send_refused: u64,
+}
+
+impl Legs {
+    fn get_mut(&mut self, peer: Peer) -> Option<&mut Leg> {
+        match peer {
+            Peer::Endpoint(id) => self.endpoints.get_mut(&id),
+            Peer::Link(id) => self.links.get_mut(&id),
+        }
+    }
+
+    /// Sends what `write` puts in plaintext to `to`, protected under its leg; whether
+    /// it went out.
+    fn send(
+        &mut self,
+        out: &mut Output,
+        to: Peer,
+        media: Media,
+        write: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> bool {
+        let Some(leg) = self.get_mut(to) else {
+            return false;
+        };
+        match out.push_sealed(to, leg, media, write) {
+            Some(Sealed::Ready) => true,
+            Some(Sealed::Late) => {
+                self.late_dropped += 1;
+                false
+            }
+            Some(Sealed::Refused) => {
+                self.send_refused += 1;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// An RTCP packet the relay generates or rewrites, SRTCP-protected for `to`.
+    fn send_rtcp(&mut self, out: &mut Output, to: Peer, packet: &rtcp::Packet<'_>) {
+        self.send(out, to, Media::Rtcp, |b| packet.encode(b).is_ok());
     }
 }
 
@@ -294,7 +405,8 @@ pub struct SfuConfig {
     pub max_streams_per_endpoint: usize,
     /// Layers per stream at most, 1-8. Default 4.
     pub max_layers: usize,
-    /// Longest RTP or RTCP packet accepted, bytes. Default 1,500.
+    /// Longest SRTP or SRTCP packet accepted, bytes as received (SRTP tag and SRTCP
+    /// trailer included). Default 1,500.
     pub max_packet_len: usize,
     /// How often each local sender gets a receiver report about its layers. Default
     /// 1 s; non-zero.
@@ -305,6 +417,16 @@ pub struct SfuConfig {
     /// receiver's delay-based estimate (and its REMB, which drives layer selection)
     /// measures the relay-to-receiver path, not the sender's uplink as well.
     pub abs_send_time_id: Option<u8>,
+    /// Accept [`LegSecurity::Plaintext`] legs, which carry media in clear. Default
+    /// false: every leg must be SRTP, and a plaintext one is refused with
+    /// [`SfuError::PlaintextRefused`]. Only tests and benchmarks set it.
+    pub allow_plaintext: bool,
+    /// RTP packets each leg remembers as sent (protected), to answer its NACKs with
+    /// the same bytes (RFC 4585 §6.2.1) instead of asking the sender. Memory: up to
+    /// this many times [`SfuConfig::max_packet_len`] plus the SRTP tag per leg.
+    /// Default 256 (about 250 ms of 10 streams at 1 Mbit/s); 0 turns resending off;
+    /// at most 4096.
+    pub retransmit_history: usize,
 }
 
 impl Default for SfuConfig {
@@ -323,6 +445,8 @@ impl Default for SfuConfig {
             max_packet_len: 1500,
             report_interval: Duration::from_secs(1),
             abs_send_time_id: Some(3),
+            allow_plaintext: false,
+            retransmit_history: 256,
         }
     }
 }
@@ -361,6 +485,9 @@ pub enum SfuError {
     Limit(&'static str),
     /// An invalid configuration (the string says which rule).
     BadConfig(&'static str),
+    /// A [`LegSecurity::Plaintext`] leg without [`SfuConfig::allow_plaintext`]
+    /// (caller's mistake).
+    PlaintextRefused(Peer),
 }
 
 impl core::fmt::Display for SfuError {
@@ -383,6 +510,7 @@ impl core::fmt::Display for SfuError {
             Self::DuplicatePeer(p) => write!(f, "peer {p:?} already present"),
             Self::Limit(what) => write!(f, "limit reached: {what}"),
             Self::BadConfig(why) => write!(f, "invalid SFU configuration: {why}"),
+            Self::PlaintextRefused(p) => write!(f, "plaintext leg for {p:?} not allowed"),
         }
     }
 }
@@ -408,6 +536,21 @@ pub struct SfuStats {
     pub temporal_dropped: u64,
     /// Feedback ignored (unknown SSRC, no such receiver).
     pub ignored_feedback: u64,
+    /// SRTP or SRTCP packets from a leg that failed to unprotect (bad tag, not SRTP,
+    /// no room for another SSRC context): dropped, never read or forwarded.
+    pub unauthenticated: u64,
+    /// SRTP or SRTCP packets from a leg that authenticated but were already received
+    /// (RFC 3711 §3.3.2 replay window): dropped.
+    pub replayed: u64,
+    /// RTP packets not sent on a leg because their sequence number is not after the
+    /// highest already sent there for their SSRC (reordered or retransmitted
+    /// upstream): an SRTP index is never protected twice.
+    pub late_dropped: u64,
+    /// Packets a leg's SRTP send context refused (its `max_ssrcs`, an exhausted
+    /// counter): not sent.
+    pub send_refused: u64,
+    /// NACKed RTP packets resent from a leg's history, byte for byte as first sent.
+    pub retransmitted: u64,
 }
 
 /// A receiver's view of one stream.
@@ -443,6 +586,9 @@ impl Hasher for U32Hasher {
 }
 
 type U32Map<V> = HashMap<u32, V, BuildHasherDefault<U32Hasher>>;
+
+/// Largest [`SfuConfig::retransmit_history`].
+const MAX_RETRANSMIT_HISTORY: usize = 4096;
 
 /// What selection gives a receiver of a stream: (layer, highest temporal layer).
 type Choice = (u8, u8);
@@ -543,6 +689,10 @@ pub struct Sfu {
     epoch: Option<Instant>,
     /// A packet with the relay's abs-send-time, copied once for all its receivers.
     stamped: Vec<u8>,
+    /// Each peer's SRTP contexts and send history.
+    legs: Legs,
+    /// The packet being unprotected.
+    plain: Vec<u8>,
 }
 
 fn media_err(e: chorus_media::DecodeError) -> Error {
@@ -576,6 +726,9 @@ impl Sfu {
         if config.max_packet_len < rtp::FIXED_HEADER_LEN {
             return Err(SfuError::BadConfig("max_packet_len below an RTP header").into());
         }
+        if config.retransmit_history > MAX_RETRANSMIT_HISTORY {
+            return Err(SfuError::BadConfig("retransmit_history must be at most 4096").into());
+        }
         Ok(Self {
             config,
             endpoints: Vec::new(),
@@ -587,13 +740,27 @@ impl Sfu {
             next_report: None,
             epoch: None,
             stamped: Vec::new(),
+            legs: Legs::default(),
+            plain: Vec::new(),
         })
     }
 
     /// Counters since creation.
     #[must_use]
     pub const fn stats(&self) -> SfuStats {
-        self.stats
+        SfuStats {
+            late_dropped: self.legs.late_dropped,
+            send_refused: self.legs.send_refused,
+            ..self.stats
+        }
+    }
+
+    /// A new leg for `peer`, refused if it is plaintext and plaintext is not allowed.
+    fn leg(&self, peer: Peer, security: LegSecurity) -> Result<Leg, Error> {
+        if security.is_plaintext() && !self.config.allow_plaintext {
+            return Err(SfuError::PlaintextRefused(peer).into());
+        }
+        Ok(Leg::new(security, self.config.retransmit_history))
     }
 
     /// The streams known here, local and relayed.
@@ -645,17 +812,28 @@ impl Sfu {
             .ok_or_else(|| SfuError::UnknownPeer(Peer::Endpoint(id)).into())
     }
 
-    /// Attaches a local participant: it starts receiving every stream but its own.
+    /// Attaches a local participant, whose media is protected with `security` (its
+    /// own SRTP keys in each direction): it starts receiving every stream but its
+    /// own.
     ///
     /// # Errors
-    /// [`SfuError::DuplicatePeer`], [`SfuError::Limit`].
-    pub fn add_endpoint(&mut self, now: Instant, id: u32, out: &mut Output) -> Result<(), Error> {
+    /// [`SfuError::DuplicatePeer`], [`SfuError::Limit`],
+    /// [`SfuError::PlaintextRefused`].
+    pub fn add_endpoint(
+        &mut self,
+        now: Instant,
+        id: u32,
+        security: LegSecurity,
+        out: &mut Output,
+    ) -> Result<(), Error> {
         if self.endpoints.iter().any(|e| e.id == id) {
             return Err(SfuError::DuplicatePeer(Peer::Endpoint(id)).into());
         }
         if self.endpoints.len() >= self.config.max_endpoints {
             return Err(SfuError::Limit("max_endpoints").into());
         }
+        let leg = self.leg(Peer::Endpoint(id), security)?;
+        self.legs.endpoints.insert(id, leg);
         self.endpoints.push(Endpoint {
             id,
             estimate_bps: self.config.initial_bandwidth_bps,
@@ -686,6 +864,7 @@ impl Sfu {
             .position(|e| e.id == id)
             .ok_or(SfuError::UnknownPeer(Peer::Endpoint(id)))?;
         self.endpoints.swap_remove(i);
+        self.legs.endpoints.remove(&id);
         while let Some(si) = self
             .streams
             .iter()
@@ -700,17 +879,27 @@ impl Sfu {
         Ok(())
     }
 
-    /// Adds a link to another relay and announces every stream not learned from it.
+    /// Adds a link to another relay, whose media is protected with `security` (the
+    /// link's own SRTP keys in each direction), and announces every stream not
+    /// learned from it.
     ///
     /// # Errors
-    /// [`SfuError::DuplicatePeer`], [`SfuError::Limit`].
-    pub fn add_link(&mut self, id: u32, out: &mut Output) -> Result<(), Error> {
+    /// [`SfuError::DuplicatePeer`], [`SfuError::Limit`],
+    /// [`SfuError::PlaintextRefused`].
+    pub fn add_link(
+        &mut self,
+        id: u32,
+        security: LegSecurity,
+        out: &mut Output,
+    ) -> Result<(), Error> {
         if self.links.contains(&id) {
             return Err(SfuError::DuplicatePeer(Peer::Link(id)).into());
         }
         if self.links.len() >= self.config.max_links {
             return Err(SfuError::Limit("max_links").into());
         }
+        let leg = self.leg(Peer::Link(id), security)?;
+        self.legs.links.insert(id, leg);
         self.links.push(id);
         for s in &self.streams {
             if s.origin != Peer::Link(id) {
@@ -732,6 +921,7 @@ impl Sfu {
             .position(|&l| l == id)
             .ok_or(SfuError::UnknownPeer(Peer::Link(id)))?;
         self.links.swap_remove(i);
+        self.legs.links.remove(&id);
         while let Some(si) = self.streams.iter().position(|s| s.origin == Peer::Link(id)) {
             self.remove_stream(now, si, out);
         }
@@ -798,13 +988,19 @@ impl Sfu {
         }
     }
 
-    /// One packet from a peer: RTP or RTCP (RFC 5761 §4: by the second byte) when its
-    /// version bits are 2, else a control message ([`crate::control`]).
+    /// One packet from a peer. SRTP or SRTCP (RFC 5761 §4: told apart by the second
+    /// byte, chorus-framing's `classify`) is unprotected with the peer's leg before
+    /// anything reads it (RFC 3711 §3.3, §3.4); anything else is a control message
+    /// ([`crate::control`]), which the caller must only pass on from the peer's
+    /// authenticated control channel.
     ///
     /// # Errors
-    /// The packet is rejected and nothing is forwarded: [`Error::Media`] for bytes
-    /// that are not RTP/RTCP, [`Error::Control`] for an invalid control message,
-    /// [`Error::Sfu`] for a packet the relay has no place for.
+    /// The packet is rejected and nothing is forwarded: [`Error::Srtp`] for a packet
+    /// that does not authenticate or is a replay (counted in
+    /// [`SfuStats::unauthenticated`] and [`SfuStats::replayed`]), [`Error::Media`] for
+    /// bytes that are not RTP/RTCP, [`Error::Control`] for an invalid control
+    /// message, [`Error::Sfu`] for a packet the relay has no place for (from an
+    /// unknown peer: [`SfuError::UnknownPeer`]).
     pub fn handle_input(
         &mut self,
         now: Instant,
@@ -812,34 +1008,46 @@ impl Sfu {
         bytes: &[u8],
         out: &mut Output,
     ) -> Result<(), Error> {
-        match bytes {
-            [b0, b1, ..] if b0 >> 6 == 2 => {
-                if bytes.len() > self.config.max_packet_len {
-                    return Err(SfuError::PacketTooLong {
-                        len: bytes.len(),
-                        max: self.config.max_packet_len,
-                    }
-                    .into());
-                }
-                if (192..=223).contains(b1) {
-                    self.handle_rtcp(now, from, bytes, out)
-                } else {
-                    self.handle_rtp(now, from, bytes, out)
-                }
-            }
+        let media = match chorus_framing::classify(bytes) {
+            PacketKind::Rtp => Media::Rtp,
+            PacketKind::Rtcp => Media::Rtcp,
             _ => {
                 let msg = Message::decode(bytes).map_err(Error::Control)?;
-                self.handle_control(now, from, &msg, out)
+                return self.handle_control(now, from, &msg, out);
             }
+        };
+        if bytes.len() > self.config.max_packet_len {
+            return Err(SfuError::PacketTooLong {
+                len: bytes.len(),
+                max: self.config.max_packet_len,
+            }
+            .into());
         }
+        let leg = self.legs.get_mut(from).ok_or(SfuError::UnknownPeer(from))?;
+        let mut plain = core::mem::take(&mut self.plain);
+        plain.clear();
+        plain.extend_from_slice(bytes);
+        let result = match leg.open(media, &mut plain) {
+            Err(e) => {
+                if e == chorus_crypto::Error::Auth(AuthError::Replay) {
+                    self.stats.replayed += 1;
+                } else {
+                    self.stats.unauthenticated += 1;
+                }
+                Err(Error::Srtp(e))
+            }
+            Ok(()) => match media {
+                Media::Rtp => self.handle_rtp(now, from, &plain, out),
+                Media::Rtcp => self.handle_rtcp(now, from, &plain, out),
+            },
+        };
+        self.plain = plain;
+        result
     }
 
-    /// One RTP packet from `from`: forwarded to the links subscribed to its layer and,
-    /// rewritten, to the local receivers whose layer it is.
-    ///
-    /// # Errors
-    /// As [`Sfu::handle_input`].
-    pub fn handle_rtp(
+    /// One RTP packet from `from`, unprotected: forwarded to the links subscribed to
+    /// its layer and, rewritten, to the local receivers whose layer it is.
+    fn handle_rtp(
         &mut self,
         now: Instant,
         from: Peer,
@@ -871,8 +1079,12 @@ impl Sfu {
         }
         let bit = 1u8 << layer;
         for &(link, mask) in &stream.links {
-            if mask & bit != 0 {
-                out.push(Peer::Link(link), Kind::Rtp, bytes);
+            if mask & bit != 0
+                && self.legs.send(out, Peer::Link(link), Media::Rtp, |b| {
+                    b.extend_from_slice(bytes);
+                    true
+                })
+            {
                 self.stats.forwarded += 1;
             }
         }
@@ -918,15 +1130,31 @@ impl Sfu {
                 f.temporal_since = None;
                 switched = true;
                 self.stats.switches += 1;
-                Some(
+                Some({
+                    // A receiver's first packet of this SSRC on a leg that
+                    // carried it before (the stream was published again):
+                    // numbering continues after what the leg sent, since an
+                    // SRTP index is never used twice.
+                    if f.rewriter.is_fresh()
+                        && let Some(leg) = self.legs.endpoints.get(&f.endpoint)
+                        && let Some(last) = leg.sent_seq(out_ssrc)
+                    {
+                        f.rewriter.resume_after(last);
+                    }
                     f.rewriter
-                        .switch(packet.sequence, packet.timestamp, now, clock_rate),
-                )
+                        .switch(packet.sequence, packet.timestamp, now, clock_rate)
+                })
             } else {
                 None
             };
-            if let Some((seq, ts)) = mapped {
-                out.push_rewritten(Peer::Endpoint(f.endpoint), source, seq, ts, out_ssrc);
+            if let Some((seq, ts)) = mapped
+                && self.legs.send(
+                    out,
+                    Peer::Endpoint(f.endpoint),
+                    Media::Rtp,
+                    rewritten(source, seq, ts, out_ssrc),
+                )
+            {
                 self.stats.forwarded += 1;
             }
         }
@@ -940,15 +1168,12 @@ impl Sfu {
         Ok(())
     }
 
-    /// One RTCP compound packet from `from`: REMB sets a receiver's estimate; PLI and
-    /// FIR ask for a keyframe of what the receiver gets (or, from a link, of the named
-    /// layer); NACKs are translated and sent towards the sender; a sender report goes
-    /// to the layer's receivers, rewritten. Other packets are ignored: the relay
-    /// terminates RTCP.
-    ///
-    /// # Errors
-    /// As [`Sfu::handle_input`].
-    pub fn handle_rtcp(
+    /// One RTCP compound packet from `from`, unprotected: REMB sets a receiver's
+    /// estimate; PLI and FIR ask for a keyframe of what the receiver gets (or, from a
+    /// link, of the named layer); NACKs are answered from the leg's history, the rest
+    /// translated and sent towards the sender; a sender report goes to the layer's
+    /// receivers, rewritten. Other packets are ignored: the relay terminates RTCP.
+    fn handle_rtcp(
         &mut self,
         now: Instant,
         from: Peer,
@@ -1021,7 +1246,8 @@ impl Sfu {
         };
         for &(link, mask) in &s.links {
             if mask & (1 << li) != 0 {
-                out.push_rtcp(Peer::Link(link), &sr(ssrc, info.rtp_timestamp));
+                self.legs
+                    .send_rtcp(out, Peer::Link(link), &sr(ssrc, info.rtp_timestamp));
             }
         }
         let out_ssrc = s.layers.first().map_or(ssrc, |l| l.ssrc);
@@ -1029,7 +1255,8 @@ impl Sfu {
             if f.current == Some(li)
                 && let Some(ts) = f.rewriter.rewrite_timestamp(info.rtp_timestamp)
             {
-                out.push_rtcp(Peer::Endpoint(f.endpoint), &sr(out_ssrc, ts));
+                self.legs
+                    .send_rtcp(out, Peer::Endpoint(f.endpoint), &sr(out_ssrc, ts));
             }
         }
     }
@@ -1232,7 +1459,7 @@ impl Sfu {
                 ssrc: sender_ssrc,
                 reports,
             };
-            out.push_rtcp(s.origin, &rr);
+            self.legs.send_rtcp(out, s.origin, &rr);
         }
         self.next_report = any.then(|| now + self.config.report_interval);
     }
@@ -1473,13 +1700,13 @@ impl Sfu {
                     seq: l.fir_seq,
                 }],
             };
-            out.push_rtcp(s.origin, &fir);
+            self.legs.send_rtcp(out, s.origin, &fir);
         } else {
             let pli = rtcp::Packet::Pli {
                 sender_ssrc,
                 media_ssrc: l.ssrc,
             };
-            out.push_rtcp(s.origin, &pli);
+            self.legs.send_rtcp(out, s.origin, &pli);
         }
     }
 
@@ -1505,8 +1732,11 @@ impl Sfu {
         }
     }
 
-    /// A generic NACK (RFC 4585 §6.2.1): from an endpoint, its sequence numbers are
-    /// mapped back to the current layer's; sent to the origin.
+    /// A generic NACK (RFC 4585 §6.2.1). Packets the leg's history still holds are
+    /// resent from it, byte for byte as they first went out (the same SRTP index
+    /// with the same bytes: nothing is protected twice). The rest are asked of the
+    /// origin: from an endpoint, its sequence numbers are mapped back to the current
+    /// layer's.
     fn feedback_nack(
         &mut self,
         from: Peer,
@@ -1519,6 +1749,22 @@ impl Sfu {
             return;
         };
         let s = &self.streams[si];
+        if matches!(from, Peer::Link(_)) && s.origin == from {
+            return;
+        }
+        let mut missing: Vec<u16> = Vec::new();
+        if let Some(leg) = self.legs.get_mut(from) {
+            for seq in entries.iter().flat_map(|n| n.lost()) {
+                match leg.resend(ssrc, seq) {
+                    Resend::Bytes(bytes) => {
+                        out.push(from, Kind::Rtp, bytes);
+                        self.stats.retransmitted += 1;
+                    }
+                    Resend::Exhausted => self.stats.ignored_feedback += 1,
+                    Resend::Unknown => missing.push(seq),
+                }
+            }
+        }
         let (media_ssrc, lost): (u32, Vec<u16>) = match from {
             Peer::Endpoint(e) => {
                 let Some(f) = s.forwards.iter().find(|f| f.endpoint == e) else {
@@ -1529,18 +1775,16 @@ impl Sfu {
                     self.stats.ignored_feedback += 1;
                     return;
                 };
-                let lost = entries
-                    .iter()
-                    .flat_map(|n| n.lost())
+                let lost = missing
+                    .into_iter()
                     .filter_map(|seq| f.rewriter.unmap(seq))
                     .collect();
                 (cur.ssrc, lost)
             }
-            Peer::Link(_) if s.origin != from => (
+            Peer::Link(_) => (
                 s.layers.get(usize::from(li)).map_or(ssrc, |l| l.ssrc),
-                entries.iter().flat_map(|n| n.lost()).collect(),
+                missing,
             ),
-            Peer::Link(_) => return,
         };
         if lost.is_empty() {
             return;
@@ -1550,7 +1794,8 @@ impl Sfu {
             media_ssrc,
             entries: rtcp::NackEntry::from_lost(&lost),
         };
-        out.push_rtcp(s.origin, &nack);
+        let origin = s.origin;
+        self.legs.send_rtcp(out, origin, &nack);
     }
 }
 
@@ -1629,13 +1874,24 @@ mod tests {
         StreamInfo::video(p, p, Codec::Vp8, layers)
     }
 
+    /// These tests look at selection and refusals, with packets in clear; the SRTP
+    /// path is tested in `tests/`.
+    fn plaintext_config() -> SfuConfig {
+        SfuConfig {
+            allow_plaintext: true,
+            ..SfuConfig::default()
+        }
+    }
+
     fn sfu() -> (Sfu, Output, Instant) {
         let now = Instant::now();
         let mut out = Output::new();
-        let mut s = Sfu::new(SfuConfig::default()).unwrap();
-        s.add_endpoint(now, 1, &mut out).unwrap();
-        s.add_endpoint(now, 2, &mut out).unwrap();
-        s.add_link(7, &mut out).unwrap();
+        let mut s = Sfu::new(plaintext_config()).unwrap();
+        s.add_endpoint(now, 1, LegSecurity::Plaintext, &mut out)
+            .unwrap();
+        s.add_endpoint(now, 2, LegSecurity::Plaintext, &mut out)
+            .unwrap();
+        s.add_link(7, LegSecurity::Plaintext, &mut out).unwrap();
         s.publish(now, 1, info(1, &[10, 11]), &mut out).unwrap();
         out.clear();
         (s, out, now)
@@ -1649,8 +1905,18 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            sfu_err(s.add_endpoint(now, 1, &mut out)),
+            sfu_err(s.add_endpoint(now, 1, LegSecurity::Plaintext, &mut out)),
             SfuError::DuplicatePeer(Peer::Endpoint(1))
+        );
+        // Media in clear only when the configuration says so.
+        let mut strict = Sfu::new(SfuConfig::default()).unwrap();
+        assert_eq!(
+            sfu_err(strict.add_endpoint(now, 1, LegSecurity::Plaintext, &mut out)),
+            SfuError::PlaintextRefused(Peer::Endpoint(1))
+        );
+        assert_eq!(
+            sfu_err(strict.add_link(1, LegSecurity::Plaintext, &mut out)),
+            SfuError::PlaintextRefused(Peer::Link(1))
         );
         assert_eq!(
             sfu_err(s.publish(now, 2, info(1, &[20]), &mut out)),
@@ -1722,6 +1988,13 @@ mod tests {
                 },
                 "max_layers must be 1-8",
             ),
+            (
+                SfuConfig {
+                    retransmit_history: 4097,
+                    ..SfuConfig::default()
+                },
+                "retransmit_history must be at most 4096",
+            ),
         ] {
             assert!(matches!(
                 Sfu::new(config),
@@ -1738,20 +2011,22 @@ mod tests {
             max_endpoints: 1,
             max_links: 1,
             max_streams: 1,
-            ..SfuConfig::default()
+            ..plaintext_config()
         })
         .unwrap();
-        s.add_endpoint(now, 1, &mut out).unwrap();
+        s.add_endpoint(now, 1, LegSecurity::Plaintext, &mut out)
+            .unwrap();
         assert!(matches!(
-            s.add_endpoint(now, 2, &mut out),
+            s.add_endpoint(now, 2, LegSecurity::Plaintext, &mut out),
             Err(Error::Sfu(SfuError::Limit("max_endpoints")))
         ));
         let mut one = Sfu::new(SfuConfig {
             max_streams_per_endpoint: 1,
-            ..SfuConfig::default()
+            ..plaintext_config()
         })
         .unwrap();
-        one.add_endpoint(now, 1, &mut out).unwrap();
+        one.add_endpoint(now, 1, LegSecurity::Plaintext, &mut out)
+            .unwrap();
         one.publish(now, 1, info(1, &[10]), &mut out).unwrap();
         let mut second = info(1, &[11]);
         second.stream = 2;
@@ -1759,9 +2034,9 @@ mod tests {
             one.publish(now, 1, second, &mut out),
             Err(Error::Sfu(SfuError::Limit("max_streams_per_endpoint")))
         ));
-        s.add_link(1, &mut out).unwrap();
+        s.add_link(1, LegSecurity::Plaintext, &mut out).unwrap();
         assert!(matches!(
-            s.add_link(2, &mut out),
+            s.add_link(2, LegSecurity::Plaintext, &mut out),
             Err(Error::Sfu(SfuError::Limit("max_links")))
         ));
         s.publish(now, 1, info(1, &[10]), &mut out).unwrap();
@@ -1777,7 +2052,7 @@ mod tests {
     #[test]
     fn a_link_publish_of_a_known_stream_is_ignored() {
         let (mut s, mut out, now) = sfu();
-        s.add_link(8, &mut out).unwrap();
+        s.add_link(8, LegSecurity::Plaintext, &mut out).unwrap();
         out.clear();
         // Stream 1 is local; another relay announcing it (a loop) changes nothing.
         s.handle_control(

@@ -51,6 +51,9 @@ pub(crate) struct Rewriter {
     /// the number of its own epoch. Empty for a stream nothing is left out of, so
     /// that the forwarding path reads only `newest`.
     older: VecDeque<Epoch>,
+    /// Set before the first switch: number on after this output sequence number
+    /// instead of keeping the input's.
+    resume: Option<u16>,
 }
 
 /// Whether `a` is at or after `b` in sequence-number order (RFC 3550 §A.1 style).
@@ -72,7 +75,7 @@ impl Rewriter {
         clock_rate: u32,
     ) -> (u16, u32) {
         let (out_seq, out_ts) = match self.state {
-            None => (seq, ts),
+            None => (self.resume.take().map_or(seq, |s| s.wrapping_add(1)), ts),
             Some(s) => {
                 let elapsed = now.saturating_duration_since(s.high_at);
                 let ticks = elapsed.as_micros() * u128::from(clock_rate) / 1_000_000;
@@ -94,6 +97,19 @@ impl Rewriter {
         });
         self.older.clear();
         (out_seq, out_ts)
+    }
+
+    /// Whether nothing was forwarded yet.
+    pub(crate) const fn is_fresh(&self) -> bool {
+        self.state.is_none()
+    }
+
+    /// Makes the first switch number on after `out_seq` (the last number the
+    /// receiver got of this SSRC before) instead of keeping the layer's numbers.
+    pub(crate) fn resume_after(&mut self, out_seq: u16) {
+        if self.state.is_none() {
+            self.resume = Some(out_seq);
+        }
     }
 
     /// Maps a packet of the current layer; `None` when it predates the last switch
@@ -221,6 +237,21 @@ mod tests {
         assert_eq!(r.map(49_999, 7, t1), None);
         assert_eq!(r.unmap(104), Some(50_001));
         assert_eq!(r.unmap(102), None);
+    }
+
+    #[test]
+    fn a_resumed_rewriter_numbers_on_after_the_old_stream() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::default();
+        assert!(r.is_fresh());
+        r.resume_after(5000);
+        assert_eq!(r.switch(100, 9000, t0, 90_000), (5001, 9000));
+        assert_eq!(r.map(101, 9000, t0), Some((5002, 9000)));
+        assert_eq!(r.unmap(5002), Some(101));
+        assert!(!r.is_fresh());
+        // Only before the first switch.
+        r.resume_after(1);
+        assert_eq!(r.switch(7, 0, t0, 90_000).0, 5003);
     }
 
     #[test]

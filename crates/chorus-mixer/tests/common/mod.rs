@@ -1,14 +1,99 @@
 //! An in-memory conference of relays for the SFU tests: simulcast VP8 senders,
 //! relays joined by links, and a lossless network that delivers every transmit in
-//! order on a virtual clock.
+//! order on a virtual clock. Every leg is SRTP with its own keys in each direction:
+//! participants protect what they send and unprotect what they get with real
+//! `SrtpSession`s, and relays exchange SRTP over their links.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
+use chorus_framing::{PacketKind, classify};
 use chorus_media::{rtcp, rtp};
 use chorus_mixer::control::{Codec, Layer, StreamInfo};
-use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
+use chorus_mixer::sfu::{Kind, LegSecurity, Output, Peer, Sfu, SfuConfig};
+
+/// The SRTP session of key `k` (AEAD_AES_128_GCM, key and salt from `k`): one per
+/// direction of every leg.
+pub fn srtp(k: u32) -> SrtpSession {
+    let suite = Suite::AeadAes128Gcm;
+    let bytes = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|i| (k.wrapping_mul(0x9e37_79b9) >> (8 * (i % 4))) as u8 ^ i as u8)
+            .collect()
+    };
+    SrtpSession::new(Policy::new(suite, &bytes(suite.key_len()), &bytes(suite.salt_len())).unwrap())
+        .unwrap()
+}
+
+/// The key participant `p` sends under (its uplink to its relay).
+pub fn uplink_key(p: u32) -> u32 {
+    2 * p
+}
+
+/// The key participant `p` receives under (its relay's downlink to it).
+pub fn downlink_key(p: u32) -> u32 {
+    2 * p + 1
+}
+
+/// The relay's side of participant `p`'s leg.
+pub fn endpoint_leg(p: u32) -> LegSecurity {
+    LegSecurity::srtp(srtp(uplink_key(p)), srtp(downlink_key(p)))
+}
+
+/// The key relay `from` sends to relay `to` under.
+pub fn link_key(from: usize, to: usize) -> u32 {
+    1_000_000 + 1000 * from as u32 + to as u32
+}
+
+/// Relay `me`'s side of its link to relay `other`.
+pub fn link_leg(me: usize, other: usize) -> LegSecurity {
+    LegSecurity::srtp(srtp(link_key(other, me)), srtp(link_key(me, other)))
+}
+
+/// A participant's end of its leg: protects what it sends, unprotects what it gets.
+pub struct Party {
+    pub send: SrtpSession,
+    pub receive: SrtpSession,
+}
+
+impl Party {
+    pub fn new(p: u32) -> Self {
+        Self {
+            send: srtp(uplink_key(p)),
+            receive: srtp(downlink_key(p)),
+        }
+    }
+
+    /// `plain` protected to send if it is RTP or RTCP; a control message goes as it
+    /// is (in a deployment, over the authenticated control channel).
+    pub fn seal(&mut self, plain: &[u8]) -> Vec<u8> {
+        let mut b = plain.to_vec();
+        match classify(plain) {
+            PacketKind::Rtp => self.send.protect_rtp(&mut b).unwrap(),
+            PacketKind::Rtcp => self.send.protect_rtcp(&mut b).unwrap(),
+            _ => {}
+        }
+        b
+    }
+
+    /// What the relay sent, unprotected.
+    pub fn open(&mut self, bytes: &[u8]) -> Result<Vec<u8>, chorus_crypto::Error> {
+        let mut b = bytes.to_vec();
+        match classify(bytes) {
+            PacketKind::Rtp => self.receive.unprotect_rtp(&mut b)?,
+            PacketKind::Rtcp => self.receive.unprotect_rtcp(&mut b)?,
+            other => panic!("not SRTP or SRTCP: {other:?}"),
+        }
+        Ok(b)
+    }
+}
+
+/// The SSRC in an (S)RTP header, which SRTP leaves in clear.
+pub fn ssrc_of(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes(bytes[8..12].try_into().unwrap())
+}
 
 /// Layer bitrates of every test stream.
 pub const BITRATES: [u32; 3] = [150_000, 500_000, 1_500_000];
@@ -148,6 +233,8 @@ impl Sender {
 pub struct Inbox {
     /// RTP packets in arrival order, by SSRC: (sequence, timestamp, payload).
     pub rtp: HashMap<u32, Vec<(u16, u32, Vec<u8>)>>,
+    /// The same packets as they arrived: SRTP.
+    pub wire: HashMap<u32, Vec<Vec<u8>>>,
 }
 
 /// Relays, the links between them, and where each participant is attached.
@@ -158,6 +245,7 @@ pub struct Net {
     pub links: HashMap<(usize, u32), (usize, u32)>,
     pub home: HashMap<u32, usize>,
     pub senders: HashMap<u32, Sender>,
+    pub parties: HashMap<u32, Party>,
     pub inbox: HashMap<u32, Inbox>,
     /// RTP packets carried per (relay sending, link id, SSRC).
     pub link_rtp: HashMap<(usize, u32, u32), u64>,
@@ -165,6 +253,9 @@ pub struct Net {
     pub keyframe_requests: HashMap<u32, u64>,
     /// Every control message sent over a link: (relay, link, bytes).
     pub link_control: Vec<(usize, u32, Vec<u8>)>,
+    /// Every RTP and RTCP packet sent over a link, as sent: (relay, link, kind,
+    /// bytes).
+    pub link_media: Vec<(usize, u32, Kind, Vec<u8>)>,
     out: Output,
 }
 
@@ -178,10 +269,12 @@ impl Net {
             links: HashMap::new(),
             home: HashMap::new(),
             senders: HashMap::new(),
+            parties: HashMap::new(),
             inbox: HashMap::new(),
             link_rtp: HashMap::new(),
             keyframe_requests: HashMap::new(),
             link_control: Vec::new(),
+            link_media: Vec::new(),
             out: Output::new(),
         }
     }
@@ -191,9 +284,13 @@ impl Net {
         let (la, lb) = (b as u32 + 100, a as u32 + 100);
         self.links.insert((a, la), (b, lb));
         self.links.insert((b, lb), (a, la));
-        self.relays[a].add_link(la, &mut self.out).unwrap();
+        self.relays[a]
+            .add_link(la, link_leg(a, b), &mut self.out)
+            .unwrap();
         self.flush(a);
-        self.relays[b].add_link(lb, &mut self.out).unwrap();
+        self.relays[b]
+            .add_link(lb, link_leg(b, a), &mut self.out)
+            .unwrap();
         self.flush(b);
     }
 
@@ -202,8 +299,11 @@ impl Net {
         self.home.insert(p, r);
         self.inbox.insert(p, Inbox::default());
         self.senders.insert(p, Sender::new(p, key_every));
+        self.parties.insert(p, Party::new(p));
         let now = self.now;
-        self.relays[r].add_endpoint(now, p, &mut self.out).unwrap();
+        self.relays[r]
+            .add_endpoint(now, p, endpoint_leg(p), &mut self.out)
+            .unwrap();
         self.flush(r);
         self.relays[r]
             .publish(now, p, stream_info(p), &mut self.out)
@@ -220,10 +320,21 @@ impl Net {
         self.flush(r);
     }
 
-    /// Participant `p` sends `bytes` (RTP or RTCP) to its relay.
+    /// `plain` (RTP or RTCP) protected by participant `p`, as it would send it.
+    pub fn seal(&mut self, p: u32, plain: &[u8]) -> Vec<u8> {
+        self.parties.get_mut(&p).unwrap().seal(plain)
+    }
+
+    /// What a relay sent participant `p`, unprotected by `p`.
+    pub fn open(&mut self, p: u32, bytes: &[u8]) -> Vec<u8> {
+        self.parties.get_mut(&p).unwrap().open(bytes).unwrap()
+    }
+
+    /// Participant `p` sends `bytes` (RTP or RTCP) to its relay, SRTP-protected.
     pub fn send_from(&mut self, p: u32, bytes: &[u8]) {
         let r = self.home[&p];
-        self.input(r, Peer::Endpoint(p), bytes.to_vec());
+        let sealed = self.parties.get_mut(&p).unwrap().seal(bytes);
+        self.input(r, Peer::Endpoint(p), sealed);
     }
 
     /// Every sender sends one frame, then time advances by `step` and timers run.
@@ -272,17 +383,23 @@ impl Net {
             match t.to {
                 Peer::Endpoint(p) => match t.kind {
                     Kind::Rtp => {
-                        let pkt = rtp::Packet::decode(t.bytes).unwrap();
-                        self.inbox
-                            .get_mut(&p)
-                            .unwrap()
-                            .rtp
+                        let plain = self.parties.get_mut(&p).unwrap().open(t.bytes).unwrap();
+                        let pkt = rtp::Packet::decode(&plain).unwrap();
+                        let inbox = self.inbox.get_mut(&p).unwrap();
+                        inbox.rtp.entry(pkt.ssrc).or_default().push((
+                            pkt.sequence,
+                            pkt.timestamp,
+                            pkt.payload.to_vec(),
+                        ));
+                        inbox
+                            .wire
                             .entry(pkt.ssrc)
                             .or_default()
-                            .push((pkt.sequence, pkt.timestamp, pkt.payload.to_vec()));
+                            .push(t.bytes.to_vec());
                     }
                     Kind::Rtcp => {
-                        for f in rtcp::decode_compound(t.bytes, &rtcp::Limits::default()).unwrap() {
+                        let plain = self.parties.get_mut(&p).unwrap().open(t.bytes).unwrap();
+                        for f in rtcp::decode_compound(&plain, &rtcp::Limits::default()).unwrap() {
                             let ssrcs: Vec<u32> = match f {
                                 rtcp::Packet::Pli { media_ssrc, .. } => vec![media_ssrc],
                                 rtcp::Packet::Fir { entries, .. } => {
@@ -301,11 +418,12 @@ impl Net {
                 Peer::Link(l) => {
                     let (other, back) = self.links[&(r, l)];
                     if t.kind == Kind::Rtp {
-                        let pkt = rtp::Packet::decode(t.bytes).unwrap();
-                        *self.link_rtp.entry((r, l, pkt.ssrc)).or_default() += 1;
+                        *self.link_rtp.entry((r, l, ssrc_of(t.bytes))).or_default() += 1;
                     }
                     if t.kind == Kind::Control {
                         self.link_control.push((r, l, t.bytes.to_vec()));
+                    } else {
+                        self.link_media.push((r, l, t.kind, t.bytes.to_vec()));
                     }
                     next.push((other, Peer::Link(back), t.bytes.to_vec()));
                 }
