@@ -26,7 +26,7 @@ commands:
   test            install missing system packages, then run every test target and
                   doctest of the workspace
   ci [STEP ...]   everything CI enforces, in order: fmt, clippy, no-tokio, layering,
-                  test-rng, test, demo, doc, package, msrv, fuzz, deny; or only the
+                  test-rng, test, demo, doc, package (with the MSRV), fuzz, deny; or only the
                   steps named
   help            this text";
 

@@ -22,7 +22,6 @@ const STEPS: &[Step] = &[
     ("demo", demo),
     ("doc", doc),
     ("package", package),
-    ("msrv", msrv),
     ("fuzz", super::fuzz::run),
     ("deny", deny),
 ];
@@ -203,13 +202,15 @@ fn doc() -> Result {
     cmd::run(&mut cargo)
 }
 
-/// Every publishable crate packages, and the packages build from their files alone.
+/// Every publishable crate packages, and the packages build from their files alone
+/// with the workspace's `rust-version` (MSRV) toolchain.
 ///
 /// `cargo package`'s own verification builds each package in a dependency tree of
 /// its own (minutes each, every dependency again). Here the `.crate` files are
 /// unpacked side by side into one throwaway workspace that patches crates.io's
-/// `chorus-*` with them, and checked once: a file a crate needs but does not ship, or a
-/// dependency its published manifest loses, still fails.
+/// `chorus-*` with them, and checked once, by the MSRV toolchain (installed with
+/// rustup): a file a crate needs but does not ship, a dependency its published
+/// manifest loses, or an API or dependency newer than the stated MSRV fails.
 fn package() -> Result {
     let workspace = Workspace::load()?;
     let publish: Vec<&str> = workspace
@@ -252,48 +253,25 @@ fn package() -> Result {
     // The main build's downloads and lockfile, so nothing newer sneaks in.
     std::fs::copy(root.join("Cargo.lock"), check.join("Cargo.lock"))
         .map_err(|e| format!("Cargo.lock: {e}"))?;
-    cmd::run(cmd::cargo().current_dir(&check).args([
-        "check",
-        "--workspace",
-        "--lib",
-        "--target-dir",
-        "../package-check-target",
-    ]))
-}
-
-/// The workspace's `rust-version` builds every publishable crate: that toolchain is
-/// installed with rustup and checks each library (default features).
-fn msrv() -> Result {
-    let workspace = Workspace::load()?;
     let version = workspace.rust_version()?;
     let toolchain = format!("+{version}");
-    if !cmd::succeeds(std::process::Command::new("rustup").args([
-        "run",
-        &version,
-        "rustc",
-        "--version",
-    ])) {
-        cmd::run(std::process::Command::new("rustup").args([
-            "toolchain",
-            "install",
-            &version,
-            "--profile",
-            "minimal",
-        ]))?;
+    let rustup = || std::process::Command::new("rustup");
+    if !cmd::succeeds(rustup().args(["run", &version, "rustc", "--version"])) {
+        cmd::run(rustup().args(["toolchain", "install", &version, "--profile", "minimal"]))?;
     }
-    // A target directory of its own: a different compiler would rebuild the main one.
-    let mut cargo = std::process::Command::new("cargo");
-    cargo.current_dir(cmd::root()).args([
-        toolchain.as_str(),
-        "check",
-        "--lib",
-        "--target-dir",
-        "target/msrv",
-    ]);
-    for p in workspace.packages.iter().filter(|p| p.publish) {
-        cargo.args(["-p", &p.name]);
-    }
-    cmd::run(&mut cargo)
+    // Through rustup's `cargo` proxy (not $CARGO, this toolchain's cargo).
+    cmd::run(
+        std::process::Command::new("cargo")
+            .current_dir(&check)
+            .args([
+                toolchain.as_str(),
+                "check",
+                "--workspace",
+                "--lib",
+                "--target-dir",
+                "../package-check-target",
+            ]),
+    )
 }
 
 /// The licence, ban and source policy of deny.toml, over every workspace member.
