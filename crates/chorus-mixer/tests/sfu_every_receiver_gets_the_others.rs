@@ -82,8 +82,12 @@ fn joining_and_leaving() {
         assert_eq!(net.inbox[p].rtp[&ssrc(2, 0)].len(), before[i]);
         assert!(net.relays[0].selection(*p, 2).is_none());
     }
-    // Packets of the gone participant are refused, keys or not.
-    let stale = net.seal(2, &[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 2, 0, 0x10]);
+    // Packets of the gone participant are refused, keys or not (a fresh context under
+    // its key: its own has sent past this sequence number and refuses to reuse it).
+    let mut stale = vec![0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 2, 0, 0x10];
+    common::srtp(common::uplink_key(2))
+        .protect_rtp(&mut stale)
+        .unwrap();
     assert!(
         net.relays[0]
             .handle_input(now, chorus_mixer::sfu::Peer::Endpoint(2), &stale, &mut out)

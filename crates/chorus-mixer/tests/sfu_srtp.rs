@@ -242,10 +242,11 @@ fn cascade_links_are_protected_with_their_own_keys() {
 #[test]
 fn a_packet_reordered_upstream_is_dropped_rather_than_protected_again() {
     let (mut sfu, mut out, t0, [mut sender, mut two, _]) = relay();
-    let (p10, p12, p11) = (
+    // Sent in order; the network delivers 12 before 11.
+    let (p10, p11, p12) = (
         sender.seal(&packet(10)),
-        sender.seal(&packet(12)),
         sender.seal(&packet(11)),
+        sender.seal(&packet(12)),
     );
     for p in [&p10, &p12] {
         sfu.handle_input(t0, Peer::Endpoint(1), p, &mut out)
