@@ -9,21 +9,27 @@ mod pki;
 use std::collections::HashSet;
 
 use chorus_crypto::cert::Role;
-use chorus_crypto::handshake::{ExpectedPeer, SrtpDirection, srtp_exporter_label};
+use chorus_crypto::handshake::{Config, ExpectedPeer, SrtpDirection, srtp_exporter_label};
 use chorus_crypto::srtp::Suite;
 use pki::{config_expecting, no_tamper, pki, run};
 
-#[test]
-fn keys_differ_by_suite_direction_and_context_and_both_sides_agree() {
-    let p = pki(0);
+/// alice pins bob; bob takes any user.
+fn alice_calls_bob(p: &pki::Pki) -> (Config, Config) {
     let alice = config_expecting(
-        &p,
+        p,
         1,
         "alice",
         Role::User,
         ExpectedPeer::user("bob", &[Role::User]),
     );
-    let bob = config_expecting(&p, 2, "bob", Role::User, ExpectedPeer::accept_any_user());
+    let bob = config_expecting(p, 2, "bob", Role::User, ExpectedPeer::accept_any_user());
+    (alice, bob)
+}
+
+#[test]
+fn keys_differ_by_suite_direction_and_context_and_both_sides_agree() {
+    let p = pki(0);
+    let (alice, bob) = alice_calls_bob(&p);
     let (a, b) = run(&alice, &bob, 1, no_tamper).unwrap();
     let mut keys = HashSet::new();
     let mut salts = HashSet::new();
@@ -56,14 +62,7 @@ fn keys_differ_by_suite_direction_and_context_and_both_sides_agree() {
 #[test]
 fn another_handshake_between_the_same_users_gets_other_keys() {
     let p = pki(0);
-    let alice = config_expecting(
-        &p,
-        1,
-        "alice",
-        Role::User,
-        ExpectedPeer::user("bob", &[Role::User]),
-    );
-    let bob = config_expecting(&p, 2, "bob", Role::User, ExpectedPeer::accept_any_user());
+    let (alice, bob) = alice_calls_bob(&p);
     let (first, _) = run(&alice, &bob, 1, no_tamper).unwrap();
     let (second, _) = run(&alice, &bob, 2, no_tamper).unwrap();
     let suite = Suite::AeadAes128Gcm;
@@ -88,14 +87,7 @@ fn the_label_is_the_documented_byte_string() {
     );
     // srtp_keys is the exporter under that label: key || salt, one output.
     let p = pki(0);
-    let alice = config_expecting(
-        &p,
-        1,
-        "alice",
-        Role::User,
-        ExpectedPeer::user("bob", &[Role::User]),
-    );
-    let bob = config_expecting(&p, 2, "bob", Role::User, ExpectedPeer::accept_any_user());
+    let (alice, bob) = alice_calls_bob(&p);
     let (a, _) = run(&alice, &bob, 3, no_tamper).unwrap();
     let suite = Suite::AesCm256HmacSha1_80;
     let mut okm = vec![0u8; suite.key_len() + suite.salt_len()];
