@@ -60,6 +60,9 @@ OPTIONS:
   --bitrate <bit/s>  the session's send rate, start and cap (RTP payload bits: Opus
                      plus FEC repair; the Opus share is rate / (1 + FEC overhead))
                      (default: the session's RateConfig, 48,000 start, 128,000 cap)
+  --fixed-rate <bit/s>
+                     pin the send rate (start = floor = cap): a diagnostic, to tell
+                     the rate controller's share of a score from the rest
   --loss <p>         loss rate of each direction: 10% or 0.1 (default 0)
   --burst <packets>  mean loss burst; > 1 uses Gilbert-Elliott (default 1: random)
   --trace <file>     replay a loss trace (1/x lost, 0/. delivered) instead
@@ -89,6 +92,7 @@ struct Options {
     input: Option<String>,
     output: Option<String>,
     bitrate: Option<u32>,
+    fixed_rate: bool,
     loss: f64,
     burst: f64,
     trace: Option<String>,
@@ -126,6 +130,7 @@ fn parse() -> Result<Option<Options>, String> {
         input: None,
         output: None,
         bitrate: None,
+        fixed_rate: false,
         loss: 0.0,
         burst: 1.0,
         trace: None,
@@ -152,6 +157,10 @@ fn parse() -> Result<Option<Options>, String> {
             "--trace" => o.trace = Some(value),
             "--bitrate" => {
                 o.bitrate = Some(value.parse().ok().filter(|b| *b >= 6_000).ok_or_else(bad)?);
+            }
+            "--fixed-rate" => {
+                o.bitrate = Some(value.parse().ok().filter(|b| *b >= 6_000).ok_or_else(bad)?);
+                o.fixed_rate = true;
             }
             "--loss" => o.loss = parse_fraction(&value).ok_or_else(bad)?,
             "--burst" => {
@@ -343,7 +352,11 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(bps) = o.bitrate {
         let mut rate = RateConfig::default();
         (rate.start_bps, rate.max_bps) = (bps, bps);
-        rate.min_bps = rate.min_bps.min(bps);
+        rate.min_bps = if o.fixed_rate {
+            bps
+        } else {
+            rate.min_bps.min(bps)
+        };
         config.rate = rate;
     }
     let repair_pt = config.fec_payload_type;
@@ -389,6 +402,10 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let mut sent = 0usize;
     let mut steps = 0u64;
     let mut stalls = 0u64;
+    // Alice's Opus rate per frame sent, and when her packet FEC first came on (with
+    // the frames Bob had lost by then: the start-up the whole-call score includes).
+    let mut codec_bps = Vec::with_capacity(frames);
+    let mut fec_on: Option<(Duration, u64)> = None;
     while now < end {
         steps += 1;
         if steps > 50_000_000 {
@@ -401,6 +418,12 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
                     .get(sent * FRAME..(sent + 1) * FRAME)
                     .ok_or("short input")?;
                 leg.session.send_frame(now, pcm)?;
+            }
+            codec_bps.push(f64::from(legs[0].session.stats().codec_bps));
+            if fec_on.is_none() && legs[0].session.stats().repair_sent > 0 {
+                let b = legs[1].session.stats();
+                let lost = b.concealed + b.recovered_inband;
+                fec_on = Some((now.saturating_duration_since(t0), lost));
             }
             sent += 1;
             if sent == frames {
@@ -535,6 +558,21 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         "FEC overhead          {fec_bytes:.1} % of media bytes ({} repair packets, {fec_packets:.1} % of media packets)",
         repair.sent
     );
+    let mut sorted_bps = codec_bps.clone();
+    sorted_bps.sort_by(f64::total_cmp);
+    println!(
+        "Opus rate             mean {:.0} bit/s, min {:.0}, max {:.0} (Alice, per frame sent)",
+        mean(&codec_bps),
+        sorted_bps.first().copied().unwrap_or(0.0),
+        sorted_bps.last().copied().unwrap_or(0.0)
+    );
+    match fec_on {
+        Some((at, lost)) => println!(
+            "FEC start-up          first repair packet at {:.2} s; Bob had lost {lost} frames by then",
+            at.as_secs_f64()
+        ),
+        None => println!("FEC start-up          no repair packet sent"),
+    }
     println!(
         "Alice at the end      protection {:?} ({} group changes), Opus {} bit/s, target {} bit/s, rtt {:?}",
         tx.protection, tx.protection_changes, tx.codec_bps, tx.target_bps, tx.rtt
@@ -602,7 +640,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         "result seed={} pesq_wb={pesq} seg_snr_db={snr:.2} wire_loss={wire_lost:.2}% \
          residual_loss={residual:.2}% fec_overhead_bytes={fec_bytes:.1}% \
          fec_overhead_packets={fec_packets:.1}% mouth_to_ear_ms={:.1}/{:.1} \
-         added_delay_ms={:.1}/{:.1} rtcp_lost={}/{}",
+         added_delay_ms={:.1}/{:.1} rtcp_lost={}/{} opus_bps={:.0} fec_on_s={}",
         o.seed,
         m2e.0,
         m2e.1,
@@ -610,6 +648,11 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         added.1,
         rtcp.lost + rtcp_back.lost,
         rtcp.sent + rtcp_back.sent,
+        mean(&codec_bps),
+        fec_on.map_or_else(
+            || "-".to_string(),
+            |(at, _)| format!("{:.2}", at.as_secs_f64())
+        ),
     );
     Ok(())
 }
