@@ -402,6 +402,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let mut sent = 0usize;
     let mut steps = 0u64;
     let mut stalls = 0u64;
+    let mut again = 0u8;
     // Alice's Opus rate per frame sent, and when her packet FEC first came on (with
     // the frames Bob had lost by then: the start-up the whole-call score includes).
     let mut codec_bps = Vec::with_capacity(frames);
@@ -471,10 +472,15 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             .min()
             .unwrap_or(end);
         if next > now {
-            now = next;
+            (now, again) = (next, 0);
+        } else if again < 8 {
+            // Something came due at this instant after its turn in this step (a
+            // packet starts the playout clock at `now`; RTCP and REMB share a
+            // handle_timeout): another step at the same instant serves it on time.
+            again += 1;
         } else {
             stalls += 1;
-            now += Duration::from_millis(1);
+            (now, again) = (now + Duration::from_millis(1), 0);
         }
     }
 
@@ -593,7 +599,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("segmental SNR         {snr:.2} dB");
     if stalls > 0 {
-        println!("clock                 {stalls} steps found nothing due (1 ms steps taken)");
+        println!("clock                 {stalls} times nothing due after 8 steps (1 ms taken)");
     }
     let temp = |name: &str| {
         std::env::temp_dir()
