@@ -10,6 +10,13 @@
 //! for a few seconds. The score is PESQ-WB (ITU-T P.862.2) from
 //! `benches/media-quality-pesq.py` when python3 with `pesq` and `numpy` is available,
 //! and the segmental SNR always. See `docs/media.md` for the delay accounting.
+//!
+//! This is a hand-wired pipeline, not the code a call runs: the headline speech
+//! quality comes from `examples/call-quality.rs`, which scores the shipped
+//! `chorus_media::session::Session` whole. This example is kept as the comparison: it
+//! shows what the same codec and FEC reach with a fixed Opus rate and a controller
+//! that sees every loss (docs/media.md, "The shipped session, scored whole", explains
+//! the gap).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
