@@ -67,7 +67,7 @@ fn seconds(d: Duration) -> String {
 }
 
 fn demo() -> Result {
-    super::demo::run(&[])
+    super::demo::run_for_ci()
 }
 
 fn fmt() -> Result {
