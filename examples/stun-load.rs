@@ -17,12 +17,23 @@
 //!   MESSAGE-INTEGRITY), a CreatePermission and a ChannelBind to a peer socket it owns,
 //!   then sends ChannelData through the relays, round-robin over the allocations, and
 //!   counts what reaches the peer sockets; at most `--window` packets are in flight.
+//! - **relay, paced** (`--pps-per-allocation R`): the same allocations, but each one
+//!   carries one media-like flow instead of bursts: one `--size`-byte ChannelData every
+//!   1/R s, one datagram per `send(2)` (no GSO, no batching), and the allocations' sends
+//!   interleaved evenly over each period (allocation i sends at offset i/(R·N) s of it),
+//!   as a thousand independent callers would. Each packet carries a sequence number, so
+//!   a packet counts as delivered only if it was sent in the measured time, and
+//!   `lost` = sent − delivered after a 200 ms drain. `late` counts sends more than 1 ms
+//!   behind their schedule (the generator falling behind turns pacing into bursts).
 //!
 //! It ends with one line a script can read:
 //! `result mode=<m> rate=<answered or delivered per s> sent=<per s> lost=<n> cpu=<fraction of one core> ...`.
 //! `cpu` below 1 while the server's core is busy shows the generator is not the
 //! bottleneck: it waits in `poll(2)` for the server. (Kernel work done for the
-//! generator's sends on loopback is counted in its system time.)
+//! generator's sends on loopback is counted in its system time.) With `--watch-pid PID`
+//! the line also has `server_cpu=<fraction of one core>`: that process's CPU time
+//! (`/proc/PID/stat`, all threads) over exactly the measured time, excluding the
+//! allocation setup and the warm-up.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -58,6 +69,12 @@ OPTIONS:
     --peers N            relay: peer sockets (default 1)
     --size N             relay: application bytes per ChannelData (default 100)
     --burst N            relay: packets per allocation per round (default 8)
+    --pps-per-allocation R
+                         relay: paced instead of bursts: each allocation sends one
+                         --size datagram every 1/R s, the allocations' sends spread
+                         evenly over the period, one send(2) each (--window, --burst,
+                         --gso do not apply)
+    --watch-pid PID      also report that process's CPU over the measured time
     --user U --password P    relay credentials (default alice / secret)
     --gso                send each burst as one UDP GSO sendmsg (cheaper for the
                          generator; the server still receives separate datagrams)
@@ -84,6 +101,8 @@ struct Opts {
     user: String,
     password: String,
     gso: bool,
+    pps_per_allocation: Option<f64>,
+    watch_pid: Option<u32>,
 }
 
 fn parse() -> Result<Option<Opts>, String> {
@@ -109,6 +128,8 @@ fn parse() -> Result<Option<Opts>, String> {
         user: "alice".into(),
         password: "secret".into(),
         gso: false,
+        pps_per_allocation: None,
+        watch_pid: None,
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -130,6 +151,10 @@ fn parse() -> Result<Option<Opts>, String> {
             "--user" => o.user = value()?,
             "--password" => o.password = value()?,
             "--gso" => o.gso = true,
+            "--pps-per-allocation" => {
+                o.pps_per_allocation = Some(num("--pps-per-allocation", value()?)?);
+            }
+            "--watch-pid" => o.watch_pid = Some(num("--watch-pid", value()?)?),
             other => return Err(format!("unknown argument {other} (try --help)")),
         }
     }
@@ -139,12 +164,26 @@ fn parse() -> Result<Option<Opts>, String> {
     if o.size > 1400 {
         return Err("--size at most 1400".into());
     }
+    if o.pps_per_allocation
+        .is_some_and(|r| !o.relay || !(0.0..=1000.0).contains(&r) || r == 0.0 || o.size < 8)
+    {
+        return Err(
+            "--pps-per-allocation: relay mode only, 0 < R <= 1000, --size at least 8 (the \
+             sequence number)"
+                .into(),
+        );
+    }
     Ok(Some(o))
 }
 
 /// User plus system CPU seconds of this process so far (`/proc/self/stat`, USER_HZ 100).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    proc_cpu_seconds("self")
+}
+
+/// User plus system CPU seconds of process `pid` (all its threads) so far, 0 if gone.
+fn proc_cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -162,20 +201,35 @@ fn cpu_seconds() -> f64 {
 struct Meter {
     start: Instant,
     cpu: f64,
+    /// The watched process (`--watch-pid`) and its CPU seconds at `start`.
+    watched: Option<(String, f64)>,
     sent: u64,
     got: u64,
     lost: u64,
 }
 
 impl Meter {
-    fn new() -> Self {
+    fn new(watch_pid: Option<u32>) -> Self {
+        let watched = watch_pid.map(|p| {
+            let p = p.to_string();
+            let c = proc_cpu_seconds(&p);
+            (p, c)
+        });
         Self {
             start: Instant::now(),
             cpu: cpu_seconds(),
+            watched,
             sent: 0,
             got: 0,
             lost: 0,
         }
+    }
+
+    /// ` server_cpu=<fraction of one core>` since `start`, or nothing.
+    fn watched(&self, secs: f64) -> String {
+        self.watched.as_ref().map_or(String::new(), |(p, c0)| {
+            format!(" server_cpu={:.4}", (proc_cpu_seconds(p) - c0) / secs)
+        })
     }
 }
 
@@ -298,8 +352,9 @@ fn wait_readable(socks: &[UdpSocket], timeout_ms: u8) {
 fn report(mode: &str, o: &Opts, m: &Meter, extra: &str) {
     let secs = m.start.elapsed().as_secs_f64();
     let cpu = (cpu_seconds() - m.cpu) / secs;
+    let watched = m.watched(secs);
     println!(
-        "result mode={mode} rate={:.0} sent={:.0} lost={} cpu={cpu:.2} secs={secs:.2} batch={}{extra}",
+        "result mode={mode} rate={:.0} sent={:.0} lost={} cpu={cpu:.2} secs={secs:.2} batch={}{extra}{watched}",
         m.got as f64 / secs,
         m.sent as f64 / secs,
         m.lost,
@@ -333,13 +388,13 @@ fn binding(o: &Opts) -> std::io::Result<()> {
     let mut last_rx = vec![Instant::now(); socks.len()];
     let warm_end = Instant::now() + Duration::from_secs_f64(o.warmup);
     let mut warm = true;
-    let mut m = Meter::new();
+    let mut m = Meter::new(o.watch_pid);
     let end = warm_end + Duration::from_secs_f64(o.duration);
     loop {
         let now = Instant::now();
         if warm && now >= warm_end {
             warm = false;
-            m = Meter::new();
+            m = Meter::new(o.watch_pid);
         }
         if now >= end {
             break;
@@ -514,7 +569,8 @@ fn relay(o: &Opts) -> std::io::Result<()> {
         let s = bind_client(false)?;
         s.connect(o.server)?;
         let peer = peers[i % peers.len()].local_addr()?;
-        allocate(&s, peer, o, &mut n)?;
+        allocate(&s, peer, o, &mut n)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("allocation {}: {e}", i + 1)))?;
         s.set_nonblocking(true)?;
         clients.push(s);
     }
@@ -523,6 +579,9 @@ fn relay(o: &Opts) -> std::io::Result<()> {
         clients.len(),
         setup.elapsed().as_secs_f64()
     );
+    if let Some(pps) = o.pps_per_allocation {
+        return paced(o, &clients, &peers, pps);
+    }
     // RFC 8656 §12.4: channel 0x4000, length, data (a multiple of 4 needs no padding
     // over UDP anyway).
     let mut packet = vec![0x40, 0x00];
@@ -543,13 +602,13 @@ fn relay(o: &Opts) -> std::io::Result<()> {
     let mut next = 0usize;
     let warm_end = Instant::now() + Duration::from_secs_f64(o.warmup);
     let mut warm = true;
-    let mut m = Meter::new();
+    let mut m = Meter::new(o.watch_pid);
     let end = warm_end + Duration::from_secs_f64(o.duration);
     loop {
         let now = Instant::now();
         if warm && now >= warm_end {
             warm = false;
-            m = Meter::new();
+            m = Meter::new(o.watch_pid);
         }
         if now >= end {
             break;
@@ -599,6 +658,109 @@ fn relay(o: &Opts) -> std::io::Result<()> {
             " allocations={} size={} window={window} burst={burst} gso={}",
             o.allocations, o.size, o.gso
         ),
+    );
+    Ok(())
+}
+
+/// Paced relay load (`--pps-per-allocation`): one flow per allocation, the flows'
+/// packets interleaved evenly, one datagram per `send(2)`.
+fn paced(o: &Opts, clients: &[UdpSocket], peers: &[UdpSocket], pps: f64) -> std::io::Result<()> {
+    // Sleeps of ~20 µs must not become the default 50 µs timer slack.
+    if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
+        eprintln!("stun-load: cannot lower the timer slack ({e}); pacing will be coarser");
+    }
+    // Packet k is due at k * gap and leaves through allocation k mod N: allocation i
+    // sends at offsets i * gap, i * gap + 1/R, ...
+    let gap = 1e9 / (pps * clients.len() as f64); // ns
+    let index_at = |secs: f64| (secs * 1e9 / gap).ceil() as u64;
+    let due = |start: Instant, k: u64| start + Duration::from_nanos((k as f64 * gap) as u64);
+    let (first, last) = (index_at(o.warmup), index_at(o.warmup + o.duration));
+    // RFC 8656 §12.4: channel 0x4000, length, data; the data starts with the packet's
+    // sequence number (big-endian u64), the rest is filler.
+    let mut packet = vec![0x40, 0x00];
+    packet.extend_from_slice(&u16::try_from(o.size).unwrap_or(0).to_be_bytes());
+    packet.resize(4 + o.size, 0x5a);
+    let want = o.size;
+    // Delivered in the measured range (the seq is in the first 8 data bytes).
+    let check = move |b: &[u8]| {
+        b.len() == want
+            && b.first_chunk::<8>()
+                .is_some_and(|s| (first..last).contains(&u64::from_be_bytes(*s)))
+    };
+    let mut recv_h = MultiHeaders::<SockaddrStorage>::preallocate(MAX_BATCH, None);
+    let mut bufs = vec![0u8; MAX_BATCH * 2048];
+    let mut drain = |got: &mut u64| {
+        let mut any = false;
+        for p in peers {
+            loop {
+                let (n, valid) = recv_count(p, &mut recv_h, &mut bufs, o.batch, check);
+                *got += valid as u64;
+                any |= n > 0;
+                if n < o.batch {
+                    break;
+                }
+            }
+        }
+        any
+    };
+    let (mut delivered, mut send_errors, mut late) = (0u64, 0u64, 0u64);
+    let mut lag = Duration::ZERO;
+    let mut m = Meter::new(o.watch_pid);
+    let start = Instant::now();
+    let mut k = 0u64;
+    let mut measured: Option<(f64, f64, String)> = None; // (secs, cpu, server_cpu)
+    while k < last {
+        let now = Instant::now();
+        // Everything due, one datagram per send; at most one period's worth at once.
+        let mut n = 0;
+        while k < last && n < clients.len() && due(start, k) <= now {
+            if k == first {
+                m = Meter::new(o.watch_pid);
+            }
+            let behind = now.duration_since(due(start, k));
+            if k >= first {
+                lag += behind;
+                late += u64::from(behind > Duration::from_millis(1));
+            }
+            packet[4..12].copy_from_slice(&k.to_be_bytes());
+            let c = &clients[(k % clients.len() as u64) as usize];
+            if c.send(&packet).is_err() && k >= first {
+                send_errors += 1;
+            }
+            k += 1;
+            n += 1;
+        }
+        if k == last && measured.is_none() {
+            let secs = m.start.elapsed().as_secs_f64();
+            measured = Some((secs, (cpu_seconds() - m.cpu) / secs, m.watched(secs)));
+        }
+        drain(&mut delivered);
+        let next = due(start, k);
+        let now = Instant::now();
+        if k < last && next > now {
+            std::thread::sleep(next - now);
+        }
+    }
+    // What is still in flight: 200 ms, far above a loopback relay's latency.
+    let stop = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < stop {
+        if !drain(&mut delivered) {
+            wait_readable(peers, 5);
+        }
+    }
+    let (secs, cpu, watched) = measured.unwrap_or_default();
+    let scheduled = last - first;
+    let lost = scheduled.saturating_sub(delivered);
+    println!(
+        "result mode=relay rate={:.0} sent={:.0} lost={lost} cpu={cpu:.2} secs={secs:.2} batch={} \
+         allocations={} size={} paced pps_per_allocation={pps} scheduled={scheduled} \
+         delivered={delivered} send_errors={send_errors} late={late} lag_us={:.1}{watched}",
+        delivered as f64 / secs.max(1e-9),
+        scheduled as f64 / secs.max(1e-9),
+        o.batch,
+        clients.len(),
+        o.size,
+        lag.as_secs_f64() * 1e6 / scheduled.max(1) as f64,
     );
     Ok(())
 }
