@@ -33,7 +33,9 @@
 //! generator's sends on loopback is counted in its system time.) With `--watch-pid PID`
 //! the line also has `server_cpu=<fraction of one core>`: that process's CPU time
 //! (`/proc/PID/stat`, all threads) over exactly the measured time, excluding the
-//! allocation setup and the warm-up.
+//! allocation setup and the warm-up. `--watch-core N` (repeatable) adds
+//! `core<N>=<busy fraction>` for that CPU over the same time (`/proc/stat`: everything
+//! that ran on it, softirq and other tenants included).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -75,6 +77,7 @@ OPTIONS:
                          evenly over the period, one send(2) each (--window, --burst,
                          --gso do not apply)
     --watch-pid PID      also report that process's CPU over the measured time
+    --watch-core N       also report how busy CPU N was then; repeatable
     --user U --password P    relay credentials (default alice / secret)
     --gso                send each burst as one UDP GSO sendmsg (cheaper for the
                          generator; the server still receives separate datagrams)
@@ -82,6 +85,7 @@ OPTIONS:
 ";
 
 const MAX_BATCH: usize = 64;
+
 /// A socket silent this long with requests outstanding counts them lost.
 const LOSS_TIMEOUT: Duration = Duration::from_millis(20);
 
@@ -103,6 +107,7 @@ struct Opts {
     gso: bool,
     pps_per_allocation: Option<f64>,
     watch_pid: Option<u32>,
+    watch_cores: Vec<usize>,
 }
 
 fn parse() -> Result<Option<Opts>, String> {
@@ -130,6 +135,7 @@ fn parse() -> Result<Option<Opts>, String> {
         gso: false,
         pps_per_allocation: None,
         watch_pid: None,
+        watch_cores: Vec::new(),
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -155,6 +161,7 @@ fn parse() -> Result<Option<Opts>, String> {
                 o.pps_per_allocation = Some(num("--pps-per-allocation", value()?)?);
             }
             "--watch-pid" => o.watch_pid = Some(num("--watch-pid", value()?)?),
+            "--watch-core" => o.watch_cores.push(num("--watch-core", value()?)?),
             other => return Err(format!("unknown argument {other} (try --help)")),
         }
     }
@@ -197,39 +204,70 @@ fn proc_cpu_seconds(pid: &str) -> f64 {
     (ticks(14) + ticks(15)) / 100.0
 }
 
+/// Busy and total jiffies of CPU `n` so far (`/proc/stat`; idle and iowait are not busy).
+fn core_ticks(n: usize) -> (u64, u64) {
+    let name = format!("cpu{n}");
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+    else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
 /// One measured phase: counters zeroed after the warm-up.
 struct Meter {
     start: Instant,
     cpu: f64,
     /// The watched process (`--watch-pid`) and its CPU seconds at `start`.
     watched: Option<(String, f64)>,
+    /// `--watch-core` CPUs and their (busy, total) jiffies at `start`.
+    cores: Vec<(usize, (u64, u64))>,
     sent: u64,
     got: u64,
     lost: u64,
 }
 
 impl Meter {
-    fn new(watch_pid: Option<u32>) -> Self {
-        let watched = watch_pid.map(|p| {
+    fn new(o: &Opts) -> Self {
+        let watched = o.watch_pid.map(|p| {
             let p = p.to_string();
             let c = proc_cpu_seconds(&p);
             (p, c)
         });
+        let cores = o.watch_cores.iter().map(|&c| (c, core_ticks(c))).collect();
         Self {
             start: Instant::now(),
             cpu: cpu_seconds(),
             watched,
+            cores,
             sent: 0,
             got: 0,
             lost: 0,
         }
     }
 
-    /// ` server_cpu=<fraction of one core>` since `start`, or nothing.
+    /// ` server_cpu=<fraction of one core>` and ` core<N>=<busy fraction>` since
+    /// `start`, or nothing.
     fn watched(&self, secs: f64) -> String {
-        self.watched.as_ref().map_or(String::new(), |(p, c0)| {
+        let mut out = self.watched.as_ref().map_or(String::new(), |(p, c0)| {
             format!(" server_cpu={:.4}", (proc_cpu_seconds(p) - c0) / secs)
-        })
+        });
+        for &(c, (b0, t0)) in &self.cores {
+            let (b, t) = core_ticks(c);
+            let busy = (b - b0) as f64 / (t - t0).max(1) as f64;
+            out.push_str(&format!(" core{c}={busy:.4}"));
+        }
+        out
     }
 }
 
@@ -388,13 +426,13 @@ fn binding(o: &Opts) -> std::io::Result<()> {
     let mut last_rx = vec![Instant::now(); socks.len()];
     let warm_end = Instant::now() + Duration::from_secs_f64(o.warmup);
     let mut warm = true;
-    let mut m = Meter::new(o.watch_pid);
+    let mut m = Meter::new(o);
     let end = warm_end + Duration::from_secs_f64(o.duration);
     loop {
         let now = Instant::now();
         if warm && now >= warm_end {
             warm = false;
-            m = Meter::new(o.watch_pid);
+            m = Meter::new(o);
         }
         if now >= end {
             break;
@@ -602,13 +640,13 @@ fn relay(o: &Opts) -> std::io::Result<()> {
     let mut next = 0usize;
     let warm_end = Instant::now() + Duration::from_secs_f64(o.warmup);
     let mut warm = true;
-    let mut m = Meter::new(o.watch_pid);
+    let mut m = Meter::new(o);
     let end = warm_end + Duration::from_secs_f64(o.duration);
     loop {
         let now = Instant::now();
         if warm && now >= warm_end {
             warm = false;
-            m = Meter::new(o.watch_pid);
+            m = Meter::new(o);
         }
         if now >= end {
             break;
@@ -705,7 +743,7 @@ fn paced(o: &Opts, clients: &[UdpSocket], peers: &[UdpSocket], pps: f64) -> std:
     };
     let (mut delivered, mut send_errors, mut late) = (0u64, 0u64, 0u64);
     let mut lag = Duration::ZERO;
-    let mut m = Meter::new(o.watch_pid);
+    let mut m = Meter::new(o);
     let start = Instant::now();
     let mut k = 0u64;
     let mut measured: Option<(f64, f64, String)> = None; // (secs, cpu, server_cpu)
@@ -715,7 +753,7 @@ fn paced(o: &Opts, clients: &[UdpSocket], peers: &[UdpSocket], pps: f64) -> std:
         let mut n = 0;
         while k < last && n < clients.len() && due(start, k) <= now {
             if k == first {
-                m = Meter::new(o.watch_pid);
+                m = Meter::new(o);
             }
             let behind = now.duration_since(due(start, k));
             if k >= first {
