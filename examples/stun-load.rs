@@ -23,7 +23,8 @@
 //!   interleaved evenly over each period (allocation i sends at offset i/(R·N) s of it),
 //!   as a thousand independent callers would. Each packet carries a sequence number, so
 //!   a packet counts as delivered only if it was sent in the measured time, and
-//!   `lost` = sent − delivered after a 200 ms drain. `late` counts sends more than 1 ms
+//!   `lost` = sent − delivered after a 200 ms drain (`peer_drops`, datagrams the
+//!   generator's own peer sockets dropped, tells how many of those were its fault). `late` counts sends more than 1 ms
 //!   behind their schedule (the generator falling behind turns pacing into bursts).
 //!
 //! It ends with one line a script can read:
@@ -222,6 +223,28 @@ fn core_ticks(n: usize) -> (u64, u64) {
     let total: u64 = v.iter().sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
     (total - idle, total)
+}
+
+/// Datagrams the kernel dropped at these sockets' receive queues so far (the last
+/// column of `/proc/net/udp`, IPv4 sockets): a full queue in the generator is not a
+/// loss of the server's.
+fn socket_drops(socks: &[UdpSocket]) -> u64 {
+    let ports: Vec<String> = socks
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| format!(":{:04X}", a.port()))
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|local| ports.iter().any(|p| local.ends_with(p.as_str())))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// One measured phase: counters zeroed after the warm-up.
@@ -742,6 +765,7 @@ fn paced(o: &Opts, clients: &[UdpSocket], peers: &[UdpSocket], pps: f64) -> std:
         any
     };
     let (mut delivered, mut send_errors, mut late) = (0u64, 0u64, 0u64);
+    let peer_drops0 = socket_drops(peers);
     let mut lag = Duration::ZERO;
     let mut m = Meter::new(o);
     let start = Instant::now();
@@ -787,12 +811,14 @@ fn paced(o: &Opts, clients: &[UdpSocket], peers: &[UdpSocket], pps: f64) -> std:
         }
     }
     let (secs, cpu, watched) = measured.unwrap_or_default();
+    let peer_drops = socket_drops(peers) - peer_drops0;
     let scheduled = last - first;
     let lost = scheduled.saturating_sub(delivered);
     println!(
         "result mode=relay rate={:.0} sent={:.0} lost={lost} cpu={cpu:.2} secs={secs:.2} batch={} \
          allocations={} size={} paced pps_per_allocation={pps} scheduled={scheduled} \
-         delivered={delivered} send_errors={send_errors} late={late} lag_us={:.1}{watched}",
+         delivered={delivered} send_errors={send_errors} peer_drops={peer_drops} late={late} \
+         lag_us={:.1}{watched}",
         delivered as f64 / secs.max(1e-9),
         scheduled as f64 / secs.max(1e-9),
         o.batch,
