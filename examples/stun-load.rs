@@ -17,12 +17,26 @@
 //!   MESSAGE-INTEGRITY), a CreatePermission and a ChannelBind to a peer socket it owns,
 //!   then sends ChannelData through the relays, round-robin over the allocations, and
 //!   counts what reaches the peer sockets; at most `--window` packets are in flight.
+//! - **relay, paced** (`--pps-per-allocation R`): the same allocations, but each one
+//!   carries one media-like flow instead of bursts: one `--size`-byte ChannelData every
+//!   1/R s, one datagram per `send(2)` (no GSO, no batching), and the allocations' sends
+//!   interleaved evenly over each period (allocation i sends at offset i/(R·N) s of it),
+//!   as a thousand independent callers would. Each packet carries a sequence number, so
+//!   a packet counts as delivered only if it was sent in the measured time, and
+//!   `lost` = sent − delivered after a 200 ms drain (`peer_drops`, datagrams the
+//!   generator's own peer sockets dropped, tells how many of those were its fault). `late` counts sends more than 1 ms
+//!   behind their schedule (the generator falling behind turns pacing into bursts).
 //!
 //! It ends with one line a script can read:
 //! `result mode=<m> rate=<answered or delivered per s> sent=<per s> lost=<n> cpu=<fraction of one core> ...`.
 //! `cpu` below 1 while the server's core is busy shows the generator is not the
 //! bottleneck: it waits in `poll(2)` for the server. (Kernel work done for the
-//! generator's sends on loopback is counted in its system time.)
+//! generator's sends on loopback is counted in its system time.) With `--watch-pid PID`
+//! the line also has `server_cpu=<fraction of one core>`: that process's CPU time
+//! (`/proc/PID/stat`, all threads) over exactly the measured time, excluding the
+//! allocation setup and the warm-up. `--watch-core N` (repeatable) adds
+//! `core<N>=<busy fraction>` for that CPU over the same time (`/proc/stat`: everything
+//! that ran on it, softirq and other tenants included).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -58,6 +72,13 @@ OPTIONS:
     --peers N            relay: peer sockets (default 1)
     --size N             relay: application bytes per ChannelData (default 100)
     --burst N            relay: packets per allocation per round (default 8)
+    --pps-per-allocation R
+                         relay: paced instead of bursts: each allocation sends one
+                         --size datagram every 1/R s, the allocations' sends spread
+                         evenly over the period, one send(2) each (--window, --burst,
+                         --gso do not apply)
+    --watch-pid PID      also report that process's CPU over the measured time
+    --watch-core N       also report how busy CPU N was then; repeatable
     --user U --password P    relay credentials (default alice / secret)
     --gso                send each burst as one UDP GSO sendmsg (cheaper for the
                          generator; the server still receives separate datagrams)
@@ -65,6 +86,7 @@ OPTIONS:
 ";
 
 const MAX_BATCH: usize = 64;
+
 /// A socket silent this long with requests outstanding counts them lost.
 const LOSS_TIMEOUT: Duration = Duration::from_millis(20);
 
@@ -84,6 +106,9 @@ struct Opts {
     user: String,
     password: String,
     gso: bool,
+    pps_per_allocation: Option<f64>,
+    watch_pid: Option<u32>,
+    watch_cores: Vec<usize>,
 }
 
 fn parse() -> Result<Option<Opts>, String> {
@@ -109,6 +134,9 @@ fn parse() -> Result<Option<Opts>, String> {
         user: "alice".into(),
         password: "secret".into(),
         gso: false,
+        pps_per_allocation: None,
+        watch_pid: None,
+        watch_cores: Vec::new(),
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -130,6 +158,11 @@ fn parse() -> Result<Option<Opts>, String> {
             "--user" => o.user = value()?,
             "--password" => o.password = value()?,
             "--gso" => o.gso = true,
+            "--pps-per-allocation" => {
+                o.pps_per_allocation = Some(num("--pps-per-allocation", value()?)?);
+            }
+            "--watch-pid" => o.watch_pid = Some(num("--watch-pid", value()?)?),
+            "--watch-core" => o.watch_cores.push(num("--watch-core", value()?)?),
             other => return Err(format!("unknown argument {other} (try --help)")),
         }
     }
@@ -139,12 +172,26 @@ fn parse() -> Result<Option<Opts>, String> {
     if o.size > 1400 {
         return Err("--size at most 1400".into());
     }
+    if o.pps_per_allocation
+        .is_some_and(|r| !o.relay || !(0.0..=1000.0).contains(&r) || r == 0.0 || o.size < 8)
+    {
+        return Err(
+            "--pps-per-allocation: relay mode only, 0 < R <= 1000, --size at least 8 (the \
+             sequence number)"
+                .into(),
+        );
+    }
     Ok(Some(o))
 }
 
 /// User plus system CPU seconds of this process so far (`/proc/self/stat`, USER_HZ 100).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    proc_cpu_seconds("self")
+}
+
+/// User plus system CPU seconds of process `pid` (all its threads) so far, 0 if gone.
+fn proc_cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -158,24 +205,92 @@ fn cpu_seconds() -> f64 {
     (ticks(14) + ticks(15)) / 100.0
 }
 
+/// Busy and total jiffies of CPU `n` so far (`/proc/stat`; idle and iowait are not busy).
+fn core_ticks(n: usize) -> (u64, u64) {
+    let name = format!("cpu{n}");
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+    else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Datagrams the kernel dropped at these sockets' receive queues so far (the last
+/// column of `/proc/net/udp`, IPv4 sockets): a full queue in the generator is not a
+/// loss of the server's.
+fn socket_drops(socks: &[UdpSocket]) -> u64 {
+    let ports: Vec<String> = socks
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| format!(":{:04X}", a.port()))
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|local| ports.iter().any(|p| local.ends_with(p.as_str())))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// One measured phase: counters zeroed after the warm-up.
 struct Meter {
     start: Instant,
     cpu: f64,
+    /// The watched process (`--watch-pid`) and its CPU seconds at `start`.
+    watched: Option<(String, f64)>,
+    /// `--watch-core` CPUs and their (busy, total) jiffies at `start`.
+    cores: Vec<(usize, (u64, u64))>,
     sent: u64,
     got: u64,
     lost: u64,
 }
 
 impl Meter {
-    fn new() -> Self {
+    fn new(o: &Opts) -> Self {
+        let watched = o.watch_pid.map(|p| {
+            let p = p.to_string();
+            let c = proc_cpu_seconds(&p);
+            (p, c)
+        });
+        let cores = o.watch_cores.iter().map(|&c| (c, core_ticks(c))).collect();
         Self {
             start: Instant::now(),
             cpu: cpu_seconds(),
+            watched,
+            cores,
             sent: 0,
             got: 0,
             lost: 0,
         }
+    }
+
+    /// ` server_cpu=<fraction of one core>` and ` core<N>=<busy fraction>` since
+    /// `start`, or nothing.
+    fn watched(&self, secs: f64) -> String {
+        let mut out = self.watched.as_ref().map_or(String::new(), |(p, c0)| {
+            format!(" server_cpu={:.4}", (proc_cpu_seconds(p) - c0) / secs)
+        });
+        for &(c, (b0, t0)) in &self.cores {
+            let (b, t) = core_ticks(c);
+            let busy = (b - b0) as f64 / (t - t0).max(1) as f64;
+            out.push_str(&format!(" core{c}={busy:.4}"));
+        }
+        out
     }
 }
 
@@ -298,8 +413,9 @@ fn wait_readable(socks: &[UdpSocket], timeout_ms: u8) {
 fn report(mode: &str, o: &Opts, m: &Meter, extra: &str) {
     let secs = m.start.elapsed().as_secs_f64();
     let cpu = (cpu_seconds() - m.cpu) / secs;
+    let watched = m.watched(secs);
     println!(
-        "result mode={mode} rate={:.0} sent={:.0} lost={} cpu={cpu:.2} secs={secs:.2} batch={}{extra}",
+        "result mode={mode} rate={:.0} sent={:.0} lost={} cpu={cpu:.2} secs={secs:.2} batch={}{extra}{watched}",
         m.got as f64 / secs,
         m.sent as f64 / secs,
         m.lost,
@@ -333,13 +449,13 @@ fn binding(o: &Opts) -> std::io::Result<()> {
     let mut last_rx = vec![Instant::now(); socks.len()];
     let warm_end = Instant::now() + Duration::from_secs_f64(o.warmup);
     let mut warm = true;
-    let mut m = Meter::new();
+    let mut m = Meter::new(o);
     let end = warm_end + Duration::from_secs_f64(o.duration);
     loop {
         let now = Instant::now();
         if warm && now >= warm_end {
             warm = false;
-            m = Meter::new();
+            m = Meter::new(o);
         }
         if now >= end {
             break;
@@ -514,7 +630,8 @@ fn relay(o: &Opts) -> std::io::Result<()> {
         let s = bind_client(false)?;
         s.connect(o.server)?;
         let peer = peers[i % peers.len()].local_addr()?;
-        allocate(&s, peer, o, &mut n)?;
+        allocate(&s, peer, o, &mut n)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("allocation {}: {e}", i + 1)))?;
         s.set_nonblocking(true)?;
         clients.push(s);
     }
@@ -523,6 +640,9 @@ fn relay(o: &Opts) -> std::io::Result<()> {
         clients.len(),
         setup.elapsed().as_secs_f64()
     );
+    if let Some(pps) = o.pps_per_allocation {
+        return paced(o, &clients, &peers, pps);
+    }
     // RFC 8656 §12.4: channel 0x4000, length, data (a multiple of 4 needs no padding
     // over UDP anyway).
     let mut packet = vec![0x40, 0x00];
@@ -543,13 +663,13 @@ fn relay(o: &Opts) -> std::io::Result<()> {
     let mut next = 0usize;
     let warm_end = Instant::now() + Duration::from_secs_f64(o.warmup);
     let mut warm = true;
-    let mut m = Meter::new();
+    let mut m = Meter::new(o);
     let end = warm_end + Duration::from_secs_f64(o.duration);
     loop {
         let now = Instant::now();
         if warm && now >= warm_end {
             warm = false;
-            m = Meter::new();
+            m = Meter::new(o);
         }
         if now >= end {
             break;
@@ -599,6 +719,112 @@ fn relay(o: &Opts) -> std::io::Result<()> {
             " allocations={} size={} window={window} burst={burst} gso={}",
             o.allocations, o.size, o.gso
         ),
+    );
+    Ok(())
+}
+
+/// Paced relay load (`--pps-per-allocation`): one flow per allocation, the flows'
+/// packets interleaved evenly, one datagram per `send(2)`.
+fn paced(o: &Opts, clients: &[UdpSocket], peers: &[UdpSocket], pps: f64) -> std::io::Result<()> {
+    // Sleeps of ~20 µs must not become the default 50 µs timer slack.
+    if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
+        eprintln!("stun-load: cannot lower the timer slack ({e}); pacing will be coarser");
+    }
+    // Packet k is due at k * gap and leaves through allocation k mod N: allocation i
+    // sends at offsets i * gap, i * gap + 1/R, ...
+    let gap = 1e9 / (pps * clients.len() as f64); // ns
+    let index_at = |secs: f64| (secs * 1e9 / gap).ceil() as u64;
+    let due = |start: Instant, k: u64| start + Duration::from_nanos((k as f64 * gap) as u64);
+    let (first, last) = (index_at(o.warmup), index_at(o.warmup + o.duration));
+    // RFC 8656 §12.4: channel 0x4000, length, data; the data starts with the packet's
+    // sequence number (big-endian u64), the rest is filler.
+    let mut packet = vec![0x40, 0x00];
+    packet.extend_from_slice(&u16::try_from(o.size).unwrap_or(0).to_be_bytes());
+    packet.resize(4 + o.size, 0x5a);
+    let want = o.size;
+    // Delivered in the measured range (the seq is in the first 8 data bytes).
+    let check = move |b: &[u8]| {
+        b.len() == want
+            && b.first_chunk::<8>()
+                .is_some_and(|s| (first..last).contains(&u64::from_be_bytes(*s)))
+    };
+    let mut recv_h = MultiHeaders::<SockaddrStorage>::preallocate(MAX_BATCH, None);
+    let mut bufs = vec![0u8; MAX_BATCH * 2048];
+    let mut drain = |got: &mut u64| {
+        let mut any = false;
+        for p in peers {
+            loop {
+                let (n, valid) = recv_count(p, &mut recv_h, &mut bufs, o.batch, check);
+                *got += valid as u64;
+                any |= n > 0;
+                if n < o.batch {
+                    break;
+                }
+            }
+        }
+        any
+    };
+    let (mut delivered, mut send_errors, mut late) = (0u64, 0u64, 0u64);
+    let peer_drops0 = socket_drops(peers);
+    let mut lag = Duration::ZERO;
+    let mut m = Meter::new(o);
+    let start = Instant::now();
+    let mut k = 0u64;
+    let mut measured: Option<(f64, f64, String)> = None; // (secs, cpu, server_cpu)
+    while k < last {
+        let now = Instant::now();
+        // Everything due, one datagram per send; at most one period's worth at once.
+        let mut n = 0;
+        while k < last && n < clients.len() && due(start, k) <= now {
+            if k == first {
+                m = Meter::new(o);
+            }
+            let behind = now.duration_since(due(start, k));
+            if k >= first {
+                lag += behind;
+                late += u64::from(behind > Duration::from_millis(1));
+            }
+            packet[4..12].copy_from_slice(&k.to_be_bytes());
+            let c = &clients[(k % clients.len() as u64) as usize];
+            if c.send(&packet).is_err() && k >= first {
+                send_errors += 1;
+            }
+            k += 1;
+            n += 1;
+        }
+        if k == last && measured.is_none() {
+            let secs = m.start.elapsed().as_secs_f64();
+            measured = Some((secs, (cpu_seconds() - m.cpu) / secs, m.watched(secs)));
+        }
+        drain(&mut delivered);
+        let next = due(start, k);
+        let now = Instant::now();
+        if k < last && next > now {
+            std::thread::sleep(next - now);
+        }
+    }
+    // What is still in flight: 200 ms, far above a loopback relay's latency.
+    let stop = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < stop {
+        if !drain(&mut delivered) {
+            wait_readable(peers, 5);
+        }
+    }
+    let (secs, cpu, watched) = measured.unwrap_or_default();
+    let peer_drops = socket_drops(peers) - peer_drops0;
+    let scheduled = last - first;
+    let lost = scheduled.saturating_sub(delivered);
+    println!(
+        "result mode=relay rate={:.0} sent={:.0} lost={lost} cpu={cpu:.2} secs={secs:.2} batch={} \
+         allocations={} size={} paced pps_per_allocation={pps} scheduled={scheduled} \
+         delivered={delivered} send_errors={send_errors} peer_drops={peer_drops} late={late} \
+         lag_us={:.1}{watched}",
+        delivered as f64 / secs.max(1e-9),
+        scheduled as f64 / secs.max(1e-9),
+        o.batch,
+        clients.len(),
+        o.size,
+        lag.as_secs_f64() * 1e6 / scheduled.max(1) as f64,
     );
     Ok(())
 }
