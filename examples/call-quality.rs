@@ -45,7 +45,10 @@ use chorus::media::netsim::{LossModel, NetConfig, Network, parse_trace};
 use chorus::media::opus::{Encoder, EncoderConfig};
 use chorus::media::quality::aligned_segmental_snr;
 use chorus::media::session::{Session, SessionConfig, SessionStats};
-use chorus::media::wav;
+
+#[path = "common/speech_io.rs"]
+mod speech_io;
+use speech_io::{parse_duration, parse_fraction, percentile, read_input, write_wav};
 
 const HELP: &str = "\
 call-quality: speech through two shipped chorus-media Sessions over impaired paths, scored
@@ -102,29 +105,6 @@ struct Options {
     pesq: bool,
 }
 
-/// `10%`, `0.1`.
-fn parse_fraction(v: &str) -> Option<f64> {
-    let x = match v.strip_suffix('%') {
-        Some(pct) => pct.trim().parse::<f64>().ok()? / 100.0,
-        None => v.parse().ok()?,
-    };
-    (0.0..=1.0).contains(&x).then_some(x)
-}
-
-/// `30ms`, `0.03s`, `30` (milliseconds).
-fn parse_duration(v: &str) -> Option<Duration> {
-    let secs = if let Some(ms) = v.strip_suffix("ms") {
-        ms.trim().parse::<f64>().ok()? / 1000.0
-    } else if let Some(s) = v.strip_suffix('s') {
-        s.trim().parse::<f64>().ok()?
-    } else {
-        v.parse::<f64>().ok()? / 1000.0
-    };
-    (0.0..60.0)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
-}
-
 fn parse() -> Result<Option<Options>, String> {
     let mut o = Options {
         input: None,
@@ -173,36 +153,6 @@ fn parse() -> Result<Option<Options>, String> {
         }
     }
     Ok(Some(o))
-}
-
-fn read_input(o: &Options) -> Result<Vec<i16>, Box<dyn std::error::Error>> {
-    Ok(match &o.input {
-        Some(path) => {
-            let w = wav::read(&std::fs::read(path)?, 1 << 30)?;
-            let mono: Vec<i16> = w
-                .samples
-                .iter()
-                .step_by(usize::from(w.channels.max(1)))
-                .copied()
-                .collect();
-            wav::resample(&mono, 1, w.sample_rate, RATE)
-        }
-        None => chorus::media::quality::synthetic_speech(RATE, RATE as usize * 10, 20),
-    })
-}
-
-fn write_wav(path: &str, samples: Vec<i16>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut file = Vec::new();
-    wav::write(
-        &wav::Wav {
-            sample_rate: RATE,
-            channels: 1,
-            samples,
-        },
-        &mut file,
-    )?;
-    std::fs::write(path, file)?;
-    Ok(())
 }
 
 fn net_config(o: &Options) -> Result<NetConfig, Box<dyn std::error::Error>> {
@@ -262,11 +212,6 @@ struct Wire {
     sent: u64,
     bytes: u64,
     lost: u64,
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let i = ((sorted.len().saturating_sub(1)) as f64 * q).round() as usize;
-    sorted.get(i).copied().unwrap_or(0.0)
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -339,7 +284,7 @@ struct Leg {
     reason = "one linear harness and its report, easier to read whole"
 )]
 fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
-    let input = read_input(o)?;
+    let input = read_input(o.input.as_deref())?;
     let frames = input.len().div_ceil(FRAME);
     let mut padded = input.clone();
     padded.resize(frames * FRAME, 0);

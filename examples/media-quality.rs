@@ -27,7 +27,11 @@ use chorus::media::fec::{self, DecoderConfig, EncoderConfig as FecConfig, Repair
 use chorus::media::jitter::{JitterBuffer, JitterConfig, Playout};
 use chorus::media::netsim::{LossModel, NetConfig, Network, parse_trace};
 use chorus::media::opus::{Application, Channels, Decoder, Encoder, EncoderConfig};
-use chorus::media::{rtp, wav};
+use chorus::media::rtp;
+
+#[path = "common/speech_io.rs"]
+mod speech_io;
+use speech_io::{parse_duration, parse_fraction, percentile, read_input, write_wav};
 
 const HELP: &str = "\
 media-quality: speech through Opus + RTP + FEC over an impaired network, scored
@@ -107,29 +111,6 @@ struct Options {
     warmup: f64,
     pesq: bool,
     fates: Option<String>,
-}
-
-/// `10%`, `0.1`.
-fn parse_fraction(v: &str) -> Option<f64> {
-    let x = match v.strip_suffix('%') {
-        Some(pct) => pct.trim().parse::<f64>().ok()? / 100.0,
-        None => v.parse().ok()?,
-    };
-    (0.0..=1.0).contains(&x).then_some(x)
-}
-
-/// `30ms`, `0.03s`, `30` (milliseconds).
-fn parse_duration(v: &str) -> Option<Duration> {
-    let secs = if let Some(ms) = v.strip_suffix("ms") {
-        ms.trim().parse::<f64>().ok()? / 1000.0
-    } else if let Some(s) = v.strip_suffix('s') {
-        s.trim().parse::<f64>().ok()?
-    } else {
-        v.parse::<f64>().ok()? / 1000.0
-    };
-    (0.0..60.0)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
 }
 
 fn parse_fec(v: &str) -> Option<Fec> {
@@ -260,36 +241,6 @@ fn parse() -> Result<Option<Options>, String> {
     Ok(Some(o))
 }
 
-fn read_input(o: &Options) -> Result<Vec<i16>, Box<dyn std::error::Error>> {
-    Ok(match &o.input {
-        Some(path) => {
-            let w = wav::read(&std::fs::read(path)?, 1 << 30)?;
-            let mono: Vec<i16> = w
-                .samples
-                .iter()
-                .step_by(usize::from(w.channels.max(1)))
-                .copied()
-                .collect();
-            wav::resample(&mono, 1, w.sample_rate, RATE)
-        }
-        None => chorus::media::quality::synthetic_speech(RATE, RATE as usize * 10, 20),
-    })
-}
-
-fn write_wav(path: &str, samples: Vec<i16>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut file = Vec::new();
-    wav::write(
-        &wav::Wav {
-            sample_rate: RATE,
-            channels: 1,
-            samples,
-        },
-        &mut file,
-    )?;
-    std::fs::write(path, file)?;
-    Ok(())
-}
-
 /// The protection actually applied: the controller's choice under the overrides.
 fn applied(o: &Options, chosen: Protection, loss_hint: u8) -> Protection {
     let mut p = chosen;
@@ -393,17 +344,12 @@ fn send_repairs(
     Ok(())
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let i = ((sorted.len().saturating_sub(1)) as f64 * q).round() as usize;
-    sorted.get(i).copied().unwrap_or(0.0)
-}
-
 #[allow(
     clippy::too_many_lines,
     reason = "one linear pipeline, easier to read whole"
 )]
 fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
-    let input = read_input(o)?;
+    let input = read_input(o.input.as_deref())?;
     let frame = RATE as usize / 1000 * o.frame_ms as usize;
     let frame_dur = Duration::from_millis(u64::from(o.frame_ms));
     let warm_frames = ((o.warmup * f64::from(RATE)) as usize / frame).min(input.len() / frame);
