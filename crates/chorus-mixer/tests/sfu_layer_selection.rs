@@ -6,24 +6,12 @@ mod common;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chorus_media::rtcp::{self, RembBitrate};
+use chorus_media::rtcp;
 use chorus_mixer::control::Message;
 use chorus_mixer::sfu::{Kind, Output, Peer, Selection, SfuConfig};
-use common::{Net, assert_continuous, is_keyframe_start, layer_of, ssrc};
+use common::{Net, assert_continuous, is_keyframe_start, layer_of, remb, ssrc};
 
 const FRAME: Duration = Duration::from_millis(33);
-
-fn remb(bps: u64) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    rtcp::Packet::Remb {
-        sender_ssrc: 77,
-        bitrate: RembBitrate::from_bps(bps),
-        ssrcs: vec![],
-    }
-    .encode(&mut b)
-    .unwrap();
-    b.to_vec()
-}
 
 fn targets(net: &Net, p: u32) -> Vec<Option<u8>> {
     [1u32, 2]

@@ -7,14 +7,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use chorus_crypto::{AuthError, Error as CryptoError};
-use chorus_media::rtcp::{self, RembBitrate};
+use chorus_media::rtcp;
 use chorus_media::rtp;
 use chorus_mixer::Error;
 use chorus_mixer::control::{Codec, Layer, StreamInfo};
 use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
-use common::{Net, Party, downlink_key, endpoint_leg, link_key, rtp_bytes, srtp, ssrc, uplink_key};
+use common::{
+    Net, Party, downlink_key, endpoint_leg, link_key, remb, rtp_bytes, srtp, ssrc, uplink_key,
+};
 
 const KEYFRAME: [u8; 5] = [0x10, 0x00, 0x9d, 0x01, 0x2a];
 
@@ -38,18 +39,6 @@ fn relay() -> (Sfu, Output, Instant, [Party; 3]) {
 
 fn packet(seq: u16) -> Vec<u8> {
     rtp_bytes(0x100, seq, u32::from(seq) * 3000, true, &[], &KEYFRAME)
-}
-
-fn remb(bps: u64) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    rtcp::Packet::Remb {
-        sender_ssrc: 77,
-        bitrate: RembBitrate::from_bps(bps),
-        ssrcs: vec![],
-    }
-    .encode(&mut b)
-    .unwrap();
-    b.to_vec()
 }
 
 #[test]

@@ -458,3 +458,16 @@ pub fn layer_of(packet: &(u16, u32, Vec<u8>)) -> u8 {
 pub fn is_keyframe_start(packet: &(u16, u32, Vec<u8>)) -> bool {
     packet.2.starts_with(&[0x10, 0x00])
 }
+
+/// A REMB (receiver estimated maximum bitrate) of `bps` from SSRC 77, unprotected.
+pub fn remb(bps: u64) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    rtcp::Packet::Remb {
+        sender_ssrc: 77,
+        bitrate: rtcp::RembBitrate::from_bps(bps),
+        ssrcs: vec![],
+    }
+    .encode(&mut b)
+    .unwrap();
+    b.to_vec()
+}
