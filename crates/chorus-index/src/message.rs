@@ -272,6 +272,19 @@ fn put_attr_header(dst: &mut BytesMut, ty: u16, len: usize) {
     dst.put_u16(len as u16);
 }
 
+/// An optional attribute that must be exactly `N` bytes long.
+fn fixed<const N: usize>(attrs: &Attributes<'_>, ty: u16) -> Result<Option<[u8; N]>, DecodeError> {
+    attrs
+        .get::<&[u8]>(ty)?
+        .map(|v| {
+            <[u8; N]>::try_from(v).map_err(|_| DecodeError::BadAttributeLength {
+                attr: ty,
+                len: v.len(),
+            })
+        })
+        .transpose()
+}
+
 fn decode_nodes(value: &[u8]) -> Result<Vec<Contact>, DecodeError> {
     let mut r = Reader::new(value);
     let mut out = Vec::new();
@@ -547,15 +560,7 @@ impl<'a> Message<'a> {
             11 => (Body::Cookie, &[]),
             _ => return Err(DecodeError::BadAttributeValue(KIND)),
         };
-        let cookie = attrs
-            .get::<&[u8]>(COOKIE)?
-            .map(|c| {
-                <[u8; COOKIE_LEN]>::try_from(c).map_err(|_| DecodeError::BadAttributeLength {
-                    attr: COOKIE,
-                    len: c.len(),
-                })
-            })
-            .transpose()?;
+        let cookie = fixed::<COOKIE_LEN>(&attrs, COOKIE)?;
         let padding = match attrs.get::<&[u8]>(PADDING)? {
             None => 0,
             // RFC 9000 §19.1: padding is zeros; an empty attribute would not
@@ -575,15 +580,7 @@ impl<'a> Message<'a> {
         if body == Body::Cookie && cookie.is_none() {
             return Err(DecodeError::MissingAttribute(COOKIE));
         }
-        let nonce = attrs
-            .get::<&[u8]>(NONCE)?
-            .map(|n| {
-                <[u8; NONCE_LEN]>::try_from(n).map_err(|_| DecodeError::BadAttributeLength {
-                    attr: NONCE,
-                    len: n.len(),
-                })
-            })
-            .transpose()?;
+        let nonce = fixed::<NONCE_LEN>(&attrs, NONCE)?;
         let proof = attrs.get::<&[u8]>(PROOF)?;
         if let Some(p) = proof
             && p.len() > MAX_SIGNATURE_LEN
