@@ -50,13 +50,29 @@ impl Drop for TempDir {
     }
 }
 
-/// A UDP port free on `ip` right now (and its TCP twin, usually).
+/// A port free for both UDP and TCP on `ip` right now, taken from 20000..32000.
+///
+/// A port the kernel hands out for a port-0 bind (32768..60999 on Linux) can be
+/// handed again to another test's port-0 bind between this check and the server's
+/// own bind; ports below that range are never handed out that way, and a per-process
+/// counter keeps this binary's tests from picking the same one twice.
 pub(crate) fn free_port(ip: &str) -> u16 {
-    StdUdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread concurrent test binaries apart by process id.
+    let base = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (base + n) % SPAN) as u16;
+        let udp = StdUdpSocket::bind((ip, port));
+        let tcp = std::net::TcpListener::bind((ip, port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{} on {ip}", LOW + SPAN);
 }
 
 /// Two UDP ports free on both 127.0.0.1 and 127.0.0.2 right now, for an RFC 5780
