@@ -8,8 +8,10 @@
 //! |V=2|P|  count  |      PT       |   length (32-bit words - 1)   |
 //! ```
 //!
+//! Extended reports (RFC 3611) are in [`xr`]: the XR packet and its Loss RLE block.
+//!
 //! Types this module does not know are kept as [`Packet::Unknown`] (RFC 3550 §6.1:
-//! receivers ignore them), so a compound packet with an APP or XR part still decodes.
+//! receivers ignore them), so a compound packet with an APP part still decodes.
 #![cfg_attr(
     not(test),
     deny(
@@ -24,6 +26,9 @@ use bytes::{BufMut, BytesMut};
 use chorus_framing::Reader;
 
 use crate::error::{DecodeError, UsageError};
+
+pub mod xr;
+use xr::{PT_XR, XrBlock};
 
 /// RTCP packet type: sender report.
 pub const PT_SR: u8 = 200;
@@ -60,6 +65,8 @@ pub struct Limits {
     pub max_nack_entries: usize,
     /// Maximum FIR entries in one FIR packet and SSRCs in one REMB. Default 64.
     pub max_fci_entries: usize,
+    /// Maximum report blocks in one XR packet. Default 16.
+    pub max_xr_blocks: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +76,7 @@ impl Default for Limits {
             max_sdes_items: 16,
             max_nack_entries: 256,
             max_fci_entries: 64,
+            max_xr_blocks: 16,
         }
     }
 }
@@ -273,6 +281,13 @@ pub enum Packet<'a> {
         /// The media sources the estimate applies to, at most 255.
         ssrcs: Vec<u32>,
     },
+    /// Extended report (PT 207, RFC 3611); see [`xr`].
+    Xr {
+        /// The reporter.
+        ssrc: u32,
+        /// Its report blocks.
+        blocks: Vec<XrBlock<'a>>,
+    },
     /// Any other type or feedback format, kept verbatim (body after the first word).
     Unknown {
         /// The packet type.
@@ -332,6 +347,7 @@ impl<'a> Packet<'a> {
             Self::Pli { .. } => 8,
             Self::Fir { entries, .. } => 8 + 8 * entries.len(),
             Self::Remb { ssrcs, .. } => 16 + 4 * ssrcs.len(),
+            Self::Xr { blocks, .. } => xr::body_len(blocks),
             Self::Unknown { body, .. } => body.len(),
         }
     }
@@ -368,6 +384,8 @@ impl<'a> Packet<'a> {
                 }
                 (FMT_AFB, PT_PSFB)
             }
+            // RFC 3611 §2: the count field is reserved, zero.
+            Self::Xr { .. } => (0, PT_XR),
             Self::Unknown {
                 packet_type,
                 count: c,
@@ -485,6 +503,7 @@ impl<'a> Packet<'a> {
                 out.put_u16(bitrate.mantissa as u16);
                 ssrcs.iter().for_each(|s| out.put_u32(*s));
             }
+            Self::Xr { ssrc, blocks } => xr::encode_body(*ssrc, blocks, out)?,
             Self::Unknown { body, .. } => out.put_slice(body),
         }
         Ok(())
@@ -661,6 +680,10 @@ impl<'a> Packet<'a> {
                     ssrcs,
                 }
             }
+            PT_XR => {
+                let (ssrc, blocks) = xr::decode_body(body, limits.max_xr_blocks)?;
+                Self::Xr { ssrc, blocks }
+            }
             PT_PSFB if count == FMT_PLI => {
                 if body.len() != 8 {
                     return Err(bad_len);
@@ -830,7 +853,7 @@ mod tests {
 
     fn arb_owned() -> impl Strategy<Value = Owned> {
         (
-            0u8..9,
+            0u8..10,
             any::<u32>(),
             any::<u32>(),
             vec(arb_block(), 0..4),
@@ -899,6 +922,17 @@ mod tests {
                 sender_ssrc: *a,
                 bitrate: RembBitrate::from_bps(u64::from(*b) * u64::from(*a % 4096)),
                 ssrcs: sources.clone(),
+            },
+            8 => Packet::Xr {
+                ssrc: *a,
+                blocks: vec![xr::XrBlock::LossRle(
+                    xr::LossRle::from_fates(
+                        *b,
+                        *a as u16,
+                        &nacks.iter().map(|(p, _)| p % 3 != 0).collect::<Vec<_>>(),
+                    )
+                    .unwrap(),
+                )],
             },
             _ => Packet::Unknown {
                 packet_type: 204,
