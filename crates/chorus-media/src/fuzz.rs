@@ -23,6 +23,20 @@ pub fn rtp_packet(data: &[u8]) {
     }
 }
 
+/// RFC 2198 redundant-audio payloads: decode, re-encode, decode again; equal, and
+/// exactly `encoded_len()` bytes.
+///
+/// # Panics
+/// When the oracle fails.
+pub fn red_payload(data: &[u8]) {
+    if let Ok(p) = crate::red::Payload::decode(data, 8) {
+        let mut out = Vec::new();
+        p.encode(&mut out).expect("a decoded payload re-encodes");
+        assert_eq!(out.len(), p.encoded_len());
+        assert_eq!(crate::red::Payload::decode(&out, 8), Ok(p));
+    }
+}
+
 /// RTCP compound packets: decode, re-encode, decode again; equal.
 ///
 /// # Panics

@@ -105,6 +105,7 @@ pub mod netsim;
 pub mod opus;
 pub mod opus_packet;
 pub mod quality;
+pub mod red;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
