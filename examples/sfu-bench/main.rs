@@ -22,9 +22,12 @@
 //! A run fails when the relay or a participant rejects a packet, when receivers end
 //! with more than 0.5 % of packets lost for good (after NACK), or when a receiver
 //! gets a layer or temporal layer its group should not. It is *not real time* when
-//! more than 0.1 % of the datagrams are lost in a socket (a side fell behind) or the
-//! 99th-percentile delay from publisher to receiver exceeds 50 ms. `--find-max` raises
-//! N until a run is not real time.
+//! more than 0.1 % of the datagrams are lost in a socket or the median delay from
+//! publisher to receiver exceeds 10 ms: a side fell behind and a backlog built up.
+//! The tail of the delay is printed, not judged: a keyframe storm (every publisher
+//! answering the same keyframe requests at once) delays some packets by tens of
+//! milliseconds at any load, as a thread sharing its core with another process does.
+//! `--find-max` raises N until a run is not real time.
 
 mod load;
 mod media;
@@ -73,8 +76,8 @@ const LEAD: Duration = Duration::from_millis(300);
 const GRACE: Duration = Duration::from_millis(500);
 /// Socket loss above this share means a side fell behind.
 const MAX_SOCKET_LOSS: f64 = 0.001;
-/// Delay from publisher to receiver above this (99th percentile) is not real time.
-const MAX_DELAY_P99: Duration = Duration::from_millis(50);
+/// Median delay from publisher to receiver above this: a backlog, not real time.
+const MAX_DELAY_P50: Duration = Duration::from_millis(10);
 /// Packets lost for good (after NACK) above this share fail the run.
 const MAX_UNRECOVERED: f64 = 0.005;
 
@@ -362,11 +365,11 @@ fn report_run(
             x.unexpected
         );
     }
-    let p99 = r.delay_quantile(0.99);
+    let p50 = r.delay_quantile(0.5);
     println!(
         "delay publisher -> relay -> receiver: p50={:.1} ms p99={:.1} ms p99.9={:.1} ms",
-        ms(r.delay_quantile(0.5)),
-        ms(p99),
+        ms(p50),
+        ms(r.delay_quantile(0.99)),
         ms(r.delay_quantile(0.999))
     );
     let to_relay = r.rtp_sent + r.rtcp_sent;
@@ -384,6 +387,15 @@ fn report_run(
         100.0 * served.core_fraction(),
         100.0 * load_fraction
     );
+    if let (Some((u0, s0)), Some((u1, s1))) = (a.user_system, b.user_system) {
+        let (user, system) = (u1.saturating_sub(u0), s1.saturating_sub(s0));
+        println!(
+            "relay thread: user {:.2} s, kernel {:.2} s ({:.0} % in the kernel: system calls, UDP, loopback delivery into the receivers' sockets)",
+            user.as_secs_f64(),
+            system.as_secs_f64(),
+            100.0 * system.as_secs_f64() / (user + system).as_secs_f64().max(1e-9)
+        );
+    }
     let out_per_second = w.forwarded as f64 / secs;
     println!(
         "packets_in_per_s={:.0} forwarded_out_per_s={:.0} retransmitted_per_s={:.0}",
@@ -424,13 +436,18 @@ fn report_run(
     }
     let real_time = lost_in as f64 <= MAX_SOCKET_LOSS * to_relay as f64
         && lost_out as f64 <= MAX_SOCKET_LOSS * served.stats.sent as f64
-        && p99 <= MAX_DELAY_P99;
-    let load_bound = load_fraction > 0.9 || r.late_frames * 100 > r.frames;
+        && p50 <= MAX_DELAY_P50;
+    let load_bound = load_fraction > 0.9;
     if load_bound {
         println!(
-            "note: the load thread was near its limit ({:.0} % of a core, {} late frames): the load generator, not the relay, may set the limit here",
-            100.0 * load_fraction,
-            r.late_frames
+            "note: the load thread was near its limit ({:.0} % of a core): the load generator, not the relay, may set the limit here",
+            100.0 * load_fraction
+        );
+    } else if r.late_frames * 100 > r.frames {
+        println!(
+            "note: {} frames left more than 5 ms late with the load thread at {:.0} % of a core: another process shares its core",
+            r.late_frames,
+            100.0 * load_fraction
         );
     }
     Ok(Outcome {
@@ -499,7 +516,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         return Err(outcome.failures.join("; ").into());
     }
     if !outcome.real_time {
-        return Err("not real time at this N (socket loss or delay above bounds)".into());
+        return Err("not real time at this N (socket loss or median delay above bounds)".into());
     }
     Ok(())
 }

@@ -206,7 +206,8 @@ pub(crate) struct Publisher {
 
 impl Publisher {
     /// Publisher `id`, with a keyframe every `key_every` frames, the first periodic
-    /// one after `key_phase` frames; the first frame of every layer is a keyframe.
+    /// one after `key_every - key_phase` frames; the first frame of every layer is a
+    /// keyframe too.
     pub(crate) fn new(id: u32, key_every: u64, key_phase: u64) -> Self {
         // Unrelated starting numbers per layer, some near the 16-bit wrap.
         let mix = id.wrapping_mul(0x9e37_79b9);
@@ -222,7 +223,7 @@ impl Publisher {
             picture_id: [(mix & 0x7fff) as u16, 0, 0x7ff0],
             tl0_pic_idx: [mix as u8, 0, 0],
             position: [0; 3],
-            want_key: [true; 3],
+            want_key: [false; 3],
             key_every: key_every.max(1),
             key_phase,
             packets: [0; 3],
@@ -255,7 +256,9 @@ impl Publisher {
         buf: &mut BytesMut,
         mut send: impl FnMut(&[u8]) -> Result<(), Box<dyn std::error::Error>>,
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let periodic = (self.frames + self.key_phase).is_multiple_of(self.key_every);
+        // The first frame of every layer is a keyframe: count it with the periodic ones.
+        let periodic =
+            self.frames == 0 || (self.frames + self.key_phase).is_multiple_of(self.key_every);
         for l in 0..3 {
             let requested = std::mem::take(&mut self.want_key[l]);
             let key = requested || periodic;

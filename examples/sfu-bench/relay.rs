@@ -21,7 +21,7 @@ use crate::realtime::thread_cpu;
 
 /// The relay's side of one participant.
 pub(crate) struct Attach {
-    /// Participant id (1-based).
+    /// Participant id, 1 to N.
     pub(crate) id: u32,
     /// Its socket's address.
     pub(crate) addr: SocketAddr,
@@ -38,6 +38,8 @@ pub(crate) struct Sample {
     pub(crate) at: Instant,
     /// The relay thread's CPU time then.
     pub(crate) cpu: Duration,
+    /// The same split into user and kernel time, if the system tells.
+    pub(crate) user_system: Option<(Duration, Duration)>,
     /// The SFU's counters then.
     pub(crate) stats: SfuStats,
 }
@@ -59,7 +61,8 @@ pub(crate) struct Relay {
     sfu: Sfu,
     out: Output,
     by_addr: HashMap<SocketAddr, u32>,
-    addr_of: HashMap<u32, SocketAddr>,
+    /// Participant `id`'s address at `id - 1`.
+    addr_of: Vec<SocketAddr>,
     /// Where the outgoing bytes of one SFU call are copied, then frozen into one
     /// `Bytes` that every transmit of the call slices: no allocation per packet.
     arena: BytesMut,
@@ -89,7 +92,7 @@ impl Relay {
             sfu: Sfu::new(config)?,
             out: Output::new(),
             by_addr: parties.iter().map(|a| (a.addr, a.id)).collect(),
-            addr_of: parties.iter().map(|a| (a.id, a.addr)).collect(),
+            addr_of: Vec::new(),
             arena: BytesMut::with_capacity(1 << 20),
             ranges: Vec::new(),
             queue: VecDeque::new(),
@@ -99,6 +102,14 @@ impl Relay {
             refused: Refused::default(),
         };
         let groups: Vec<(u32, Group)> = parties.iter().map(|a| (a.id, a.group)).collect();
+        relay.addr_of = vec![SocketAddr::from(([0, 0, 0, 0], 0)); parties.len()];
+        for a in &parties {
+            let slot = (a.id as usize)
+                .checked_sub(1)
+                .and_then(|i| relay.addr_of.get_mut(i))
+                .ok_or("participant ids run from 1 to N")?;
+            *slot = a.addr;
+        }
         for a in parties {
             relay
                 .sfu
@@ -145,7 +156,10 @@ impl Relay {
         for t in self.out.iter() {
             match (t.to, t.kind) {
                 (Peer::Endpoint(id), Kind::Rtp | Kind::Rtcp) => {
-                    if let Some(&addr) = self.addr_of.get(&id) {
+                    if let Some(&addr) = (id as usize)
+                        .checked_sub(1)
+                        .and_then(|i| self.addr_of.get(i))
+                    {
                         let start = self.arena.len();
                         self.arena.extend_from_slice(t.bytes);
                         self.ranges.push((addr, start, self.arena.len()));
@@ -175,10 +189,23 @@ impl Relay {
             self.samples.push(Sample {
                 at: now,
                 cpu: thread_cpu(),
+                user_system: user_system(),
                 stats: self.sfu.stats(),
             });
         }
     }
+}
+
+/// The calling thread's user and kernel time, from `/proc/thread-self/stat` (fields
+/// 14 and 15, in USER_HZ ticks: 10 ms on Linux).
+fn user_system() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count from the ")" that ends it.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let tick = Duration::from_millis(10);
+    Some((tick * utime as u32, tick * stime as u32))
 }
 
 impl DatagramCore for Relay {
