@@ -42,7 +42,7 @@ use chorus::media::rtp::{self, SequenceUnwrapper};
 use chorus::media::stats::ReceiveStats;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
-use crate::media::{FRAME_INTERVAL, Group, Publisher, Stamp, feedback_ssrc, ssrc};
+use crate::media::{Delays, FRAME_INTERVAL, Group, Publisher, Stamp, feedback_ssrc, ssrc};
 use crate::realtime::thread_cpu;
 
 /// Datagrams per `recvmmsg`.
@@ -57,9 +57,6 @@ const MAX_COMPOUND: usize = 16;
 const LATE: Duration = Duration::from_millis(5);
 /// How often receiver reports, REMBs and sender reports go out.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// Delay histogram: 100 µs buckets up to 1 s.
-const BUCKET_US: u32 = 100;
-const BUCKETS: usize = 10_000;
 
 /// When things happen, shared by every participant.
 #[derive(Debug, Clone, Copy)]
@@ -138,37 +135,16 @@ pub(crate) struct LoadReport {
     pub(crate) sender_reports: u64,
     pub(crate) groups: [GroupReport; 5],
     /// Delay from the publisher's send to the receiver's read, first copies only.
-    pub(crate) delay: Vec<u64>,
+    pub(crate) delay: Delays,
     /// The load thread's CPU time over the media, and the media's wall time.
     pub(crate) cpu: Duration,
     pub(crate) wall: Duration,
 }
 
 impl LoadReport {
-    fn new() -> Self {
-        Self {
-            delay: vec![0; BUCKETS + 1],
-            ..Self::default()
-        }
-    }
-
     fn reject(&mut self, why: impl FnOnce() -> String) {
         self.rejected += 1;
         self.first_rejection.get_or_insert_with(why);
-    }
-
-    /// The delay below which a share `q` of first copies arrived.
-    pub(crate) fn delay_quantile(&self, q: f64) -> Duration {
-        let total: u64 = self.delay.iter().sum();
-        let want = (total as f64 * q).ceil() as u64;
-        let mut seen = 0;
-        for (i, &n) in self.delay.iter().enumerate() {
-            seen += n;
-            if seen >= want.max(1) {
-                return Duration::from_micros(u64::from(BUCKET_US) * (i as u64 + 1));
-            }
-        }
-        Duration::from_micros(u64::from(BUCKET_US) * BUCKETS as u64)
     }
 }
 
@@ -479,8 +455,7 @@ impl Party {
             Arrival::New => {
                 let at = now.saturating_duration_since(plan.start).as_micros() as u32;
                 let us = at.wrapping_sub(stamp.sent_us);
-                let bucket = ((us / BUCKET_US) as usize).min(BUCKETS);
-                report.delay[bucket] += 1;
+                report.delay.record(Duration::from_micros(u64::from(us)));
             }
             Arrival::Recovered => report.recovered += 1,
             Arrival::Duplicate => report.duplicates += 1,
@@ -748,7 +723,7 @@ pub(crate) fn run(
     for p in &parties {
         p.socket.set_nonblocking(true)?;
     }
-    let mut report = LoadReport::new();
+    let mut report = LoadReport::default();
     for p in &parties {
         let g = Group::ALL.iter().position(|&g| g == p.group).unwrap_or(0);
         report.groups[g].members += 1;
@@ -826,4 +801,32 @@ pub(crate) fn socket() -> std::io::Result<UdpSocket> {
         let _ = setsockopt(&socket, sockopt::RcvBuf, &(4usize << 20));
     }
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_counts_gaps_that_never_fill_as_lost() {
+        let mut w = Window::new();
+        // 65,530 .. past the wrap, with 65,533 missing until a retransmission and
+        // 2 missing for good.
+        for seq in [65_530u16, 65_531, 65_532, 65_534, 65_535, 0, 1, 3] {
+            assert_eq!(w.mark(seq), Arrival::New);
+        }
+        assert_eq!(w.mark(65_533), Arrival::Recovered);
+        assert_eq!(w.mark(65_533), Arrival::Duplicate);
+        assert_eq!(w.finish(), (10, 1));
+        // A gap that leaves the window is lost; its packet arriving later is too old.
+        let mut w = Window::new();
+        w.mark(0);
+        w.mark(2);
+        w.mark(2 + WINDOW as u16);
+        assert_eq!(w.mark(1), Arrival::TooOld);
+        let (expected, lost) = w.finish();
+        assert_eq!(expected, WINDOW + 3);
+        // 1 left the window missing; 3 .. WINDOW + 1 never arrived either.
+        assert_eq!(lost, 1 + (WINDOW - 1));
+    }
 }

@@ -22,12 +22,14 @@
 //! A run fails when the relay or a participant rejects a packet, when receivers end
 //! with more than 0.5 % of packets lost for good (after NACK), or when a receiver
 //! gets a layer or temporal layer its group should not. It is *not real time* when
-//! more than 0.1 % of the datagrams are lost in a socket or the median delay from
-//! publisher to receiver exceeds 10 ms: a side fell behind and a backlog built up.
-//! The tail of the delay is printed, not judged: a keyframe storm (every publisher
-//! answering the same keyframe requests at once) delays some packets by tens of
-//! milliseconds at any load, as a thread sharing its core with another process does.
-//! `--find-max` raises N until a run is not real time.
+//! more than 0.1 % of the datagrams are lost in a socket or when the median delay
+//! from a publisher's send to the relay reading the packet (its abs-send-time, which
+//! SRTP leaves in clear) exceeds 10 ms: the relay has a backlog. The tail is printed,
+//! not judged: a keyframe storm (every publisher answering the same keyframe requests
+//! at once) delays some packets by milliseconds at any load. The delay to the
+//! receivers is printed too; it includes the load thread's own lateness, which a
+//! process sharing its core adds to. `--find-max` raises N until a run is not real
+//! time.
 
 mod load;
 mod media;
@@ -76,7 +78,8 @@ const LEAD: Duration = Duration::from_millis(300);
 const GRACE: Duration = Duration::from_millis(500);
 /// Socket loss above this share means a side fell behind.
 const MAX_SOCKET_LOSS: f64 = 0.001;
-/// Median delay from publisher to receiver above this: a backlog, not real time.
+/// Median delay from publisher to relay above this: the relay has a backlog, not
+/// real time.
 const MAX_DELAY_P50: Duration = Duration::from_millis(10);
 /// Packets lost for good (after NACK) above this share fail the run.
 const MAX_UNRECOVERED: f64 = 0.005;
@@ -365,13 +368,23 @@ fn report_run(
             x.unexpected
         );
     }
-    let p50 = r.delay_quantile(0.5);
+    let quantiles = |d: &media::Delays| {
+        format!(
+            "p50={:.1} ms p99={:.1} ms p99.9={:.1} ms",
+            ms(d.quantile(0.5)),
+            ms(d.quantile(0.99)),
+            ms(d.quantile(0.999))
+        )
+    };
     println!(
-        "delay publisher -> relay -> receiver: p50={:.1} ms p99={:.1} ms p99.9={:.1} ms",
-        ms(p50),
-        ms(r.delay_quantile(0.99)),
-        ms(r.delay_quantile(0.999))
+        "delay publisher -> relay (the relay's backlog): {}",
+        quantiles(&relay.delays)
     );
+    println!(
+        "delay publisher -> relay -> receiver (with the load thread's): {}",
+        quantiles(&r.delay)
+    );
+    let relay_p50 = relay.delays.quantile(0.5);
     let to_relay = r.rtp_sent + r.rtcp_sent;
     let lost_in = to_relay.saturating_sub(relay.received);
     let lost_out = served.stats.sent.saturating_sub(r.received);
@@ -436,7 +449,7 @@ fn report_run(
     }
     let real_time = lost_in as f64 <= MAX_SOCKET_LOSS * to_relay as f64
         && lost_out as f64 <= MAX_SOCKET_LOSS * served.stats.sent as f64
-        && p50 <= MAX_DELAY_P50;
+        && relay_p50 <= MAX_DELAY_P50;
     let load_bound = load_fraction > 0.9;
     if load_bound {
         println!(
@@ -516,7 +529,9 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         return Err(outcome.failures.join("; ").into());
     }
     if !outcome.real_time {
-        return Err("not real time at this N (socket loss or median delay above bounds)".into());
+        return Err(
+            "not real time at this N (socket loss or the relay's median delay above bounds)".into(),
+        );
     }
     Ok(())
 }

@@ -41,7 +41,7 @@ const KEYFRAME_SIZE: f64 = 4.0;
 /// Largest RTP payload: the descriptor and a slice of the frame.
 const MAX_PAYLOAD: usize = 1_100;
 /// The RFC 8285 id of abs-send-time (the SFU's default, chorus-media's sessions').
-const ABS_SEND_TIME_ID: u8 = 3;
+pub(crate) const ABS_SEND_TIME_ID: u8 = 3;
 /// Payload type of VP8.
 const PAYLOAD_TYPE: u8 = 96;
 
@@ -358,5 +358,77 @@ impl Publisher {
             .collect();
         rtcp::encode_compound(&reports, buf)?;
         Ok(())
+    }
+}
+
+/// A histogram of delays: 100 µs buckets up to 1 s, and one for the rest.
+#[derive(Debug, Clone)]
+pub(crate) struct Delays {
+    buckets: Vec<u64>,
+}
+
+/// Width of a [`Delays`] bucket, microseconds.
+const BUCKET_US: u64 = 100;
+/// Buckets below 1 s.
+const BUCKETS: usize = 10_000;
+
+impl Default for Delays {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; BUCKETS + 1],
+        }
+    }
+}
+
+impl Delays {
+    /// One delay.
+    pub(crate) fn record(&mut self, d: Duration) {
+        let bucket = usize::try_from(d.as_micros() / u128::from(BUCKET_US)).unwrap_or(BUCKETS);
+        if let Some(n) = self.buckets.get_mut(bucket.min(BUCKETS)) {
+            *n += 1;
+        }
+    }
+
+    /// The delay below which a share `q` of those recorded fell (to the bucket's
+    /// upper edge; 1 s for the overflow bucket).
+    pub(crate) fn quantile(&self, q: f64) -> Duration {
+        let total: u64 = self.buckets.iter().sum();
+        let want = ((total as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        let at = self
+            .buckets
+            .iter()
+            .position(|&n| {
+                seen += n;
+                seen >= want
+            })
+            .unwrap_or(BUCKETS);
+        Duration::from_micros(BUCKET_US * (at as u64 + 1).min(BUCKETS as u64))
+    }
+}
+
+/// The delay from an abs-send-time value (RFC 8285 extension, 6.18 fixed-point
+/// seconds, wrapping every 64 s) to `now`, both on the run's clock.
+pub(crate) fn abs_send_time_delay(sent: [u8; 3], now: [u8; 3]) -> Duration {
+    let value = |b: [u8; 3]| u32::from_be_bytes([0, b[0], b[1], b[2]]);
+    let units = value(now).wrapping_sub(value(sent)) & 0x00ff_ffff;
+    Duration::from_nanos((u64::from(units) * 1_000_000_000) >> 18)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abs_send_time_delays_survive_the_64_second_wrap() {
+        let at = |s: f64| chorus::media::congestion::abs_send_time(Duration::from_secs_f64(s));
+        let d = abs_send_time_delay(at(63.999), at(64.001));
+        assert!((d.as_secs_f64() - 0.002).abs() < 10e-6, "{d:?}");
+        let mut h = Delays::default();
+        for ms in [1u64, 1, 1, 2, 900, 5_000] {
+            h.record(Duration::from_millis(ms));
+        }
+        assert_eq!(h.quantile(0.5), Duration::from_micros(1_100));
+        assert_eq!(h.quantile(1.0), Duration::from_secs(1));
     }
 }

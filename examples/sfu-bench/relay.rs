@@ -11,12 +11,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use chorus::framing::Transmit;
+use chorus::framing::{PacketKind, Transmit, classify};
+use chorus::media::congestion::abs_send_time;
+use chorus::media::rtp;
 use chorus::mixer::control::Message;
 use chorus::mixer::sfu::{Kind, LegSecurity, Output, Peer, Sfu, SfuConfig, SfuStats};
 use chorus::nat::driver::batch::DatagramCore;
 
-use crate::media::{Group, stream_info};
+use crate::media::{ABS_SEND_TIME_ID, Delays, Group, abs_send_time_delay, stream_info};
 use crate::realtime::thread_cpu;
 
 /// The relay's side of one participant.
@@ -74,6 +76,9 @@ pub(crate) struct Relay {
     pub(crate) samples: Vec<Sample>,
     /// Datagrams received, RTP and RTCP.
     pub(crate) received: u64,
+    /// How long after the publisher sent it each RTP packet reached the SFU (from
+    /// its abs-send-time, which SRTP leaves in clear): the relay's own backlog.
+    pub(crate) delays: Delays,
     /// What it refused.
     pub(crate) refused: Refused,
 }
@@ -99,6 +104,7 @@ impl Relay {
             marks: Vec::new(),
             samples: Vec::with_capacity(2),
             received: 0,
+            delays: Delays::default(),
             refused: Refused::default(),
         };
         let groups: Vec<(u32, Group)> = parties.iter().map(|a| (a.id, a.group)).collect();
@@ -181,6 +187,31 @@ impl Relay {
         }
     }
 
+    /// Records how late an SRTP packet reached the relay (media only).
+    fn record_delay(&mut self, now: Instant, bytes: &[u8]) {
+        let Some(&start) = self.marks.first() else {
+            return;
+        };
+        if classify(bytes) != PacketKind::Rtp {
+            return;
+        }
+        // SRTP leaves the header and its extensions in clear.
+        let Ok(packet) = rtp::Packet::decode(bytes) else {
+            return;
+        };
+        let sent = packet.extension_elements().and_then(|mut elements| {
+            elements.find_map(|e| {
+                e.ok()
+                    .filter(|e| e.id == ABS_SEND_TIME_ID)
+                    .and_then(|e| <[u8; 3]>::try_from(e.data).ok())
+            })
+        });
+        if let Some(sent) = sent {
+            let arrived = abs_send_time(now.saturating_duration_since(start));
+            self.delays.record(abs_send_time_delay(sent, arrived));
+        }
+    }
+
     fn sample_due(&mut self, now: Instant) {
         while let Some(&mark) = self.marks.get(self.samples.len()) {
             if now < mark {
@@ -224,6 +255,7 @@ impl DatagramCore for Relay {
                 .get_or_insert_with(|| "a datagram from an unknown address".into());
             return;
         };
+        self.record_delay(now, bytes);
         if let Err(e) = self
             .sfu
             .handle_input(now, Peer::Endpoint(id), bytes, &mut self.out)
