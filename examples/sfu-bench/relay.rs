@@ -34,7 +34,7 @@ pub(crate) struct Attach {
 }
 
 /// The relay's thread CPU time and the SFU's counters at one instant.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Sample {
     /// When it was taken.
     pub(crate) at: Instant,
@@ -42,6 +42,8 @@ pub(crate) struct Sample {
     pub(crate) cpu: Duration,
     /// The same split into user and kernel time, if the system tells.
     pub(crate) user_system: Option<(Duration, Duration)>,
+    /// Every core's busy, idle and stolen time then ([`core_times`]).
+    pub(crate) cores: Vec<[u64; 3]>,
     /// The SFU's counters then.
     pub(crate) stats: SfuStats,
 }
@@ -221,6 +223,7 @@ impl Relay {
                 at: now,
                 cpu: thread_cpu(),
                 user_system: user_system(),
+                cores: core_times(),
                 stats: self.sfu.stats(),
             });
         }
@@ -237,6 +240,28 @@ fn user_system() -> Option<(Duration, Duration)> {
     let stime: u64 = fields.next()?.parse().ok()?;
     let tick = Duration::from_millis(10);
     Some((tick * utime as u32, tick * stime as u32))
+}
+
+/// Each core's (busy, idle, stolen) time from `/proc/stat`, in USER_HZ ticks: busy
+/// is user, nice, system, irq and softirq; idle includes iowait; stolen is the time
+/// the hypervisor ran something else. Empty where the file cannot be read.
+fn core_times() -> Vec<[u64; 3]> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let at = |i: usize| v.get(i).copied().unwrap_or(0);
+            // user nice system idle iowait irq softirq steal (proc(5)).
+            [at(0) + at(1) + at(2) + at(5) + at(6), at(3) + at(4), at(7)]
+        })
+        .collect()
 }
 
 impl DatagramCore for Relay {
