@@ -530,10 +530,10 @@ fn find_max(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             r.per_core,
             r.recovered,
             match (r.real_time, r.load_bound) {
+                (false, _) => "falls behind".into(),
                 _ if !r.failures.is_empty() => format!("fails: {}", r.failures.join("; ")),
                 (true, false) => "real time".into(),
                 (true, true) => "real time, load thread at its limit".into(),
-                (false, _) => "falls behind".into(),
             }
         );
     }
@@ -556,13 +556,18 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         return find_max(o);
     }
     let outcome = run_once(o, o.participants)?;
+    if !outcome.real_time {
+        let mut why = String::from(
+            "not real time at this N (socket loss or the relay's median delay above bounds)",
+        );
+        for f in &outcome.failures {
+            why.push_str("; then ");
+            why.push_str(f);
+        }
+        return Err(why.into());
+    }
     if !outcome.failures.is_empty() {
         return Err(outcome.failures.join("; ").into());
-    }
-    if !outcome.real_time {
-        return Err(
-            "not real time at this N (socket loss or the relay's median delay above bounds)".into(),
-        );
     }
     Ok(())
 }
