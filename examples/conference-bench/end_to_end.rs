@@ -22,18 +22,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus::crypto::SystemEntropy;
-use chorus::crypto::srtp::{Policy, SrtpSession, Suite};
-use chorus::framing::Entropy;
+use chorus::crypto::srtp::SrtpSession;
 use chorus::framing::Transmit;
 use chorus::media::jitter::Rejected;
 use chorus::mixer::Error as MixerError;
 use chorus::mixer::audio::ParticipantId;
-use chorus::nat::driver::batch::{BatchConfig, BatchSockets, DatagramCore, serve};
+use chorus::nat::driver::batch::DatagramCore;
 
-use crate::{FRAME, Options, TICK, Tick, mixer_with, ms, thread_cpu};
-
-/// The suite Chorus calls use (chorus-crypto's default).
-const SUITE: Suite = Suite::AeadAes128Gcm;
+use crate::realtime::{SUITE, ms, pin, policy, serve_until};
+use crate::{FRAME, Options, TICK, Tick, mixer_with};
 /// How late after its tick a participant's packet may leave: network jitter.
 const MAX_JITTER: Duration = Duration::from_millis(30);
 
@@ -52,23 +49,6 @@ struct Leg {
     addr: SocketAddr,
     rx: SrtpSession,
     tx: SrtpSession,
-}
-
-fn policy(rng: &mut SystemEntropy) -> Result<Policy, Box<dyn std::error::Error>> {
-    let mut key = [0u8; 16];
-    let mut salt = [0u8; 12];
-    rng.fill(&mut key)?;
-    rng.fill(&mut salt)?;
-    Ok(Policy::new(SUITE, &key, &salt)?)
-}
-
-fn pin(cpu: Option<usize>) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(cpu) = cpu {
-        let mut set = nix::sched::CpuSet::new();
-        set.set(cpu)?;
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
-    }
-    Ok(())
 }
 
 /// What the load thread saw.
@@ -135,7 +115,6 @@ pub(crate) fn run(o: &Options, ticks: &[Tick]) -> Result<(), Box<dyn std::error:
     let done = Arc::new(AtomicBool::new(false));
     let start = Instant::now() + Duration::from_millis(200);
     let duration = TICK * ticks.len() as u32;
-    mixer_socket.set_nonblocking(true)?;
     let load_cpu = o.load_cpu;
     let load_done = Arc::clone(&done);
     let load = std::thread::spawn(move || -> Result<LoadReport, String> {
@@ -162,34 +141,10 @@ pub(crate) fn run(o: &Options, ticks: &[Tick]) -> Result<(), Box<dyn std::error:
         bytes_out: 0,
         tick_late: Vec::with_capacity(total_ticks),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let cpu_start = thread_cpu();
-    let wall_start = Instant::now();
-    // A tick's worth of datagrams queues while the mixer mixes: room for several
-    // ticks. SO_RCVBUFFORCE (root) goes past net.core.rmem_max, which a deployment
-    // raises instead; the driver then keeps the socket's size.
-    use nix::sys::socket::{setsockopt, sockopt};
-    let forced = setsockopt(&mixer_socket, sockopt::RcvBufForce, &(16usize << 20)).is_ok();
-    let mut batch = BatchConfig::default();
-    if forced {
-        batch.recv_buffer = None;
-    }
-    let stats = runtime.block_on(async {
-        let mut io = BatchSockets::new(batch)?;
-        io.add(tokio::net::UdpSocket::from_std(mixer_socket)?)?;
-        // The driver serves until stopped: the run ends after the last tick.
-        let until = start + TICK * total_ticks as u32 + Duration::from_millis(10);
-        let served = tokio::time::timeout_at(until.into(), serve(&mut initiator, &mut io)).await;
-        match served {
-            Err(_elapsed) => Ok::<_, Box<dyn std::error::Error>>(io.stats()),
-            Ok(Err(e)) => Err(e.into()),
-            Ok(Ok(())) => Err("the driver stopped early".into()),
-        }
-    })?;
-    let cpu = thread_cpu().saturating_sub(cpu_start);
-    let wall = wall_start.elapsed();
+    // The run ends after the last tick.
+    let until = start + TICK * total_ticks as u32 + Duration::from_millis(10);
+    let served = serve_until(&mut initiator, mixer_socket, until)?;
+    let (stats, cpu, wall) = (served.stats, served.cpu, served.wall);
     done.store(true, Ordering::Relaxed);
     let report = load.join().map_err(|_| "the load thread panicked")??;
 
@@ -207,7 +162,7 @@ pub(crate) fn run(o: &Options, ticks: &[Tick]) -> Result<(), Box<dyn std::error:
         .get((tick_late.len().saturating_sub(1) as f64 * 0.99) as usize)
         .copied()
         .unwrap_or_default();
-    let fraction = cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+    let fraction = served.core_fraction();
     let n = o.participants;
     println!(
         "end_to_end suite={SUITE:?} duration={:.1} s",

@@ -19,6 +19,8 @@
 //! packets arriving with jitter in real time.
 
 mod end_to_end;
+#[path = "../common/realtime.rs"]
+mod realtime;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -28,7 +30,7 @@ use chorus::media::opus::{Encoder, EncoderConfig};
 use chorus::media::quality::synthetic_speech;
 use chorus::media::rtp::{self, AudioLevel, Element, Extension};
 use chorus::mixer::audio::{Mixer, MixerConfig, ParticipantId, PcmConfig, RemoteConfig, Selection};
-use nix::time::{ClockId, clock_gettime};
+use realtime::{ms, thread_cpu};
 
 const HELP: &str = "\
 conference-bench: the initiator's audio mixer on one thread
@@ -247,10 +249,6 @@ pub(crate) fn mixer_with(
     Ok((mixer, initiator, ids))
 }
 
-pub(crate) fn thread_cpu() -> Duration {
-    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
-}
-
 fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let ticks = o.seconds * 50;
     let talkers = o.talkers.unwrap_or(o.speakers + 2).min(o.participants - 1);
@@ -364,10 +362,6 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         n as f64 * realtime_factor
     );
     Ok(())
-}
-
-pub(crate) fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn main() -> ExitCode {
