@@ -24,9 +24,12 @@ use support::{Guard, ServerThread, TempDir, free_port, have};
 /// Runs the Chorus TURN server on 127.0.0.1:`port` (UDP and TCP, or UDP only through
 /// the batched driver) on its own thread and runtime while the test blocks on child
 /// processes.
-fn spawn_chorus_turn(port: u16, relay_ips: Vec<std::net::IpAddr>, batched: bool) -> ServerThread {
-    ServerThread::spawn(move |ready| async move {
-        let bind: SocketAddr = ([127, 0, 0, 1], port).into();
+/// Returns it and the port it bound: it binds its own (a port checked free and then
+/// bound by the server can be taken in between by a parallel test), retrying on
+/// `AddrInUse`.
+fn spawn_chorus_turn(relay_ips: Vec<std::net::IpAddr>, batched: bool) -> (ServerThread, u16) {
+    ServerThread::spawn_with(move |ready| async move {
+        let (udp, tcp, bind) = bind_free(batched).await;
         let mut config = TurnConfig::default();
         config.realm = "example.org".into();
         config.relay_ips = relay_ips;
@@ -41,18 +44,33 @@ fn spawn_chorus_turn(port: u16, relay_ips: Vec<std::net::IpAddr>, batched: bool)
         users.add("alice", "secret");
         let core =
             TurnServer::new(config, Box::new(users), Box::new(SystemEntropy::new())).unwrap();
-        let udp = UdpSocket::bind(bind).await.unwrap();
+        ready.send(bind.port()).unwrap();
         let r = if batched {
-            ready.send(()).unwrap();
             let config = chorus_nat::driver::batch::BatchConfig::default();
             turn_server::run_batched(core, vec![udp], config).await
         } else {
-            let tcp = TcpListener::bind(bind).await.unwrap();
-            ready.send(()).unwrap();
-            turn_server::run(core, vec![udp], vec![tcp], std::future::pending()).await
+            turn_server::run(core, vec![udp], tcp, std::future::pending()).await
         };
         panic!("TURN server stopped: {r:?}");
     })
+}
+
+/// A UDP socket (and, unless `udp_only`, a TCP listener) on one free port of
+/// 127.0.0.1, retried on `AddrInUse` (at most 50 ports).
+async fn bind_free(udp_only: bool) -> (UdpSocket, Vec<TcpListener>, SocketAddr) {
+    for _ in 0..50 {
+        let bind: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")).into();
+        let Ok(udp) = UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if udp_only {
+            return (udp, Vec::new(), bind);
+        }
+        if let Ok(tcp) = TcpListener::bind(bind).await {
+            return (udp, vec![tcp], bind);
+        }
+    }
+    panic!("no free port on 127.0.0.1 after 50 tries");
 }
 
 /// Starts `turnutils_peer` (a UDP echo server) on 127.0.0.1:`port` and waits, bounded,
@@ -147,13 +165,13 @@ fn relay_round_trip_via(peer_ip: &str, extra: &[&str], batched: bool) {
     if !have("turnutils_uclient") || !have("turnutils_peer") {
         return;
     }
-    let (port, peer_port) = (free_port("127.0.0.1"), free_port(peer_ip));
+    let peer_port = free_port(peer_ip);
     let _peer = start_peer(peer_ip, peer_port);
     let mut relay_ips = vec![[127, 0, 0, 1].into()];
     if peer_ip != "127.0.0.1" {
         relay_ips.push(peer_ip.parse().unwrap());
     }
-    let server = spawn_chorus_turn(port, relay_ips, batched);
+    let (server, port) = spawn_chorus_turn(relay_ips, batched);
     let port_s = port.to_string();
     let peer_s = peer_port.to_string();
     let mut args = vec![
@@ -214,8 +232,7 @@ fn coturn_uclient_with_a_wrong_password_is_refused() {
     if !have("turnutils_uclient") {
         return;
     }
-    let port = free_port("127.0.0.1");
-    let server = spawn_chorus_turn(port, vec![[127, 0, 0, 1].into()], false);
+    let (server, port) = spawn_chorus_turn(vec![[127, 0, 0, 1].into()], false);
     let port_s = port.to_string();
     let (ok, text) = uclient(&[
         "-u",

@@ -106,6 +106,17 @@ impl ServerThread {
         F: FnOnce(std::sync::mpsc::Sender<()>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()>,
     {
+        Self::spawn_with(serve).0
+    }
+
+    /// As [`ServerThread::spawn`], with a value sent on `ready` (the port the server
+    /// bound, when it picks its own).
+    pub(crate) fn spawn_with<R, F, Fut>(serve: F) -> (Self, R)
+    where
+        R: Send + 'static,
+        F: FnOnce(std::sync::mpsc::Sender<R>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -120,13 +131,14 @@ impl ServerThread {
                 }
             });
         });
-        ready_rx
+        let value = ready_rx
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("server ready");
-        Self {
+        let server = Self {
             stop: Some(stop),
             thread: Some(thread),
-        }
+        };
+        (server, value)
     }
 
     /// Stops the server and waits for its thread (a panic there fails the test).
