@@ -33,8 +33,11 @@ fn spawn_chorus_turn(relay_ips: Vec<std::net::IpAddr>, batched: bool) -> (Server
         let mut config = TurnConfig::default();
         config.realm = "example.org".into();
         config.relay_ips = relay_ips;
-        // Above Linux's ephemeral range, so other tests' sockets do not collide.
-        config.relay_ports = 61000..=65535;
+        // Above Linux's ephemeral range, so other tests' sockets do not collide, and a
+        // range of its own per server of this binary: servers of parallel tests
+        // drawing from one range can pick the same port, and the core answers a
+        // relay port it cannot bind with 508 rather than trying another.
+        config.relay_ports = relay_range();
         config.server_addresses = vec![bind];
         config.allow_loopback_peers = true;
         // uclient picks channel numbers from RFC 5766's 0x4000-0x7FFF.
@@ -53,6 +56,14 @@ fn spawn_chorus_turn(relay_ips: Vec<std::net::IpAddr>, batched: bool) -> (Server
         };
         panic!("TURN server stopped: {r:?}");
     })
+}
+
+/// 200 relay ports of 61000-64999 for the next server of this test binary.
+fn relay_range() -> std::ops::RangeInclusive<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 61_000 + NEXT.fetch_add(1, Ordering::Relaxed) % 20 * 200;
+    start..=start + 199
 }
 
 /// A UDP socket (and, unless `udp_only`, a TCP listener) on one free port of
