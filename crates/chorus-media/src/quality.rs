@@ -75,10 +75,12 @@ pub fn segmental_snr(reference: &[i16], test: &[i16], frame: usize) -> f64 {
 /// of `output` to `input`, skipping the first `skip` samples of the output.
 ///
 /// A receiver's playout delay changes during a call (time stretching, concealment,
-/// jitter-buffer moves), so one global lag would not do: the first lag is searched
-/// over 0-250 ms on half a second of speech, then each block's lag within ±25 ms of the
-/// previous block's (a stretched frame moves it by at most 10 ms, a concealed gap by
-/// 20 ms), kept unless another correlates clearly better (so silence does not wander).
+/// jitter-buffer moves; on a starved CPU by hundreds of milliseconds), so one global
+/// lag would not do. Each block's lag is tracked within ±25 ms of the previous block's
+/// (a stretched frame moves it by at most 10 ms, a concealed gap by 20 ms), kept unless
+/// another correlates clearly better so that silence does not wander; where the
+/// tracked lag stops matching audible output, the lag is searched again over the whole
+/// range of 0-1 s (on a decimated copy, then refined), and taken when it matches.
 #[must_use]
 pub fn aligned_segmental_snr(
     input: &[i16],
@@ -87,43 +89,7 @@ pub fn aligned_segmental_snr(
     frame: usize,
     skip: usize,
 ) -> f64 {
-    let rate = rate as usize;
-    let frame = frame.max(1);
-    let window = |l: usize| normalized_correlation(input, output, l, rate / 2, rate / 2);
-    let best_of = |lags: &mut dyn Iterator<Item = usize>| {
-        lags.map(|l| (window(l), l))
-            .fold((f64::MIN, 0), |best, c| if c.0 > best.0 { c } else { best })
-            .1
-    };
-    let coarse = best_of(&mut (0..rate / 4).step_by(4));
-    let mut lag = best_of(&mut (coarse.saturating_sub(4)..=coarse + 4));
-    let mut reference = Vec::with_capacity(output.len());
-    let reach = rate / 1000 * 25;
-    for start in (0..output.len().saturating_sub(frame)).step_by(frame) {
-        let mut best = (
-            normalized_correlation(input, output, lag, start, frame),
-            lag,
-        );
-        for l in (lag.saturating_sub(reach)..=lag + reach).step_by(2) {
-            let c = normalized_correlation(input, output, l, start, frame);
-            if c > best.0 * 1.05 + 1.0 {
-                best = (c, l);
-            }
-        }
-        for l in [best.1.saturating_sub(1), best.1 + 1] {
-            let c = normalized_correlation(input, output, l, start, frame);
-            if c > best.0 {
-                best = (c, l);
-            }
-        }
-        lag = best.1;
-        reference.extend((start..start + frame).map(|i| {
-            i.checked_sub(lag)
-                .and_then(|j| input.get(j))
-                .copied()
-                .unwrap_or(0)
-        }));
-    }
+    let reference = align(input, output, rate as usize, frame.max(1));
     let skip = skip.min(reference.len());
     let end = reference.len().min(output.len());
     segmental_snr(
@@ -131,6 +97,136 @@ pub fn aligned_segmental_snr(
         output.get(skip..end).unwrap_or_default(),
         frame,
     )
+}
+
+/// `input` delayed block by block to line up with `output` (see
+/// [`aligned_segmental_snr`]); as long as `output` rounded down to whole blocks.
+fn align(input: &[i16], output: &[i16], rate: usize, frame: usize) -> Vec<i16> {
+    let coarse = Decimated::new(input, output, rate);
+    let reach = rate / 1000 * 25 / coarse.step;
+    let mut lag = 0;
+    let mut searched_at: Option<usize> = None;
+    let mut reference = Vec::with_capacity(output.len());
+    for start in (0..output.len().saturating_sub(frame)).step_by(frame) {
+        // Candidates from the decimated copy (the three best lags within reach, a tenth
+        // of the work of searching at full rate), each refined and compared at full
+        // rate: decimation blurs the peaks of voiced speech, which repeat every pitch
+        // period, so the decimated copy alone picks the wrong period.
+        let full = |l| normalized_correlation(input, output, l, start, frame);
+        let (d_start, d_len, d_lag) = (start / coarse.step, frame / coarse.step, lag / coarse.step);
+        let mut candidates: Vec<(f64, usize)> = (d_lag.saturating_sub(reach)..=d_lag + reach)
+            .map(|l| {
+                let c = normalized_correlation(&coarse.input, &coarse.output, l, d_start, d_len);
+                (c, l)
+            })
+            .collect();
+        candidates.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
+        let mut best = (full(lag), lag);
+        for &(_, l) in candidates.iter().take(3) {
+            let l = refine(input, output, l * coarse.step, coarse.step, start, frame);
+            let c = full(l);
+            if c > best.0 * 1.05 + 1.0 {
+                best = (c, l);
+            }
+        }
+        for l in [best.1.saturating_sub(1), best.1 + 1] {
+            let c = full(l);
+            if c > best.0 {
+                best = (c, l);
+            }
+        }
+        lag = best.1;
+        // Lost track: the output is audible but the tracked lag does not explain it.
+        // Searched again at most every 100 ms, so a block nothing matches (another
+        // voice, noise) costs one wide search, not one per block.
+        // The first audible block is searched for in any case: the lag is unknown.
+        let due = searched_at.is_none_or(|at| start >= at + rate / 10);
+        let lost = searched_at.is_none() || coefficient(input, output, lag, start, frame) < 0.6;
+        if due && lost && audible(&output[start..start + frame]) {
+            searched_at = Some(start);
+            if let Some((_, l)) = coarse.search(start).filter(|&(rho, _)| rho > 0.7) {
+                lag = refine(input, output, l, coarse.step, start, frame);
+            }
+        }
+        reference.extend((start..start + frame).map(|i| {
+            i.checked_sub(lag)
+                .and_then(|j| input.get(j))
+                .copied()
+                .unwrap_or(0)
+        }));
+    }
+    reference
+}
+
+/// The lag within `reach` samples of `lag` that best lines `input` up with the block
+/// of `output` at `start`.
+fn refine(
+    input: &[i16],
+    output: &[i16],
+    lag: usize,
+    reach: usize,
+    start: usize,
+    frame: usize,
+) -> usize {
+    (lag.saturating_sub(reach)..=lag + reach)
+        .map(|l| (normalized_correlation(input, output, l, start, frame), l))
+        .fold((f64::MIN, lag), |b, c| if c.0 > b.0 { c } else { b })
+        .1
+}
+
+/// Whether a block is louder than about -50 dBFS.
+fn audible(block: &[i16]) -> bool {
+    let energy: f64 = block.iter().map(|&x| f64::from(x).powi(2)).sum();
+    energy > 1e5 * block.len() as f64
+}
+
+/// Both signals averaged over `step` samples (about 4 kHz), for searching lags at a
+/// small fraction of the cost.
+struct Decimated {
+    input: Vec<i16>,
+    output: Vec<i16>,
+    step: usize,
+    max_lag: usize,
+    window: usize,
+}
+
+impl Decimated {
+    fn new(input: &[i16], output: &[i16], rate: usize) -> Self {
+        let step = (rate / 4000).max(1);
+        let decimate = |s: &[i16]| -> Vec<i16> {
+            s.chunks(step)
+                .map(|c| (c.iter().map(|&x| i64::from(x)).sum::<i64>() / c.len() as i64) as i16)
+                .collect()
+        };
+        Self {
+            input: decimate(input),
+            output: decimate(output),
+            step,
+            max_lag: rate / step,
+            window: rate / 5 / step,
+        }
+    }
+
+    /// The lag (in samples of the full rate) and correlation coefficient that best
+    /// explain the 200 ms of output from `start`, searched over 0-1 s.
+    fn search(&self, start: usize) -> Option<(f64, usize)> {
+        let start = start / self.step;
+        // Output can only follow what was said: lags past the window's middle would
+        // compare it with less than half a window of input.
+        (0..=self.max_lag.min(start + self.window / 2))
+            .map(|l| {
+                (
+                    coefficient(&self.input, &self.output, l, start, self.window),
+                    l,
+                )
+            })
+            .filter(|c| c.0 > 0.0)
+            .fold(None, |best: Option<(f64, usize)>, c| match best {
+                Some(b) if b.0 >= c.0 => Some(b),
+                _ => Some(c),
+            })
+            .map(|(rho, l)| (rho, l * self.step))
+    }
 }
 
 /// Correlation of `output[start..start + len]` with `input` delayed by `lag`,
@@ -142,18 +238,38 @@ fn normalized_correlation(
     start: usize,
     len: usize,
 ) -> f64 {
+    let (xy, xx, _) = products(input, output, lag, start, len);
+    xy / xx.sqrt().max(1.0)
+}
+
+/// Correlation coefficient (-1 to 1) of `output[start..start + len]` with `input`
+/// delayed by `lag`: how well the lag explains the output, whatever its loudness.
+fn coefficient(input: &[i16], output: &[i16], lag: usize, start: usize, len: usize) -> f64 {
+    let (xy, xx, yy) = products(input, output, lag, start, len);
+    xy / (xx * yy).sqrt().max(1.0)
+}
+
+/// Sums of input x output, input² and output² over `output[start..start + len]`
+/// against `input` delayed by `lag` (the part of the span both signals cover).
+fn products(
+    input: &[i16],
+    output: &[i16],
+    lag: usize,
+    start: usize,
+    len: usize,
+) -> (f64, f64, f64) {
     let lo = start.max(lag);
     let hi = (start + len).min(output.len()).min(input.len() + lag);
-    if lo >= hi {
-        return 0.0;
+    let (mut xy, mut xx, mut yy) = (0i64, 0i64, 0i64);
+    if lo < hi {
+        let pairs = input.get(lo - lag..hi - lag).unwrap_or_default().iter();
+        for (&x, &y) in pairs.zip(output.get(lo..hi).unwrap_or_default()) {
+            xy += i64::from(x) * i64::from(y);
+            xx += i64::from(x) * i64::from(x);
+            yy += i64::from(y) * i64::from(y);
+        }
     }
-    let (mut xy, mut xx) = (0i64, 0i64);
-    let pairs = input.get(lo - lag..hi - lag).unwrap_or_default().iter();
-    for (&x, &y) in pairs.zip(output.get(lo..hi).unwrap_or_default()) {
-        xy += i64::from(x) * i64::from(y);
-        xx += i64::from(x) * i64::from(x);
-    }
-    xy as f64 / (xx as f64).sqrt().max(1.0)
+    (xy as f64, xx as f64, yy as f64)
 }
 
 #[cfg(test)]
@@ -187,6 +303,33 @@ mod tests {
         // Another voice (the same generator 9 % higher) scores nowhere near.
         let other = synthetic_speech(14_700, 32_000, 12);
         let wrong = aligned_segmental_snr(&other, &late, 16_000, 320, 0);
+        assert!(wrong < 3.0, "{wrong}");
+    }
+
+    /// A starved receiver (seen on a loaded CI machine) lets its playout delay swing
+    /// from 80 ms to 600 ms and back to 370 ms within one call.
+    #[test]
+    fn alignment_follows_a_delay_that_jumps_by_hundreds_of_milliseconds() {
+        let rate = 16_000;
+        let speech = synthetic_speech(rate, 5 * 16_000, 12);
+        let ms = |m: usize| m * 16;
+        // Output second by second, each from the input at its own delay, with the
+        // gaps a jitter buffer plays as silence.
+        let mut out = Vec::new();
+        for (second, delay) in [80, 80, 600, 370, 370].into_iter().enumerate() {
+            let from = ms(1000 * second);
+            out.resize(from, 0);
+            out.extend((from..from + ms(1000)).map(|i| {
+                i.checked_sub(ms(delay))
+                    .and_then(|j| speech.get(j))
+                    .copied()
+                    .unwrap_or(0)
+            }));
+        }
+        let snr = aligned_segmental_snr(&speech, &out, rate, 320, 0);
+        assert!(snr > 25.0, "{snr}");
+        let other = synthetic_speech(14_700, 5 * 16_000, 12);
+        let wrong = aligned_segmental_snr(&other, &out, rate, 320, 0);
         assert!(wrong < 3.0, "{wrong}");
     }
 }
