@@ -113,12 +113,41 @@ impl Protection {
     }
 
     /// The extra receive delay the FEC groups need: a whole block must arrive before
-    /// its first packet can be rebuilt.
+    /// its first packet can be rebuilt (the repair packets leave right after it).
     #[must_use]
     pub fn delay(&self, frame: Duration) -> Duration {
         self.rs.map_or(Duration::ZERO, |(k, _)| {
             frame * (u32::from(k) * u32::from(self.stride)).saturating_sub(1)
         })
+    }
+
+    /// Whether the repairs can ride on the following media packets, one per packet
+    /// (RFC 2198, [`crate::red`]): at most as many repairs as sources, so that a
+    /// block's repairs have left before the next block's are made.
+    #[must_use]
+    pub fn can_piggyback(&self) -> bool {
+        self.rs.is_some_and(|(k, m)| m <= k)
+    }
+
+    /// [`Protection::delay`] when the repairs ride on the following media packets:
+    /// the block's sources, then one repair per frame.
+    #[must_use]
+    pub fn delay_piggybacked(&self, frame: Duration) -> Duration {
+        self.rs.map_or(Duration::ZERO, |(k, m)| {
+            let d = u32::from(self.stride);
+            frame * (u32::from(k) * d + u32::from(m) * d).saturating_sub(1)
+        })
+    }
+
+    /// The delay under `goal`: piggybacked when the goal says so and the group
+    /// allows it.
+    #[must_use]
+    pub fn delay_for(&self, goal: &ProtectionGoal) -> Duration {
+        if goal.piggyback && self.can_piggyback() {
+            self.delay_piggybacked(goal.frame)
+        } else {
+            self.delay(goal.frame)
+        }
     }
 }
 
@@ -162,6 +191,11 @@ pub struct ProtectionGoal {
     pub opus_fec_with_rs: bool,
     /// Media frame duration. Default 20 ms.
     pub frame: Duration,
+    /// Whether repairs of groups with `m <= k` ride on the following media packets
+    /// (RFC 2198, one per packet) instead of in packets of their own: no packet
+    /// header per repair (about 60 bytes with SRTP and UDP/IPv4), for `m` more
+    /// frames of delay ([`Protection::delay_piggybacked`]). Default false.
+    pub piggyback: bool,
 }
 
 impl Default for ProtectionGoal {
@@ -176,6 +210,7 @@ impl Default for ProtectionGoal {
             min_loss: 0.005,
             opus_fec_with_rs: false,
             frame: Duration::from_millis(20),
+            piggyback: false,
         }
     }
 }
@@ -283,7 +318,7 @@ pub fn residual_loss_bursty(p: f64, mean_burst: f64, k: u8, m: u8, stride: u8) -
 fn candidates(
     loss: f64,
     mean_burst: f64,
-    frame: Duration,
+    goal: &ProtectionGoal,
     max_delay: Duration,
     max_overhead: f64,
 ) -> Vec<(Protection, f64)> {
@@ -296,7 +331,7 @@ fn candidates(
                 opus_fec: false,
                 opus_expected_loss: 0,
             };
-            if base.delay(frame) > max_delay {
+            if base.delay_for(goal) > max_delay {
                 continue;
             }
             for m in 1..=(2 * k).min(16) {
@@ -306,6 +341,10 @@ fn candidates(
                 };
                 if candidate.overhead() > max_overhead + 1e-9 {
                     break;
+                }
+                if candidate.delay_for(goal) > max_delay {
+                    // Piggybacked repairs: each one more frame of delay.
+                    continue;
                 }
                 let residual = residual_loss_bursty(loss, mean_burst, k, m, stride);
                 out.push((candidate, residual));
@@ -353,24 +392,18 @@ pub fn choose_protection(loss: f64, mean_burst: f64, goal: &ProtectionGoal) -> P
         list.iter()
             .filter(|c| meets(c))
             .min_by(|a, b| {
-                (a.0.overhead(), a.1, a.0.delay(goal.frame))
-                    .partial_cmp(&(b.0.overhead(), b.1, b.0.delay(goal.frame)))
+                (a.0.overhead(), a.1, a.0.delay_for(goal))
+                    .partial_cmp(&(b.0.overhead(), b.1, b.0.delay_for(goal)))
                     .unwrap_or(core::cmp::Ordering::Equal)
             })
             .map(|c| c.0)
     };
-    let tier1 = candidates(
-        loss,
-        mean_burst,
-        goal.frame,
-        goal.max_delay,
-        goal.max_overhead,
-    );
+    let tier1 = candidates(loss, mean_burst, goal, goal.max_delay, goal.max_overhead);
     let tier2 = || {
         candidates(
             loss,
             mean_burst,
-            goal.frame,
+            goal,
             goal.heavy_max_delay.max(goal.max_delay),
             goal.heavy_max_overhead.max(goal.max_overhead),
         )
@@ -401,6 +434,126 @@ pub fn choose_protection(loss: f64, mean_burst: f64, goal: &ProtectionGoal) -> P
             p
         }
     }
+}
+
+/// What a frame's bytes can buy, for [`choose_protection_for_budget`]: the send
+/// rate pays for the codec and for every repair byte.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameBudget {
+    /// Bytes per frame the send rate allows (media payload plus repairs).
+    pub frame_bytes: f64,
+    /// Bytes a repair costs besides the media bytes it codes, in a packet of its own.
+    pub repair_cost: f64,
+    /// The same when it rides on a media packet (RFC 2198).
+    pub repair_cost_piggybacked: f64,
+    /// The smallest media payload per frame FEC may leave the codec.
+    pub min_media_bytes: f64,
+}
+
+impl FrameBudget {
+    /// The media payload per frame `p` leaves the codec: `o` repairs per frame each
+    /// cost a media payload plus their own overhead.
+    #[must_use]
+    pub fn media_bytes(&self, p: &Protection, goal: &ProtectionGoal) -> f64 {
+        let o = p.overhead();
+        let cost = if goal.piggyback && p.can_piggyback() {
+            self.repair_cost_piggybacked
+        } else {
+            self.repair_cost
+        };
+        (self.frame_bytes - o * cost) / (1.0 + o)
+    }
+}
+
+/// PESQ points one percent of concealed frames costs (measured on the speech of
+/// `docs/media.md`: 0.2-0.3 per 1 % of 20 ms frames).
+const RESIDUAL_WEIGHT: f64 = 23.0;
+/// The codec's quality against its rate, as `-QUALITY_CURVE / kbps²`: a fit of
+/// PESQ-WB of Opus speech through the session (+0.3 from 24 to 32 kbit/s, +0.3
+/// more from 32 to 64, `docs/media.md`).
+const QUALITY_CURVE: f64 = 395.0;
+
+/// Chooses the protection that should sound best at a fixed send rate: the groups
+/// [`choose_protection`] would weigh (those leaving the codec at least
+/// `budget.min_media_bytes`) and no FEC, each scored as the codec's quality at the
+/// media share it leaves (`-395 / kbps²`) less 0.23 per percent of residual loss
+/// ([`residual_loss_bursty`]); the first tier's best unless its residual loss is
+/// above `goal.escalate`, then the best of both tiers. Where [`choose_protection`] meets a residual-loss
+/// goal at the least overhead, this one trades overhead for codec bits: on a
+/// 64 kbit/s call with 10 % loss a piggybacked (3, 2) group (0.5 % residual, Opus
+/// at 32 kbit/s) beats a (2, 2) one (0.3 %, 24 kbit/s).
+#[must_use]
+pub fn choose_protection_for_budget(
+    loss: f64,
+    mean_burst: f64,
+    goal: &ProtectionGoal,
+    budget: &FrameBudget,
+) -> Protection {
+    let loss = loss.clamp(0.0, 1.0);
+    let none = choose_protection(0.0, 1.0, goal);
+    if loss < goal.min_loss {
+        return none;
+    }
+    let best_of = |list: Vec<(Protection, f64)>, mut best: (Protection, f64, f64)| {
+        for (p, residual) in list {
+            let s = score(&p, residual, goal, budget);
+            // Ties: the shorter delay.
+            if s > best.1 + 1e-9
+                || (s > best.1 - 1e-9 && p.delay_for(goal) < best.0.delay_for(goal))
+            {
+                best = (p, s, residual);
+            }
+        }
+        best
+    };
+    let start = (none, score(&none, loss, goal, budget), loss);
+    let tier1 = best_of(
+        candidates(loss, mean_burst, goal, goal.max_delay, goal.max_overhead),
+        start,
+    );
+    if tier1.2 <= goal.escalate {
+        return tier1.0;
+    }
+    // Heavy or bursty loss: the second tier's delay and overhead too.
+    best_of(
+        candidates(
+            loss,
+            mean_burst,
+            goal,
+            goal.heavy_max_delay.max(goal.max_delay),
+            goal.heavy_max_overhead.max(goal.max_overhead),
+        ),
+        tier1,
+    )
+    .0
+}
+
+/// The score [`choose_protection_for_budget`] gives `p`, for hysteresis: a caller
+/// keeps its group while a new choice is not clearly better.
+#[must_use]
+pub fn budget_score(
+    p: &Protection,
+    loss: f64,
+    mean_burst: f64,
+    goal: &ProtectionGoal,
+    budget: &FrameBudget,
+) -> f64 {
+    let residual = match p.rs {
+        Some((k, m)) => residual_loss_bursty(loss, mean_burst, k, m, p.stride),
+        None => loss,
+    };
+    score(p, residual, goal, budget)
+}
+
+/// The codec's quality at the media share `p` leaves, less the residual loss's
+/// cost; `-inf` below the budget's media floor.
+fn score(p: &Protection, residual: f64, goal: &ProtectionGoal, budget: &FrameBudget) -> f64 {
+    let media = budget.media_bytes(p, goal);
+    if media <= 0.0 || (p.rs.is_some() && media < budget.min_media_bytes) {
+        return f64::NEG_INFINITY;
+    }
+    let kbps = media * 8.0 / goal.frame.as_secs_f64() / 1000.0;
+    -QUALITY_CURVE / kbps.powi(2) - RESIDUAL_WEIGHT * residual
 }
 
 /// Drives [`choose_protection`] from the receiver's per-packet loss record: the
@@ -536,14 +689,23 @@ impl RateController {
         self.rate
     }
 
-    /// One report's loss fraction (RTCP `fraction_lost`, in 1/256).
+    /// One report's loss fraction (RTCP `fraction_lost`, in 1/256), for a report
+    /// interval of 1 s.
     pub fn handle_report(&mut self, fraction_lost: u8) -> u32 {
+        self.handle_report_over(fraction_lost, core::time::Duration::from_secs(1))
+    }
+
+    /// One report's loss fraction over `interval` (the time since the previous
+    /// report, 0.1-2 s): the step is scaled to the interval, so that reports twice
+    /// as frequent move the rate no faster.
+    pub fn handle_report_over(&mut self, fraction_lost: u8, interval: Duration) -> u32 {
         let loss = f64::from(fraction_lost) / 256.0;
         let rate = f64::from(self.rate);
+        let scale = interval.as_secs_f64().clamp(0.1, 2.0);
         let next = if loss < 0.02 {
-            rate * 1.08
+            rate * 1.08f64.powf(scale)
         } else if loss > 0.10 {
-            rate * (1.0 - loss / 2.0)
+            rate * (1.0 - loss / 2.0).powf(scale)
         } else {
             rate
         };
@@ -749,5 +911,82 @@ mod tests {
             opus_expected_loss: 5,
         };
         assert_eq!(rc.media_bps(&p), 102_400);
+    }
+
+    /// A 64 kbit/s budget (20 ms frames) with SRTP media packets: a repair on its own
+    /// costs its shard plus ~94 bytes, riding on a media packet ~35.
+    fn budget(bps: f64) -> FrameBudget {
+        FrameBudget {
+            frame_bytes: bps / 8.0 / 50.0,
+            repair_cost: 94.0,
+            repair_cost_piggybacked: 35.0,
+            min_media_bytes: 40.0,
+        }
+    }
+
+    #[test]
+    fn budget_choice_trades_residual_loss_for_codec_bits() {
+        let goal = ProtectionGoal {
+            piggyback: true,
+            max_delay: Duration::from_millis(100),
+            ..ProtectionGoal::default()
+        };
+        // Clean: nothing.
+        assert_eq!(
+            choose_protection_for_budget(0.001, 1.0, &goal, &budget(64_000.0)).rs,
+            None
+        );
+        // 10 % random at 64 kbit/s: a piggybacked group with fewer repairs than
+        // sources (more codec bits, a little residual loss), not the one repair per
+        // source that a 0.5 % residual goal alone picks.
+        let p = choose_protection_for_budget(0.10, 1.0, &goal, &budget(64_000.0));
+        let (k, m) = p.rs.unwrap();
+        assert!(m < k && p.can_piggyback(), "{p:?}");
+        assert!(p.delay_for(&goal) <= goal.max_delay);
+        let by_goal = choose_protection(0.10, 1.0, &goal);
+        assert!(by_goal.overhead() > p.overhead(), "{by_goal:?} {p:?}");
+        // With ten times the budget, codec bits are worth little: lower residual.
+        let rich = choose_protection_for_budget(0.10, 1.0, &goal, &budget(640_000.0));
+        let (rk, rm) = rich.rs.unwrap();
+        assert!(
+            residual_loss(0.10, rk, rm) < residual_loss(0.10, k, m),
+            "{rich:?} {p:?}"
+        );
+        // A budget that cannot pay for any repair and the codec floor: no FEC.
+        assert_eq!(
+            choose_protection_for_budget(0.10, 1.0, &goal, &budget(16_000.0)).rs,
+            None
+        );
+        // Without piggybacking, the same budget affords fewer repairs per source.
+        let own = ProtectionGoal {
+            piggyback: false,
+            ..goal
+        };
+        let q = choose_protection_for_budget(0.10, 1.0, &own, &budget(64_000.0));
+        assert!(q.overhead() <= p.overhead(), "{q:?} {p:?}");
+    }
+
+    #[test]
+    fn piggybacked_repairs_add_their_frames_of_delay() {
+        let p = Protection {
+            rs: Some((3, 2)),
+            stride: 1,
+            opus_fec: false,
+            opus_expected_loss: 0,
+        };
+        let f = Duration::from_millis(20);
+        assert_eq!(p.delay(f), Duration::from_millis(40));
+        assert_eq!(p.delay_piggybacked(f), Duration::from_millis(80));
+        assert!(p.can_piggyback());
+        let heavy = Protection {
+            rs: Some((3, 4)),
+            ..p
+        };
+        let goal = ProtectionGoal {
+            piggyback: true,
+            ..ProtectionGoal::default()
+        };
+        assert!(!heavy.can_piggyback());
+        assert_eq!(heavy.delay_for(&goal), heavy.delay(f));
     }
 }

@@ -1,10 +1,14 @@
 //! Receive statistics of one RTP source: sequence validation (RFC 3550 §A.1), loss
-//! (§A.3) and interarrival jitter (§A.8), and the report block they produce.
+//! (§A.3) and interarrival jitter (§A.8), and the report block they produce; and the
+//! per-packet arrival record behind an RTCP XR Loss RLE block (RFC 3611 §4.1).
 
 use core::time::Duration;
+use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::UsageError;
 use crate::rtcp::ReportBlock;
+use crate::rtcp::xr::LossRle;
 
 /// RFC 3550 §A.1: a jump larger than this is a restart, not a loss burst.
 const MAX_DROPOUT: u16 = 3000;
@@ -188,9 +192,113 @@ impl ReceiveStats {
     }
 }
 
+/// Which of the last `window` sequence numbers of a stream arrived, for RTCP XR Loss
+/// RLE reports (RFC 3611 §4.1): the sender learns the loss *pattern* (how long the
+/// bursts are), not only the fraction a report block gives.
+#[derive(Debug, Clone)]
+pub struct ArrivalRecord {
+    window: usize,
+    lag: usize,
+    /// Sequence number of `fates[0]`.
+    start: u16,
+    fates: VecDeque<bool>,
+    /// Entries of `fates` already past the lag (what a report covers).
+    settled: usize,
+}
+
+impl ArrivalRecord {
+    /// A record of the last `window` sequence numbers (at least 16, at most 16,384)
+    /// whose reports leave out the newest `lag` (a packet missing there may only be
+    /// late: reordered by jitter).
+    #[must_use]
+    pub fn new(window: usize, lag: usize) -> Self {
+        let window = window.clamp(16, 16_384);
+        Self {
+            window,
+            lag: lag.min(window - 1),
+            start: 0,
+            fates: VecDeque::new(),
+            settled: 0,
+        }
+    }
+
+    /// Packet `seq` arrived. Older than the window: ignored. A jump of more than
+    /// `MAX_DROPOUT` (RFC 3550 §A.1) restarts the record. Returns whether a packet
+    /// has just been settled as lost: it is still missing `lag` packets after it (a
+    /// loss worth reporting at once).
+    pub fn record(&mut self, seq: u16) -> bool {
+        let d = usize::from(seq.wrapping_sub(self.start));
+        if self.fates.is_empty() || (d >= usize::from(MAX_DROPOUT) + self.fates.len() && d < 0x8000)
+        {
+            self.fates.clear();
+            self.start = seq;
+            self.fates.push_back(true);
+            self.settled = 0;
+            return false;
+        }
+        if d >= 0x8000 {
+            return false; // before the window
+        }
+        while self.fates.len() <= d {
+            self.fates.push_back(false);
+        }
+        if let Some(f) = self.fates.get_mut(d) {
+            *f = true;
+        }
+        let settle_to = self.fates.len().saturating_sub(self.lag);
+        let lost = self
+            .fates
+            .range(self.settled.min(settle_to)..settle_to)
+            .any(|r| !r);
+        self.settled = self.settled.max(settle_to);
+        let excess = self.fates.len().saturating_sub(self.window);
+        self.fates.drain(..excess);
+        self.settled = self.settled.saturating_sub(excess);
+        self.start = self.start.wrapping_add(excess as u16);
+        lost
+    }
+
+    /// A Loss RLE block about `ssrc` covering the window but its newest `lag`
+    /// sequence numbers; `None` when nothing is covered.
+    pub fn loss_rle(&self, ssrc: u32) -> Result<Option<LossRle>, UsageError> {
+        let n = self.fates.len().saturating_sub(self.lag);
+        if n == 0 {
+            return Ok(None);
+        }
+        let fates: Vec<bool> = self.fates.iter().take(n).copied().collect();
+        LossRle::from_fates(ssrc, self.start, &fates).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrival_record_reports_the_window_across_a_wrap() {
+        let mut r = ArrivalRecord::new(16, 2);
+        assert_eq!(r.loss_rle(5), Ok(None));
+        // 65,530..65,560 (wrapping), every third lost; the window keeps the last 16.
+        // A loss settles when the packet two after it arrives: i = 1 at i = 3.
+        for i in 0..30u16 {
+            if i % 3 != 1 {
+                let settled = r.record(65_530u16.wrapping_add(i));
+                assert_eq!(settled, i >= 3 && i % 3 == 0, "{i}");
+            }
+        }
+        assert!(!r.record(65_530), "too old: ignored");
+        let rle = r.loss_rle(5).unwrap().unwrap();
+        let fates: Vec<(u16, bool)> = rle.fates().collect();
+        assert_eq!(fates.len(), 14);
+        assert_eq!(fates[0].0, 65_530u16.wrapping_add(29 - 15));
+        for (seq, received) in fates {
+            let i = seq.wrapping_sub(65_530);
+            assert_eq!(received, i % 3 != 1, "{seq}");
+        }
+        // A jump beyond RFC 3550's dropout restarts the record.
+        assert!(!r.record(30_000));
+        assert_eq!(r.loss_rle(5), Ok(None), "one packet, inside the lag");
+    }
 
     #[test]
     fn counts_loss_across_a_sequence_wrap() {

@@ -436,8 +436,20 @@ fn scripted_loss(
     lost: &[usize],
     early_feedback: bool,
 ) -> (Option<Duration>, SessionStats, SessionStats) {
+    let (at, a, b, _) = scripted_loss_with(seconds, lost, |c| c.early_feedback = early_feedback);
+    (at, a, b)
+}
+
+/// [`scripted_loss`] with both sessions configured by `configure`; also returns how
+/// many repairs A sent in packets of their own (PT 112).
+fn scripted_loss_with(
+    seconds: u64,
+    lost: &[usize],
+    configure: impl Fn(&mut SessionConfig),
+) -> (Option<Duration>, SessionStats, SessionStats, usize) {
     let t0 = Instant::now();
-    let (mut sa, mut sb) = pair_with(t0, |c| c.early_feedback = early_feedback);
+    let (mut sa, mut sb) = pair_with(t0, configure);
+    let mut separate_repairs = 0;
     let speech = synthetic_speech(RATE, FRAME * 50 * seconds as usize, 3);
     let path = Duration::from_millis(20);
     // (due, to B?, datagram)
@@ -460,8 +472,10 @@ fn scripted_loss(
         for (to_b, s) in [(true, &mut sa), (false, &mut sb)] {
             s.handle_timeout(now);
             while let Some(d) = s.poll_transmit() {
-                // Media: PT 111 in the clear RTP header (SRTP leaves it readable).
-                if to_b && d[1] & 0x7f == 111 {
+                // Media: PT 111, or 63 with a repair riding on it (RFC 2198), in the
+                // clear RTP header (SRTP leaves it readable).
+                separate_repairs += usize::from(to_b && d[1] & 0x7f == 112);
+                if to_b && matches!(d[1] & 0x7f, 111 | 63) {
                     media += 1;
                     if lost.contains(&(media - 1)) {
                         continue;
@@ -486,15 +500,51 @@ fn scripted_loss(
         .unwrap();
         now = next.max(now + Duration::from_micros(100));
     }
-    (protected, sa.stats(), sb.stats())
+    (protected, sa.stats(), sb.stats(), separate_repairs)
+}
+
+#[test]
+fn the_sender_learns_loss_bursts_from_xr_loss_rle_reports() {
+    // Bursts of three every 12 packets from packet 20: 25 % loss, mean burst 3.
+    let lost: Vec<usize> = (20..500).filter(|i| (i - 20) % 12 < 3).collect();
+    let (_, a, _, _) = scripted_loss_with(8, &lost, |_| {});
+    assert!(
+        (2.5..=3.5).contains(&a.remote_mean_burst),
+        "{}",
+        a.remote_mean_burst
+    );
+    // Without the XR block the sender only has report blocks' loss fractions.
+    let (_, blind, _, _) = scripted_loss_with(8, &lost, |c| c.loss_rle_feedback = false);
+    assert_eq!(blind.remote_mean_burst, 1.0);
+}
+
+#[test]
+fn repairs_ride_on_media_packets_and_rebuild_what_was_lost() {
+    // One packet in ten lost from packet 20 on.
+    let lost: Vec<usize> = (20..500).step_by(10).collect();
+    let (_, a, b, separate) = scripted_loss_with(8, &lost, |_| {});
+    assert!(a.repair_sent > 50, "{}", a.repair_sent);
+    assert_eq!(separate, 0, "every repair rode on a media packet");
+    assert!(b.recovered_by_fec >= 25, "{}", b.recovered_by_fec);
+    assert_eq!(b.rejected, 0);
+    // A repair on a media packet costs its shard and headers, no packet of its own:
+    // well under what a repair datagram costs (RTP, SRTP tag, UDP/IP: 60+ bytes
+    // besides the shard).
+    let (_, a_own, b_own, separate_own) = scripted_loss_with(8, &lost, |c| {
+        c.protection.piggyback = false;
+    });
+    assert!(separate_own > 50 && b_own.recovered_by_fec >= 25);
+    let per = |s: &SessionStats| s.repair_bytes_sent as f64 / s.repair_sent as f64;
+    assert!(per(&a) + 40.0 < per(&a_own), "{} {}", per(&a), per(&a_own));
 }
 
 #[test]
 fn fec_comes_on_right_after_the_first_loss_by_early_feedback() {
-    // Packet 60 (sent at 1.2 s) is lost; B sees the gap when packet 61 arrives
-    // (1.24 s) and reports at once; A reads it 20 ms later.
+    // Packet 60 (sent at 1.2 s) is lost; B counts it lost, not late, when the two
+    // after it arrived (packet 62 at 1.26 s) and reports at once; A reads it 20 ms
+    // later.
     let (at, _, b) = scripted_loss(4, &[60], true);
-    assert_eq!(at, Some(Duration::from_millis(1260)), "early");
+    assert_eq!(at, Some(Duration::from_millis(1280)), "early");
     // Without early feedback the loss waits for the next regular report, which
     // also counts the packets since, and does not turn FEC on sooner (here not at
     // all: one loss in a second's report is below the controller's smoothed floor).
