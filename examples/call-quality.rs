@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus::crypto::srtp::{Policy, SrtpSession, Suite};
 use chorus::framing::SeededEntropy;
-use chorus::media::adapt::RateConfig;
+use chorus::media::adapt::{Protection, RateConfig};
 use chorus::media::netsim::{LossModel, NetConfig, Network, parse_trace};
 use chorus::media::opus::{Encoder, EncoderConfig};
 use chorus::media::quality::aligned_segmental_snr;
@@ -73,6 +73,14 @@ OPTIONS:
   --delay <d>        fixed one-way network delay (default 30ms)
   --seed <n>         seed of Alice -> Bob; Bob -> Alice uses seed + 1,000,000
                      (default 1)
+  --fec <mode>       auto (default: Reed-Solomon groups chosen from the peer's
+                     reports), none, lbrr (Opus in-band FEC only, from the start,
+                     with the --loss rate as the encoder's loss hint) or K,M[,S]
+                     (a fixed Reed-Solomon group, interleaved S deep)
+  --fec-budget <x>   most repairs per media packet the automatic choice may spend,
+                     in both of its tiers (default: 1 and 2)
+  --no-piggyback     every repair in a packet of its own (default: repairs of
+                     groups with m <= k ride on the next media packets, RFC 2198)
   --no-pesq          skip the PESQ score
 ";
 
@@ -103,6 +111,17 @@ struct Options {
     delay: Duration,
     seed: u64,
     pesq: bool,
+    fec: FecMode,
+    fec_budget: Option<f64>,
+    piggyback: bool,
+}
+
+/// `--fec`.
+#[derive(Clone, Copy)]
+enum FecMode {
+    Auto,
+    Fixed(Protection),
+    Lbrr,
 }
 
 fn parse() -> Result<Option<Options>, String> {
@@ -118,6 +137,9 @@ fn parse() -> Result<Option<Options>, String> {
         delay: Duration::from_millis(30),
         seed: 1,
         pesq: true,
+        fec: FecMode::Auto,
+        fec_budget: None,
+        piggyback: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -125,6 +147,10 @@ fn parse() -> Result<Option<Options>, String> {
             "-h" | "--help" => return Ok(None),
             "--no-pesq" => {
                 o.pesq = false;
+                continue;
+            }
+            "--no-piggyback" => {
+                o.piggyback = false;
                 continue;
             }
             _ => {}
@@ -149,10 +175,44 @@ fn parse() -> Result<Option<Options>, String> {
             "--jitter" => o.jitter = parse_duration(&value).ok_or_else(bad)?,
             "--delay" => o.delay = parse_duration(&value).ok_or_else(bad)?,
             "--seed" => o.seed = value.parse().map_err(|_| bad())?,
+            "--fec" => o.fec = parse_fec(&value).ok_or_else(bad)?,
+            "--fec-budget" => {
+                o.fec_budget = Some(value.parse().ok().filter(|b| *b >= 0.0).ok_or_else(bad)?);
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
     Ok(Some(o))
+}
+
+fn parse_fec(value: &str) -> Option<FecMode> {
+    let none = Protection {
+        rs: None,
+        stride: 1,
+        opus_fec: false,
+        opus_expected_loss: 0,
+    };
+    match value {
+        "auto" => return Some(FecMode::Auto),
+        "none" => return Some(FecMode::Fixed(none)),
+        "lbrr" => return Some(FecMode::Lbrr),
+        _ => {}
+    }
+    let v: Vec<u8> = value
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let (k, m, stride) = match v[..] {
+        [k, m] => (k, m, 1),
+        [k, m, s] => (k, m, s),
+        _ => return None,
+    };
+    (k > 0 && m > 0 && stride > 0).then_some(FecMode::Fixed(Protection {
+        rs: Some((k, m)),
+        stride,
+        ..none
+    }))
 }
 
 fn net_config(o: &Options) -> Result<NetConfig, Box<dyn std::error::Error>> {
@@ -304,6 +364,21 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         };
         config.rate = rate;
     }
+    config.force_protection = match o.fec {
+        FecMode::Auto => None,
+        FecMode::Fixed(p) => Some(p),
+        FecMode::Lbrr => Some(Protection {
+            rs: None,
+            stride: 1,
+            opus_fec: true,
+            opus_expected_loss: (o.loss * 100.0).round().clamp(1.0, 100.0) as u8,
+        }),
+    };
+    config.protection.piggyback = o.piggyback;
+    if let Some(b) = o.fec_budget {
+        config.protection.max_overhead = config.protection.max_overhead.min(b);
+        config.protection.heavy_max_overhead = config.protection.heavy_max_overhead.min(b);
+    }
     let repair_pt = config.fec_payload_type;
     (config.ssrc, config.fec_ssrc) = (0xA1, 0xA2);
     let alice = Session::new(
@@ -454,8 +529,20 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let wire_lost = pct(media.lost, media.sent);
     let missing = rx.concealed + rx.recovered_inband;
     let residual = 100.0 * missing as f64 / frames_sent;
-    let fec_bytes = pct(repair.bytes, media.bytes);
-    let fec_packets = pct(repair.sent, media.sent);
+    // On the wire, UDP/IPv4 headers included: repair bytes (their own datagrams, or
+    // the RFC 2198 blocks riding on media packets) against the media's.
+    let media_wire = media.bytes + media.sent * UDP_IP as u64
+        - (tx.repair_bytes_sent - (repair.bytes + repair.sent * UDP_IP as u64));
+    let fec_bytes = pct(tx.repair_bytes_sent, media_wire);
+    let fec_packets = pct(tx.repair_sent, media.sent);
+    // Alice's stream on the wire over the call: media and repair SRTP packets plus
+    // their UDP/IPv4 headers.
+    let talk = frames as f64 * FRAME_DUR.as_secs_f64();
+    let wire_kbps = ((media.bytes + repair.bytes) as f64
+        + ((media.sent + repair.sent) * UDP_IP as u64) as f64)
+        * 8.0
+        / talk
+        / 1000.0;
     let snr = aligned_segmental_snr(&input, &output, RATE, FRAME, 0);
 
     let loss_desc = match (&o.trace, o.burst > 1.0) {
@@ -485,8 +572,10 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         pct(media.lost, media.sent)
     );
     println!(
-        "repair A->B           {} packets, {} lost",
-        repair.sent, repair.lost
+        "repair A->B           {} in packets of their own ({} lost), {} riding on media packets",
+        repair.sent,
+        repair.lost,
+        tx.repair_sent - repair.sent
     );
     println!(
         "RTCP                  A->B {} sent, {} lost; B->A {} sent, {} lost",
@@ -506,13 +595,14 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         tx.frames_sent
     );
     println!(
-        "FEC overhead          {fec_bytes:.1} % of media bytes ({} repair packets, {fec_packets:.1} % of media packets)",
-        repair.sent
+        "FEC overhead          {fec_bytes:.1} % of media bytes on the wire ({} repairs, {fec_packets:.1} % of media packets)",
+        tx.repair_sent
     );
     let mut sorted_bps = codec_bps.clone();
     sorted_bps.sort_by(f64::total_cmp);
     println!(
-        "Opus rate             mean {:.0} bit/s, min {:.0}, max {:.0} (Alice, per frame sent)",
+        "Opus rate             mean {:.0} bit/s, min {:.0}, max {:.0} (Alice, per frame sent); \
+         {wire_kbps:.1} kbit/s of media and repair on the wire",
         mean(&codec_bps),
         sorted_bps.first().copied().unwrap_or(0.0),
         sorted_bps.last().copied().unwrap_or(0.0)
@@ -591,7 +681,8 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         "result seed={} pesq_wb={pesq} seg_snr_db={snr:.2} wire_loss={wire_lost:.2}% \
          residual_loss={residual:.2}% fec_overhead_bytes={fec_bytes:.1}% \
          fec_overhead_packets={fec_packets:.1}% mouth_to_ear_ms={:.1}/{:.1} \
-         added_delay_ms={:.1}/{:.1} rtcp_lost={}/{} opus_bps={:.0} fec_on_s={}",
+         added_delay_ms={:.1}/{:.1} rtcp_lost={}/{} opus_bps={:.0} wire_kbps={wire_kbps:.1} \
+         fec_on_s={}",
         o.seed,
         m2e.0,
         m2e.1,
