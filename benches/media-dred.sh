@@ -3,6 +3,7 @@
 # media-quality example's loss patterns, for docs/media.md.
 #
 #   benches/media-dred.sh [seeds]          (default seeds: 1 2 3 4 5)
+#   benches/media-dred.sh --build-only     (builds target/media-dred/media-dred)
 #
 # 1. Gets libopus 1.6.1 as the `opusic-sys` 0.7.7 crate bundles it (with its DNN
 #    weights), through cargo from crates.io, and builds it with cmake with
@@ -25,6 +26,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 seeds="${*:-1 2 3 4 5}"
+[ "${1:-}" = --build-only ] && seeds=""
 lib="$target/libopus-dred"
 work="$target/media-dred"
 mkdir -p "$lib" "$work"
@@ -45,6 +47,8 @@ if [ ! -f "$lib/install/lib/libopus.a" ]; then
 fi
 cc -O2 -Wall -o "$work/media-dred" "$root/benches/media-dred.c" -I"$lib/install/include/opus" \
     "$lib/install/lib/libopus.a" -lm
+# `--build-only`: the harness for benches/quality-per-byte.py, nothing measured.
+[ "${1:-}" = --build-only ] && exit 0
 
 "$root/benches/media-speech.sh" "$work" >/dev/null
 rm -f "$work"/fates-*.txt

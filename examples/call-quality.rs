@@ -79,6 +79,9 @@ OPTIONS:
                      (a fixed Reed-Solomon group, interleaved S deep)
   --fec-budget <x>   most repairs per media packet the automatic choice may spend,
                      in both of its tiers (default: 1 and 2)
+  --fates <file>     write one character per media packet Alice sent, in order: 1
+                     delivered by the network, 0 lost (with --fec none, one per
+                     frame: the loss pattern benches/media-dred.c decodes along)
   --no-piggyback     every repair in a packet of its own (default: repairs of
                      groups with m <= k ride on the next media packets, RFC 2198)
   --no-pesq          skip the PESQ score
@@ -114,6 +117,7 @@ struct Options {
     fec: FecMode,
     fec_budget: Option<f64>,
     piggyback: bool,
+    fates: Option<String>,
 }
 
 /// `--fec`.
@@ -140,6 +144,7 @@ fn parse() -> Result<Option<Options>, String> {
         fec: FecMode::Auto,
         fec_budget: None,
         piggyback: true,
+        fates: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -176,6 +181,7 @@ fn parse() -> Result<Option<Options>, String> {
             "--delay" => o.delay = parse_duration(&value).ok_or_else(bad)?,
             "--seed" => o.seed = value.parse().map_err(|_| bad())?,
             "--fec" => o.fec = parse_fec(&value).ok_or_else(bad)?,
+            "--fates" => o.fates = Some(value),
             "--fec-budget" => {
                 o.fec_budget = Some(value.parse().ok().filter(|b| *b >= 0.0).ok_or_else(bad)?);
             }
@@ -250,7 +256,7 @@ fn srtp(key: u8) -> Result<SrtpSession, Box<dyn std::error::Error>> {
 }
 
 /// What a datagram is, from its clear-text header (SRTP leaves it readable).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Media = 0,
     Repair = 1,
@@ -415,6 +421,8 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         Network::<Bytes>::new(net, o.seed.wrapping_add(1_000_000))?,
     ];
     let mut wire = [[Wire::default(); 3]; 2];
+    // Alice's media packets, in send order: delivered by the network or not.
+    let mut media_fates = String::new();
     let send_time = |n: usize| t0 + FRAME_DUR * u32::try_from(n).unwrap_or(u32::MAX);
     // The talk, then a second for the last packets, reports and BYE.
     let end = send_time(frames) + Duration::from_secs(1);
@@ -468,8 +476,13 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
                 w.sent += 1;
                 w.bytes += d.len() as u64;
                 let len = d.len() + UDP_IP;
-                if !nets[dir].handle_send(now, d, len) {
+                let is_media = dir == 0 && kind(&d, repair_pt) == Kind::Media;
+                let delivered = nets[dir].handle_send(now, d, len);
+                if !delivered {
                     w.lost += 1;
+                }
+                if is_media {
+                    media_fates.push(if delivered { '1' } else { '0' });
                 }
             }
             // Each frame at its playout tick: the clock stops at every tick (it is
@@ -504,6 +517,9 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    if let Some(path) = &o.fates {
+        std::fs::write(path, &media_fates)?;
+    }
     let [alice, bob] = legs;
     let (tx, rx): (SessionStats, SessionStats) = (alice.session.stats(), bob.session.stats());
     let output = bob.played;
