@@ -662,15 +662,23 @@ impl Default for RateConfig {
     }
 }
 
-/// Loss-based send-rate control from RTCP reports: below 2 % loss the rate grows 8 %
-/// per report, between 2 % and 10 % it holds, above 10 % it is cut in proportion to
-/// the loss (`rate * (1 - loss / 2)`, as in the loss-based half of RFC 8836-style
-/// controllers). Losses the FEC repairs still count: they are the path's congestion
-/// signal.
+/// Loss-based send-rate control from RTCP reports, on the loss *above the path's
+/// own*: below 2 % of it the rate grows 8 % per second of reports, between 2 % and
+/// 10 % it holds, above 10 % it is cut in proportion (`rate * (1 - excess / 2)`, as
+/// in the loss-based half of RFC 8836-style controllers). The path's own loss is the
+/// lowest of the previous 8 reports: loss that persists whatever the rate (a lossy
+/// radio hop, 10 % at random) is not ours to cure by sending less, and cutting on
+/// it left a call with FEC at a codec rate of 6 kbit/s; loss that grows with the
+/// rate (a policer, an overflowing queue) rises above that floor and cuts.
+/// Congestion that queues before it drops is the delay-based controller's
+/// ([`crate::congestion`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateController {
     config: RateConfig,
     rate: u32,
+    /// The last reports' loss fractions (1/256), newest at `next - 1`.
+    recent: [u8; 8],
+    seen: usize,
 }
 
 impl RateController {
@@ -680,7 +688,20 @@ impl RateController {
         let rate = config
             .start_bps
             .clamp(config.min_bps, config.max_bps.max(config.min_bps));
-        Self { config, rate }
+        Self {
+            config,
+            rate,
+            recent: [0; 8],
+            seen: 0,
+        }
+    }
+
+    /// The path's own loss: the lowest fraction of the previous reports (0 before
+    /// any).
+    fn floor(&self) -> f64 {
+        let n = self.seen.min(self.recent.len());
+        let low = self.recent.iter().take(n).min().copied().unwrap_or(0);
+        f64::from(low) / 256.0
     }
 
     /// The current total rate, bit/s.
@@ -699,7 +720,11 @@ impl RateController {
     /// report, 0.1-2 s): the step is scaled to the interval, so that reports twice
     /// as frequent move the rate no faster.
     pub fn handle_report_over(&mut self, fraction_lost: u8, interval: Duration) -> u32 {
-        let loss = f64::from(fraction_lost) / 256.0;
+        let loss = (f64::from(fraction_lost) / 256.0 - self.floor()).max(0.0);
+        if let Some(slot) = self.recent.get_mut(self.seen % 8) {
+            *slot = fraction_lost;
+        }
+        self.seen += 1;
         let rate = f64::from(self.rate);
         let scale = interval.as_secs_f64().clamp(0.1, 2.0);
         let next = if loss < 0.02 {
@@ -911,6 +936,24 @@ mod tests {
             opus_expected_loss: 5,
         };
         assert_eq!(rc.media_bps(&p), 102_400);
+    }
+
+    #[test]
+    fn steady_path_loss_holds_the_rate_and_loss_that_grows_cuts_it() {
+        // 10-14 % at random, report after report: the first report cuts (nothing
+        // is known of the path yet), then the rate holds or grows.
+        let mut rc = RateController::new(RateConfig::default());
+        rc.handle_report(31);
+        let after_first = rc.rate();
+        assert!(after_first < RateConfig::default().start_bps);
+        for i in 0..30 {
+            rc.handle_report([26, 36, 31][i % 3]);
+            assert!(rc.rate() >= after_first, "report {i}: {}", rc.rate());
+        }
+        // A policer: loss jumps from ~12 % to 35 % as the rate exceeds it.
+        let before = rc.rate();
+        rc.handle_report(90);
+        assert!(rc.rate() < before);
     }
 
     /// A 64 kbit/s budget (20 ms frames) with SRTP media packets: a repair on its own
