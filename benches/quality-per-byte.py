@@ -82,7 +82,7 @@ def dred(harness, speech, fates, rate, loss, lookahead, work):
          str(lookahead), "0", "0"],
         check=True, capture_output=True, text=True,
     ).stdout
-    m = re.search(r"media bitrate ([0-9.]+)", text)
+    m = re.search(r"media bitrate\s+([0-9.]+)", text)
     kbps = float(m.group(1)) if m else float("nan")
     score = pesq(speech, out_wav)
     os.remove(out_wav)
