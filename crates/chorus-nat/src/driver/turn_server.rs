@@ -541,6 +541,73 @@ mod tests {
         all
     }
 
+    /// Allocates (600 s) over UDP from a fresh socket; the relayed address.
+    async fn allocate_udp(server: SocketAddr) -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let alloc = [Attribute::RequestedTransport(17), Attribute::Lifetime(600)];
+        sock.send_to(&request(Method::ALLOCATE, 1, &alloc, None), server)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(T, sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let nonce = Message::decode(&buf[..n], &Limits::default())
+            .unwrap()
+            .find(|a| match a {
+                Attribute::Nonce(x) => Some(x.to_string()),
+                _ => None,
+            })
+            .unwrap();
+        sock.send_to(&request(Method::ALLOCATE, 2, &alloc, Some(&nonce)), server)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(T, sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::decode(&buf[..n], &Limits::default()).unwrap();
+        assert_eq!(m.class, Class::Success, "{m:?}");
+        m.find(|a| match a {
+            Attribute::XorRelayedAddress(x) => Some(*x),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    /// Four consecutive ports of which the first three are held by sockets of ours
+    /// (another process, as far as the server can tell) and the last is free.
+    fn three_held_one_free() -> (std::net::SocketAddr, Vec<std::net::UdpSocket>) {
+        for base in (33_000..34_000u16).step_by(4) {
+            let held: Vec<_> = (base..base + 3)
+                .filter_map(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).ok())
+                .collect();
+            let free = SocketAddr::from(([127, 0, 0, 1], base + 3));
+            if held.len() == 3 && std::net::UdpSocket::bind(free).is_ok() {
+                return (free, held);
+            }
+        }
+        panic!("no four consecutive ports in 33000-33999 to test with");
+    }
+
+    #[tokio::test]
+    async fn a_relay_port_held_by_another_process_is_skipped() {
+        let (free, _held) = three_held_one_free();
+        let mut cfg = TurnConfig::default();
+        cfg.relay_ports = free.port() - 3..=free.port();
+        cfg.realm = "example.org".into();
+        let mut users = StaticUsers::new("example.org");
+        users.add("alice", "secret");
+        let core = TurnServer::new(cfg, Box::new(users), Box::new(SeededEntropy::new(7))).unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let server = spawn(core, vec![udp], vec![]);
+        // Whichever port the pool draws first, the allocation ends on the free one.
+        assert_eq!(allocate_udp(addr).await, free);
+        server.shutdown().await.unwrap();
+    }
+
     #[tokio::test]
     async fn relays_over_tcp_with_padded_channel_data_and_stops_on_shutdown() {
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -612,37 +679,7 @@ mod tests {
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = udp.local_addr().unwrap();
         let server = spawn(core(6), vec![udp], vec![]);
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut buf = vec![0u8; 2048];
-        let alloc = [Attribute::RequestedTransport(17), Attribute::Lifetime(600)];
-        sock.send_to(&request(Method::ALLOCATE, 1, &alloc, None), addr)
-            .await
-            .unwrap();
-        let (n, _) = tokio::time::timeout(T, sock.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let nonce = Message::decode(&buf[..n], &Limits::default())
-            .unwrap()
-            .find(|a| match a {
-                Attribute::Nonce(x) => Some(x.to_string()),
-                _ => None,
-            })
-            .unwrap();
-        sock.send_to(&request(Method::ALLOCATE, 2, &alloc, Some(&nonce)), addr)
-            .await
-            .unwrap();
-        let (n, _) = tokio::time::timeout(T, sock.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let relayed = Message::decode(&buf[..n], &Limits::default())
-            .unwrap()
-            .find(|a| match a {
-                Attribute::XorRelayedAddress(x) => Some(*x),
-                _ => None,
-            })
-            .unwrap();
+        let relayed = allocate_udp(addr).await;
         // Bound by the driver while the allocation lives ...
         assert!(UdpSocket::bind(relayed).await.is_err());
         // ... and released once it expires (600 s on the paused clock).

@@ -9,8 +9,9 @@
 //! The core owns a pool of relay ports on the configured relay IP addresses; it never
 //! binds a socket. It asks the driver for one with [`Event::OpenRelay`] and is told the
 //! outcome through [`TurnServer::handle_relay_bound`]: the Allocate success response
-//! leaves only once every relayed address of the allocation is bound, and a bind
-//! failure becomes a 508 (Insufficient Capacity) answer.
+//! leaves only once every relayed address of the allocation is bound. A port that
+//! fails to bind (another process holds it) is replaced by another from the pool, up
+//! to four per relayed address; then the answer is 508 (Insufficient Capacity).
 //!
 //! The run loop:
 //! 1. Give every datagram or framed TCP message to [`TurnServer::handle_input`] with
@@ -238,6 +239,26 @@ type FiveTuple = (SocketAddr, SocketAddr, Transport);
 struct Relay {
     addr: SocketAddr,
     bound: bool,
+    /// Binds tried for this relay so far; a port drawn freely from the pool (not a
+    /// reserved or EVEN-PORT one) is replaced by another when its bind fails, up to
+    /// [`RELAY_BIND_ATTEMPTS`].
+    attempts: u8,
+    replaceable: bool,
+}
+
+/// Ports tried for one relayed address before the allocation fails with 508: a port
+/// the pool believes free can be held by another process on the host.
+const RELAY_BIND_ATTEMPTS: u8 = 4;
+
+impl Relay {
+    fn new(addr: SocketAddr, replaceable: bool) -> Self {
+        Self {
+            addr,
+            bound: false,
+            attempts: 1,
+            replaceable,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -1159,10 +1180,7 @@ impl TurnServer {
             };
             primary = family_index(r.addr.ip());
             if let Some(slot) = relays.get_mut(primary) {
-                *slot = Some(Relay {
-                    addr: r.addr,
-                    bound: false,
-                });
+                *slot = Some(Relay::new(r.addr, false));
             }
         } else {
             primary = index_of(requested.unwrap_or(AddressFamily::V4));
@@ -1192,7 +1210,7 @@ impl TurnServer {
                 new_token = Some(t);
             }
             if let Some(slot) = relays.get_mut(primary) {
-                *slot = Some(Relay { addr, bound: false });
+                *slot = Some(Relay::new(addr, even.is_none()));
             }
             if let Some(f) = additional {
                 let i = index_of(f);
@@ -1203,7 +1221,7 @@ impl TurnServer {
                         None => address_error = Some((f, 508)),
                         Some(addr) => {
                             if let Some(slot) = relays.get_mut(i) {
-                                *slot = Some(Relay { addr, bound: false });
+                                *slot = Some(Relay::new(addr, true));
                             }
                         }
                     },
@@ -1283,9 +1301,11 @@ impl TurnServer {
 
     /// The driver's answer to [`Event::OpenRelay`]: whether binding `relayed` worked.
     /// Once every relayed address of an allocation is bound its Allocate success
-    /// response is queued; a failure answers 508 (or, for the additional family of a
-    /// dual allocation, ADDRESS-ERROR-CODE 508). An unbindable port is not offered
-    /// again.
+    /// response is queued. An unbindable port is not offered again: a port drawn
+    /// freely from the pool is replaced by another (a new [`Event::OpenRelay`]), up to
+    /// four ports per relayed address; a reserved or EVEN-PORT one, or the last
+    /// attempt, answers 508 (or, for the additional family of a dual allocation,
+    /// ADDRESS-ERROR-CODE 508).
     ///
     /// # Errors
     /// [`UsageError::UnknownRelay`] if no allocation waits for `relayed` (it ended
@@ -1314,6 +1334,22 @@ impl TurnServer {
             relay.bound = true;
         } else {
             // The port stays marked taken in the pool: someone else holds it.
+            if relay.replaceable && relay.attempts < RELAY_BIND_ATTEMPTS {
+                let start = self.entropy.u32()?;
+                let next = self
+                    .pools
+                    .get_mut(i)
+                    .and_then(Option::as_mut)
+                    .and_then(|pool| pool.take(start, false, false));
+                if let Some(next) = next {
+                    relay.addr = next;
+                    relay.attempts += 1;
+                    self.by_relay.remove(&relayed);
+                    self.by_relay.insert(next, slot);
+                    self.events.push_back(Event::OpenRelay(next));
+                    return Ok(());
+                }
+            }
             if let Some(r) = a.relays.get_mut(i) {
                 *r = None;
             }

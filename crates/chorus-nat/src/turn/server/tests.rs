@@ -45,7 +45,8 @@ struct H {
     user: (&'static str, &'static str),
     nonce: String,
     seq: u32,
-    bind_ok: bool,
+    /// How many of the next relay binds fail (`usize::MAX`: all of them).
+    fail_binds: usize,
     opened: Vec<SocketAddr>,
     closed: Vec<SocketAddr>,
 }
@@ -64,7 +65,7 @@ impl H {
             user: ("alice", "secret"),
             nonce: String::new(),
             seq: 0,
-            bind_ok: true,
+            fail_binds: 0,
             opened: Vec::new(),
             closed: Vec::new(),
         }
@@ -90,7 +91,9 @@ impl H {
             match e {
                 Event::OpenRelay(a) => {
                     self.opened.push(a);
-                    let _ = self.s.handle_relay_bound(self.now, a, self.bind_ok);
+                    let ok = self.fail_binds == 0;
+                    self.fail_binds = self.fail_binds.saturating_sub(1);
+                    let _ = self.s.handle_relay_bound(self.now, a, ok);
                 }
                 Event::CloseRelay(a) => self.closed.push(a),
             }
@@ -861,24 +864,51 @@ fn channel_table_is_bounded() {
 }
 
 #[test]
-fn a_failed_relay_bind_answers_508_and_the_port_is_not_offered_again() {
+fn a_failed_relay_bind_is_retried_on_another_port_and_the_port_is_not_offered_again() {
     let mut cfg = config();
-    cfg.relay_ports = 50000..=50001;
+    cfg.relay_ports = 50000..=50002;
     let mut h = H::new(cfg);
-    h.bind_ok = false;
-    assert_eq!(code(&h.allocate(vec![])), Some(508));
-    assert_eq!(h.s.allocations(), 0);
-    h.bind_ok = true;
+    // Held by another process: the first port drawn fails, the next one binds.
+    h.fail_binds = 1;
     let first = h.relayed();
+    assert_eq!(h.opened.len(), 2, "{:?}", h.opened);
+    assert_eq!(first, h.opened[1]);
+    assert_ne!(h.opened[0], h.opened[1]);
+    assert_eq!(h.s.allocations(), 1);
+    // The failed port is out of the pool and the first allocation holds another:
+    // one port is left, and when it fails too nothing is left to try.
     h.from = "203.0.113.5:40001".parse().unwrap();
     h.login();
-    // The failed port is out of the pool, the other is taken.
+    h.fail_binds = usize::MAX;
     assert_eq!(code(&h.allocate(vec![])), Some(508));
-    assert!((50000..=50001).contains(&first.port()));
+    assert_eq!(h.opened.len(), 3);
+    assert_eq!(h.s.allocations(), 1);
+    for a in &h.opened {
+        assert!((50000..=50002).contains(&a.port()));
+    }
+    assert_eq!(
+        h.s.handle_relay_bound(h.now, h.opened[0], true),
+        Err(UsageError::UnknownRelay.into()),
+        "a replaced port no longer names the allocation"
+    );
     assert_eq!(
         h.s.handle_relay_bound(h.now, "192.0.2.1:1".parse().unwrap(), true),
         Err(UsageError::UnknownRelay.into())
     );
+}
+
+#[test]
+fn a_relay_bind_is_tried_on_four_ports_at_most() {
+    let mut cfg = config();
+    cfg.relay_ports = 50000..=50099;
+    let mut h = H::new(cfg);
+    h.fail_binds = usize::MAX;
+    assert_eq!(code(&h.allocate(vec![])), Some(508));
+    assert_eq!(h.opened.len(), 4);
+    assert_eq!(h.s.allocations(), 0);
+    h.fail_binds = 0;
+    let relayed = h.relayed();
+    assert!(!h.opened[..4].contains(&relayed), "failed ports stay out");
 }
 
 #[test]
