@@ -17,11 +17,25 @@
 //!   buffer are allocated once (with GRO on, the receive headers are rebuilt once per
 //!   batch, because `nix` does not reset `msg_controllen` between calls).
 //!
-//! - **many sockets**: readiness comes from tokio (`poll_recv_ready`; the calls run in
-//!   `try_io`), asking first the sockets that were ready last time and scanning all of
-//!   them every 16 calls or when none of those is ready, round-robin, so a relay server
-//!   with a socket per allocation neither pays a full scan per batch nor starves a
-//!   socket; a transmit finds its socket by a map from local address.
+//! - **many sockets, readiness per socket**: a wake-up costs O(sockets that became
+//!   readable), not O(sockets). Each socket has a [`Waker`] of its own that, when
+//!   tokio's reactor wakes it, puts the socket's slot in a FIFO queue shared with the
+//!   set and wakes the driver task; [`BatchSockets::readable`] asks only the queued
+//!   sockets (`poll_recv_ready` with the socket's waker, which registers it again when
+//!   the socket is not readable), and every socket that was read goes back in the
+//!   queue: a drained socket so its waker is registered again, a socket that still has
+//!   data (it used up [`BatchConfig::rounds`]) to be read again after the others,
+//!   round-robin, so no socket starves. A relay server with a socket per allocation
+//!   and paced traffic (one datagram per wake-up) thus pays for one socket per
+//!   datagram, not for all of them; a socket with many datagrams is still read with
+//!   `recvmmsg` in batches. A transmit finds its socket by a map from local address.
+//! - **no empty read after a short batch**: `recvmmsg` with `MSG_DONTWAIT` stops
+//!   early only when the next receive would block, so a batch shorter than
+//!   [`BatchConfig::batch`] clears the socket's tokio readiness (the closure given to
+//!   `try_io` reports "would block" after keeping the datagrams) instead of paying a
+//!   second system call to learn it. tokio clears readiness only if no new readiness
+//!   event arrived since the read began (its tick), and epoll reports every later
+//!   datagram as a new event, so none is missed.
 //! - `SO_RCVBUF` of 4 MiB per socket by default ([`BatchConfig::recv_buffer`]).
 //!
 //! The protocol stays in the core: anything implementing [`DatagramCore`] (the STUN
@@ -31,18 +45,26 @@
 //!
 //! The run loop of [`run_batched`]:
 //! 1. Drain [`DatagramCore::poll_transmit`] and send everything ([`BatchSockets::flush`]).
-//! 2. Wait until a socket is readable or [`DatagramCore::poll_timeout`] is due.
+//! 2. Wait until a socket is readable or [`DatagramCore::poll_timeout`] is due (one
+//!    timer, moved only when the deadline changes).
 //! 3. Read every readable socket in batches until it would block (at most
 //!    [`BatchConfig::rounds`] batches per socket before going back to step 1, so
 //!    responses are not starved) and give each datagram to
 //!    [`DatagramCore::handle_datagram`].
+//!
+//! The readiness bookkeeping, per socket slot: a slot is *queued* (its waker fired, or
+//! it was just added or read: [`BatchSockets::readable`] asks it next), *ready* (it
+//! said readable: [`BatchSockets::recv_ready`] reads it, then queues it again) or
+//! *armed* (it said "not readable", which left its waker with tokio's reactor). A slot
+//! is queued at most once at a time.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::task::Poll;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use chorus_framing::Transmit;
@@ -53,17 +75,13 @@ use nix::sys::socket::{
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::{DriverError, now, wait_until};
+use super::{DriverError, now};
 use crate::client::Transport;
 use crate::server::Server;
 
 /// Most datagrams per `recvmmsg`/`sendmmsg` call (and the largest allowed
 /// [`BatchConfig::batch`]).
 pub const MAX_BATCH: usize = 64;
-
-/// Every this many [`BatchSockets::readable`] calls, all sockets are scanned even if
-/// the ones ready last time are ready again.
-const FULL_SCAN_EVERY: u64 = 16;
 
 /// Most segments in one UDP GSO send (the kernel's `UDP_MAX_SEGMENTS`).
 const MAX_GSO_SEGMENTS: usize = 64;
@@ -162,6 +180,11 @@ pub struct BatchStats {
     pub send_errors: u64,
     /// Datagrams longer than [`BatchConfig::max_datagram`]: dropped unread.
     pub truncated: u64,
+    /// Readiness checks: sockets asked whether they are readable (`poll_recv_ready`).
+    /// One or two per socket that received something (the check that finds it
+    /// readable, the one that registers its waker again), whatever the number of
+    /// sockets in the set.
+    pub readiness_polls: u64,
 }
 
 /// One queued outgoing datagram: a slice of the send buffer.
@@ -189,6 +212,95 @@ const NO_META: Meta = Meta {
     truncated: false,
 };
 
+/// Slots of sockets whose waker fired (or that must be asked again), in the order
+/// they were queued, shared between a [`BatchSockets`] and its sockets' wakers.
+#[derive(Debug, Default)]
+struct ReadyQueue {
+    inner: Mutex<Queued>,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    /// FIFO of slots to ask.
+    slots: Vec<usize>,
+    /// By slot: whether it is in `slots` already (a slot is queued once).
+    queued: Vec<bool>,
+    /// The task waiting in [`BatchSockets::readable`], woken by the first push.
+    task: Option<Waker>,
+}
+
+impl ReadyQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        // Nothing panics while the lock is held; a poisoned queue is still consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `slot` unless it is queued already; returns the waiting task's waker,
+    /// for the caller to wake once the lock is released.
+    fn push(&self, slot: usize) -> Option<Waker> {
+        let mut q = self.lock();
+        if q.queued.len() <= slot {
+            q.queued.resize(slot + 1, false);
+        }
+        if let Some(flag) = q.queued.get_mut(slot)
+            && !*flag
+        {
+            *flag = true;
+            q.slots.push(slot);
+        }
+        q.task.take()
+    }
+
+    /// Moves the queued slots to the end of `out` and registers `task` to be woken by
+    /// the next push.
+    fn drain_into(&self, out: &mut Vec<usize>, task: &Waker) {
+        let mut q = self.lock();
+        let Queued {
+            slots,
+            queued,
+            task: waiting,
+        } = &mut *q;
+        for &slot in slots.iter() {
+            if let Some(flag) = queued.get_mut(slot) {
+                *flag = false;
+            }
+        }
+        out.append(slots);
+        match waiting {
+            Some(w) => w.clone_from(task),
+            None => *waiting = Some(task.clone()),
+        }
+    }
+}
+
+/// The waker tokio's reactor holds for one socket: queues its slot, wakes the task.
+#[derive(Debug)]
+struct SocketWaker {
+    slot: usize,
+    queue: Arc<ReadyQueue>,
+}
+
+impl Wake for SocketWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(task) = self.queue.push(self.slot) {
+            task.wake();
+        }
+    }
+}
+
+/// One socket of a [`BatchSockets`].
+#[derive(Debug)]
+struct Slot {
+    local: SocketAddr,
+    sock: UdpSocket,
+    /// A [`SocketWaker`] for this slot, given to tokio by every readiness check.
+    waker: Waker,
+}
+
 /// A set of UDP sockets read and written in batches. Owns its buffers; reuse one for
 /// the life of the server.
 ///
@@ -198,9 +310,16 @@ const NO_META: Meta = Meta {
 #[derive(Debug)]
 pub struct BatchSockets {
     config: BatchConfig,
-    sockets: Vec<(SocketAddr, UdpSocket)>,
-    /// Local address to index in `sockets`: a relay server has one socket per
-    /// allocation, and every transmit names its socket.
+    /// Sockets by slot; a removed socket leaves a hole that the next one added fills,
+    /// so a slot (what wakers and queued transmits name) never changes while its
+    /// socket is in the set.
+    sockets: Vec<Option<Slot>>,
+    /// Empty slots, reused first.
+    free: Vec<usize>,
+    /// Sockets in the set.
+    live: usize,
+    /// Local address to slot: a relay server has one socket per allocation, and every
+    /// transmit names its socket.
     by_addr: HashMap<SocketAddr, usize>,
     /// `batch` receive buffers of `slot` bytes each, back to back.
     recv_buf: Vec<u8>,
@@ -209,15 +328,13 @@ pub struct BatchSockets {
     send_headers: MultiHeaders<SockaddrStorage>,
     send_buf: Vec<u8>,
     queue: Vec<Out>,
-    /// Sockets found readable by the last [`BatchSockets::readable`].
+    /// Slots to ask for readiness: fed by the sockets' wakers and by `recv_ready`.
+    wake_queue: Arc<ReadyQueue>,
+    /// Slots taken from `wake_queue`, being asked (kept to reuse its allocation).
+    asking: Vec<usize>,
+    /// Slots found readable by the last [`BatchSockets::readable`], not read yet.
     ready: Vec<usize>,
-    /// Where the next readiness scan starts: after the last socket served, so that
-    /// tokio's per-poll budget (128 ready operations) cannot starve the sockets at the
-    /// end of a long list.
-    scan_start: usize,
-    /// Calls to [`BatchSockets::readable`], for the periodic full scan.
-    calls: u64,
-    /// The socket the last datagram arrived on (the default source of a reply).
+    /// The slot the last datagram arrived on (the default source of a reply).
     last_local: usize,
     gso: bool,
     gro: bool,
@@ -256,13 +373,15 @@ impl BatchSockets {
             send_headers: MultiHeaders::preallocate(config.batch, None),
             send_buf: Vec::with_capacity(MAX_BATCH * 2048),
             queue: Vec::with_capacity(MAX_BATCH * 4),
+            wake_queue: Arc::default(),
+            asking: Vec::new(),
             ready: Vec::new(),
-            scan_start: 0,
-            calls: 0,
             last_local: 0,
             gso: config.gso,
             gro: config.gro,
             sockets: Vec::new(),
+            free: Vec::new(),
+            live: 0,
             by_addr: HashMap::new(),
             config,
             stats: BatchStats::default(),
@@ -288,9 +407,26 @@ impl BatchSockets {
         if self.gro && setsockopt(&sock, sockopt::UdpGroSegment, &true).is_err() {
             self.gro = false;
         }
-        self.by_addr.insert(local, self.sockets.len());
-        self.sockets.push((local, sock));
+        let slot = self.free.pop().unwrap_or(self.sockets.len());
+        let waker = Waker::from(Arc::new(SocketWaker {
+            slot,
+            queue: self.wake_queue.clone(),
+        }));
+        let entry = Some(Slot { local, sock, waker });
+        match self.sockets.get_mut(slot) {
+            Some(hole) => *hole = entry,
+            None => self.sockets.push(entry),
+        }
+        self.by_addr.insert(local, slot);
+        self.live += 1;
+        // Asked once by the next `readable`, which registers its waker.
+        self.enqueue(slot);
         Ok(local)
+    }
+
+    /// Puts `slot` in the readiness queue (the task is running: nothing to wake).
+    fn enqueue(&self, slot: usize) {
+        drop(self.wake_queue.push(slot));
     }
 
     /// Binds a UDP socket to `addr` and adds it ([`BatchSockets::add`]); returns its
@@ -307,27 +443,24 @@ impl BatchSockets {
 
     /// Removes the socket bound to `local` (queued datagrams from it are dropped).
     pub fn remove(&mut self, local: SocketAddr) -> Option<UdpSocket> {
-        let i = self.by_addr.remove(&local)?;
-        for v in self.by_addr.values_mut() {
-            if *v > i {
-                *v -= 1;
-            }
+        let slot = self.by_addr.remove(&local)?;
+        let removed = self.sockets.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        self.live -= 1;
+        self.queue.retain(|o| o.sock != slot);
+        // Its slot may still be queued or ready: asking or reading an empty slot is a
+        // no-op, and one reused meanwhile is only asked once more than needed.
+        self.ready.retain(|&r| r != slot);
+        if self.last_local == slot {
+            self.last_local = self.sockets.iter().position(Option::is_some).unwrap_or(0);
         }
-        self.queue.retain(|o| o.sock != i);
-        for o in &mut self.queue {
-            if o.sock > i {
-                o.sock -= 1;
-            }
-        }
-        self.last_local = 0;
-        self.scan_start = 0;
-        self.ready.clear();
-        Some(self.sockets.remove(i).1)
+        Some(removed.sock)
     }
 
-    /// The local addresses, in the order added.
+    /// The local addresses, in slot order: the order added, except that a socket
+    /// added after a removal takes the first free place.
     pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.sockets.iter().map(|(a, _)| *a)
+        self.sockets.iter().flatten().map(|s| s.local)
     }
 
     /// Whether sends use UDP GSO.
@@ -348,70 +481,70 @@ impl BatchSockets {
         self.stats
     }
 
-    /// Waits until at least one socket is readable and remembers which.
+    /// Waits until at least one socket is readable and remembers which. Asks only the
+    /// sockets whose waker fired since the last call, plus those read since (see the
+    /// module docs): the cost is O(sockets that became readable), not O(sockets).
     ///
     /// # Errors
     /// [`DriverError::Closed`] when there is no socket; [`DriverError::Io`] if readiness
     /// polling fails.
     pub async fn readable(&mut self) -> Result<(), DriverError> {
-        if self.sockets.is_empty() {
+        if self.live == 0 {
             return Err(DriverError::Closed);
         }
-        // The sockets ready last time are asked first: under load they are ready again
-        // and the scan of every socket (which registers a waker on each) is skipped;
-        // a full scan still runs every FULL_SCAN_EVERY calls, and whenever none of
-        // them is ready, so no socket waits long.
-        self.calls = self.calls.wrapping_add(1);
-        let mut fast = !self.ready.is_empty() && !self.calls.is_multiple_of(FULL_SCAN_EVERY);
-        let (sockets, ready, start) = (&self.sockets, &mut self.ready, &mut self.scan_start);
-        let n = sockets.len();
-        poll_fn(|cx| {
-            if std::mem::take(&mut fast) {
-                let mut kept = 0;
-                for k in 0..ready.len() {
-                    let Some(&i) = ready.get(k) else { break };
-                    if let Some((_, s)) = sockets.get(i)
-                        && let Poll::Ready(r) = s.poll_recv_ready(cx)
-                    {
-                        r.map_err(DriverError::Io)?;
-                        if let Some(slot) = ready.get_mut(kept) {
-                            *slot = i;
-                        }
-                        kept += 1;
+        if !self.ready.is_empty() {
+            return Ok(());
+        }
+        poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
+    /// One step of [`BatchSockets::readable`]: asks the queued slots, keeps the
+    /// readable ones in `ready`; `Pending` (the task's waker registered with the
+    /// queue) when none is.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError>> {
+        let mut asking = std::mem::take(&mut self.asking);
+        // The task's waker is registered before the queue is emptied, so a wake-up
+        // that comes while the slots are asked is not lost.
+        self.wake_queue.drain_into(&mut asking, cx.waker());
+        let mut failed = None;
+        for (k, &slot) in asking.iter().enumerate() {
+            let Some(Some(s)) = self.sockets.get(slot) else {
+                continue;
+            };
+            self.stats.readiness_polls += 1;
+            // With the socket's own waker: if it is not readable, tokio keeps that
+            // waker and the reactor queues this slot when it becomes readable. (When
+            // tokio's per-poll budget is spent it answers `Pending` and wakes that
+            // waker at once: the slot is queued again and the task polled again.)
+            match s.sock.poll_recv_ready(&mut Context::from_waker(&s.waker)) {
+                Poll::Ready(Ok(())) => self.ready.push(slot),
+                Poll::Ready(Err(e)) => {
+                    // The slots not asked yet stay queued.
+                    for &rest in asking.iter().skip(k) {
+                        self.enqueue(rest);
                     }
+                    failed = Some(e);
+                    break;
                 }
-                ready.truncate(kept);
-                if kept > 0 {
-                    return Poll::Ready(Ok(()));
-                }
+                Poll::Pending => {}
             }
-            // O(sockets) without system calls: fine for a few thousand sockets; beyond
-            // that an epoll set of our own would report only the ready ones.
-            ready.clear();
-            let first = *start % n;
-            for i in (first..n).chain(0..first) {
-                let Some((_, s)) = sockets.get(i) else {
-                    continue;
-                };
-                match s.poll_recv_ready(cx) {
-                    Poll::Ready(Ok(())) => ready.push(i),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Io(e))),
-                    Poll::Pending => {}
-                }
-            }
-            match ready.last() {
-                None => Poll::Pending,
-                Some(last) => {
-                    *start = last + 1;
-                    Poll::Ready(Ok(()))
-                }
-            }
-        })
-        .await
+        }
+        asking.clear();
+        self.asking = asking;
+        if let Some(e) = failed {
+            return Poll::Ready(Err(DriverError::Io(e)));
+        }
+        if self.ready.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 
     /// Reads the sockets found readable by [`BatchSockets::readable`] (at most
     /// [`BatchConfig::rounds`] batches each) into `core`; returns the datagrams read.
+    /// Each socket read is queued to be asked again by the next
+    /// [`BatchSockets::readable`].
     ///
     /// # Errors
     /// [`DriverError::Io`] if a socket fails for a reason other than "would block" or a
@@ -419,9 +552,15 @@ impl BatchSockets {
     pub fn recv_ready<C: DatagramCore>(&mut self, core: &mut C) -> Result<usize, DriverError> {
         let mut total = 0;
         let ready = std::mem::take(&mut self.ready);
-        for &i in &ready {
+        // Queued first, so that none is forgotten if a read fails: a drained socket
+        // must be asked once to register its waker, one with data left is read again
+        // after the sockets queued before it.
+        for &slot in &ready {
+            self.enqueue(slot);
+        }
+        for &slot in &ready {
             for _ in 0..self.config.rounds {
-                let n = self.recv_batch(i, core)?;
+                let n = self.recv_batch(slot, core)?;
                 total += n;
                 if n < self.config.batch {
                     break;
@@ -429,16 +568,18 @@ impl BatchSockets {
             }
         }
         self.ready = ready;
+        self.ready.clear();
         Ok(total)
     }
 
-    /// One `recvmmsg` on socket `i`; 0 when it would block.
+    /// One `recvmmsg` on socket `i`; 0 when it would block. Fewer than a batch
+    /// means the socket is drained, and its tokio readiness is cleared.
     fn recv_batch<C: DatagramCore>(
         &mut self,
         i: usize,
         core: &mut C,
     ) -> Result<usize, DriverError> {
-        let Some((local, sock)) = self.sockets.get(i) else {
+        let Some(Some(Slot { local, sock, .. })) = self.sockets.get(i) else {
             return Ok(0);
         };
         let local = *local;
@@ -449,6 +590,7 @@ impl BatchSockets {
             self.recv_headers = MultiHeaders::preallocate(batch, Some(gro_cmsg_space()));
         }
         let (headers, buf, slot) = (&mut self.recv_headers, &mut self.recv_buf, self.slot);
+        let mut got = 0;
         let result = sock.try_io(Interest::READABLE, || {
             let mut chunks = buf.chunks_mut(slot);
             let mut iovs: [[IoSliceMut<'_>; 1]; MAX_BATCH] =
@@ -478,10 +620,18 @@ impl BatchSockets {
                 };
                 n += 1;
             }
+            got = n;
+            // MSG_DONTWAIT: `recvmmsg` stopped early because the next receive would
+            // block. Saying so makes tokio clear the readiness (unless a new event
+            // came in meanwhile), which spares the empty read that would learn it.
+            if n < batch {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             Ok(n)
         });
         let n = match result {
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             // ICMP errors for an earlier send surface here on Linux: not fatal.
             Err(e) if is_peer_error(&e) => return Ok(0),
@@ -612,7 +762,7 @@ impl BatchSockets {
             .get(i + run - 1)
             .map_or(first.off, |o| o.off + o.len);
         let seg = u16::try_from(first.len).unwrap_or(u16::MAX);
-        let Some((_, sock)) = self.sockets.get(first.sock) else {
+        let Some(Some(Slot { sock, .. })) = self.sockets.get(first.sock) else {
             return Ok(run);
         };
         let dst = SockaddrStorage::from(first.dst);
@@ -651,7 +801,7 @@ impl BatchSockets {
         let Some(sock_index) = self.queue.get(i).map(|o| o.sock) else {
             return Ok(0);
         };
-        let Some((_, sock)) = self.sockets.get(sock_index) else {
+        let Some(Some(Slot { sock, .. })) = self.sockets.get(sock_index) else {
             return Ok(count);
         };
         let mut addrs = [None::<SockaddrStorage>; MAX_BATCH];
@@ -795,6 +945,11 @@ pub async fn serve_with<C: DatagramCore>(
     io: &mut BatchSockets,
     mut between: impl FnMut(&mut C, &mut BatchSockets),
 ) -> Result<(), DriverError> {
+    // One timer, moved only when the core's deadline changes: a new `Sleep` per
+    // wake-up would register and deregister a timer for every datagram.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         io.flush(core).await?;
         between(core, io);
@@ -804,10 +959,17 @@ pub async fn serve_with<C: DatagramCore>(
             core.handle_timeout(now());
             continue;
         }
+        if deadline != armed {
+            if let Some(t) = deadline {
+                timer.as_mut().reset(t.into());
+            }
+            armed = deadline;
+        }
         tokio::select! {
             biased;
             r = io.readable() => r?,
-            () = wait_until(deadline) => {
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
                 core.handle_timeout(now());
                 continue;
             }

@@ -338,3 +338,108 @@ async fn datagrams_longer_than_a_buffer_are_dropped_not_cut() {
     assert_eq!(io.stats().truncated, 1);
     assert_eq!(core.got, vec![(client.local_addr().unwrap(), vec![8; 64])]);
 }
+
+/// Runs one step of [`BatchSockets::readable`] without waiting: whether a socket is
+/// ready.
+fn poll_once(io: &mut BatchSockets) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match io.poll_readable(&mut cx) {
+        Poll::Ready(r) => {
+            r.unwrap();
+            true
+        }
+        Poll::Pending => false,
+    }
+}
+
+#[tokio::test]
+async fn a_wake_up_asks_and_reads_only_the_socket_that_received() {
+    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
+    let mut addrs = Vec::new();
+    for _ in 0..300 {
+        addrs.push(io.add(bound().await).unwrap());
+    }
+    // Each new socket is asked once, which registers its waker with the reactor.
+    assert!(!poll_once(&mut io));
+    assert_eq!(io.stats().readiness_polls, 300);
+    let client = bound().await;
+    let mut core = Echo::default();
+    for (round, target) in [137usize, 5, 137, 299].into_iter().enumerate() {
+        let before = io.stats();
+        client.send_to(&[7; 40], addrs[target]).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
+            .await
+            .expect("the reactor reports the socket within 5 s")
+            .unwrap();
+        assert_eq!(io.recv_ready(&mut core).unwrap(), 1);
+        // Asked again: drained by the short batch, so it registers its waker again.
+        assert!(!poll_once(&mut io));
+        let after = io.stats();
+        assert_eq!(
+            after.readiness_polls - before.readiness_polls,
+            2,
+            "round {round}"
+        );
+        assert_eq!(after.recv_calls - before.recv_calls, 1, "round {round}");
+        assert_eq!(after.received - before.received, 1, "round {round}");
+        assert_eq!(core.got.len(), round + 1);
+    }
+    // Replies leave from the socket each datagram arrived on.
+    io.flush(&mut core).await.unwrap();
+    let mut buf = [0u8; 64];
+    for target in [137usize, 5, 137, 299] {
+        assert_eq!(recv(&client, &mut buf).await, (40, addrs[target]));
+    }
+}
+
+#[tokio::test]
+async fn a_socket_with_more_than_its_rounds_is_read_again_after_the_others() {
+    let mut config = BatchConfig::default();
+    config.batch = 4;
+    config.rounds = 1;
+    let mut io = BatchSockets::new(config).unwrap();
+    let busy = io.add(bound().await).unwrap();
+    let quiet = io.add(bound().await).unwrap();
+    let client = bound().await;
+    for i in 0..10u8 {
+        client.send_to(&[i], busy).await.unwrap();
+    }
+    client.send_to(b"q", quiet).await.unwrap();
+    let mut core = Echo::default();
+    let mut reads = Vec::new();
+    while core.got.len() < 11 {
+        tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
+            .await
+            .unwrap()
+            .unwrap();
+        reads.push(io.recv_ready(&mut core).unwrap());
+    }
+    // The quiet socket is not kept waiting behind the busy one's ten datagrams.
+    let quiet_at = core.got.iter().position(|(_, b)| b == b"q").unwrap();
+    assert!(quiet_at <= 4, "{quiet_at} {reads:?}");
+    let busy_order: Vec<u8> = core
+        .got
+        .iter()
+        .filter(|(_, b)| b != b"q")
+        .map(|(_, b)| b[0])
+        .collect();
+    assert_eq!(busy_order, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_ready_queue_holds_a_slot_once_and_wakes_the_task_once() {
+    let q = ReadyQueue::default();
+    let mut out = Vec::new();
+    q.drain_into(&mut out, Waker::noop());
+    assert!(out.is_empty());
+    assert!(q.push(3).is_some(), "the registered task is woken");
+    assert!(q.push(3).is_none(), "and only by the first push");
+    assert!(q.push(1).is_none());
+    q.drain_into(&mut out, Waker::noop());
+    assert_eq!(out, vec![3, 1]);
+    // Drained slots can be queued again.
+    assert!(q.push(3).is_some());
+    out.clear();
+    q.drain_into(&mut out, Waker::noop());
+    assert_eq!(out, vec![3]);
+}
