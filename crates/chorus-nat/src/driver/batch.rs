@@ -70,7 +70,7 @@ use std::time::Instant;
 use chorus_framing::Transmit;
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
-    sendmmsg, sendmsg, setsockopt, sockopt,
+    sendmmsg, sendmsg, sendto, setsockopt, sockopt,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -804,6 +804,9 @@ impl BatchSockets {
         let Some(Some(Slot { sock, .. })) = self.sockets.get(sock_index) else {
             return Ok(count);
         };
+        if count == 1 {
+            return self.send_one(i).await;
+        }
         let mut addrs = [None::<SockaddrStorage>; MAX_BATCH];
         let mut outs = self.queue.iter().skip(i).take(count);
         let buf = &self.send_buf;
@@ -843,6 +846,33 @@ impl BatchSockets {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The datagram at `i` alone, with `sendto(2)`: under paced traffic (one datagram
+    /// per wake-up) most sends are single, and `sendmmsg` would first fill arrays of
+    /// [`MAX_BATCH`] message headers for one.
+    async fn send_one(&mut self, i: usize) -> Result<usize, DriverError> {
+        let Some(o) = self.queue.get(i).copied() else {
+            return Ok(0);
+        };
+        let Some(Some(Slot { sock, .. })) = self.sockets.get(o.sock) else {
+            return Ok(1);
+        };
+        let data = self.send_buf.get(o.off..o.off + o.len).unwrap_or(&[]);
+        let dst = SockaddrStorage::from(o.dst);
+        let result = send_with(sock, || {
+            sendto(sock.as_raw_fd(), data, &dst, MsgFlags::empty()).map_err(io::Error::from)
+        })
+        .await;
+        match result {
+            Ok(_) => {
+                self.stats.send_calls += 1;
+                self.stats.sent += 1;
+            }
+            Err(e) if is_peer_error(&e) => self.stats.send_errors += 1,
+            Err(e) => return Err(e.into()),
+        }
+        Ok(1)
     }
 }
 
