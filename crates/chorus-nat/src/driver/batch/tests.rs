@@ -45,6 +45,24 @@ async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
         .unwrap()
 }
 
+/// Waits for [`BatchSockets::readable`], or fails the test after 5 s (never a hang).
+async fn readable(io: &mut BatchSockets) {
+    tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
+        .await
+        .expect("a readable socket within 5 s")
+        .unwrap();
+}
+
+/// A set of `n` loopback sockets and their addresses.
+async fn many_sockets(n: usize) -> (BatchSockets, Vec<SocketAddr>) {
+    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
+    let mut addrs = Vec::new();
+    for _ in 0..n {
+        addrs.push(io.add(bound().await).unwrap());
+    }
+    (io, addrs)
+}
+
 fn request(i: u32) -> BytesMut {
     let mut id = [0u8; 12];
     id[..4].copy_from_slice(&i.to_be_bytes());
@@ -158,10 +176,7 @@ async fn gro_receiver_cuts_coalesced_datagrams_back_into_segments() {
     tx.flush(&mut sender).await.unwrap();
     let mut core = Echo::default();
     while core.got.len() < 40 {
-        tokio::time::timeout(std::time::Duration::from_secs(5), rx.readable())
-            .await
-            .unwrap()
-            .unwrap();
+        readable(&mut rx).await;
         rx.recv_ready(&mut core).unwrap();
     }
     for (i, (from, bytes)) in core.got.iter().enumerate() {
@@ -231,11 +246,7 @@ async fn unreachable_peers_do_not_stop_the_server() {
 #[tokio::test]
 async fn every_socket_of_a_long_list_is_served() {
     // More sockets than tokio's per-poll budget of 128 ready operations.
-    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
-    let mut addrs = Vec::new();
-    for _ in 0..300 {
-        addrs.push(io.add(bound().await).unwrap());
-    }
+    let (mut io, addrs) = many_sockets(300).await;
     let client = bound().await;
     let mut core = Echo::default();
     for round in 0..2u8 {
@@ -244,10 +255,7 @@ async fn every_socket_of_a_long_list_is_served() {
         }
         let want = addrs.len() * usize::from(round + 1);
         while core.got.len() < want {
-            tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
-                .await
-                .unwrap()
-                .unwrap();
+            readable(&mut io).await;
             io.recv_ready(&mut core).unwrap();
         }
         assert_eq!(core.got.len(), want);
@@ -329,10 +337,7 @@ async fn datagrams_longer_than_a_buffer_are_dropped_not_cut() {
     client.send_to(&[8; 64], addr).await.unwrap();
     let mut core = Echo::default();
     while io.stats().truncated + u64::try_from(core.got.len()).unwrap() < 2 {
-        tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
-            .await
-            .unwrap()
-            .unwrap();
+        readable(&mut io).await;
         io.recv_ready(&mut core).unwrap();
     }
     assert_eq!(io.stats().truncated, 1);
@@ -354,11 +359,7 @@ fn poll_once(io: &mut BatchSockets) -> bool {
 
 #[tokio::test]
 async fn a_wake_up_asks_and_reads_only_the_socket_that_received() {
-    let mut io = BatchSockets::new(BatchConfig::default()).unwrap();
-    let mut addrs = Vec::new();
-    for _ in 0..300 {
-        addrs.push(io.add(bound().await).unwrap());
-    }
+    let (mut io, addrs) = many_sockets(300).await;
     // Each new socket is asked once, which registers its waker with the reactor.
     assert!(!poll_once(&mut io));
     assert_eq!(io.stats().readiness_polls, 300);
@@ -367,10 +368,7 @@ async fn a_wake_up_asks_and_reads_only_the_socket_that_received() {
     for (round, target) in [137usize, 5, 137, 299].into_iter().enumerate() {
         let before = io.stats();
         client.send_to(&[7; 40], addrs[target]).await.unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
-            .await
-            .expect("the reactor reports the socket within 5 s")
-            .unwrap();
+        readable(&mut io).await;
         assert_eq!(io.recv_ready(&mut core).unwrap(), 1);
         // Asked again: drained by the short batch, so it registers its waker again.
         assert!(!poll_once(&mut io));
@@ -408,10 +406,7 @@ async fn a_socket_with_more_than_its_rounds_is_read_again_after_the_others() {
     let mut core = Echo::default();
     let mut reads = Vec::new();
     while core.got.len() < 11 {
-        tokio::time::timeout(std::time::Duration::from_secs(5), io.readable())
-            .await
-            .unwrap()
-            .unwrap();
+        readable(&mut io).await;
         reads.push(io.recv_ready(&mut core).unwrap());
     }
     // The quiet socket is not kept waiting behind the busy one's ten datagrams.
