@@ -1,10 +1,13 @@
 //! The tokio driver of the TURN server core: UDP and TCP listeners, relay sockets
 //! opened and closed as the core asks, and nothing else.
 //!
-//! One task owns the [`TurnServer`]; reader tasks (one per UDP socket, one per TCP
-//! connection) forward input to it over a bounded channel. TCP streams are cut into
-//! STUN messages (by the header's length) and ChannelData messages (by their length,
-//! padded to four bytes, RFC 8656 §12.5).
+//! One task owns the [`TurnServer`]. In [`run`] (UDP and TCP clients), reader tasks (one
+//! per UDP socket, one per TCP connection) forward input to it over a bounded channel.
+//! TCP streams are cut into STUN messages (by the header's length) and ChannelData
+//! messages (by their length, padded to four bytes, RFC 8656 §12.5). In
+//! [`run_batched`] (UDP clients, Linux) the same task also owns the listening and relay
+//! sockets, in one [`super::batch::BatchSockets`]: batched system calls, and readiness
+//! per socket, so a wake-up costs O(sockets that became readable), not O(allocations).
 //!
 //! ```
 //! use chorus_crypto::SystemEntropy;
