@@ -438,3 +438,25 @@ fn the_ready_queue_holds_a_slot_once_and_wakes_the_task_once() {
     q.drain_into(&mut out, Waker::noop());
     assert_eq!(out, vec![3]);
 }
+
+#[tokio::test]
+async fn a_socket_added_after_a_removal_takes_the_free_slot_and_is_served() {
+    let (mut io, addrs) = many_sockets(3).await;
+    // Removed while queued (never asked yet): its slot must not confuse the next one.
+    assert!(io.remove(addrs[1]).is_some());
+    let added = io.add(bound().await).unwrap();
+    assert_eq!(
+        io.addresses().collect::<Vec<_>>(),
+        vec![addrs[0], added, addrs[2]]
+    );
+    let client = bound().await;
+    let mut core = Echo::default();
+    for to in [added, addrs[2], added] {
+        client.send_to(b"x", to).await.unwrap();
+        readable(&mut io).await;
+        assert_eq!(io.recv_ready(&mut core).unwrap(), 1);
+        io.flush(&mut core).await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(recv(&client, &mut buf).await, (1, to));
+    }
+}
