@@ -73,6 +73,9 @@ pub enum Limit {
     /// Answering would need a proof of possession beyond the node's global signing
     /// budget (`proof_rate`): the request is dropped unanswered.
     ProofBudget,
+    /// Checking the request's certificate or record would exceed the node's global
+    /// verification budget (`verify_rate`): the request is dropped unanswered.
+    VerifyBudget,
 }
 
 /// A request the caller made that cannot be honoured.
@@ -123,6 +126,7 @@ impl fmt::Display for Limit {
             Self::StoreFull { max } => write!(f, "record store full ({max})"),
             Self::TooManyLookups { max } => write!(f, "{max} lookups already running"),
             Self::ProofBudget => f.write_str("proof-of-possession signing budget spent"),
+            Self::VerifyBudget => f.write_str("signature verification budget spent"),
         }
     }
 }

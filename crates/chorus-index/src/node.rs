@@ -33,8 +33,9 @@
 //! address) is sent no more bytes than it sent (RFC 9000 §8.1): the answer if it
 //! fits, the closest contacts that fit, or a `Cookie` to echo. Requests without a
 //! cookie are padded to `pad_requests_to` so that first answers usually fit. Proofs
-//! of possession are signed from a token bucket for the whole node (`proof_rate`,
-//! `proof_burst`), not only per source IP.
+//! of possession are signed, and certificates and records of requests verified,
+//! from token buckets for the whole node (`proof_rate`, `proof_burst`;
+//! `verify_rate`, `verify_burst`), not only per source IP.
 #![cfg_attr(
     not(test),
     deny(
@@ -60,7 +61,7 @@ use crate::message::{
     Body, COOKIE_LEN, Contact, MAX_NODES, Message, NONCE_LEN, possession_message, with_cookie,
     with_padding,
 };
-use crate::rate::RateLimiter;
+use crate::rate::{GlobalBudget, RateLimiter};
 use crate::record::{PresenceRecord, Signer, Verifier, unix_secs};
 use crate::table::{Insert, RoutingTable, TableConfig};
 
@@ -175,6 +176,19 @@ pub struct Config {
     /// most nodes its join lookups reach, within a second or two). Default 400
     /// (0.2 s of RSA-2048); at least 2, at most 1,000,000.
     pub proof_burst: f32,
+    /// Signature checks this node makes per second for requests, all senders
+    /// together: a sender certificate not in the certificate cache, and each record a
+    /// `Store` or `StoreWord` carries (a token bucket, as `proof_rate`: padded
+    /// requests from many sources, or spoofed ones, each with a certificate never
+    /// seen, would otherwise cost an RSA verification each without bound). A request
+    /// beyond it is dropped unanswered; a source that has not proven its address gets
+    /// a cookie instead (with it, it may use the reserved lower half of the bucket).
+    /// Default 2,000 per second (RSA-2048 verification costs about 30 us: 6 % of a
+    /// core); at least 1, at most 1,000,000.
+    pub verify_rate: f32,
+    /// Signature checks the verification budget allows in a burst. Default 4,000; at
+    /// least 2, at most 10,000,000.
+    pub verify_burst: f32,
     /// How long an address-validation cookie (return routability, RFC 9000 §8.1)
     /// stays good: the key that makes cookies is drawn anew from the entropy source
     /// every `cookie_lifetime`, and cookies made with the current or the previous
@@ -236,6 +250,8 @@ impl Default for Config {
             proof_cost: 10.0,
             proof_rate: 50.0,
             proof_burst: 400.0,
+            verify_rate: 2000.0,
+            verify_burst: 4000.0,
             cookie_lifetime: Duration::from_secs(600),
             max_validated: 4096,
             pad_requests_to: 1200,
@@ -259,11 +275,16 @@ impl Config {
     fn validate(&self) -> Result<(), &'static str> {
         self.table.validate()?;
         let day = Duration::from_secs(86_400);
-        let checks: [(bool, &'static str); 18] = [
+        let checks: [(bool, &'static str); 19] = [
             (
                 (0.01..=100_000.0).contains(&self.proof_rate)
                     && (2.0..=1_000_000.0).contains(&self.proof_burst),
                 "proof_rate must be 0.01-100000 per second and proof_burst 2-1000000",
+            ),
+            (
+                (1.0..=1_000_000.0).contains(&self.verify_rate)
+                    && (2.0..=10_000_000.0).contains(&self.verify_burst),
+                "verify_rate must be 1-1000000 per second and verify_burst 2-10000000",
             ),
             (
                 (Duration::from_secs(1)..=day).contains(&self.cookie_lifetime)
@@ -439,6 +460,12 @@ pub struct Stats {
     pub proofs_refused: u64,
     /// `Cookie` messages sent to sources that had not proven their address.
     pub cookies_sent: u64,
+    /// Node certificates verified (not answered from the certificate cache): an RSA
+    /// verification each in production.
+    pub certs_verified: u64,
+    /// Requests left unanswered, or answered with a cookie, because the global
+    /// verification budget was spent.
+    pub verifications_refused: u64,
     /// Answers to sources that had not proven their address, cut to fit their
     /// request.
     pub truncated: u64,
@@ -632,8 +659,10 @@ pub struct Node {
     /// Proofs made for (requester, nonce), oldest first for eviction.
     proofs: BTreeMap<(NodeId, [u8; NONCE_LEN]), Bytes>,
     proof_order: VecDeque<(NodeId, [u8; NONCE_LEN])>,
-    /// The global proof budget: tokens and when they were counted.
-    proof_tokens: (f32, Instant),
+    /// The global proof budget (`proof_rate`).
+    proof_tokens: GlobalBudget,
+    /// The global budget of signature checks for requests (`verify_rate`).
+    verify_tokens: GlobalBudget,
     /// The length of our signatures (to know whether an answer with a proof fits
     /// before signing it).
     proof_len: usize,
@@ -696,7 +725,7 @@ impl Node {
         wall: SystemTime,
     ) -> Result<Self, Error> {
         config.validate().map_err(UsageError::InvalidConfig)?;
-        let proof_burst = config.proof_burst;
+        let (proof_burst, verify_burst) = (config.proof_burst, config.verify_burst);
         let id = verifier.verify_node(&identity.cert, wall)?;
         let mut challenge_secret = [0u8; 32];
         entropy.fill(&mut challenge_secret)?;
@@ -720,7 +749,8 @@ impl Node {
             verified: BTreeMap::new(),
             proofs: BTreeMap::new(),
             proof_order: VecDeque::new(),
-            proof_tokens: (proof_burst, now),
+            proof_tokens: GlobalBudget::new(proof_burst, now),
+            verify_tokens: GlobalBudget::new(verify_burst, now),
             proof_len: sig.len(),
             cookie_keys,
             validated: BTreeMap::new(),
@@ -1162,7 +1192,20 @@ impl Node {
             self.send_cookie(from, msg.txid, limit);
             return Ok(());
         }
-        let sender = self.verify_sender(msg.sender_cert, now)?;
+        // Records a store request carries are checked too: one token each.
+        let checks = match msg.body {
+            Body::Store { .. } | Body::StoreWord { .. } => 1,
+            _ => 0,
+        };
+        let sender = match self.verify_sender(msg.sender_cert, now, Some(!validated))? {
+            Some(id) if (0..checks).all(|_| self.take_verify_token(now, !validated)) => id,
+            _ if validated => return Err(Limit::VerifyBudget.into()),
+            _ => {
+                // It may come back with the cookie and use the reserved half.
+                self.send_cookie(from, msg.txid, limit);
+                return Ok(());
+            }
+        };
         if sender == self.id {
             return Err(Violation::FromSelf.into());
         }
@@ -1395,17 +1438,18 @@ impl Node {
     /// address (`unvalidated`) only from the bucket's upper half.
     fn take_proof_token(&mut self, now: Instant, unvalidated: bool) -> bool {
         let (rate, burst) = (self.config.proof_rate, self.config.proof_burst);
-        let (tokens, at) = &mut self.proof_tokens;
-        let elapsed = now.saturating_duration_since(*at).as_secs_f32();
-        *tokens = (*tokens + elapsed * rate).min(burst);
-        *at = now;
-        let floor = if unvalidated { burst / 2.0 } else { 0.0 };
-        if *tokens >= floor + 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+        self.proof_tokens.take(now, rate, burst, unvalidated)
+    }
+
+    /// Takes a token from the global verification budget (as [`Self::take_proof_token`]);
+    /// counts a refusal.
+    fn take_verify_token(&mut self, now: Instant, unvalidated: bool) -> bool {
+        let (rate, burst) = (self.config.verify_rate, self.config.verify_burst);
+        let ok = self.verify_tokens.take(now, rate, burst, unvalidated);
+        if !ok {
+            self.stats.verifications_refused += 1;
         }
+        ok
     }
 
     /// Our proof of key possession for `requester`'s `nonce`: signed once (RSA costs
@@ -1531,22 +1575,38 @@ impl Node {
         }
     }
 
-    /// The node id of a message's sender, from its certificate: verified (RSA in
-    /// production), or found in the cache of certificates verified in the last
-    /// `cert_cache_ttl`, keyed by the certificate's SHA-256.
-    fn verify_sender(&mut self, cert: &[u8], now: Instant) -> Result<NodeId, Violation> {
-        if self.config.cert_cache == 0 {
-            return self.verifier.verify_node(cert, self.wall(now));
-        }
+    /// The node id of a message's sender, from its certificate: found in the cache
+    /// of certificates verified in the last `cert_cache_ttl` (keyed by the
+    /// certificate's SHA-256), or verified (RSA in production). A request's check
+    /// (`budget`: whether its source is unvalidated) is paid from the global
+    /// verification budget; `None` when that is spent.
+    fn verify_sender(
+        &mut self,
+        cert: &[u8],
+        now: Instant,
+        budget: Option<bool>,
+    ) -> Result<Option<NodeId>, Violation> {
         let mut key = [0u8; 32];
-        key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert).as_ref());
-        let ttl = self.config.cert_cache_ttl;
-        if let Some(&(id, at)) = self.certs.get(&key)
-            && now < at + ttl
-        {
-            return Ok(id);
+        let cached = self.config.cert_cache > 0;
+        if cached {
+            key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert).as_ref());
+            if let Some(&(id, at)) = self.certs.get(&key)
+                && now < at + self.config.cert_cache_ttl
+            {
+                return Ok(Some(id));
+            }
         }
+        if let Some(unvalidated) = budget
+            && !self.take_verify_token(now, unvalidated)
+        {
+            return Ok(None);
+        }
+        self.stats.certs_verified += 1;
         let id = self.verifier.verify_node(cert, self.wall(now))?;
+        if !cached {
+            return Ok(Some(id));
+        }
+        let ttl = self.config.cert_cache_ttl;
         if self.certs.len() >= self.config.cert_cache {
             self.certs.retain(|_, (_, at)| now < *at + ttl);
             if self.certs.len() >= self.config.cert_cache {
@@ -1555,7 +1615,7 @@ impl Node {
             }
         }
         self.certs.insert(key, (id, now));
-        Ok(id)
+        Ok(Some(id))
     }
 
     fn closest_for(&self, target: &NodeId, requester: &NodeId) -> Vec<Contact> {
@@ -1748,8 +1808,8 @@ impl Node {
             return self.handle_cookie(now, from, msg.txid, cookie);
         }
         let expect = p.expect;
-        let sender = match self.verify_sender(msg.sender_cert, now) {
-            Ok(id) if expect.is_none_or(|e| e == id) && id != self.id => id,
+        let sender = match self.verify_sender(msg.sender_cert, now, None) {
+            Ok(Some(id)) if expect.is_none_or(|e| e == id) && id != self.id => id,
             Ok(_) => return Err(Violation::Unsolicited.into()),
             Err(v) => return Err(v.into()),
         };
@@ -3734,6 +3794,76 @@ mod tests {
         assert_eq!(flood(&unbounded, true).0, 10_000);
     }
 
+    /// 10,000 spoofed sources each send one padded Ping with a certificate never
+    /// seen (a cache miss each), 1,000 a second for 10 simulated seconds; what node 0
+    /// counted.
+    fn certificate_flood(config: &Config, echo_cookies: bool) -> Stats {
+        let mut net = Net::new(3, config);
+        let start = net.now;
+        for i in 0..10_000usize {
+            let now = start + Duration::from_millis(i as u64);
+            let from = spoofed(i);
+            let cookie = echo_cookies.then(|| net.nodes[0].cookie_for(from));
+            let cert = net.verifier.node_cert(1_000 + i as u64);
+            let bytes = request(&cert, i as u64, None, cookie, 1200, Body::Ping);
+            let _ = net.nodes[0].handle_input(now, from, &bytes);
+            while net.nodes[0].poll_transmit().is_some() {}
+        }
+        net.nodes[0].stats()
+    }
+
+    #[test]
+    fn a_flood_of_new_certificates_from_10_000_sources_is_verified_at_the_global_budget() {
+        let mut config = Config::default();
+        config.verify_rate = 100.0;
+        config.verify_burst = 400.0;
+        let before = Net::new(3, &config).nodes[0].stats().certs_verified;
+        // Spoofed sources (they never see our cookies) may use half the bucket; the
+        // rest get a cookie, which costs no verification.
+        let stats = certificate_flood(&config, false);
+        let verified = stats.certs_verified - before;
+        assert!(verified <= 200 + 1_000 + 1, "{verified}");
+        assert!(verified >= 1_000 - 1, "the budget is used: {verified}");
+        assert_eq!(stats.verifications_refused, 10_000 - verified);
+        assert_eq!(stats.cookies_sent, 10_000 - verified);
+        // Sources that echo cookies get the whole bucket, no more, and are dropped.
+        let stats = certificate_flood(&config, true);
+        let verified = stats.certs_verified - before;
+        assert!(verified <= 400 + 1_000 + 1, "{verified}");
+        assert!(verified >= 200 + 1_000, "{verified}");
+        assert_eq!(stats.verifications_refused, 10_000 - verified);
+        assert_eq!(stats.cookies_sent, 0);
+        // The default budget (2,000 a second) covers this rate: every one verified.
+        let stats = certificate_flood(&Config::default(), true);
+        assert_eq!(stats.certs_verified - before, 10_000);
+        assert_eq!(stats.verifications_refused, 0);
+    }
+
+    #[test]
+    fn a_store_request_pays_for_its_record_check() {
+        let mut config = Config::default();
+        config.verify_rate = 1.0;
+        config.verify_burst = 2.0;
+        let mut net = Net::new(3, &config);
+        let mut r = net.record("alice", 1);
+        net.verifier.sign(&mut r);
+        let rec = r.to_bytes();
+        let now = net.now;
+        // A certificate not in the cache and the record: the whole bucket, for a
+        // source that echoes its cookie.
+        let cert = net.verifier.node_cert(1);
+        let cookie = Some(net.nodes[0].cookie_for(addr(1)));
+        let store = request(&cert, 1, None, cookie, 0, Body::Store { record: &rec });
+        net.nodes[0].certs.clear();
+        net.nodes[0].handle_input(now, addr(1), &store).unwrap();
+        net.nodes[0].certs.clear();
+        assert_eq!(
+            net.nodes[0].handle_input(now, addr(1), &store),
+            Err(Limit::VerifyBudget.into())
+        );
+        assert_eq!(net.nodes[0].stats().verifications_refused, 1);
+    }
+
     #[test]
     fn known_peers_keep_the_reserved_half_of_the_budget_during_a_spoofed_flood() {
         let mut net = Net::new(3, &Config::default());
@@ -3980,6 +4110,8 @@ mod tests {
         for f in [
             (|c: &mut Config| c.proof_rate = 0.0) as fn(&mut Config),
             |c| c.proof_burst = 1.0,
+            |c| c.verify_rate = 0.5,
+            |c| c.verify_burst = 1.0,
             |c| c.cookie_lifetime = Duration::ZERO,
             |c| c.max_validated = 1,
             |c| c.pad_requests_to = 5000,

@@ -86,6 +86,41 @@ impl RateLimiter {
     }
 }
 
+/// A token bucket for the whole node (not per source): bounds work that many
+/// sources, or spoofed ones, could otherwise demand without limit. Sources that
+/// have not proven their address draw only from the upper half, so they cannot
+/// starve known peers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GlobalBudget {
+    tokens: f32,
+    last: Instant,
+}
+
+impl GlobalBudget {
+    /// A full bucket of `burst` tokens.
+    pub(crate) fn new(burst: f32, now: Instant) -> Self {
+        Self {
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes one token (refilled at `rate` per second up to `burst`); an
+    /// `unvalidated` source only above half of `burst`.
+    pub(crate) fn take(&mut self, now: Instant, rate: f32, burst: f32, unvalidated: bool) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f32();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.last = now;
+        let floor = if unvalidated { burst / 2.0 } else { 0.0 };
+        if self.tokens >= floor + 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +137,20 @@ mod tests {
         assert!(r.allow(ip, t0 + Duration::from_millis(100), 1.0));
         r.penalize(ip, t0);
         assert!(!r.allow(ip, t0 + Duration::from_millis(500), 1.0));
+    }
+
+    #[test]
+    fn a_global_budget_keeps_its_lower_half_for_validated_sources() {
+        let t0 = Instant::now();
+        let mut b = GlobalBudget::new(10.0, t0);
+        let taken = (0..20).filter(|_| b.take(t0, 1.0, 10.0, true)).count();
+        assert_eq!(taken, 5, "unvalidated: the upper half");
+        let taken = (0..20).filter(|_| b.take(t0, 1.0, 10.0, false)).count();
+        assert_eq!(taken, 5, "validated: the rest");
+        assert!(
+            b.take(t0 + Duration::from_secs(1), 1.0, 10.0, false),
+            "refilled"
+        );
     }
 
     #[test]
