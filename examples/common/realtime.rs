@@ -64,7 +64,7 @@ impl Served {
 
 /// Serves `core` on `socket` with the batched driver on a current-thread runtime on
 /// the calling thread until `until`, measuring the thread's CPU time.
-pub(crate) fn serve_until<C: DatagramCore>(
+pub(crate) fn serve_until<C: DatagramCore<Event = std::convert::Infallible>>(
     core: &mut C,
     socket: UdpSocket,
     until: Instant,

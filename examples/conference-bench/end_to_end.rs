@@ -265,22 +265,30 @@ impl Initiator {
 }
 
 impl DatagramCore for Initiator {
+    // Refusals are counted here and fail the run at the end: nothing to report.
+    type Event = std::convert::Infallible;
+    type Error = std::convert::Infallible;
+
+    fn accepts(&self, from: SocketAddr, _: &[u8]) -> bool {
+        self.by_addr.contains_key(&from)
+    }
+
     fn handle_datagram(
         &mut self,
         now: Instant,
         _local: SocketAddr,
         from: SocketAddr,
         bytes: &[u8],
-    ) {
+    ) -> Result<(), Self::Error> {
         self.received += 1;
         let Some(leg) = self.by_addr.get(&from).and_then(|&i| self.legs.get_mut(i)) else {
             self.rejected += 1;
-            return;
+            return Ok(());
         };
         let mut packet = bytes.to_vec();
         if leg.rx.unprotect_rtp(&mut packet).is_err() {
             self.rejected += 1;
-            return;
+            return Ok(());
         }
         match self.mixer.handle_packet(now, leg.id, Bytes::from(packet)) {
             Ok(()) => {}
@@ -288,6 +296,11 @@ impl DatagramCore for Initiator {
             Err(MixerError::JitterRejected(Rejected::Late)) => self.late += 1,
             Err(_) => self.rejected += 1,
         }
+        Ok(())
+    }
+
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        None
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

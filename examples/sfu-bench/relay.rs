@@ -265,20 +265,28 @@ fn core_times() -> Vec<[u64; 3]> {
 }
 
 impl DatagramCore for Relay {
+    // Refusals are counted here and fail the run at the end: nothing to report.
+    type Event = std::convert::Infallible;
+    type Error = std::convert::Infallible;
+
+    fn accepts(&self, from: SocketAddr, _: &[u8]) -> bool {
+        self.by_addr.contains_key(&from)
+    }
+
     fn handle_datagram(
         &mut self,
         now: Instant,
         _local: SocketAddr,
         from: SocketAddr,
         bytes: &[u8],
-    ) {
+    ) -> Result<(), Self::Error> {
         self.received += 1;
         let Some(&id) = self.by_addr.get(&from) else {
             self.refused.rejected += 1;
             self.refused
                 .first
                 .get_or_insert_with(|| "a datagram from an unknown address".into());
-            return;
+            return Ok(());
         };
         self.record_delay(now, bytes);
         if let Err(e) = self
@@ -291,6 +299,11 @@ impl DatagramCore for Relay {
                 .get_or_insert_with(|| format!("from participant {id}: {e}"));
         }
         self.take_output();
+        Ok(())
+    }
+
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        None
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -5,6 +5,8 @@
 //! - [`datagram`]: one UDP port for STUN, TURN ChannelData, SRTP/SRTCP and Chorus
 //!   datagrams: [`classify`] (RFC 7983) and the Chorus datagram header.
 //! - [`tlv`]: type-length-value attribute lists for control messages.
+//! - [`sansio`]: the contract every sans-IO datagram core keeps, [`DatagramCore`],
+//!   with the run loop a driver follows.
 //! - The vocabulary the crates above share: [`Transmit`], [`Entropy`] and the
 //!   bounds-checked [`Reader`].
 //!
@@ -53,6 +55,7 @@ mod entropy;
 mod error;
 pub mod frame;
 mod reader;
+pub mod sansio;
 pub mod tlv;
 mod transmit;
 
@@ -69,4 +72,5 @@ pub use error::{DecodeError, Error, UsageError};
 pub use frame::CodecError;
 pub use frame::{Flags, Frame, FrameCodec, FrameConfig, FrameHeader, FrameType};
 pub use reader::Reader;
+pub use sansio::DatagramCore;
 pub use transmit::Transmit;

@@ -89,33 +89,36 @@ const MAX_GSO_SEGMENTS: usize = 64;
 /// Largest UDP payload: the size of one receive buffer when GRO is on.
 const MAX_UDP_PAYLOAD: usize = 65_535;
 
-/// A sans-IO core that takes and produces datagrams: what [`run_batched`] drives.
-///
-/// The contract is the crate's (STYLE §2): after each batch of
-/// [`DatagramCore::handle_datagram`] calls the driver drains
-/// [`DatagramCore::poll_transmit`], then waits for input or for
-/// [`DatagramCore::poll_timeout`].
-pub trait DatagramCore {
-    /// One received datagram: `local` is the address of the socket it arrived on.
-    /// Rejected datagrams are the core's business (counters, logs): the driver goes on.
-    fn handle_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, bytes: &[u8]);
-    /// The next datagram to send; `src` picks the socket (`None`: the socket the last
-    /// datagram arrived on).
-    fn poll_transmit(&mut self) -> Option<Transmit>;
-    /// When [`DatagramCore::handle_timeout`] should run next.
-    fn poll_timeout(&self) -> Option<Instant>;
-    /// Timers due at `now`.
-    fn handle_timeout(&mut self, now: Instant);
-}
+/// What [`run_batched`] drives: the contract every Chorus datagram core keeps, defined
+/// once in chorus-framing.
+pub use chorus_framing::DatagramCore;
 
+/// The STUN server (RFC 8489 Binding, RFC 5780 behaviour discovery) behind one port:
+/// it takes STUN messages only.
 impl DatagramCore for Server {
-    fn handle_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, bytes: &[u8]) {
-        // Dropped requests are counted in the server's stats.
-        let _ = self.handle_input(now, local, from, Transport::Udp, bytes);
+    type Event = std::convert::Infallible;
+    type Error = crate::Error;
+
+    fn accepts(&self, _: SocketAddr, bytes: &[u8]) -> bool {
+        chorus_framing::classify(bytes) == chorus_framing::PacketKind::Stun
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), crate::Error> {
+        self.handle_input(now, local, from, Transport::Udp, bytes)
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         Self::poll_transmit(self)
+    }
+
+    fn poll_event(&mut self) -> Option<std::convert::Infallible> {
+        None
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -652,7 +655,8 @@ impl BatchSockets {
             };
             for seg in data.chunks(m.stride.max(1)) {
                 self.stats.received += 1;
-                core.handle_datagram(now, local, from, seg);
+                // A rejected datagram is the core's to count; the driver goes on.
+                let _ = core.handle_datagram(now, local, from, seg);
             }
         }
         Ok(n)
@@ -915,12 +919,13 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
 }
 
 /// Serves `core` on `sockets` with batched I/O until a socket fails. Dropping the
-/// future stops it.
+/// future stops it. For a core without events; one with events runs on
+/// [`serve_with`], which drains them.
 ///
 /// # Errors
 /// [`DriverError::Io`] if a socket fails, [`DriverError::Closed`] without sockets or
 /// for a [`BatchConfig`] value out of bounds.
-pub async fn run_batched<C: DatagramCore>(
+pub async fn run_batched<C: DatagramCore<Event = std::convert::Infallible>>(
     core: &mut C,
     sockets: Vec<UdpSocket>,
     config: BatchConfig,
@@ -937,7 +942,7 @@ pub async fn run_batched<C: DatagramCore>(
 ///
 /// # Errors
 /// As [`run_batched`].
-pub async fn serve<C: DatagramCore>(
+pub async fn serve<C: DatagramCore<Event = std::convert::Infallible>>(
     core: &mut C,
     io: &mut BatchSockets,
 ) -> Result<(), DriverError> {

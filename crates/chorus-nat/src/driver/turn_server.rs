@@ -416,17 +416,31 @@ async fn serve_tcp(
 
 /// The TURN server as a [`super::batch::DatagramCore`]: UDP only (the batched driver
 /// has no TCP), so transmits for TCP clients, which cannot exist there, are dropped.
+/// Its events ask the driver to open and close relay sockets.
 #[cfg(target_os = "linux")]
 impl super::batch::DatagramCore for TurnServer {
+    type Event = Event;
+    type Error = crate::Error;
+
+    /// On its listening port: STUN messages and ChannelData (RFC 8656 §12.4). A
+    /// relay socket is the server's alone, so whatever a peer sends there needs no
+    /// routing.
+    fn accepts(&self, _: SocketAddr, bytes: &[u8]) -> bool {
+        use chorus_framing::PacketKind;
+        matches!(
+            chorus_framing::classify(bytes),
+            PacketKind::Stun | PacketKind::ChannelData
+        )
+    }
+
     fn handle_datagram(
         &mut self,
         now: std::time::Instant,
         local: SocketAddr,
         from: SocketAddr,
         bytes: &[u8],
-    ) {
-        // Rejected input is counted in the core's stats.
-        let _ = self.handle_input(now, local, from, Transport::Udp, bytes);
+    ) -> Result<(), crate::Error> {
+        self.handle_input(now, local, from, Transport::Udp, bytes)
     }
 
     fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
@@ -436,6 +450,10 @@ impl super::batch::DatagramCore for TurnServer {
                 (Transport::Tcp, _) => {}
             }
         }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Self::poll_event(self)
     }
 
     fn poll_timeout(&self) -> Option<std::time::Instant> {

@@ -16,13 +16,28 @@ struct Echo {
 }
 
 impl DatagramCore for Echo {
-    fn handle_datagram(&mut self, _: Instant, local: SocketAddr, from: SocketAddr, bytes: &[u8]) {
+    type Event = std::convert::Infallible;
+    type Error = std::convert::Infallible;
+    fn accepts(&self, _: SocketAddr, _: &[u8]) -> bool {
+        true
+    }
+    fn handle_datagram(
+        &mut self,
+        _: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Self::Error> {
         self.got.push((from, bytes.to_vec()));
         self.out
             .push_back(Transmit::new(from, Bytes::copy_from_slice(bytes)).with_src(local));
+        Ok(())
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        None
     }
     fn poll_timeout(&self) -> Option<Instant> {
         None
@@ -71,6 +86,29 @@ fn request(i: u32) -> BytesMut {
         .encode(None, &mut out)
         .unwrap();
     out
+}
+
+#[test]
+fn the_stun_server_accepts_stun_only_and_reports_rejects_through_the_contract() {
+    let local: SocketAddr = "192.0.2.1:3478".parse().unwrap();
+    let mut cfg = ServerConfig::default();
+    cfg.primary = local;
+    cfg.rate_limit = None;
+    let mut server = Server::new(cfg).unwrap();
+    let from: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+    let binding = request(1);
+    assert!(DatagramCore::accepts(&server, from, &binding));
+    let rtp = [0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+    assert!(!DatagramCore::accepts(&server, from, &rtp));
+    assert!(!DatagramCore::accepts(&server, from, b"\x40\x00\x00\x00"));
+    let now = Instant::now();
+    DatagramCore::handle_datagram(&mut server, now, local, from, &binding).unwrap();
+    assert_eq!(
+        DatagramCore::poll_transmit(&mut server).map(|t| t.dst),
+        Some(from)
+    );
+    assert!(DatagramCore::handle_datagram(&mut server, now, local, from, &rtp).is_err());
+    assert_eq!(DatagramCore::poll_event(&mut server), None);
 }
 
 #[tokio::test]
@@ -282,14 +320,29 @@ struct Opener {
 }
 
 impl DatagramCore for Opener {
-    fn handle_datagram(&mut self, _: Instant, local: SocketAddr, from: SocketAddr, b: &[u8]) {
+    type Event = std::convert::Infallible;
+    type Error = std::convert::Infallible;
+    fn accepts(&self, _: SocketAddr, _: &[u8]) -> bool {
+        true
+    }
+    fn handle_datagram(
+        &mut self,
+        _: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        b: &[u8],
+    ) -> Result<(), Self::Error> {
         self.want_socket |= self.second.is_none();
         let src = self.second.unwrap_or(local);
         self.out
             .push_back(Transmit::new(from, Bytes::copy_from_slice(b)).with_src(src));
+        Ok(())
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        None
     }
     fn poll_timeout(&self) -> Option<Instant> {
         None
