@@ -269,7 +269,7 @@ impl DatagramCore for Initiator {
     type Event = std::convert::Infallible;
     type Error = std::convert::Infallible;
 
-    fn accepts(&self, from: SocketAddr, _: &[u8]) -> bool {
+    fn accepts(&self, _: SocketAddr, from: SocketAddr, _: &[u8]) -> bool {
         self.by_addr.contains_key(&from)
     }
 

@@ -39,7 +39,7 @@
 //!     type Event = Infallible;
 //!     type Error = std::io::Error;
 //!
-//!     fn accepts(&self, _: SocketAddr, bytes: &[u8]) -> bool {
+//!     fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
 //!         bytes.first() == Some(&b'e')
 //!     }
 //!
@@ -81,7 +81,7 @@
 //!     ("192.0.2.1:7000".parse()?, "198.51.100.2:5000".parse()?);
 //! let mut core = Echo::default();
 //! let start = Instant::now();
-//! assert!(!core.accepts(peer, b"x"));
+//! assert!(!core.accepts(local, peer, b"x"));
 //! core.handle_datagram(start, local, peer, b"echo")?;
 //! assert_eq!(core.poll_transmit(), Some(Transmit::new(peer, &b"echo"[..])));
 //! assert!(core.handle_datagram(start, local, peer, b"again").is_err());
@@ -109,9 +109,11 @@ pub trait DatagramCore {
     /// aside).
     type Error: std::error::Error;
 
-    /// Whether a datagram from `from` is for this core, judged from its bytes and the
-    /// core's state without changing either: how one socket routes between cores.
-    fn accepts(&self, from: SocketAddr, bytes: &[u8]) -> bool;
+    /// Whether a datagram that arrived on `local` from `from` is for this core,
+    /// judged from its bytes and the core's state without changing either: how one
+    /// socket routes between cores. (`local` matters to a core with several sockets:
+    /// an ICE agent takes data only on its selected pair's local address.)
+    fn accepts(&self, local: SocketAddr, from: SocketAddr, bytes: &[u8]) -> bool;
 
     /// One received datagram: `local` is the address of the socket it arrived on.
     ///

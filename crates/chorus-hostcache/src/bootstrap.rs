@@ -729,11 +729,20 @@ mod tests {
         let reply = probe_reply(&tx[2].payload).unwrap();
         assert!(b.accepts(tx[2].dst, &reply));
         assert!(!b.accepts(tx[1].dst, &reply), "nonce is per probe");
+        // The same through the shared datagram contract, as a one-port driver routes.
+        let local = a("10.9.9.9:9");
+        assert!(chorus_framing::DatagramCore::accepts(
+            &b, local, tx[2].dst, &reply
+        ));
+        assert!(!chorus_framing::DatagramCore::accepts(
+            &b, local, tx[1].dst, &reply
+        ));
         assert_eq!(
             b.handle_input(t0, tx[1].dst, &reply).unwrap_err(),
             Error::Protocol(Violation::Unsolicited)
         );
-        b.handle_input(t0 + Duration::from_millis(25), tx[2].dst, &reply)
+        let later = t0 + Duration::from_millis(25);
+        chorus_framing::DatagramCore::handle_datagram(&mut b, later, local, tx[2].dst, &reply)
             .unwrap();
         let (_, ev) = drain(&mut b);
         assert!(ev.contains(&Event::Connected {
@@ -935,5 +944,47 @@ mod tests {
             f(&mut cfg);
             assert!(Bootstrap::new(cfg, Box::new(SeededEntropy::new(1))).is_err());
         }
+    }
+}
+
+/// The bootstrap procedure as a datagram core: it takes replies to its probes.
+impl chorus_framing::DatagramCore for Bootstrap {
+    type Event = Event;
+    type Error = Error;
+
+    fn accepts(
+        &self,
+        local: std::net::SocketAddr,
+        from: std::net::SocketAddr,
+        bytes: &[u8],
+    ) -> bool {
+        let _ = local;
+        Self::accepts(self, from, bytes)
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: std::time::Instant,
+        _local: std::net::SocketAddr,
+        from: std::net::SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        self.handle_input(now, from, bytes)
+    }
+
+    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
+        Self::poll_transmit(self)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Self::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        Self::handle_timeout(self, now);
     }
 }

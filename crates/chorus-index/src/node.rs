@@ -3231,6 +3231,37 @@ mod tests {
     }
 
     #[test]
+    fn the_node_takes_index_datagrams_through_the_shared_contract() {
+        use chorus_framing::DatagramCore;
+        let mut net = Net::new(2, &Config::default());
+        let from = spoofed(6);
+        let local = addr(0);
+        let cookie = net.nodes[0].cookie_for(from);
+        let ping = request(
+            &net.verifier.node_cert(6),
+            1,
+            None,
+            Some(cookie),
+            0,
+            Body::Ping,
+        );
+        assert!(DatagramCore::accepts(&net.nodes[0], local, from, &ping));
+        let stun = [
+            0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert!(!DatagramCore::accepts(&net.nodes[0], local, from, &stun));
+        let now = net.now;
+        DatagramCore::handle_datagram(&mut net.nodes[0], now, local, from, &ping).unwrap();
+        let out = DatagramCore::poll_transmit(&mut net.nodes[0]).unwrap();
+        assert_eq!(out.dst, from);
+        assert!(matches!(
+            Message::decode(&out.payload).unwrap().body,
+            Body::Pong { .. }
+        ));
+        assert!(DatagramCore::handle_datagram(&mut net.nodes[0], now, local, from, &stun).is_err());
+    }
+
+    #[test]
     fn records_expire() {
         let mut net = Net::new(2, &Config::default());
         let r = net.record("dave", 1);
@@ -4120,5 +4151,48 @@ mod tests {
             f(&mut c);
             assert!(c.validate().is_err());
         }
+    }
+}
+
+/// The Global Index node as a datagram core: it takes Chorus datagrams of type
+/// `Index`.
+impl chorus_framing::DatagramCore for Node {
+    type Event = Event;
+    type Error = Error;
+
+    fn accepts(
+        &self,
+        local: std::net::SocketAddr,
+        from: std::net::SocketAddr,
+        bytes: &[u8],
+    ) -> bool {
+        let _ = (local, from);
+        Self::accepts(bytes)
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: std::time::Instant,
+        _local: std::net::SocketAddr,
+        from: std::net::SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        self.handle_input(now, from, bytes)
+    }
+
+    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
+        Self::poll_transmit(self)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Self::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        Self::handle_timeout(self, now);
     }
 }

@@ -99,7 +99,7 @@ impl DatagramCore for Server {
     type Event = std::convert::Infallible;
     type Error = crate::Error;
 
-    fn accepts(&self, _: SocketAddr, bytes: &[u8]) -> bool {
+    fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
         chorus_framing::classify(bytes) == chorus_framing::PacketKind::Stun
     }
 

@@ -425,7 +425,7 @@ impl super::batch::DatagramCore for TurnServer {
     /// On its listening port: STUN messages and ChannelData (RFC 8656 §12.4). A
     /// relay socket is the server's alone, so whatever a peer sends there needs no
     /// routing.
-    fn accepts(&self, _: SocketAddr, bytes: &[u8]) -> bool {
+    fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
         use chorus_framing::PacketKind;
         matches!(
             chorus_framing::classify(bytes),

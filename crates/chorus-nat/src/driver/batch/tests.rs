@@ -18,7 +18,7 @@ struct Echo {
 impl DatagramCore for Echo {
     type Event = std::convert::Infallible;
     type Error = std::convert::Infallible;
-    fn accepts(&self, _: SocketAddr, _: &[u8]) -> bool {
+    fn accepts(&self, _: SocketAddr, _: SocketAddr, _: &[u8]) -> bool {
         true
     }
     fn handle_datagram(
@@ -97,10 +97,15 @@ fn the_stun_server_accepts_stun_only_and_reports_rejects_through_the_contract() 
     let mut server = Server::new(cfg).unwrap();
     let from: SocketAddr = "198.51.100.7:5000".parse().unwrap();
     let binding = request(1);
-    assert!(DatagramCore::accepts(&server, from, &binding));
+    assert!(DatagramCore::accepts(&server, local, from, &binding));
     let rtp = [0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
-    assert!(!DatagramCore::accepts(&server, from, &rtp));
-    assert!(!DatagramCore::accepts(&server, from, b"\x40\x00\x00\x00"));
+    assert!(!DatagramCore::accepts(&server, local, from, &rtp));
+    assert!(!DatagramCore::accepts(
+        &server,
+        local,
+        from,
+        b"\x40\x00\x00\x00"
+    ));
     let now = Instant::now();
     DatagramCore::handle_datagram(&mut server, now, local, from, &binding).unwrap();
     assert_eq!(
@@ -322,7 +327,7 @@ struct Opener {
 impl DatagramCore for Opener {
     type Event = std::convert::Infallible;
     type Error = std::convert::Infallible;
-    fn accepts(&self, _: SocketAddr, _: &[u8]) -> bool {
+    fn accepts(&self, _: SocketAddr, _: SocketAddr, _: &[u8]) -> bool {
         true
     }
     fn handle_datagram(
