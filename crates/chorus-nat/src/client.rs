@@ -371,6 +371,48 @@ impl Client {
     }
 }
 
+/// The STUN client as a datagram core: it takes responses to its own transactions.
+impl chorus_framing::DatagramCore for Client {
+    type Event = Event;
+    type Error = Error;
+
+    fn accepts(
+        &self,
+        local: std::net::SocketAddr,
+        from: std::net::SocketAddr,
+        bytes: &[u8],
+    ) -> bool {
+        let _ = (local, from);
+        Self::accepts(self, bytes)
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: std::time::Instant,
+        _local: std::net::SocketAddr,
+        from: std::net::SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        self.handle_input(now, from, bytes)
+    }
+
+    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
+        Self::poll_transmit(self)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Self::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        Self::handle_timeout(self, now);
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::field_reassign_with_default)] // as callers outside the crate must
 mod tests {
@@ -546,47 +588,5 @@ mod tests {
         assert!(bad(|c| c.max_sends = 17));
         assert!(bad(|c| c.last_wait_multiplier = 0));
         assert!(bad(|c| c.max_transactions = 0));
-    }
-}
-
-/// The STUN client as a datagram core: it takes responses to its own transactions.
-impl chorus_framing::DatagramCore for Client {
-    type Event = Event;
-    type Error = Error;
-
-    fn accepts(
-        &self,
-        local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> bool {
-        let _ = (local, from);
-        Self::accepts(self, bytes)
-    }
-
-    fn handle_datagram(
-        &mut self,
-        now: std::time::Instant,
-        _local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        self.handle_input(now, from, bytes)
-    }
-
-    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
-        Self::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        Self::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<std::time::Instant> {
-        Self::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: std::time::Instant) {
-        Self::handle_timeout(self, now);
     }
 }
