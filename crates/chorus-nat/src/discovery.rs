@@ -159,6 +159,8 @@ pub struct Discovery {
     hairpin_test: bool,
     hairpinning: Option<bool>,
     report: Option<Report>,
+    /// Whether [`Discovery::poll_event`] has handed the report out.
+    reported: bool,
 }
 
 impl Discovery {
@@ -194,6 +196,7 @@ impl Discovery {
             hairpin_test: config.hairpin,
             hairpinning: None,
             report: None,
+            reported: false,
         })
     }
 
@@ -201,6 +204,26 @@ impl Discovery {
     #[must_use]
     pub const fn server(&self) -> SocketAddr {
         self.server
+    }
+
+    /// The result as an event, once, when every test has finished (the same value
+    /// [`Discovery::report`] keeps returning).
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Report> {
+        if self.reported {
+            return None;
+        }
+        self.reported = self.report.is_some();
+        self.report
+    }
+
+    /// Whether `bytes` are for this discovery: a response to its current test, or its
+    /// own hairpinning request looped back by the NAT (for sharing a socket).
+    #[must_use]
+    pub fn accepts(&self, bytes: &[u8]) -> bool {
+        self.client.accepts(bytes)
+            || matches!(self.step, Step::Hairpin(id)
+                if Header::decode(bytes).is_ok_and(|h| h.transaction_id == id))
     }
 
     /// The result, once every test has finished.
@@ -405,6 +428,42 @@ impl Discovery {
             hairpinning: self.hairpinning,
             tcp_mapped: None,
         });
+    }
+}
+
+/// NAT behaviour discovery as a datagram core; its one event is the report.
+impl chorus_framing::DatagramCore for Discovery {
+    type Event = Report;
+    type Error = Error;
+
+    fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
+        Self::accepts(self, bytes)
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        _: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        self.handle_input(now, from, bytes)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Self::poll_transmit(self)
+    }
+
+    fn poll_event(&mut self) -> Option<Report> {
+        Self::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now);
     }
 }
 

@@ -105,6 +105,7 @@ fn run(nat: &mut Nat, rfc5780: bool) -> Report {
             if t.dst.ip() == PUBLIC_IP.parse::<IpAddr>().unwrap() || t.dst == local {
                 // To ourselves: only a hairpinning NAT (or no NAT) loops it back.
                 if nat.hairpin || !nat.translate {
+                    assert!(d.accepts(&t.payload), "its own request, looped back");
                     d.handle_input(now, public, &t.payload).unwrap();
                 }
                 continue;
@@ -113,13 +114,17 @@ fn run(nat: &mut Nat, rfc5780: bool) -> Report {
             while let Some(r) = server.poll_transmit() {
                 let from = r.src.unwrap();
                 if nat.inbound(from, r.dst) {
+                    assert!(d.accepts(&r.payload), "a response to the current test");
                     d.handle_input(now, from, &r.payload).unwrap();
                 }
             }
         }
-        if let Some(report) = d.report() {
+        if let Some(report) = d.poll_event() {
+            assert_eq!(d.poll_event(), None, "reported once");
+            assert_eq!(d.report(), Some(report));
             return report;
         }
+        assert_eq!(d.report(), None);
         now = d.poll_timeout().expect("a pending test");
         d.handle_timeout(now);
     }
