@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
 use chorus_framing::SeededEntropy;
+use chorus_media::adapt::Protection;
 use chorus_media::netsim::{LossModel, NetConfig, Network};
 use chorus_media::quality::{aligned_segmental_snr, synthetic_speech};
 use chorus_media::session::{Event, Session, SessionConfig, SessionStats};
@@ -26,8 +27,20 @@ fn srtp(key: u8) -> SrtpSession {
     SrtpSession::new(policy.unwrap()).unwrap()
 }
 
+/// Both sessions start without FEC (the default starts with a group, which
+/// [`the_initial_fec_group_waits_in_the_playout_from_the_first_packet`] tests): the
+/// other tests watch FEC come on and the rate move from a plain start.
 fn pair(now: Instant) -> (Session, Session) {
-    pair_with(now, |_| {})
+    pair_with(now, without_initial_fec)
+}
+
+fn without_initial_fec(c: &mut SessionConfig) {
+    c.initial_protection = Protection {
+        rs: None,
+        stride: 1,
+        opus_fec: false,
+        opus_expected_loss: 0,
+    };
 }
 
 /// [`pair`], both configurations changed by `configure` first.
@@ -56,8 +69,17 @@ struct Leg {
 /// Runs a call for `seconds`; `path(t)` is the network config for packets sent at
 /// second `t` (a change starts a new network; the old one drains).
 fn call(seconds: usize, path: impl Fn(usize) -> NetConfig) -> (Leg, Leg) {
+    call_with(seconds, without_initial_fec, path)
+}
+
+/// [`call`], both configurations changed by `configure` first.
+fn call_with(
+    seconds: usize,
+    configure: impl Fn(&mut SessionConfig),
+    path: impl Fn(usize) -> NetConfig,
+) -> (Leg, Leg) {
     let t0 = Instant::now();
-    let (sa, sb) = pair(t0);
+    let (sa, sb) = pair_with(t0, configure);
     let speech = synthetic_speech(RATE, RATE as usize * seconds, 12);
     // B says the same thing, half a syllable later.
     let mut other = vec![0i16; 2_800];
@@ -268,6 +290,30 @@ fn a_lossy_jittery_call_turns_fec_on_and_keeps_quality() {
 }
 
 #[test]
+fn the_initial_fec_group_waits_in_the_playout_from_the_first_packet() {
+    // The default: A starts with a piggybacked (4, 2) group and B's playout waits
+    // for it from the first packet, so nothing is stretched when the first repairs
+    // come; the first report shows a clean path, A drops the group, and 2 s after
+    // the last repair B's playout delay comes down in the pauses.
+    let (a, b) = call_with(10, |_| {}, clean);
+    show("A", &a.session.stats());
+    show("B", &b.session.stats());
+    let first = b.trace[1];
+    assert!(
+        first.jitter_target >= Duration::from_millis(100),
+        "{first:?}"
+    );
+    assert!(first.expanded <= 2, "{}", first.expanded);
+    let (sa, sb) = (a.session.stats(), b.live);
+    assert!(sa.repair_sent > 0 && sa.protection.unwrap().rs.is_none());
+    assert!(sb.jitter_target < Duration::from_millis(60), "{sb:?}");
+    assert_eq!(sb.concealed, 0);
+    let snr = aligned_snr(&a.input, &b.output);
+    eprintln!("segSNR {snr:.2} dB");
+    assert!(snr > 8.0, "{snr}");
+}
+
+#[test]
 fn playout_delay_follows_the_target_down_by_time_stretching() {
     // 6 s of 100 ms jitter, then a steady path: the jitter buffer's target falls and
     // playout accelerates to follow it, without dropping whole frames.
@@ -377,6 +423,7 @@ fn the_first_frame_plays_at_its_due_time_off_the_frame_grid() {
     // silence has played, so the first audio comes out at 70 ms, not 80.
     let t0 = Instant::now();
     let mut a = SessionConfig::default();
+    without_initial_fec(&mut a);
     a.sample_rate = RATE;
     let mut b = a.clone();
     b.jitter.min_delay = Duration::from_millis(30);
@@ -436,7 +483,10 @@ fn scripted_loss(
     lost: &[usize],
     early_feedback: bool,
 ) -> (Option<Duration>, SessionStats, SessionStats) {
-    let (at, a, b, _) = scripted_loss_with(seconds, lost, |c| c.early_feedback = early_feedback);
+    let (at, a, b, _) = scripted_loss_with(seconds, lost, |c| {
+        without_initial_fec(c);
+        c.early_feedback = early_feedback;
+    });
     (at, a, b)
 }
 
