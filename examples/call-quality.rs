@@ -76,7 +76,12 @@ OPTIONS:
   --fec <mode>       auto (default: Reed-Solomon groups chosen from the peer's
                      reports), none, lbrr (Opus in-band FEC only, from the start,
                      with the --loss rate as the encoder's loss hint) or K,M[,S]
-                     (a fixed Reed-Solomon group, interleaved S deep)
+                     (a fixed Reed-Solomon group, interleaved S deep; K,M[,S]+lbrr
+                     adds Opus in-band FEC with the --loss rate as its hint)
+  --fec-initial <mode>
+                     the protection Alice starts with, until the first report
+                     about her stream: none or K,M[,S] (default: the session's
+                     SessionConfig::initial_protection)
   --fec-budget <x>   most repairs per media packet the automatic choice may spend,
                      in both of its tiers (default: 1 and 2)
   --fates <file>     write one character per media packet Alice sent, in order: 1
@@ -116,6 +121,7 @@ struct Options {
     pesq: bool,
     fec: FecMode,
     fec_budget: Option<f64>,
+    fec_initial: Option<Protection>,
     piggyback: bool,
     fates: Option<String>,
 }
@@ -143,6 +149,7 @@ fn parse() -> Result<Option<Options>, String> {
         pesq: true,
         fec: FecMode::Auto,
         fec_budget: None,
+        fec_initial: None,
         piggyback: true,
         fates: None,
     };
@@ -182,6 +189,10 @@ fn parse() -> Result<Option<Options>, String> {
             "--seed" => o.seed = value.parse().map_err(|_| bad())?,
             "--fec" => o.fec = parse_fec(&value).ok_or_else(bad)?,
             "--fates" => o.fates = Some(value),
+            "--fec-initial" => match parse_fec(&value) {
+                Some(FecMode::Fixed(p)) => o.fec_initial = Some(p),
+                _ => return Err(bad()),
+            },
             "--fec-budget" => {
                 o.fec_budget = Some(value.parse().ok().filter(|b| *b >= 0.0).ok_or_else(bad)?);
             }
@@ -204,6 +215,11 @@ fn parse_fec(value: &str) -> Option<FecMode> {
         "lbrr" => return Some(FecMode::Lbrr),
         _ => {}
     }
+    // `K,M[,S]+lbrr`: the group and Opus in-band FEC together.
+    let (value, lbrr) = match value.strip_suffix("+lbrr") {
+        Some(group) => (group, true),
+        None => (value, false),
+    };
     let v: Vec<u8> = value
         .split(',')
         .map(str::parse)
@@ -217,6 +233,7 @@ fn parse_fec(value: &str) -> Option<FecMode> {
     (k > 0 && m > 0 && stride > 0).then_some(FecMode::Fixed(Protection {
         rs: Some((k, m)),
         stride,
+        opus_fec: lbrr,
         ..none
     }))
 }
@@ -372,7 +389,14 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     }
     config.force_protection = match o.fec {
         FecMode::Auto => None,
-        FecMode::Fixed(p) => Some(p),
+        FecMode::Fixed(p) => Some(Protection {
+            opus_expected_loss: if p.opus_fec {
+                (o.loss * 100.0).round().clamp(1.0, 100.0) as u8
+            } else {
+                0
+            },
+            ..p
+        }),
         FecMode::Lbrr => Some(Protection {
             rs: None,
             stride: 1,
@@ -381,6 +405,9 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         }),
     };
     config.protection.piggyback = o.piggyback;
+    if let Some(p) = o.fec_initial {
+        config.initial_protection = p;
+    }
     if let Some(b) = o.fec_budget {
         config.protection.max_overhead = config.protection.max_overhead.min(b);
         config.protection.heavy_max_overhead = config.protection.heavy_max_overhead.min(b);
