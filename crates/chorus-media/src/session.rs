@@ -424,6 +424,8 @@ pub struct Session {
     last_repair: Option<Instant>,
     /// When the last media packet carrying Opus in-band FEC (LBRR) came.
     last_inband: Option<Instant>,
+    /// Silent frames in a row just played: a pause, not the gap between two words.
+    silent_run: u32,
     jitter: JitterBuffer<Vec<u8>>,
     decoder: opus::Decoder,
     stretcher: TimeStretcher,
@@ -495,6 +497,10 @@ fn keep_group(
     };
     if keep { current } else { new }
 }
+
+/// Silent frames in a row after which playout is in a pause between sentences
+/// (where a frame can be skipped unheard), not between two words.
+const PAUSE_FRAMES: u32 = 4;
 
 /// Whether a frame is a pause: RMS below about -44 dBFS.
 fn is_silent(pcm: &[i16]) -> bool {
@@ -609,6 +615,7 @@ impl Session {
             fec_shape: None,
             last_repair: None,
             last_inband: None,
+            silent_run: 0,
             jitter,
             decoder,
             stretcher,
@@ -1583,11 +1590,17 @@ impl Session {
         // shorter group) is still in the target, so it never shows as excess: it is
         // paid here, by skipping frames of a pause only (inaudible, where stretching
         // speech is heard and scored as warped), a frame at a time while at least a
-        // frame of it is left and buffered.
+        // frame of it is left and buffered. A pause, not a quiet frame between two
+        // words: skipping one of those clips the words around it.
+        self.silent_run = if is_silent(pcm) {
+            self.silent_run.saturating_add(1)
+        } else {
+            0
+        };
         let pending = self.extra_applied.saturating_sub(self.extra_wanted);
         if self.config.time_stretch
             && pending >= self.frame
-            && is_silent(pcm)
+            && self.silent_run > PAUSE_FRAMES
             && self.jitter.len() >= 3
             && excess + pending.as_secs_f64() * 1000.0 >= frame_ms
         {
