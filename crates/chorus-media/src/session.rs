@@ -498,6 +498,11 @@ fn keep_group(
     if keep { current } else { new }
 }
 
+/// Packets of the peer's loss record below which (unless two report blocks came)
+/// a path without loss is not yet taken as clean: 1 s of 20 ms frames, none lost
+/// one time in 200 at 10 % loss.
+const CLEAN_RECORD: u64 = 50;
+
 /// Silent frames in a row after which playout is in a pause between sentences
 /// (where a frame can be skipped unheard), not between two words.
 const PAUSE_FRAMES: u32 = 4;
@@ -1201,8 +1206,15 @@ impl Session {
         } else {
             (self.smoothed_loss, 1.0)
         };
+        // Too short a record to call the path clean: the first report of a call
+        // covers 12-37 packets, none lost one time in 20 at 10 % loss, and dropping
+        // the initial group then moved the playout twice.
+        let short = self.loss_record.packets() < CLEAN_RECORD && self.reports_seen < 2;
         let p = self.config.force_protection.unwrap_or_else(|| {
             let p = choose_protection_for_budget(loss, burst, &goal, &budget);
+            if short && p.rs.is_none() && self.protection.rs.is_some() {
+                return self.protection;
+            }
             keep_group(self.protection, p, loss, burst, &goal, &budget)
         });
         if p.rs != self.protection.rs || p.stride != self.protection.stride {
