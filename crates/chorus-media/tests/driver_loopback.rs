@@ -1,5 +1,5 @@
 //! Two call-leg drivers on 127.0.0.1 exchange three seconds of real Opus speech both
-//! ways; the received audio matches what was sent (segmental SNR). tokio's paused
+//! ways; the received audio matches what was sent (time-aligned segmental SNR). tokio's paused
 //! clock runs the call in virtual time: no sleeps, bounded, deterministic pacing.
 #![cfg(feature = "tokio")]
 #![allow(clippy::field_reassign_with_default, reason = "non_exhaustive configs")]
@@ -9,7 +9,7 @@ use std::time::Duration;
 use chorus_crypto::srtp::{Policy, SrtpSession, Suite};
 use chorus_framing::SeededEntropy;
 use chorus_media::driver::{self, DriverConfig, DriverReport};
-use chorus_media::quality::{segmental_snr, synthetic_speech};
+use chorus_media::quality::{aligned_segmental_snr, synthetic_speech};
 use chorus_media::session::{Session, SessionConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -71,19 +71,11 @@ async fn leg(
     (driver, playback)
 }
 
-/// SNR at the best single lag (a clean loopback path: no stretching expected after
-/// the start).
+/// Segmental SNR with each 20 ms block aligned: even on a clean loopback path the
+/// playout delay moves once, when the first reports drop the FEC group a call starts
+/// with and its wait is given back in a pause.
 fn snr(sent: &[i16], heard: &[i16]) -> f64 {
-    let score = |lag: usize| -> i64 {
-        sent.iter()
-            .zip(heard.get(lag..).unwrap_or(&[]))
-            .take(RATE as usize / 2)
-            .map(|(&a, &b)| i64::from(a) * i64::from(b))
-            .sum()
-    };
-    let lag = (0..RATE as usize / 8).max_by_key(|&l| score(l)).unwrap();
-    let n = sent.len().min(heard.len() - lag);
-    segmental_snr(&sent[..n], &heard[lag..lag + n], FRAME)
+    aligned_segmental_snr(sent, heard, RATE, FRAME, 0)
 }
 
 #[tokio::test(start_paused = true)]
