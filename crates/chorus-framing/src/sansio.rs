@@ -141,3 +141,87 @@ pub trait DatagramCore {
     /// Handles the timers due at `now` (none, if called early).
     fn handle_timeout(&mut self, now: Instant);
 }
+
+/// Implements [`DatagramCore`] for a core whose inherent `poll_transmit`,
+/// `poll_event`, `poll_timeout` and `handle_timeout` already have the contract's
+/// shape: only the two methods that differ between cores are written out.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::time::Instant;
+///
+/// use chorus_framing::{DatagramCore, Transmit};
+///
+/// struct Sink(u32);
+/// impl Sink {
+///     fn poll_transmit(&mut self) -> Option<Transmit> { None }
+///     fn poll_event(&mut self) -> Option<u32> { None }
+///     fn poll_timeout(&self) -> Option<Instant> { None }
+///     fn handle_timeout(&mut self, _: Instant) {}
+/// }
+///
+/// chorus_framing::datagram_core! {
+///     impl for Sink {
+///         type Event = u32;
+///         type Error = Infallible;
+///         fn accepts(&self, _local, _from, bytes) { !bytes.is_empty() }
+///         fn handle_datagram(&mut self, _now, _local, _from, _bytes) {
+///             self.0 += 1;
+///             Ok(())
+///         }
+///     }
+/// }
+///
+/// let mut sink = Sink(0);
+/// let at = "192.0.2.1:1".parse()?;
+/// assert!(!sink.accepts(at, at, b""));
+/// sink.handle_datagram(Instant::now(), at, at, b"x")?;
+/// assert_eq!(sink.0, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[macro_export]
+macro_rules! datagram_core {
+    (impl for $core:ty {
+        type Event = $event:ty;
+        type Error = $error:ty;
+        fn accepts(&$s1:ident, $local:pat, $from:pat, $bytes:pat) $accepts:block
+        fn handle_datagram(&mut $s2:ident, $hnow:pat, $hlocal:pat, $hfrom:pat, $hbytes:pat)
+            $handle:block
+    }) => {
+        impl $crate::DatagramCore for $core {
+            type Event = $event;
+            type Error = $error;
+
+            fn accepts(
+                &$s1,
+                $local: ::std::net::SocketAddr,
+                $from: ::std::net::SocketAddr,
+                $bytes: &[u8],
+            ) -> bool $accepts
+
+            fn handle_datagram(
+                &mut $s2,
+                $hnow: ::std::time::Instant,
+                $hlocal: ::std::net::SocketAddr,
+                $hfrom: ::std::net::SocketAddr,
+                $hbytes: &[u8],
+            ) -> ::core::result::Result<(), $error> $handle
+
+            fn poll_transmit(&mut self) -> ::core::option::Option<$crate::Transmit> {
+                Self::poll_transmit(self)
+            }
+
+            fn poll_event(&mut self) -> ::core::option::Option<$event> {
+                Self::poll_event(self)
+            }
+
+            fn poll_timeout(&self) -> ::core::option::Option<::std::time::Instant> {
+                Self::poll_timeout(self)
+            }
+
+            fn handle_timeout(&mut self, now: ::std::time::Instant) {
+                Self::handle_timeout(self, now);
+            }
+        }
+    };
+}

@@ -676,45 +676,17 @@ pub fn probe_reply(probe: &[u8]) -> Option<Bytes> {
     Datagram::new(reply, Bytes::new()).to_bytes().ok()
 }
 
-/// The bootstrap procedure as a datagram core: it takes replies to its probes.
-impl chorus_framing::DatagramCore for Bootstrap {
-    type Event = Event;
-    type Error = Error;
-
-    fn accepts(
-        &self,
-        local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> bool {
-        let _ = local;
-        Self::accepts(self, from, bytes)
-    }
-
-    fn handle_datagram(
-        &mut self,
-        now: std::time::Instant,
-        _local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        self.handle_input(now, from, bytes)
-    }
-
-    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
-        Self::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        Self::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<std::time::Instant> {
-        Self::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: std::time::Instant) {
-        Self::handle_timeout(self, now);
+// The bootstrap procedure as a datagram core: it takes replies to its probes.
+chorus_framing::datagram_core! {
+    impl for Bootstrap {
+        type Event = Event;
+        type Error = Error;
+        fn accepts(&self, _local, from, bytes) {
+            Self::accepts(self, from, bytes)
+        }
+        fn handle_datagram(&mut self, now, _local, from, bytes) {
+            self.handle_input(now, from, bytes)
+        }
     }
 }
 

@@ -371,45 +371,17 @@ impl Client {
     }
 }
 
-/// The STUN client as a datagram core: it takes responses to its own transactions.
-impl chorus_framing::DatagramCore for Client {
-    type Event = Event;
-    type Error = Error;
-
-    fn accepts(
-        &self,
-        local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> bool {
-        let _ = (local, from);
-        Self::accepts(self, bytes)
-    }
-
-    fn handle_datagram(
-        &mut self,
-        now: std::time::Instant,
-        _local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        self.handle_input(now, from, bytes)
-    }
-
-    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
-        Self::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        Self::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<std::time::Instant> {
-        Self::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: std::time::Instant) {
-        Self::handle_timeout(self, now);
+// The STUN client as a datagram core: it takes responses to its own transactions.
+chorus_framing::datagram_core! {
+    impl for Client {
+        type Event = Event;
+        type Error = Error;
+        fn accepts(&self, _local, _from, bytes) {
+            Self::accepts(self, bytes)
+        }
+        fn handle_datagram(&mut self, now, _local, from, bytes) {
+            self.handle_input(now, from, bytes)
+        }
     }
 }
 

@@ -431,39 +431,17 @@ impl Discovery {
     }
 }
 
-/// NAT behaviour discovery as a datagram core; its one event is the report.
-impl chorus_framing::DatagramCore for Discovery {
-    type Event = Report;
-    type Error = Error;
-
-    fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
-        Self::accepts(self, bytes)
-    }
-
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        _: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        self.handle_input(now, from, bytes)
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        Self::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<Report> {
-        Self::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Self::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        Self::handle_timeout(self, now);
+// NAT behaviour discovery as a datagram core; its one event is the report.
+chorus_framing::datagram_core! {
+    impl for Discovery {
+        type Event = Report;
+        type Error = Error;
+        fn accepts(&self, _local, _from, bytes) {
+            Self::accepts(self, bytes)
+        }
+        fn handle_datagram(&mut self, now, _local, from, bytes) {
+            self.handle_input(now, from, bytes)
+        }
     }
 }
 

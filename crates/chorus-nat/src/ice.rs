@@ -1634,44 +1634,17 @@ impl Agent {
     }
 }
 
-/// The ICE agent as a datagram core: checks for its ufrag, responses to its checks
-/// and data on its selected pair.
-impl chorus_framing::DatagramCore for Agent {
-    type Event = Event;
-    type Error = Error;
-
-    fn accepts(
-        &self,
-        local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> bool {
-        Self::accepts(self, local, from, bytes)
-    }
-
-    fn handle_datagram(
-        &mut self,
-        now: std::time::Instant,
-        local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        self.handle_input(now, local, from, bytes)
-    }
-
-    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
-        Self::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        Self::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<std::time::Instant> {
-        Self::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: std::time::Instant) {
-        Self::handle_timeout(self, now);
+// The ICE agent as a datagram core: checks for its ufrag, responses to its checks
+// and data on its selected pair.
+chorus_framing::datagram_core! {
+    impl for Agent {
+        type Event = Event;
+        type Error = Error;
+        fn accepts(&self, local, from, bytes) {
+            Self::accepts(self, local, from, bytes)
+        }
+        fn handle_datagram(&mut self, now, local, from, bytes) {
+            self.handle_input(now, local, from, bytes)
+        }
     }
 }

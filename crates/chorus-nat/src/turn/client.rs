@@ -1246,48 +1246,20 @@ fn allocated_state(now: Instant, lifetime: Duration) -> State {
     }
 }
 
-/// The TURN client as a datagram core: it takes STUN and ChannelData from its server.
-impl chorus_framing::DatagramCore for TurnClient {
-    type Event = Event;
-    type Error = Error;
-
-    fn accepts(
-        &self,
-        local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> bool {
-        let _ = local;
-        from == self.config.server
-            && matches!(
-                chorus_framing::classify(bytes),
-                chorus_framing::PacketKind::Stun | chorus_framing::PacketKind::ChannelData
-            )
-    }
-
-    fn handle_datagram(
-        &mut self,
-        now: std::time::Instant,
-        _local: std::net::SocketAddr,
-        from: std::net::SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        self.handle_input(now, from, bytes)
-    }
-
-    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
-        Self::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        Self::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<std::time::Instant> {
-        Self::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: std::time::Instant) {
-        Self::handle_timeout(self, now);
+// The TURN client as a datagram core: it takes STUN and ChannelData from its server.
+chorus_framing::datagram_core! {
+    impl for TurnClient {
+        type Event = Event;
+        type Error = Error;
+        fn accepts(&self, _local, from, bytes) {
+            from == self.config.server
+                && matches!(
+                    chorus_framing::classify(bytes),
+                    chorus_framing::PacketKind::Stun | chorus_framing::PacketKind::ChannelData
+                )
+        }
+        fn handle_datagram(&mut self, now, _local, from, bytes) {
+            self.handle_input(now, from, bytes)
+        }
     }
 }
