@@ -12,9 +12,10 @@
 //!   second on one core, without sockets.
 //! - `stun_server_loopback/{batched,tokio}`: a real UDP round trip on loopback: a burst
 //!   of 64 Binding requests (one `sendmmsg`) to a server thread, and the 64 responses
-//!   back (`recvmmsg`). `batched` serves with the batched Linux driver
-//!   (`driver::batch::run_batched`: recvmmsg/sendmmsg, UDP GSO), `tokio` with the plain
-//!   `driver::run_server` (one `recv_from`/`send_to` per datagram). Throughput is
+//!   back (`recvmmsg`). Both serve on chorus-runtime's `Runtime`: `batched` with its
+//!   Linux path (recvmmsg/sendmmsg, UDP GSO; what `driver::run_server` uses), `tokio`
+//!   with its portable path (one `recv_from`/`send_to` per datagram, what other
+//!   systems get). Throughput is
 //!   responses; client and server each have a thread, so pin nothing and expect noise.
 //!   `benches/compare-coturn.sh` is the one-core-each comparison with coturn.
 //!
@@ -26,10 +27,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use chorus_nat::client::Transport;
-use chorus_nat::driver::batch::{BatchConfig, run_batched};
-use chorus_nat::driver::run_server;
 use chorus_nat::server::{RateLimit, Server, ServerConfig};
 use chorus_nat::stun::{Attribute, Class, Key, Limits, Message, Method, TransactionId};
+use chorus_runtime::{Runtime, SocketConfig, Sockets};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use std::io::{IoSlice, IoSliceMut};
@@ -163,16 +163,14 @@ fn loopback_server(batched: bool) -> LoopbackServer {
             cfg.primary = addr;
             cfg.rate_limit = None;
             let mut core = Server::new(cfg).unwrap();
-            if batched {
-                tokio::select! {
-                    r = run_batched(&mut core, vec![sock], BatchConfig::default()) => r.unwrap(),
-                    _ = stopped => {}
-                }
-            } else {
-                tokio::select! {
-                    r = run_server(core, vec![sock], Vec::new()) => r.unwrap(),
-                    _ = stopped => {}
-                }
+            let mut config = SocketConfig::default();
+            config.batched = batched;
+            let mut sockets = Sockets::new(config).unwrap();
+            sockets.add(sock).unwrap();
+            let mut runtime = Runtime::new(&mut core, sockets);
+            tokio::select! {
+                r = runtime.run() => r.unwrap(),
+                _ = stopped => {}
             }
         });
     });

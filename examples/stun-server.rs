@@ -176,11 +176,18 @@ async fn main() -> ExitCode {
 
 #[cfg(target_os = "linux")]
 async fn run_batched_server(mut server: Server, udp: Vec<UdpSocket>, b: Batched) -> ExitCode {
-    use chorus::nat::driver::batch::{BatchConfig, run_batched};
-    let mut config = BatchConfig::default();
+    use chorus::runtime::{Runtime, SocketConfig, Sockets};
+    let mut config = SocketConfig::default();
     config.batch = b.batch;
     config.gso = b.gso;
-    match run_batched(&mut server, udp, config).await {
+    let serve = async {
+        let mut sockets = Sockets::new(config)?;
+        for sock in udp {
+            sockets.add(sock)?;
+        }
+        Runtime::new(&mut server, sockets).run().await
+    };
+    match serve.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stun-server: {e}");

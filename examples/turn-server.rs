@@ -240,7 +240,7 @@ async fn batched(
     batch: usize,
     gro: bool,
 ) -> Result<(), chorus::nat::driver::DriverError> {
-    let mut config = chorus::nat::driver::batch::BatchConfig::default();
+    let mut config = chorus::runtime::SocketConfig::default();
     config.batch = batch;
     config.gro = gro;
     turn_server::run_batched(core, vec![udp], config).await

@@ -7,6 +7,10 @@
 #[doc(inline)]
 pub use chorus_framing as framing;
 
+#[cfg(feature = "runtime")]
+#[doc(inline)]
+pub use chorus_runtime as runtime;
+
 #[cfg(feature = "crypto")]
 #[doc(inline)]
 pub use chorus_crypto as crypto;

@@ -1,6 +1,6 @@
 //! What the end-to-end benchmarks (`conference-bench --end-to-end`, `sfu-bench`) share:
 //! random SRTP keys per leg, thread pinning, thread CPU time, and running a sans-IO
-//! datagram core in real time on chorus-nat's batched UDP driver (`recvmmsg` /
+//! datagram core in real time on chorus-runtime's batched UDP sockets (`recvmmsg` /
 //! `sendmmsg`) on a current-thread tokio runtime, as a deployment would.
 
 use std::net::UdpSocket;
@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use chorus::crypto::SystemEntropy;
 use chorus::crypto::srtp::{Policy, Suite};
+use chorus::framing::DatagramCore;
 use chorus::framing::Entropy;
-use chorus::nat::driver::batch::{BatchConfig, BatchSockets, BatchStats, DatagramCore, serve};
+use chorus::runtime::{Runtime, SocketConfig, SocketStats, Sockets};
 use nix::time::{ClockId, clock_gettime};
 
 /// The suite Chorus calls use (chorus-crypto's default).
@@ -48,7 +49,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 /// What [`serve_until`] measured.
 pub(crate) struct Served {
     /// The driver's counters (datagrams and system calls).
-    pub(crate) stats: BatchStats,
+    pub(crate) stats: SocketStats,
     /// The serving thread's CPU time, user and kernel.
     pub(crate) cpu: Duration,
     /// Wall-clock time served.
@@ -75,7 +76,7 @@ pub(crate) fn serve_until<C: DatagramCore<Event = std::convert::Infallible>>(
     // driver then keeps the socket's size.
     use nix::sys::socket::{setsockopt, sockopt};
     let forced = setsockopt(&socket, sockopt::RcvBufForce, &(16usize << 20)).is_ok();
-    let mut batch = BatchConfig::default();
+    let mut batch = SocketConfig::default();
     if forced {
         batch.recv_buffer = None;
     }
@@ -85,12 +86,13 @@ pub(crate) fn serve_until<C: DatagramCore<Event = std::convert::Infallible>>(
     let cpu_start = thread_cpu();
     let wall_start = Instant::now();
     let stats = runtime.block_on(async {
-        let mut io = BatchSockets::new(batch)?;
+        let mut io = Sockets::new(batch)?;
         io.add(tokio::net::UdpSocket::from_std(socket)?)?;
+        let mut rt = Runtime::new(core, io);
         // The driver serves until stopped.
-        let served = tokio::time::timeout_at(until.into(), serve(core, &mut io)).await;
+        let served = tokio::time::timeout_at(until.into(), rt.run()).await;
         match served {
-            Err(_elapsed) => Ok::<_, Box<dyn std::error::Error>>(io.stats()),
+            Err(_elapsed) => Ok::<_, Box<dyn std::error::Error>>(rt.sockets().stats()),
             Ok(Err(e)) => Err(e.into()),
             Ok(Ok(())) => Err("the driver stopped early".into()),
         }

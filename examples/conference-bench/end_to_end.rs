@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus::crypto::SystemEntropy;
 use chorus::crypto::srtp::SrtpSession;
+use chorus::framing::DatagramCore;
 use chorus::framing::Transmit;
 use chorus::media::jitter::Rejected;
 use chorus::mixer::Error as MixerError;
 use chorus::mixer::audio::ParticipantId;
-use chorus::nat::driver::batch::DatagramCore;
 
 use crate::realtime::{SUITE, ms, pin, policy, serve_until};
 use crate::{FRAME, Options, TICK, Tick, mixer_with};

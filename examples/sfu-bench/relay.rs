@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use chorus::framing::DatagramCore;
 use chorus::framing::{PacketKind, Transmit, classify};
 use chorus::media::congestion::abs_send_time;
 use chorus::media::rtp;
 use chorus::mixer::control::Message;
 use chorus::mixer::sfu::{Kind, LegSecurity, Output, Peer, Sfu, SfuConfig, SfuStats};
-use chorus::nat::driver::batch::DatagramCore;
 
 use crate::media::{ABS_SEND_TIME_ID, Delays, Group, abs_send_time_delay, stream_info};
 use crate::realtime::thread_cpu;

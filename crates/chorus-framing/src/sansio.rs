@@ -225,3 +225,40 @@ macro_rules! datagram_core {
         }
     };
 }
+
+/// A core behind a mutable reference is a core: a driver can run one the caller keeps
+/// (to read its statistics afterwards).
+impl<C: DatagramCore + ?Sized> DatagramCore for &mut C {
+    type Event = C::Event;
+    type Error = C::Error;
+
+    fn accepts(&self, local: SocketAddr, from: SocketAddr, bytes: &[u8]) -> bool {
+        (**self).accepts(local, from, bytes)
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Self::Error> {
+        (**self).handle_datagram(now, local, from, bytes)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        (**self).poll_transmit()
+    }
+
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        (**self).poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now);
+    }
+}

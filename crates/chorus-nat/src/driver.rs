@@ -6,8 +6,12 @@
 //!   UDP is blocked, tries TCP with [`probe_tcp`]); [`run_lifetime`] drives a
 //!   [`LifetimeProbe`] over its two sockets.
 //! - [`run_server`] drives a [`Server`] over its UDP sockets (one per address of
-//!   [`Server::addresses`]) and TCP listeners. One task owns the core; reader tasks
-//!   forward datagrams and TCP messages to it over a bounded channel.
+//!   [`Server::addresses`]) and TCP listeners: the UDP sockets through
+//!   chorus-runtime's batched [`Sockets`], TCP messages from reader tasks over a
+//!   bounded channel.
+//!
+//! Every loop here is chorus-runtime's [`Runtime`] (one error type, one clock, one
+//! rule for ICMP errors), with what the core needs besides datagrams around it.
 //! - [`turn_server`] drives a TURN server core over UDP and TCP, with its relay sockets;
 //!   [`turn_client`] drives a TURN client allocation behind a handle; [`ice`] drives an
 //!   ICE agent over host sockets, a relay and a signalling channel.
@@ -15,10 +19,9 @@
 pub mod ice;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
+use chorus_runtime::{Runtime, SocketConfig, Sockets, now, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -29,55 +32,19 @@ use crate::discovery::{Classic, Discovery, Lifetime, LifetimeProbe, Report};
 use crate::server::Server;
 use crate::stun::{HEADER_LEN, Message};
 
-#[cfg(target_os = "linux")]
-pub mod batch;
 pub mod turn_client;
 pub mod turn_server;
 
-/// What can stop a driver.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum DriverError {
-    /// A socket operation failed.
-    Io(std::io::Error),
-    /// Every input source closed.
-    Closed,
-}
+/// Every driver's error: the one of chorus-runtime.
+pub use chorus_runtime::DriverError;
 
-impl core::fmt::Display for DriverError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::Io(e) => write!(f, "socket error: {e}"),
-            Self::Closed => f.write_str("all inputs closed"),
-        }
+/// A set holding the caller's sockets, for an endpoint's few datagrams.
+fn borrowed<'a>(socks: &[&'a UdpSocket]) -> Result<Sockets<&'a UdpSocket>, DriverError> {
+    let mut set = Sockets::new(SocketConfig::endpoint())?;
+    for s in socks {
+        set.add(*s)?;
     }
-}
-
-impl std::error::Error for DriverError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io(e) => Some(e),
-            Self::Closed => None,
-        }
-    }
-}
-
-impl From<std::io::Error> for DriverError {
-    fn from(e: std::io::Error) -> Self {
-        Self::Io(e)
-    }
-}
-
-/// tokio's clock, so `#[tokio::test(start_paused = true)]` controls driver time.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-async fn wait_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
+    Ok(set)
 }
 
 /// Runs `core`'s outstanding transactions over `sock` until each has succeeded, failed
@@ -86,27 +53,15 @@ async fn wait_until(t: Option<Instant>) {
 /// # Errors
 /// [`DriverError::Io`] if the socket fails.
 pub async fn run_client(core: &mut Client, sock: &UdpSocket) -> Result<Vec<Event>, DriverError> {
-    let mut buf = vec![0u8; 2048];
+    let mut rt = Runtime::new(core, borrowed(&[sock])?);
     let mut events = Vec::new();
     loop {
-        while let Some(t) = core.poll_transmit() {
-            sock.send_to(&t.payload, t.dst).await?;
-        }
-        while let Some(e) = core.poll_event() {
-            events.push(e);
-        }
-        if core.pending() == 0 {
+        rt.flush().await?;
+        events.extend(std::iter::from_fn(|| rt.core_mut().poll_event()));
+        if rt.core().pending() == 0 {
             return Ok(events);
         }
-        let deadline = core.poll_timeout();
-        tokio::select! {
-            r = sock.recv_from(&mut buf) => {
-                let (n, from) = r?;
-                // A datagram that is not ours is dropped; the error is for logs only.
-                let _ = core.handle_input(now(), from, buf.get(..n).unwrap_or(&[]));
-            }
-            () = wait_until(deadline) => core.handle_timeout(now()),
-        }
+        rt.step().await?;
     }
 }
 
@@ -117,28 +72,17 @@ pub async fn run_client(core: &mut Client, sock: &UdpSocket) -> Result<Vec<Event
 /// # Errors
 /// [`DriverError::Io`] if the socket fails.
 pub async fn run_discovery(core: &mut Discovery, sock: &UdpSocket) -> Result<Report, DriverError> {
-    let mut buf = vec![0u8; 2048];
+    let server = core.server();
+    let mut rt = Runtime::new(core, borrowed(&[sock])?);
     loop {
-        while let Some(t) = core.poll_transmit() {
-            sock.send_to(&t.payload, t.dst).await?;
-        }
-        if let Some(mut report) = core.report() {
+        rt.flush().await?;
+        if let Some(mut report) = rt.core().report() {
             if report.classic == Classic::UdpBlocked {
-                report.tcp_mapped = probe_tcp(core.server(), TCP_PROBE_TIMEOUT)
-                    .await
-                    .ok()
-                    .flatten();
+                report.tcp_mapped = probe_tcp(server, TCP_PROBE_TIMEOUT).await.ok().flatten();
             }
             return Ok(report);
         }
-        let deadline = core.poll_timeout();
-        tokio::select! {
-            r = sock.recv_from(&mut buf) => {
-                let (n, from) = r?;
-                let _ = core.handle_input(now(), from, buf.get(..n).unwrap_or(&[]));
-            }
-            () = wait_until(deadline) => core.handle_timeout(now()),
-        }
+        rt.step().await?;
     }
 }
 
@@ -209,43 +153,23 @@ pub async fn run_lifetime(
     x: &UdpSocket,
     y: &UdpSocket,
 ) -> Result<Lifetime, DriverError> {
-    let (mut bx, mut by) = (vec![0u8; 2048], vec![0u8; 2048]);
-    let y_addr = y.local_addr()?;
+    // Each transmit names its socket (X or Y) in `src`.
+    let mut rt = Runtime::new(core, borrowed(&[x, y])?);
     loop {
-        while let Some(t) = core.poll_transmit() {
-            let sock = if t.src == Some(y_addr) { y } else { x };
-            sock.send_to(&t.payload, t.dst).await?;
-        }
-        if let Some(result) = core.result() {
+        rt.flush().await?;
+        if let Some(result) = rt.core().result() {
             return Ok(result);
         }
-        let deadline = core.poll_timeout();
-        tokio::select! {
-            r = x.recv_from(&mut bx) => {
-                let (n, from) = r?;
-                let _ = core.handle_input(now(), from, bx.get(..n).unwrap_or(&[]));
-            }
-            r = y.recv_from(&mut by) => {
-                let (n, from) = r?;
-                let _ = core.handle_input(now(), from, by.get(..n).unwrap_or(&[]));
-            }
-            () = wait_until(deadline) => core.handle_timeout(now()),
-        }
+        rt.step().await?;
     }
 }
 
-enum Input {
-    Udp {
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: Bytes,
-    },
-    Tcp {
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: Bytes,
-        reply: mpsc::Sender<Bytes>,
-    },
+/// A STUN message read from a TCP connection, and where its replies go.
+struct TcpInput {
+    local: SocketAddr,
+    from: SocketAddr,
+    bytes: Bytes,
+    reply: mpsc::Sender<Bytes>,
 }
 
 /// Longest STUN message accepted over TCP before the connection is closed.
@@ -260,28 +184,16 @@ const MAX_TCP_MESSAGE: usize = 4096;
 /// # Errors
 /// [`DriverError::Io`] if sending fails, [`DriverError::Closed`] if every reader ended.
 pub async fn run_server(
-    mut core: Server,
+    core: Server,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
 ) -> Result<(), DriverError> {
-    let (tx, mut rx) = mpsc::channel::<Input>(1024);
-    let mut tasks = JoinSet::new();
-    let mut sockets = Vec::new();
+    let mut sockets = Sockets::new(SocketConfig::default())?;
     for sock in udp {
-        let sock = Arc::new(sock);
-        let local = sock.local_addr()?;
-        sockets.push((local, sock.clone()));
-        let tx = tx.clone();
-        tasks.spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-                let bytes = Bytes::copy_from_slice(buf.get(..n).unwrap_or(&[]));
-                if tx.send(Input::Udp { local, from, bytes }).await.is_err() {
-                    break;
-                }
-            }
-        });
+        sockets.add(sock)?;
     }
+    let (tx, mut rx) = mpsc::channel::<TcpInput>(1024);
+    let mut tasks = JoinSet::new();
     for listener in tcp {
         let tx = tx.clone();
         let local = listener.local_addr()?;
@@ -294,46 +206,29 @@ pub async fn run_server(
         });
     }
     drop(tx);
+    let has_udp = !sockets.is_empty();
+    let mut rt = Runtime::new(core, sockets);
     loop {
-        let deadline = core.poll_timeout();
-        let input = tokio::select! {
-            i = rx.recv() => i,
-            () = wait_until(deadline) => { core.handle_timeout(now()); continue; }
-        };
-        let Some(input) = input else {
-            return Err(DriverError::Closed);
-        };
-        let (local, reply) = match input {
-            Input::Udp { local, from, bytes } => {
-                let _ = core.handle_input(now(), local, from, Transport::Udp, &bytes);
-                (local, None)
-            }
-            Input::Tcp {
-                local,
-                from,
-                bytes,
-                reply,
-            } => {
+        rt.flush().await?;
+        let deadline = rt.core().poll_timeout();
+        tokio::select! {
+            r = rt.step(), if has_udp => r?,
+            () = wait_until(deadline), if !has_udp => rt.core_mut().handle_timeout(now()),
+            input = rx.recv() => {
+                let Some(TcpInput { local, from, bytes, reply }) = input else {
+                    if has_udp {
+                        // No TCP listener (or every one failed): UDP goes on.
+                        return rt.run().await;
+                    }
+                    return Err(DriverError::Closed);
+                };
+                let core = rt.core_mut();
                 let _ = core.handle_input(now(), local, from, Transport::Tcp, &bytes);
-                (local, Some(reply))
-            }
-        };
-        while let Some(t) = core.poll_transmit() {
-            if let Some(reply) = &reply {
-                // Full queue: the peer is not reading; drop rather than buffer.
-                let _ = reply.try_send(t.payload);
-                continue;
-            }
-            let src = t.src.unwrap_or(local);
-            let sock = sockets
-                .iter()
-                .find(|(a, _)| *a == src)
-                .or_else(|| sockets.iter().find(|(a, _)| *a == local))
-                .map(|(_, s)| s.clone());
-            if let Some(sock) = sock {
-                // A send error for one peer (unreachable, buffer full) must not stop
-                // the server.
-                let _ = sock.send_to(&t.payload, t.dst).await;
+                // The answer goes back on the stream it came from.
+                while let Some(t) = core.poll_transmit() {
+                    // Full queue: the peer is not reading; drop rather than buffer.
+                    let _ = reply.try_send(t.payload);
+                }
             }
         }
     }
@@ -345,7 +240,7 @@ async fn serve_tcp(
     stream: TcpStream,
     local: SocketAddr,
     from: SocketAddr,
-    tx: mpsc::Sender<Input>,
+    tx: mpsc::Sender<TcpInput>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (reply_tx, mut reply_rx) = mpsc::channel::<Bytes>(16);
@@ -372,7 +267,7 @@ async fn serve_tcp(
             if rd.read_exact(body).await.is_err() {
                 break;
             }
-            let input = Input::Tcp {
+            let input = TcpInput {
                 local,
                 from,
                 bytes: Bytes::from(msg),

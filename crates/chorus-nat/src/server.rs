@@ -436,5 +436,42 @@ fn reuse<'b>(mut v: Vec<Attribute<'_>>) -> Vec<Attribute<'b>> {
     v.into_iter().filter_map(|_| None).collect()
 }
 
+/// The STUN server (RFC 8489 Binding, RFC 5780 behaviour discovery) behind one port:
+/// it takes STUN messages only.
+impl chorus_framing::DatagramCore for Server {
+    type Event = std::convert::Infallible;
+    type Error = Error;
+
+    fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
+        chorus_framing::classify(bytes) == chorus_framing::PacketKind::Stun
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        self.handle_input(now, local, from, Transport::Udp, bytes)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Self::poll_transmit(self)
+    }
+
+    fn poll_event(&mut self) -> Option<std::convert::Infallible> {
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now);
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -95,6 +95,8 @@ pub struct LifetimeProbe {
     /// Which socket the latest transactions belong to (at most two).
     senders: Vec<(TransactionId, SocketAddr)>,
     result: Option<Lifetime>,
+    /// Whether [`LifetimeProbe::poll_event`] has given the result.
+    reported: bool,
 }
 
 impl LifetimeProbe {
@@ -129,6 +131,7 @@ impl LifetimeProbe {
             dead: None,
             senders: Vec::with_capacity(2),
             result: None,
+            reported: false,
         };
         probe.refresh(now)?;
         Ok(probe)
@@ -138,6 +141,22 @@ impl LifetimeProbe {
     #[must_use]
     pub fn result(&self) -> Option<Lifetime> {
         self.result
+    }
+
+    /// The result as an event, once, when the search has ended (the same value
+    /// [`LifetimeProbe::result`] keeps returning).
+    pub fn poll_event(&mut self) -> Option<Lifetime> {
+        if self.reported {
+            return None;
+        }
+        self.reported = self.result.is_some();
+        self.result
+    }
+
+    /// Whether `bytes` are a response to one of the probe's transactions.
+    #[must_use]
+    pub fn accepts(&self, bytes: &[u8]) -> bool {
+        self.client.accepts(bytes)
     }
 
     /// One datagram received on X or Y.
@@ -293,5 +312,20 @@ impl LifetimeProbe {
             expired_by: self.dead,
             server_lost,
         });
+    }
+}
+
+// The binding lifetime probe as a datagram core over its two sockets; its one event
+// is the result.
+chorus_framing::datagram_core! {
+    impl for LifetimeProbe {
+        type Event = Lifetime;
+        type Error = Error;
+        fn accepts(&self, _local, _from, bytes) {
+            Self::accepts(self, bytes)
+        }
+        fn handle_datagram(&mut self, now, _local, from, bytes) {
+            self.handle_input(now, from, bytes)
+        }
     }
 }

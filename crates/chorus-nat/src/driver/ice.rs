@@ -36,8 +36,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{now, wait_until};
 use crate::ice::{Agent, Candidate, Description, Event, FailReason, PathKind};
+use chorus_runtime::{now, wait_until};
 
 /// A relayed address owned by a TURN client (or any relay): the driver sends
 /// datagrams whose source is `relayed` through `to_relay`, and feeds what arrives on

@@ -35,7 +35,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{now, wait_until};
+use chorus_runtime::{now, wait_until};
 
 /// Peer IPs an ICE relay channel ([`TurnHandle::into_relay_channel`]) creates
 /// permissions for, at most.

@@ -1,13 +1,13 @@
 //! The tokio driver of the TURN server core: UDP and TCP listeners, relay sockets
 //! opened and closed as the core asks, and nothing else.
 //!
-//! One task owns the [`TurnServer`]. In [`run`] (UDP and TCP clients), reader tasks (one
-//! per UDP socket, one per TCP connection) forward input to it over a bounded channel.
-//! TCP streams are cut into STUN messages (by the header's length) and ChannelData
-//! messages (by their length, padded to four bytes, RFC 8656 §12.5). In
-//! [`run_batched`] (UDP clients, Linux) the same task also owns the listening and relay
-//! sockets, in one [`super::batch::BatchSockets`]: batched system calls, and readiness
-//! per socket, so a wake-up costs O(sockets that became readable), not O(allocations).
+//! One task owns the [`TurnServer`] and, in one chorus-runtime [`Sockets`] set, its
+//! listening and relay UDP sockets: batched system calls on Linux, and readiness per
+//! socket, so a wake-up costs O(sockets that became readable), not O(allocations).
+//! TCP clients ([`run`]) are served by a reader task per connection that forwards its
+//! messages over a bounded channel: streams are cut into STUN messages (by the
+//! header's length) and ChannelData messages (by their length, padded to four bytes,
+//! RFC 8656 §12.5).
 //!
 //! ```
 //! use chorus_crypto::SystemEntropy;
@@ -35,15 +35,17 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::task::{JoinHandle, JoinSet};
 
-use super::{DriverError, now};
+use chorus_framing::{DatagramCore, Transmit};
+use chorus_runtime::{Runtime, SocketConfig, Sockets, now};
+
+use super::DriverError;
 use crate::client::Transport;
 use crate::stun::{HEADER_LEN, Message};
 use crate::turn::channel_data::{ChannelData, is_channel_data};
@@ -60,12 +62,8 @@ const MAX_TCP_CONNECTIONS: usize = 1024;
 /// reading).
 const TCP_QUEUE: usize = 256;
 
+/// What TCP connections tell the core's task.
 enum Input {
-    Datagram {
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: Bytes,
-    },
     TcpOpened {
         local: SocketAddr,
         from: SocketAddr,
@@ -119,146 +117,136 @@ pub fn spawn(core: TurnServer, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Tu
     TurnServerHandle { stop, task }
 }
 
-/// Copies received datagrams into a shared buffer so that each is one `Bytes` without
-/// an allocation of its own (a new block only once the previous one is used up).
-struct RecvPool {
-    scratch: Vec<u8>,
-    pool: BytesMut,
-}
-
-impl RecvPool {
-    fn new() -> Self {
-        Self {
-            scratch: vec![0; 65_536],
-            pool: BytesMut::new(),
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Bytes {
-        if self.pool.capacity() < n {
-            self.pool.reserve(256 * 1024);
-        }
-        self.pool
-            .extend_from_slice(self.scratch.get(..n).unwrap_or(&[]));
-        self.pool.split().freeze()
-    }
-}
-
-async fn read_udp(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Input>) {
-    let mut pool = RecvPool::new();
-    loop {
-        let (n, from) = match sock.recv_from(&mut pool.scratch).await {
-            Ok(r) => r,
-            // An ICMP error reported for an earlier send is not fatal.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                continue;
-            }
-            Err(_) => break,
-        };
-        let bytes = pool.take(n);
-        if tx
-            .send(Input::Datagram { local, from, bytes })
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-}
-
 /// Serves `core` until `shutdown` completes or a listening socket fails; dropping the
 /// future stops every task it started and closes every socket.
 ///
 /// # Errors
-/// [`DriverError::Io`] if a listening socket's address cannot be read.
+/// [`DriverError::Io`] if a socket fails.
 pub async fn run(
-    mut core: TurnServer,
+    core: TurnServer,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DriverError> {
+    run_with(core, udp, tcp, SocketConfig::default(), shutdown).await
+}
+
+/// [`run`] for UDP clients only, with `config` for the sockets (batch sizes, GSO,
+/// receive buffers), until a socket fails.
+///
+/// # Errors
+/// [`DriverError::Io`] if a socket fails or `config` is invalid.
+pub async fn run_batched(
+    core: TurnServer,
+    udp: Vec<UdpSocket>,
+    config: SocketConfig,
+) -> Result<(), DriverError> {
+    run_with(core, udp, Vec::new(), config, std::future::pending()).await
+}
+
+/// The server core with its TCP replies set aside: the runtime sends the UDP ones,
+/// the loop hands the TCP ones to their connections.
+struct Split {
+    core: TurnServer,
+    tcp: Vec<Transmit>,
+}
+
+impl DatagramCore for Split {
+    type Event = Event;
+    type Error = crate::Error;
+
+    fn accepts(&self, local: SocketAddr, from: SocketAddr, bytes: &[u8]) -> bool {
+        self.core.accepts(local, from, bytes)
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: std::time::Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), crate::Error> {
+        self.core
+            .handle_input(now, local, from, Transport::Udp, bytes)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        loop {
+            match self.core.poll_transmit()? {
+                (Transport::Udp, t) => return Some(t),
+                (Transport::Tcp, t) => self.tcp.push(t),
+            }
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.core.poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.core.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        self.core.handle_timeout(now);
+    }
+}
+
+async fn run_with(
+    core: TurnServer,
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+    config: SocketConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DriverError> {
+    let mut sockets = Sockets::new(config)?;
+    for sock in udp {
+        sockets.add(sock)?;
+    }
+    // `tx` is held here, so the channel never closes while we run.
     let (tx, mut rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let mut tasks = JoinSet::new();
-    let mut listeners: Vec<(SocketAddr, Arc<UdpSocket>)> = Vec::new();
-    for sock in udp {
-        let sock = Arc::new(sock);
-        let local = sock.local_addr()?;
-        listeners.push((local, sock.clone()));
-        tasks.spawn(read_udp(sock, local, tx.clone()));
-    }
     for listener in tcp {
         let local = listener.local_addr()?;
         tasks.spawn(accept(listener, local, tx.clone()));
     }
-    let mut relays: Relays = HashMap::new();
+    let mut rt = Runtime::new(
+        Split {
+            core,
+            tcp: Vec::new(),
+        },
+        sockets,
+    );
     let mut conns: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Bytes>> = HashMap::new();
     tokio::pin!(shutdown);
-    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(timer);
-    let mut armed: Option<std::time::Instant> = None;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        handle_events(&mut core, &mut relays, &mut tasks, &tx);
-        while let Some((transport, t)) = core.poll_transmit() {
-            let src = t
-                .src
-                .unwrap_or_else(|| listeners.first().map_or(t.dst, |l| l.0));
-            match transport {
-                Transport::Tcp => {
-                    if let Some(reply) = conns.get(&(src, t.dst)) {
-                        // Full queue: the client is not reading; drop, as UDP would.
-                        let _ = reply.try_send(t.payload);
-                    }
-                }
-                Transport::Udp => {
-                    let sock = relays.get(&src).map(|r| &r.0).or_else(|| {
-                        listeners
-                            .iter()
-                            .find(|(a, _)| *a == src)
-                            .or(listeners.first())
-                            .map(|(_, s)| s)
-                    });
-                    if let Some(sock) = sock {
-                        // One unreachable peer must not stop the server.
-                        let _ = sock.send_to(&t.payload, t.dst).await;
-                    }
-                }
+        // Relay sockets are bound before anything else is sent, so that a request
+        // right behind an Allocate finds the allocation complete.
+        handle_events(&mut rt);
+        rt.flush().await?;
+        for t in rt.core_mut().tcp.drain(..) {
+            let src = t.src.unwrap_or(t.dst);
+            if let Some(reply) = conns.get(&(src, t.dst)) {
+                // Full queue: the client is not reading; drop, as UDP would.
+                let _ = reply.try_send(t.payload);
             }
         }
-        let deadline = core.poll_timeout();
-        if deadline != armed {
-            // One timer, moved only when the core's deadline changes.
-            if let Some(t) = deadline {
-                timer.as_mut().reset(t.into());
-            }
-            armed = deadline;
-        }
+        handle_events(&mut rt);
         tokio::select! {
             biased;
             () = &mut shutdown => {
-                // Wait for the readers to end so every socket is closed on return.
+                // Wait for the TCP tasks to end so every socket is closed on return.
                 tasks.shutdown().await;
                 return Ok(());
             }
-            n = rx.recv_many(&mut batch, BATCH) => {
-                // `tx` is held here, so the channel never closes while we run.
-                if n == 0 {
-                    return Err(DriverError::Closed);
-                }
+            r = rt.step() => r?,
+            _ = rx.recv_many(&mut batch, BATCH) => {
                 let t = now();
                 for input in batch.drain(..) {
-                    // Relay sockets are bound between inputs, so that a request
-                    // right behind an Allocate finds the allocation complete.
-                    handle_events(&mut core, &mut relays, &mut tasks, &tx);
+                    handle_events(&mut rt);
+                    let core = &mut rt.core_mut().core;
                     match input {
-                        Input::Datagram { local, from, bytes } => {
-                            let _ = core.handle_input(t, local, from, Transport::Udp, &bytes);
-                        }
                         Input::TcpOpened { local, from, reply } => {
                             conns.insert((local, from), reply);
                         }
@@ -272,53 +260,27 @@ pub async fn run(
                     }
                 }
             }
-            () = &mut timer, if armed.is_some() => {
-                armed = None;
-                core.handle_timeout(now());
-            }
         }
     }
 }
-
-type Relays = HashMap<SocketAddr, (Arc<UdpSocket>, AbortHandle)>;
 
 /// Binds and closes relay sockets as the core asks, reporting each bind.
-fn handle_events(
-    core: &mut TurnServer,
-    relays: &mut Relays,
-    tasks: &mut JoinSet<()>,
-    tx: &mpsc::Sender<Input>,
-) {
-    while let Some(event) = core.poll_event() {
+fn handle_events(rt: &mut Runtime<Split>) {
+    let (split, sockets) = rt.parts_mut();
+    while let Some(event) = split.core.poll_event() {
         match event {
-            Event::OpenRelay(addr) => match bind_relay(addr) {
-                Ok(sock) => {
-                    let sock = Arc::new(sock);
-                    let abort = tasks.spawn(read_udp(sock.clone(), addr, tx.clone()));
-                    if core.handle_relay_bound(now(), addr, true).is_ok() {
-                        relays.insert(addr, (sock, abort));
-                    } else {
-                        abort.abort();
-                    }
+            Event::OpenRelay(addr) => {
+                let bound = sockets.bind(addr).is_ok();
+                // Only an address no allocation waits for is refused: close it again.
+                if split.core.handle_relay_bound(now(), addr, bound).is_err() && bound {
+                    sockets.remove(addr);
                 }
-                Err(_) => {
-                    let _ = core.handle_relay_bound(now(), addr, false);
-                }
-            },
+            }
             Event::CloseRelay(addr) => {
-                if let Some((_, abort)) = relays.remove(&addr) {
-                    abort.abort();
-                }
+                sockets.remove(addr);
             }
         }
     }
-}
-
-/// A relay socket, bound synchronously (binding a UDP socket does not block).
-fn bind_relay(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let sock = std::net::UdpSocket::bind(addr)?;
-    sock.set_nonblocking(true)?;
-    UdpSocket::from_std(sock)
 }
 
 async fn accept(listener: TcpListener, local: SocketAddr, tx: mpsc::Sender<Input>) {
@@ -412,93 +374,6 @@ async fn serve_tcp(
         () = writer => {}
     }
     let _ = tx.send(Input::TcpClosed { local, from }).await;
-}
-
-/// The TURN server as a [`super::batch::DatagramCore`]: UDP only (the batched driver
-/// has no TCP), so transmits for TCP clients, which cannot exist there, are dropped.
-/// Its events ask the driver to open and close relay sockets.
-#[cfg(target_os = "linux")]
-impl super::batch::DatagramCore for TurnServer {
-    type Event = Event;
-    type Error = crate::Error;
-
-    /// On its listening port: STUN messages and ChannelData (RFC 8656 §12.4). A
-    /// relay socket is the server's alone, so whatever a peer sends there needs no
-    /// routing.
-    fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
-        use chorus_framing::PacketKind;
-        matches!(
-            chorus_framing::classify(bytes),
-            PacketKind::Stun | PacketKind::ChannelData
-        )
-    }
-
-    fn handle_datagram(
-        &mut self,
-        now: std::time::Instant,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), crate::Error> {
-        self.handle_input(now, local, from, Transport::Udp, bytes)
-    }
-
-    fn poll_transmit(&mut self) -> Option<chorus_framing::Transmit> {
-        loop {
-            match Self::poll_transmit(self)? {
-                (Transport::Udp, t) => return Some(t),
-                (Transport::Tcp, _) => {}
-            }
-        }
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        Self::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<std::time::Instant> {
-        Self::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: std::time::Instant) {
-        Self::handle_timeout(self, now);
-    }
-}
-
-/// Serves `core` over UDP with the batched driver ([`super::batch`]: `recvmmsg`,
-/// `sendmmsg`, UDP GSO, no per-datagram allocation): the listening sockets and every
-/// relay socket the core opens share one loop. UDP clients only; for TCP clients use
-/// [`run`]. Linux only.
-///
-/// # Errors
-/// [`DriverError::Io`] if a socket fails or `config` is invalid.
-#[cfg(target_os = "linux")]
-pub async fn run_batched(
-    mut core: TurnServer,
-    udp: Vec<UdpSocket>,
-    config: super::batch::BatchConfig,
-) -> Result<(), DriverError> {
-    use super::batch::{BatchSockets, serve_with};
-
-    let mut io = BatchSockets::new(config)?;
-    for sock in udp {
-        io.add(sock)?;
-    }
-    serve_with(&mut core, &mut io, |core, io| {
-        while let Some(event) = core.poll_event() {
-            match event {
-                Event::OpenRelay(addr) => {
-                    let ok = io.bind(addr).is_ok();
-                    // Only an address no allocation waits for is refused: nothing to do.
-                    let _ = core.handle_relay_bound(now(), addr, ok);
-                }
-                Event::CloseRelay(addr) => {
-                    io.remove(addr);
-                }
-            }
-        }
-    })
-    .await
 }
 
 #[cfg(test)]

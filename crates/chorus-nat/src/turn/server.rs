@@ -1684,5 +1684,55 @@ impl TurnServer {
     }
 }
 
+/// The TURN server as a [`chorus_framing::DatagramCore`]: UDP only (the contract has
+/// no TCP), so transmits for TCP clients, which cannot exist there, are dropped.
+/// Its events ask the driver to open and close relay sockets.
+impl chorus_framing::DatagramCore for TurnServer {
+    type Event = Event;
+    type Error = Error;
+
+    /// On its listening port: STUN messages and ChannelData (RFC 8656 §12.4). A
+    /// relay socket is the server's alone, so whatever a peer sends there needs no
+    /// routing.
+    fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
+        use chorus_framing::PacketKind;
+        matches!(
+            chorus_framing::classify(bytes),
+            PacketKind::Stun | PacketKind::ChannelData
+        )
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        self.handle_input(now, local, from, Transport::Udp, bytes)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        loop {
+            match Self::poll_transmit(self)? {
+                (Transport::Udp, t) => return Some(t),
+                (Transport::Tcp, _) => {}
+            }
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Self::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now);
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,8 @@
 //! work is a few hundred nanoseconds (`docs/performance.md`). This driver cuts the
 //! per-datagram kernel work:
 //!
-//! - **receive**: `recvmmsg(2)` fills up to [`BatchConfig::batch`] buffers per call;
-//!   with [`BatchConfig::gro`] the socket also accepts coalesced datagrams (`UDP_GRO`,
+//! - **receive**: `recvmmsg(2)` fills up to [`SocketConfig::batch`] buffers per call;
+//!   with [`SocketConfig::gro`] the socket also accepts coalesced datagrams (`UDP_GRO`,
 //!   Linux 5.0+), which are cut back into segments by their stride.
 //! - **send**: the transmits the core queued are copied into one reused buffer. A run of
 //!   consecutive datagrams to the same destination with the same size leaves in one
@@ -20,67 +20,63 @@
 //! - **many sockets, readiness per socket**: a wake-up costs O(sockets that became
 //!   readable), not O(sockets). Each socket has a [`Waker`] of its own that, when
 //!   tokio's reactor wakes it, puts the socket's slot in a FIFO queue shared with the
-//!   set and wakes the driver task; [`BatchSockets::readable`] asks only the queued
+//!   set and wakes the driver task; [`Sockets::readable`] asks only the queued
 //!   sockets (`poll_recv_ready` with the socket's waker, which registers it again when
 //!   the socket is not readable), and every socket that was read goes back in the
 //!   queue: a drained socket so its waker is registered again, a socket that still has
-//!   data (it used up [`BatchConfig::rounds`]) to be read again after the others,
+//!   data (it used up [`SocketConfig::rounds`]) to be read again after the others,
 //!   round-robin, so no socket starves. A relay server with a socket per allocation
 //!   and paced traffic (one datagram per wake-up) thus pays for one socket per
 //!   datagram, not for all of them; a socket with many datagrams is still read with
 //!   `recvmmsg` in batches. A transmit finds its socket by a map from local address.
 //! - **no empty read after a short batch**: `recvmmsg` with `MSG_DONTWAIT` stops
 //!   early only when the next receive would block, so a batch shorter than
-//!   [`BatchConfig::batch`] clears the socket's tokio readiness (the closure given to
+//!   [`SocketConfig::batch`] clears the socket's tokio readiness (the closure given to
 //!   `try_io` reports "would block" after keeping the datagrams) instead of paying a
 //!   second system call to learn it. tokio clears readiness only if no new readiness
 //!   event arrived since the read began (its tick), and epoll reports every later
 //!   datagram as a new event, so none is missed.
-//! - `SO_RCVBUF` of 4 MiB per socket by default ([`BatchConfig::recv_buffer`]).
+//! - `SO_RCVBUF` of 4 MiB per socket by default ([`SocketConfig::recv_buffer`]).
 //!
 //! The protocol stays in the core: anything implementing [`DatagramCore`] (the STUN
-//! [`Server`] does) runs on [`run_batched`], or on [`BatchSockets`] with [`serve_with`]
+//! [`Server`] does) runs on [`run_batched`], or on [`Sockets`] with [`serve_with`]
 //! for a driver whose socket set changes (a TURN server binding relay sockets with
-//! [`BatchSockets::bind`] when its core asks).
+//! [`Sockets::bind`] when its core asks).
 //!
 //! The run loop of [`run_batched`]:
-//! 1. Drain [`DatagramCore::poll_transmit`] and send everything ([`BatchSockets::flush`]).
+//! 1. Drain [`DatagramCore::poll_transmit`] and send everything ([`Sockets::flush`]).
 //! 2. Wait until a socket is readable or [`DatagramCore::poll_timeout`] is due (one
 //!    timer, moved only when the deadline changes).
 //! 3. Read every readable socket in batches until it would block (at most
-//!    [`BatchConfig::rounds`] batches per socket before going back to step 1, so
+//!    [`SocketConfig::rounds`] batches per socket before going back to step 1, so
 //!    responses are not starved) and give each datagram to
 //!    [`DatagramCore::handle_datagram`].
 //!
 //! The readiness bookkeeping, per socket slot: a slot is *queued* (its waker fired, or
-//! it was just added or read: [`BatchSockets::readable`] asks it next), *ready* (it
-//! said readable: [`BatchSockets::recv_ready`] reads it, then queues it again) or
+//! it was just added or read: [`Sockets::readable`] asks it next), *ready* (it
+//! said readable: [`Sockets::recv_ready`] reads it, then queues it again) or
 //! *armed* (it said "not readable", which left its waker with tokio's reactor). A slot
 //! is queued at most once at a time.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Instant;
 
-use chorus_framing::Transmit;
-use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
-    sendmmsg, sendmsg, sendto, setsockopt, sockopt,
-};
+use chorus_framing::DatagramCore;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::{DriverError, now};
-use crate::client::Transport;
-use crate::server::Server;
+use crate::{DriverError, is_peer_error, now};
+
+#[cfg(target_os = "linux")]
+mod linux;
 
 /// Most datagrams per `recvmmsg`/`sendmmsg` call (and the largest allowed
-/// [`BatchConfig::batch`]).
+/// [`SocketConfig::batch`]).
 pub const MAX_BATCH: usize = 64;
 
 /// Most segments in one UDP GSO send (the kernel's `UDP_MAX_SEGMENTS`).
@@ -89,55 +85,14 @@ const MAX_GSO_SEGMENTS: usize = 64;
 /// Largest UDP payload: the size of one receive buffer when GRO is on.
 const MAX_UDP_PAYLOAD: usize = 65_535;
 
-/// What [`run_batched`] drives: the contract every Chorus datagram core keeps, defined
-/// once in chorus-framing.
-pub use chorus_framing::DatagramCore;
-
-/// The STUN server (RFC 8489 Binding, RFC 5780 behaviour discovery) behind one port:
-/// it takes STUN messages only.
-impl DatagramCore for Server {
-    type Event = std::convert::Infallible;
-    type Error = crate::Error;
-
-    fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
-        chorus_framing::classify(bytes) == chorus_framing::PacketKind::Stun
-    }
-
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), crate::Error> {
-        self.handle_input(now, local, from, Transport::Udp, bytes)
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        Self::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<std::convert::Infallible> {
-        None
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Self::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        Self::handle_timeout(self, now);
-    }
-}
-
 /// Batching options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct BatchConfig {
+pub struct SocketConfig {
     /// Datagrams per `recvmmsg`/`sendmmsg` call. Default 32; 1 to [`MAX_BATCH`].
     pub batch: usize,
     /// Receive buffer size per datagram, in bytes. Default 2048 (longer datagrams
-    /// are dropped and counted in [`BatchStats::truncated`]); 64 to 65,535. Ignored
+    /// are dropped and counted in [`SocketStats::truncated`]); 64 to 65,535. Ignored
     /// with GRO on (each buffer then holds 65,535 bytes).
     pub max_datagram: usize,
     /// Batches read from one socket before responses are sent. Default 4; at least 1.
@@ -152,9 +107,27 @@ pub struct BatchConfig {
     /// loopback traffic is never coalesced unless the sender uses GSO, and with GRO on
     /// every receive buffer is 64 KiB.
     pub gro: bool,
+    /// Batched system calls (`recvmmsg`/`sendmmsg`, GSO, GRO). Default true on Linux,
+    /// where they exist; false uses the portable path, one `recvfrom`/`sendto` per
+    /// datagram (what every other system gets, whatever this says).
+    pub batched: bool,
 }
 
-impl Default for BatchConfig {
+impl SocketConfig {
+    /// For an endpoint that exchanges a few datagrams at a time (a STUN client, a call
+    /// leg, a bootstrap): batches of 8, and the socket's receive buffer left as the
+    /// system set it (the socket may be the caller's).
+    #[must_use]
+    pub fn endpoint() -> Self {
+        Self {
+            batch: 8,
+            recv_buffer: None,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for SocketConfig {
     fn default() -> Self {
         Self {
             batch: 32,
@@ -163,6 +136,7 @@ impl Default for BatchConfig {
             recv_buffer: Some(4 << 20),
             gso: true,
             gro: false,
+            batched: cfg!(target_os = "linux"),
         }
     }
 }
@@ -170,7 +144,7 @@ impl Default for BatchConfig {
 /// Counters, for monitoring and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct BatchStats {
+pub struct SocketStats {
     /// Datagrams received (GRO segments counted one by one).
     pub received: u64,
     /// Receive system calls that returned data.
@@ -181,7 +155,7 @@ pub struct BatchStats {
     pub send_calls: u64,
     /// Datagrams the kernel refused (unreachable, buffer full): dropped, as UDP does.
     pub send_errors: u64,
-    /// Datagrams longer than [`BatchConfig::max_datagram`]: dropped unread.
+    /// Datagrams longer than [`SocketConfig::max_datagram`]: dropped unread.
     pub truncated: u64,
     /// Readiness checks: sockets asked whether they are readable (`poll_recv_ready`).
     /// One or two per socket that received something (the check that finds it
@@ -216,7 +190,7 @@ const NO_META: Meta = Meta {
 };
 
 /// Slots of sockets whose waker fired (or that must be asked again), in the order
-/// they were queued, shared between a [`BatchSockets`] and its sockets' wakers.
+/// they were queued, shared between a [`Sockets`] and its sockets' wakers.
 #[derive(Debug, Default)]
 struct ReadyQueue {
     inner: Mutex<Queued>,
@@ -228,7 +202,7 @@ struct Queued {
     slots: Vec<usize>,
     /// By slot: whether it is in `slots` already (a slot is queued once).
     queued: Vec<bool>,
-    /// The task waiting in [`BatchSockets::readable`], woken by the first push.
+    /// The task waiting in [`Sockets::readable`], woken by the first push.
     task: Option<Waker>,
 }
 
@@ -295,11 +269,11 @@ impl Wake for SocketWaker {
     }
 }
 
-/// One socket of a [`BatchSockets`].
+/// One socket of a [`Sockets`].
 #[derive(Debug)]
-struct Slot {
+struct Slot<S> {
     local: SocketAddr,
-    sock: UdpSocket,
+    sock: S,
     /// A [`SocketWaker`] for this slot, given to tokio by every readiness check.
     waker: Waker,
 }
@@ -307,16 +281,15 @@ struct Slot {
 /// A set of UDP sockets read and written in batches. Owns its buffers; reuse one for
 /// the life of the server.
 ///
-/// Not `Send` (`nix`'s preallocated message headers hold raw pointers): run it on a
-/// current-thread runtime or in a `LocalSet`, one per core, which is how a server is
-/// meant to scale anyway.
+/// `S` is how the set holds a socket: owned (`UdpSocket`, the default) or borrowed
+/// (`&UdpSocket`, for a caller that keeps its socket after the run).
 #[derive(Debug)]
-pub struct BatchSockets {
-    config: BatchConfig,
+pub struct Sockets<S = UdpSocket> {
+    config: SocketConfig,
     /// Sockets by slot; a removed socket leaves a hole that the next one added fills,
     /// so a slot (what wakers and queued transmits name) never changes while its
     /// socket is in the set.
-    sockets: Vec<Option<Slot>>,
+    sockets: Vec<Option<Slot<S>>>,
     /// Empty slots, reused first.
     free: Vec<usize>,
     /// Sockets in the set.
@@ -324,36 +297,47 @@ pub struct BatchSockets {
     /// Local address to slot: a relay server has one socket per allocation, and every
     /// transmit names its socket.
     by_addr: HashMap<SocketAddr, usize>,
-    /// `batch` receive buffers of `slot` bytes each, back to back.
+    /// `batch` receive buffers of `chunk` bytes each, back to back.
     recv_buf: Vec<u8>,
-    slot: usize,
-    recv_headers: MultiHeaders<SockaddrStorage>,
-    send_headers: MultiHeaders<SockaddrStorage>,
+    /// `slot` (the longest datagram accepted) on the batched path, one more on the
+    /// portable one, to tell a datagram that was cut.
+    chunk: usize,
     send_buf: Vec<u8>,
     queue: Vec<Out>,
     /// Slots to ask for readiness: fed by the sockets' wakers and by `recv_ready`.
     wake_queue: Arc<ReadyQueue>,
     /// Slots taken from `wake_queue`, being asked (kept to reuse its allocation).
     asking: Vec<usize>,
-    /// Slots found readable by the last [`BatchSockets::readable`], not read yet.
+    /// Slots found readable by the last [`Sockets::readable`], not read yet.
     ready: Vec<usize>,
     /// The slot the last datagram arrived on (the default source of a reply).
     last_local: usize,
     gso: bool,
     gro: bool,
-    stats: BatchStats,
+    batched: bool,
+    stats: SocketStats,
 }
 
-fn gro_cmsg_space() -> Vec<u8> {
-    nix::cmsg_space!(i32)
+impl Sockets<UdpSocket> {
+    /// Binds a UDP socket to `addr` and adds it ([`Sockets::add`]); returns its
+    /// local address (the port chosen by the system if `addr`'s is 0). Must run inside
+    /// a tokio runtime.
+    ///
+    /// # Errors
+    /// [`DriverError::Io`] if the address cannot be bound.
+    pub fn bind(&mut self, addr: SocketAddr) -> Result<SocketAddr, DriverError> {
+        let std_sock = std::net::UdpSocket::bind(addr)?;
+        std_sock.set_nonblocking(true)?;
+        self.add(UdpSocket::from_std(std_sock)?)
+    }
 }
 
-impl BatchSockets {
+impl<S: Borrow<UdpSocket>> Sockets<S> {
     /// An empty set.
     ///
     /// # Errors
     /// [`DriverError::Io`] (`InvalidInput`) for a value outside its documented bounds.
-    pub fn new(config: BatchConfig) -> Result<Self, DriverError> {
+    pub fn new(config: SocketConfig) -> Result<Self, DriverError> {
         if !(1..=MAX_BATCH).contains(&config.batch)
             || !(64..=MAX_UDP_PAYLOAD).contains(&config.max_datagram)
             || config.rounds == 0
@@ -368,26 +352,26 @@ impl BatchSockets {
         } else {
             config.max_datagram
         };
-        let cmsg = config.gro.then(gro_cmsg_space);
+        let batched = config.batched && cfg!(target_os = "linux");
+        let chunk = if batched { slot } else { slot + 1 };
         Ok(Self {
-            recv_buf: vec![0; slot * config.batch],
-            slot,
-            recv_headers: MultiHeaders::preallocate(config.batch, cmsg),
-            send_headers: MultiHeaders::preallocate(config.batch, None),
+            recv_buf: vec![0; chunk * config.batch],
+            chunk,
             send_buf: Vec::with_capacity(MAX_BATCH * 2048),
             queue: Vec::with_capacity(MAX_BATCH * 4),
             wake_queue: Arc::default(),
             asking: Vec::new(),
             ready: Vec::new(),
             last_local: 0,
-            gso: config.gso,
-            gro: config.gro,
+            gso: config.gso && batched,
+            gro: config.gro && batched,
+            batched,
             sockets: Vec::new(),
             free: Vec::new(),
             live: 0,
             by_addr: HashMap::new(),
             config,
-            stats: BatchStats::default(),
+            stats: SocketStats::default(),
         })
     }
 
@@ -397,18 +381,22 @@ impl BatchSockets {
     ///
     /// # Errors
     /// [`DriverError::Io`] if the socket has no local address.
-    pub fn add(&mut self, sock: UdpSocket) -> Result<SocketAddr, DriverError> {
-        let local = sock.local_addr()?;
-        // Linux without UDP_SEGMENT (before 4.18) refuses the option.
-        if self.gso && nix::sys::socket::getsockopt(&sock, sockopt::UdpGsoSegment).is_err() {
-            self.gso = false;
-        }
-        if let Some(size) = self.config.recv_buffer {
-            // Best effort: a smaller buffer only means more drops under bursts.
-            let _ = setsockopt(&sock, sockopt::RcvBuf, &size);
-        }
-        if self.gro && setsockopt(&sock, sockopt::UdpGroSegment, &true).is_err() {
-            self.gro = false;
+    pub fn add(&mut self, sock: S) -> Result<SocketAddr, DriverError> {
+        let local = sock.borrow().local_addr()?;
+        #[cfg(target_os = "linux")]
+        {
+            let s = sock.borrow();
+            // Linux without UDP_SEGMENT (before 4.18) refuses the option.
+            if self.gso && !linux::has_gso(s) {
+                self.gso = false;
+            }
+            if let Some(size) = self.config.recv_buffer {
+                // Best effort: a smaller buffer only means more drops under bursts.
+                linux::set_recv_buffer(s, size);
+            }
+            if self.gro && !linux::set_gro(s) {
+                self.gro = false;
+            }
         }
         let slot = self.free.pop().unwrap_or(self.sockets.len());
         let waker = Waker::from(Arc::new(SocketWaker {
@@ -432,20 +420,8 @@ impl BatchSockets {
         drop(self.wake_queue.push(slot));
     }
 
-    /// Binds a UDP socket to `addr` and adds it ([`BatchSockets::add`]); returns its
-    /// local address (the port chosen by the system if `addr`'s is 0). Must run inside
-    /// a tokio runtime.
-    ///
-    /// # Errors
-    /// [`DriverError::Io`] if the address cannot be bound.
-    pub fn bind(&mut self, addr: SocketAddr) -> Result<SocketAddr, DriverError> {
-        let std_sock = std::net::UdpSocket::bind(addr)?;
-        std_sock.set_nonblocking(true)?;
-        self.add(UdpSocket::from_std(std_sock)?)
-    }
-
     /// Removes the socket bound to `local` (queued datagrams from it are dropped).
-    pub fn remove(&mut self, local: SocketAddr) -> Option<UdpSocket> {
+    pub fn remove(&mut self, local: SocketAddr) -> Option<S> {
         let slot = self.by_addr.remove(&local)?;
         let removed = self.sockets.get_mut(slot)?.take()?;
         self.free.push(slot);
@@ -466,6 +442,18 @@ impl BatchSockets {
         self.sockets.iter().flatten().map(|s| s.local)
     }
 
+    /// How many sockets the set holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether the set holds no socket.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
     /// Whether sends use UDP GSO.
     #[must_use]
     pub fn is_gso(&self) -> bool {
@@ -480,7 +468,7 @@ impl BatchSockets {
 
     /// The counters so far.
     #[must_use]
-    pub fn stats(&self) -> BatchStats {
+    pub fn stats(&self) -> SocketStats {
         self.stats
     }
 
@@ -501,7 +489,7 @@ impl BatchSockets {
         poll_fn(|cx| self.poll_readable(cx)).await
     }
 
-    /// One step of [`BatchSockets::readable`]: asks the queued slots, keeps the
+    /// One step of [`Sockets::readable`]: asks the queued slots, keeps the
     /// readable ones in `ready`; `Pending` (the task's waker registered with the
     /// queue) when none is.
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError>> {
@@ -519,7 +507,11 @@ impl BatchSockets {
             // waker and the reactor queues this slot when it becomes readable. (When
             // tokio's per-poll budget is spent it answers `Pending` and wakes that
             // waker at once: the slot is queued again and the task polled again.)
-            match s.sock.poll_recv_ready(&mut Context::from_waker(&s.waker)) {
+            match s
+                .sock
+                .borrow()
+                .poll_recv_ready(&mut Context::from_waker(&s.waker))
+            {
                 Poll::Ready(Ok(())) => self.ready.push(slot),
                 Poll::Ready(Err(e)) => {
                     // The slots not asked yet stay queued.
@@ -544,10 +536,10 @@ impl BatchSockets {
         }
     }
 
-    /// Reads the sockets found readable by [`BatchSockets::readable`] (at most
-    /// [`BatchConfig::rounds`] batches each) into `core`; returns the datagrams read.
+    /// Reads the sockets found readable by [`Sockets::readable`] (at most
+    /// [`SocketConfig::rounds`] batches each) into `core`; returns the datagrams read.
     /// Each socket read is queued to be asked again by the next
-    /// [`BatchSockets::readable`].
+    /// [`Sockets::readable`].
     ///
     /// # Errors
     /// [`DriverError::Io`] if a socket fails for a reason other than "would block" or a
@@ -575,8 +567,9 @@ impl BatchSockets {
         Ok(total)
     }
 
-    /// One `recvmmsg` on socket `i`; 0 when it would block. Fewer than a batch
-    /// means the socket is drained, and its tokio readiness is cleared.
+    /// One batch from socket `i` (`recvmmsg`, or `recvfrom` on the portable path); 0
+    /// when it would block. Fewer than a batch means the socket is drained, and its
+    /// tokio readiness is cleared.
     fn recv_batch<C: DatagramCore>(
         &mut self,
         i: usize,
@@ -585,65 +578,44 @@ impl BatchSockets {
         let Some(Some(Slot { local, sock, .. })) = self.sockets.get(i) else {
             return Ok(0);
         };
-        let local = *local;
+        let (local, sock) = (*local, sock.borrow());
         let batch = self.config.batch;
         let mut meta = [NO_META; MAX_BATCH];
-        if self.gro {
-            // nix keeps the kernel's shortened msg_controllen between calls.
-            self.recv_headers = MultiHeaders::preallocate(batch, Some(gro_cmsg_space()));
-        }
-        let (headers, buf, slot) = (&mut self.recv_headers, &mut self.recv_buf, self.slot);
+        let (chunk, buf) = (self.chunk, &mut self.recv_buf);
         let mut got = 0;
-        let result = sock.try_io(Interest::READABLE, || {
-            let mut chunks = buf.chunks_mut(slot);
-            let mut iovs: [[IoSliceMut<'_>; 1]; MAX_BATCH] =
-                std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
-            let results = recvmmsg(
-                sock.as_raw_fd(),
-                headers,
-                iovs.iter_mut().take(batch),
-                MsgFlags::MSG_DONTWAIT,
-                None,
-            )?;
-            let mut n = 0;
-            for (m, r) in meta.iter_mut().zip(results) {
-                let mut stride = r.bytes;
-                if let Ok(cmsgs) = r.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::UdpGroSegments(s) = c {
-                            stride = usize::try_from(s).unwrap_or(r.bytes);
-                        }
-                    }
+        let result = if self.batched {
+            #[cfg(target_os = "linux")]
+            let gro = self.gro;
+            sock.try_io(Interest::READABLE, || {
+                #[cfg(target_os = "linux")]
+                let n = linux::recv_mmsg(sock, local.is_ipv6(), batch, gro, buf, chunk, &mut meta)?;
+                #[cfg(not(target_os = "linux"))]
+                let n = 0;
+                got = n;
+                // MSG_DONTWAIT: `recvmmsg` stopped early because the next receive would
+                // block. Saying so makes tokio clear the readiness (unless a new event
+                // came in meanwhile), which spares the empty read that would learn it.
+                if n < batch {
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
-                *m = Meta {
-                    from: r.address.as_ref().and_then(to_std),
-                    len: r.bytes,
-                    stride,
-                    truncated: r.flags.contains(MsgFlags::MSG_TRUNC),
-                };
-                n += 1;
-            }
-            got = n;
-            // MSG_DONTWAIT: `recvmmsg` stopped early because the next receive would
-            // block. Saying so makes tokio clear the readiness (unless a new event
-            // came in meanwhile), which spares the empty read that would learn it.
-            if n < batch {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
+                Ok(n)
+            })
+        } else {
+            recv_each(sock, batch, buf, chunk, &mut meta)
+        };
         let n = match result {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-            // ICMP errors for an earlier send surface here on Linux: not fatal.
+            // ICMP errors for an earlier send surface here: not fatal.
             Err(e) if is_peer_error(&e) => return Ok(0),
             Err(e) => return Err(e.into()),
         };
-        self.stats.recv_calls += 1;
+        // The portable path made one call per datagram.
+        self.stats.recv_calls += if self.batched { 1 } else { n as u64 };
         self.last_local = i;
         let now = now();
-        for (m, chunk) in meta.iter().take(n).zip(self.recv_buf.chunks(slot)) {
+        for (m, chunk) in meta.iter().take(n).zip(self.recv_buf.chunks(self.chunk)) {
             // Longer than a receive buffer: only a prefix arrived, which the core must
             // not mistake for a whole message.
             if m.truncated {
@@ -656,7 +628,9 @@ impl BatchSockets {
             for seg in data.chunks(m.stride.max(1)) {
                 self.stats.received += 1;
                 // A rejected datagram is the core's to count; the driver goes on.
-                let _ = core.handle_datagram(now, local, from, seg);
+                if let Err(e) = core.handle_datagram(now, local, from, seg) {
+                    tracing::trace!(from = %crate::Redacted(from), error = %e, "datagram rejected");
+                }
             }
         }
         Ok(n)
@@ -667,7 +641,7 @@ impl BatchSockets {
     ///
     /// # Errors
     /// [`DriverError::Io`] if a socket fails for a reason other than a per-peer error
-    /// (those datagrams are dropped and counted in [`BatchStats::send_errors`]).
+    /// (those datagrams are dropped and counted in [`SocketStats::send_errors`]).
     pub async fn flush<C: DatagramCore>(&mut self, core: &mut C) -> Result<usize, DriverError> {
         let mut sent = 0;
         loop {
@@ -765,31 +739,29 @@ impl BatchSockets {
             .queue
             .get(i + run - 1)
             .map_or(first.off, |o| o.off + o.len);
-        let seg = u16::try_from(first.len).unwrap_or(u16::MAX);
         let Some(Some(Slot { sock, .. })) = self.sockets.get(first.sock) else {
             return Ok(run);
         };
-        let dst = SockaddrStorage::from(first.dst);
+        let sock = sock.borrow();
         let data = self.send_buf.get(first.off..last).unwrap_or(&[]);
-        let result = send_with(sock, || {
-            sendmsg(
-                sock.as_raw_fd(),
-                &[IoSlice::new(data)],
-                &[ControlMessage::UdpGsoSegments(&seg)],
-                MsgFlags::empty(),
-                Some(&dst),
-            )
-            .map_err(io::Error::from)
-        })
-        .await;
+        #[cfg(target_os = "linux")]
+        let result = {
+            let seg = u16::try_from(first.len).unwrap_or(u16::MAX);
+            send_with(sock, || linux::send_gso(sock, data, seg, first.dst)).await
+        };
+        #[cfg(not(target_os = "linux"))]
+        let result: io::Result<()> = {
+            let _ = (sock, data);
+            Err(io::ErrorKind::Unsupported.into())
+        };
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 self.stats.send_calls += 1;
                 self.stats.sent += run as u64;
                 Ok(run)
             }
             // EIO: the device cannot segment (no checksum offload); send unsegmented.
-            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => {
+            Err(e) if e.raw_os_error() == Some(EIO) || e.kind() == io::ErrorKind::Unsupported => {
                 self.gso = false;
                 Ok(0)
             }
@@ -808,35 +780,25 @@ impl BatchSockets {
         let Some(Some(Slot { sock, .. })) = self.sockets.get(sock_index) else {
             return Ok(count);
         };
-        if count == 1 {
+        if count == 1 || !self.batched {
             return self.send_one(i).await;
         }
-        let mut addrs = [None::<SockaddrStorage>; MAX_BATCH];
-        let mut outs = self.queue.iter().skip(i).take(count);
-        let buf = &self.send_buf;
-        let iovs: [[IoSlice<'_>; 1]; MAX_BATCH] = std::array::from_fn(|k| {
-            let Some(o) = outs.next() else {
-                return [IoSlice::new(&[])];
-            };
-            if let Some(a) = addrs.get_mut(k) {
-                *a = Some(SockaddrStorage::from(o.dst));
-            }
-            [IoSlice::new(buf.get(o.off..o.off + o.len).unwrap_or(&[]))]
-        });
-        let headers = &mut self.send_headers;
-        let result = send_with(sock, || {
-            sendmmsg(
-                sock.as_raw_fd(),
-                headers,
-                iovs.iter().take(count),
-                addrs.get(..count).unwrap_or(&[]),
-                [],
-                MsgFlags::empty(),
-            )
-            .map(Iterator::count)
-            .map_err(io::Error::from)
-        })
-        .await;
+        let sock = sock.borrow();
+        let (queue, buf) = (&self.queue, &self.send_buf);
+        let datagrams = || {
+            queue
+                .iter()
+                .skip(i)
+                .take(count)
+                .map(|o| (buf.get(o.off..o.off + o.len).unwrap_or(&[]), o.dst))
+        };
+        #[cfg(target_os = "linux")]
+        let result = send_with(sock, || linux::send_mmsg(sock, datagrams())).await;
+        #[cfg(not(target_os = "linux"))]
+        let result: io::Result<usize> = {
+            let _ = (sock, datagrams);
+            Err(io::ErrorKind::Unsupported.into())
+        };
         match result {
             Ok(n) => {
                 self.stats.send_calls += 1;
@@ -862,13 +824,9 @@ impl BatchSockets {
         let Some(Some(Slot { sock, .. })) = self.sockets.get(o.sock) else {
             return Ok(1);
         };
+        let sock = sock.borrow();
         let data = self.send_buf.get(o.off..o.off + o.len).unwrap_or(&[]);
-        let dst = SockaddrStorage::from(o.dst);
-        let result = send_with(sock, || {
-            sendto(sock.as_raw_fd(), data, &dst, MsgFlags::empty()).map_err(io::Error::from)
-        })
-        .await;
-        match result {
+        match sock.send_to(data, o.dst).await {
             Ok(_) => {
                 self.stats.send_calls += 1;
                 self.stats.sent += 1;
@@ -878,6 +836,39 @@ impl BatchSockets {
         }
         Ok(1)
     }
+}
+
+/// `EIO`, which a GSO send returns when the device cannot segment.
+const EIO: i32 = 5;
+
+/// The portable path's batch: up to `batch` `recvfrom` calls into the `chunk`-byte
+/// pieces of `buf`, until one would block. A chunk is one byte longer than the longest
+/// datagram accepted, so a datagram that filled it was cut.
+fn recv_each(
+    sock: &UdpSocket,
+    batch: usize,
+    buf: &mut [u8],
+    chunk: usize,
+    meta: &mut [Meta],
+) -> io::Result<usize> {
+    let mut n = 0;
+    for (piece, m) in buf.chunks_mut(chunk).take(batch).zip(meta.iter_mut()) {
+        match sock.try_recv_from(piece) {
+            Ok((len, from)) => {
+                *m = Meta {
+                    from: Some(from),
+                    len,
+                    stride: len,
+                    truncated: len >= chunk,
+                };
+                n += 1;
+            }
+            // What was read goes to the core first; a real error shows again next time.
+            Err(_) if n > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Runs `f` when `sock` is writable, retrying after "would block".
@@ -890,128 +881,5 @@ async fn send_with<T>(sock: &UdpSocket, mut f: impl FnMut() -> io::Result<T>) ->
     }
 }
 
-/// Errors about one peer (reported by ICMP or refused by the kernel for that
-/// destination) that must not stop a server.
-fn is_peer_error(e: &io::Error) -> bool {
-    use nix::libc;
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ECONNREFUSED
-                | libc::EHOSTUNREACH
-                | libc::ENETUNREACH
-                | libc::EACCES
-                | libc::EPERM
-                | libc::EMSGSIZE
-                | libc::EINVAL
-                | libc::ENOBUFS
-                | libc::EAFNOSUPPORT
-        )
-    )
-}
-
-fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
-    }
-    a.as_sockaddr_in6()
-        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
-}
-
-/// Serves `core` on `sockets` with batched I/O until a socket fails. Dropping the
-/// future stops it. For a core without events; one with events runs on
-/// [`serve_with`], which drains them.
-///
-/// # Errors
-/// [`DriverError::Io`] if a socket fails, [`DriverError::Closed`] without sockets or
-/// for a [`BatchConfig`] value out of bounds.
-pub async fn run_batched<C: DatagramCore<Event = std::convert::Infallible>>(
-    core: &mut C,
-    sockets: Vec<UdpSocket>,
-    config: BatchConfig,
-) -> Result<(), DriverError> {
-    let mut io = BatchSockets::new(config)?;
-    for s in sockets {
-        io.add(s)?;
-    }
-    serve(core, &mut io).await
-}
-
-/// [`run_batched`] on a [`BatchSockets`] the caller keeps (to read its
-/// [`BatchSockets::stats`] afterwards, or to add sockets between calls).
-///
-/// # Errors
-/// As [`run_batched`].
-pub async fn serve<C: DatagramCore<Event = std::convert::Infallible>>(
-    core: &mut C,
-    io: &mut BatchSockets,
-) -> Result<(), DriverError> {
-    serve_with(core, io, |_, _| {}).await
-}
-
-/// [`serve`] with `between` called after every flush, before waiting for input: where
-/// a driver performs what its core asks besides sending, such as a TURN server's
-/// "open a relay socket on this address" ([`BatchSockets::bind`], then report back to
-/// the core) or "close it" ([`BatchSockets::remove`]). Transmits queued by `between`
-/// leave before the driver waits.
-///
-/// ```no_run
-/// use chorus_nat::driver::batch::{BatchConfig, BatchSockets, serve_with};
-/// use chorus_nat::server::{Server, ServerConfig};
-///
-/// # #[allow(dead_code)]
-/// async fn run() -> Result<(), chorus_nat::driver::DriverError> {
-///     let mut core = Server::new(ServerConfig::default()).expect("a valid configuration");
-///     let mut io = BatchSockets::new(BatchConfig::default())?;
-///     io.bind("127.0.0.1:3478".parse().expect("an address"))?;
-///     serve_with(&mut core, &mut io, |_core, io| {
-///         // A TURN driver: `while let Some(e) = core.poll_event()`, then `io.bind` a
-///         // relay socket (and report the outcome to the core) or `io.remove` one.
-///         let _ = io.stats();
-///     })
-///     .await
-/// }
-/// ```
-///
-/// # Errors
-/// As [`run_batched`].
-pub async fn serve_with<C: DatagramCore>(
-    core: &mut C,
-    io: &mut BatchSockets,
-    mut between: impl FnMut(&mut C, &mut BatchSockets),
-) -> Result<(), DriverError> {
-    // One timer, moved only when the core's deadline changes: a new `Sleep` per
-    // wake-up would register and deregister a timer for every datagram.
-    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
-    loop {
-        io.flush(core).await?;
-        between(core, io);
-        io.flush(core).await?;
-        let deadline = core.poll_timeout();
-        if deadline.is_some_and(|t| t <= now()) {
-            core.handle_timeout(now());
-            continue;
-        }
-        if deadline != armed {
-            if let Some(t) = deadline {
-                timer.as_mut().reset(t.into());
-            }
-            armed = deadline;
-        }
-        tokio::select! {
-            biased;
-            r = io.readable() => r?,
-            () = &mut timer, if armed.is_some() => {
-                armed = None;
-                core.handle_timeout(now());
-                continue;
-            }
-        }
-        io.recv_ready(core)?;
-    }
-}
-
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests;
