@@ -30,16 +30,19 @@
 //! # }
 //! ```
 
-use core::fmt;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chorus_runtime::{Runtime, SocketConfig, Sockets, now};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::bootstrap::{AttemptId, Bootstrap, Event, Outcome, Transport, Unreachable};
+#[cfg(doc)]
+use crate::bootstrap::Unreachable;
+use crate::bootstrap::{AttemptId, Bootstrap, Event, Outcome, Transport};
+#[cfg(doc)]
 use crate::error::Error;
 
 /// What a successful bootstrap produced.
@@ -57,66 +60,36 @@ pub struct Connected {
     pub attempts: Vec<(SocketAddr, Transport, Outcome)>,
 }
 
-/// Why the driver stopped.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum DriverError {
-    /// No super node answered in any round.
-    Unreachable(Unreachable),
-    /// The core refused to start.
-    Core(Error),
-    /// The UDP socket failed.
-    Io(io::Error),
-}
-
-impl fmt::Display for DriverError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unreachable(u) => write!(f, "{u}"),
-            Self::Core(e) => write!(f, "bootstrap: {e}"),
-            Self::Io(e) => write!(f, "bootstrap socket: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for DriverError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Unreachable(u) => Some(u),
-            Self::Core(e) => Some(e),
-            Self::Io(e) => Some(e),
-        }
-    }
-}
+/// Why the driver stopped: chorus-runtime's, as for every Chorus driver. No super
+/// node answering is [`DriverError::Core`] with an [`Unreachable`] report (downcast
+/// it); the core refusing to start is `Core` with the crate's [`Error`].
+pub use chorus_runtime::DriverError;
 
 /// Runs `core` to completion over `socket`: probes `cached` (best first) and then the
 /// bootstrap `list`, falling back to TCP, in rounds, as the core decides.
 ///
 /// # Errors
-/// [`DriverError::Unreachable`] after the last round; [`DriverError::Io`] if the
-/// socket fails to send or receive (ICMP "port unreachable" errors are ignored).
+/// [`DriverError::Core`] with the [`Unreachable`] report after the last round, or the
+/// core's [`Error`] if it refused to start; [`DriverError::Io`] if the socket fails to
+/// send or receive (ICMP errors about one candidate are that candidate's failure).
 pub async fn bootstrap(
     mut core: Bootstrap,
     socket: &UdpSocket,
     cached: Vec<SocketAddr>,
     list: Vec<SocketAddr>,
 ) -> Result<Connected, DriverError> {
-    core.start(now(), cached, list).map_err(DriverError::Core)?;
-    let mut buf = vec![0u8; 2048];
+    core.start(now(), cached, list).map_err(DriverError::core)?;
+    let mut sockets = Sockets::new(SocketConfig::endpoint())?;
+    sockets.add(socket)?;
+    let mut rt = Runtime::new(core, sockets);
     let mut connects: JoinSet<(AttemptId, io::Result<TcpStream>)> = JoinSet::new();
     let mut handles: HashMap<AttemptId, AbortHandle> = HashMap::new();
     let mut streams: HashMap<AttemptId, TcpStream> = HashMap::new();
     let mut attempts = Vec::new();
     loop {
-        while let Some(t) = core.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.payload, t.dst).await {
-                // An unroutable candidate is that candidate's failure, not ours.
-                if !is_per_peer(&e) {
-                    return Err(DriverError::Io(e));
-                }
-            }
-        }
-        while let Some(e) = core.poll_event() {
+        // An unroutable candidate is that candidate's failure, not ours.
+        rt.flush().await?;
+        while let Some(e) = rt.core_mut().poll_event() {
             match e {
                 Event::ConnectTcp { attempt, addr } => {
                     let h =
@@ -149,19 +122,11 @@ pub async fn bootstrap(
                         attempts,
                     });
                 }
-                Event::Failed(u) => return Err(DriverError::Unreachable(u)),
+                Event::Failed(u) => return Err(DriverError::core(u)),
             }
         }
-        let deadline = core.poll_timeout();
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
-                    // A stray or forged datagram is dropped; the core's state is unchanged.
-                    let _ = core.handle_input(now(), from, buf.get(..n).unwrap_or_default());
-                }
-                Err(e) if is_per_peer(&e) => {}
-                Err(e) => return Err(DriverError::Io(e)),
-            },
+            r = rt.step() => r?,
             Some(joined) = connects.join_next(), if !connects.is_empty() => {
                 if let Ok((attempt, result)) = joined {
                     handles.remove(&attempt);
@@ -169,36 +134,11 @@ pub async fn bootstrap(
                     if let Ok(stream) = result {
                         streams.insert(attempt, stream);
                     }
-                    if core.handle_tcp_result(now(), attempt, ok).is_err() {
+                    if rt.core_mut().handle_tcp_result(now(), attempt, ok).is_err() {
                         streams.remove(&attempt);
                     }
                 }
             }
-            () = wait_until(deadline) => core.handle_timeout(now()),
         }
-    }
-}
-
-/// Errors that concern one destination (ICMP feedback), not the socket.
-fn is_per_peer(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::HostUnreachable
-            | io::ErrorKind::NetworkUnreachable
-            | io::ErrorKind::AddrNotAvailable
-    )
-}
-
-/// tokio's clock, so `#[tokio::test(start_paused = true)]` controls driver time.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-async fn wait_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
     }
 }

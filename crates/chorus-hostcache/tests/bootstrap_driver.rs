@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chorus_framing::SeededEntropy;
-use chorus_hostcache::bootstrap::{Bootstrap, BootstrapConfig, Outcome, Transport, probe_reply};
+use chorus_hostcache::bootstrap::{
+    Bootstrap, BootstrapConfig, Outcome, Transport, Unreachable, probe_reply,
+};
 use chorus_hostcache::driver::{DriverError, bootstrap};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -93,12 +95,15 @@ async fn nothing_answering_is_reported_as_unreachable_after_every_round() {
     let err = bootstrap(core(), &socket, vec![dead], vec![])
         .await
         .unwrap_err();
-    let DriverError::Unreachable(report) = &err else {
+    let DriverError::Core(e) = &err else {
         panic!("{err}")
     };
+    let report = e
+        .downcast_ref::<Unreachable>()
+        .expect("the unreachable report");
     assert_eq!(report.rounds, 3);
     assert_eq!(report.tried.len(), 2, "UDP and TCP to the one node");
-    assert!(err.to_string().starts_with("network unreachable"));
+    assert!(e.to_string().starts_with("network unreachable"));
     // Three rounds of at least the 2 s probe timeout, with 6 s pauses between them.
     assert!(start.elapsed() >= Duration::from_secs(12 + 3 * 2));
 }

@@ -1,6 +1,6 @@
 //! The thin tokio driver (feature `tokio`): one task owns one [`Node`] and its UDP
-//! socket; the application talks to it over bounded channels. No protocol logic
-//! lives here.
+//! socket on chorus-runtime's [`Runtime`]; the application talks to it over bounded
+//! channels of typed commands and events. No protocol logic lives here.
 //!
 //! ```no_run
 //! # #[allow(dead_code)]
@@ -27,16 +27,16 @@
 //! # }
 //! ```
 
-use core::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use chorus_crypto::cert::NodeId;
+use chorus_runtime::{Flow, Runtime, SocketConfig, now};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::Error;
+use crate::message::MAX_MESSAGE_LEN;
 use crate::node::{Event, Node};
 use crate::record::PresenceRecord;
 
@@ -80,70 +80,14 @@ pub enum DriverEvent {
     },
 }
 
-/// Why the driver stopped.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum DriverError {
-    /// The socket failed.
-    Io(io::Error),
-    /// The application dropped the event receiver.
-    Closed,
-}
-
-impl fmt::Display for DriverError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Io(e) => write!(f, "index socket: {e}"),
-            Self::Closed => f.write_str("index event receiver closed"),
-        }
+impl From<Event> for DriverEvent {
+    fn from(e: Event) -> Self {
+        Self::Node(e)
     }
 }
 
-impl std::error::Error for DriverError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io(e) => Some(e),
-            Self::Closed => None,
-        }
-    }
-}
-
-impl From<io::Error> for DriverError {
-    fn from(e: io::Error) -> Self {
-        Self::Io(e)
-    }
-}
-
-/// tokio's clock, so `#[tokio::test(start_paused = true)]` controls driver time.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-async fn wait_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn flush(
-    core: &mut Node,
-    sock: &UdpSocket,
-    events: &mpsc::Sender<DriverEvent>,
-) -> Result<(), DriverError> {
-    while let Some(t) = core.poll_transmit() {
-        // A datagram the kernel refuses (unreachable peer) is a lost datagram: the
-        // core's timeouts handle it.
-        let _ = sock.send_to(&t.payload, t.dst).await;
-    }
-    while let Some(e) = core.poll_event() {
-        events
-            .send(DriverEvent::Node(e))
-            .await
-            .map_err(|_| DriverError::Closed)?;
-    }
-    Ok(())
-}
+/// Why the driver stopped: chorus-runtime's, as for every Chorus driver.
+pub use chorus_runtime::DriverError;
 
 /// Hands one command (not [`Command::Leave`]) to the core.
 fn apply(core: &mut Node, now: Instant, cmd: &Command) -> Result<(), Error> {
@@ -161,59 +105,38 @@ fn apply(core: &mut Node, now: Instant, cmd: &Command) -> Result<(), Error> {
     }
 }
 
-/// Runs `core` on `sock` until [`Command::Leave`], the command channel closes (the
-/// node then leaves too), or an error. Node events and refused commands go to
-/// `events`.
+/// Runs `core` on `sock` (chorus-runtime's [`Runtime`], batched I/O on Linux) until
+/// [`Command::Leave`], the command channel closes (the node then leaves too), or an
+/// error. Node events and refused commands go to `events`.
 ///
 /// # Errors
 /// [`DriverError::Io`] if the socket fails, [`DriverError::Closed`] if the event
 /// receiver is dropped.
 pub async fn drive(
-    mut core: Node,
+    core: Node,
     sock: UdpSocket,
-    mut cmds: mpsc::Receiver<Command>,
+    cmds: mpsc::Receiver<Command>,
     events: mpsc::Sender<DriverEvent>,
 ) -> Result<(), DriverError> {
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        flush(&mut core, &sock, &events).await?;
-        let deadline = core.poll_timeout();
-        tokio::select! {
-            r = sock.recv_from(&mut buf) => {
-                let (n, from) = match r {
-                    Ok(x) => x,
-                    // ICMP port unreachable surfaces here on some systems: not fatal.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                if let Some(bytes) = buf.get(..n) {
-                    // Rejected datagrams leave the core unchanged; nothing to do.
-                    let _ = core.handle_input(now(), from, bytes);
-                }
-            }
-            cmd = cmds.recv() => {
-                let now = now();
-                match cmd {
-                    Some(Command::Leave) | None => {
-                        core.leave(now);
-                        flush(&mut core, &sock, &events).await?;
-                        return Ok(());
-                    }
-                    Some(command) => {
-                        if let Err(error) = apply(&mut core, now, &command) {
-                            // What the core queued before refusing goes out first.
-                            flush(&mut core, &sock, &events).await?;
-                            events
-                                .send(DriverEvent::Refused { command, error })
-                                .await
-                                .map_err(|_| DriverError::Closed)?;
-                        }
-                    }
-                }
-            }
-            () = wait_until(deadline) => core.handle_timeout(now()),
+    let mut config = SocketConfig::default();
+    // A whole message in one buffer: a longer datagram is not the index's.
+    config.max_datagram = MAX_MESSAGE_LEN + 1;
+    config.batch = 16;
+    let mut rt = Runtime::on_socket(core, sock, config)?;
+    rt.drive(cmds, &events, |core, now, command| {
+        if command == Command::Leave {
+            return Flow::Stop;
         }
-    }
+        match apply(core, now, &command) {
+            Ok(()) => Flow::Continue,
+            // After what the core queued before refusing.
+            Err(error) => Flow::Emit(DriverEvent::Refused { command, error }),
+        }
+    })
+    .await?;
+    rt.core_mut().leave(now());
+    rt.flush().await?;
+    rt.emit(&events).await
 }
 
 #[cfg(test)]
