@@ -29,15 +29,15 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
+use chorus_framing::{DatagramCore, Transmit};
+use chorus_runtime::{DriverError, Runtime, SocketConfig, Sockets, now, wait_until};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use crate::ice::{Agent, Candidate, Description, Event, FailReason, PathKind};
-use chorus_runtime::{now, wait_until};
 
 /// A relayed address owned by a TURN client (or any relay): the driver sends
 /// datagrams whose source is `relayed` through `to_relay`, and feeds what arrives on
@@ -107,20 +107,23 @@ impl From<std::io::Error> for IceError {
     }
 }
 
+impl From<DriverError> for IceError {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::Io(e) => Self::Io(e),
+            DriverError::Core(e) => Self::Io(std::io::Error::other(e)),
+            _ => Self::Closed,
+        }
+    }
+}
+
 impl From<crate::Error> for IceError {
     fn from(e: crate::Error) -> Self {
         Self::Agent(e)
     }
 }
 
-struct Input {
-    local: SocketAddr,
-    from: SocketAddr,
-    bytes: Bytes,
-}
-
 /// Datagrams buffered between the socket readers and the agent's task.
-const INPUT_QUEUE: usize = 256;
 /// Longest signalling message read.
 const MAX_SIGNAL: usize = 64 * 1024;
 /// Most candidates parsed from one signalling message (the agent applies its own cap).
@@ -149,18 +152,74 @@ impl Drop for Connection {
 }
 
 /// The agent and everything it talks through.
+/// The agent, with the application's datagrams queued before its own and those from
+/// the relayed candidate set aside for the relay: the runtime sends the rest from the
+/// host sockets.
+#[derive(Debug)]
+struct Relayed {
+    agent: Agent,
+    /// The relayed candidate's address, if there is a relay.
+    relayed: Option<SocketAddr>,
+    /// Application data on the selected pair ([`Agent::send`]).
+    app: VecDeque<Transmit>,
+    /// Datagrams for the relay to send from `relayed`.
+    to_relay: Vec<Transmit>,
+}
+
+impl DatagramCore for Relayed {
+    type Event = Event;
+    type Error = crate::Error;
+
+    fn accepts(&self, local: SocketAddr, from: SocketAddr, bytes: &[u8]) -> bool {
+        self.agent.accepts(local, from, bytes)
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: std::time::Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), crate::Error> {
+        self.agent.handle_input(now, local, from, bytes)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        loop {
+            let t = match self.app.pop_front() {
+                Some(t) => t,
+                None => self.agent.poll_transmit()?,
+            };
+            if self.relayed.is_some() && t.src == self.relayed {
+                self.to_relay.push(t);
+            } else {
+                return Some(t);
+            }
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.agent.poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.agent.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        self.agent.handle_timeout(now);
+    }
+}
+
 #[derive(Debug)]
 struct Runner {
-    agent: Agent,
-    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
-    relay: Option<(SocketAddr, mpsc::Sender<(SocketAddr, Bytes)>)>,
-    inputs: mpsc::Receiver<Input>,
-    /// Application data to send, once connected.
+    rt: Runtime<Relayed>,
+    to_relay: Option<mpsc::Sender<(SocketAddr, Bytes)>>,
+    from_relay: Option<mpsc::Receiver<(SocketAddr, Bytes)>>,
     outgoing: Option<mpsc::Receiver<Bytes>>,
     signalling: Signalling,
     signalling_open: bool,
     data: VecDeque<Bytes>,
-    _tasks: JoinSet<()>,
 }
 
 /// Runs `agent` over `sockets` (each bound to a specific address, which becomes a
@@ -178,41 +237,18 @@ pub async fn connect(
     relay: Option<RelayChannel>,
     signalling: Signalling,
 ) -> Result<Connection, IceError> {
-    let (tx, inputs) = mpsc::channel(INPUT_QUEUE);
-    let mut tasks = JoinSet::new();
-    let mut socks = Vec::new();
+    let mut set = Sockets::new(SocketConfig::endpoint())?;
     for sock in sockets {
-        let local = sock.local_addr()?;
+        let local = set.add(sock)?;
         agent.add_host_candidate(local)?;
-        let sock = Arc::new(sock);
-        socks.push((local, sock.clone()));
-        let tx = tx.clone();
-        tasks.spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-                let bytes = Bytes::copy_from_slice(buf.get(..n).unwrap_or(&[]));
-                if tx.send(Input { local, from, bytes }).await.is_err() {
-                    break;
-                }
-            }
-        });
     }
-    let relay = match relay {
+    let (relayed, to_relay, from_relay) = match relay {
         Some(r) => {
             agent.add_relayed_candidate(r.relayed, r.related, r.via_tcp)?;
-            let (local, mut rx, tx) = (r.relayed, r.from_relay, tx.clone());
-            tasks.spawn(async move {
-                while let Some((from, bytes)) = rx.recv().await {
-                    if tx.send(Input { local, from, bytes }).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            Some((r.relayed, r.to_relay))
+            (Some(r.relayed), Some(r.to_relay), Some(r.from_relay))
         }
-        None => None,
+        None => (None, None, None),
     };
-    drop(tx);
     agent.start_gathering(now())?;
     let mut desc = agent.local_description();
     // `end-of-candidates` travels as its own message once gathering says so.
@@ -222,16 +258,20 @@ pub async fn connect(
         .send(desc.encode())
         .await
         .map_err(|_| IceError::Closed)?;
-    let mut runner = Runner {
+    let core = Relayed {
         agent,
-        sockets: socks,
-        relay,
-        inputs,
+        relayed,
+        app: VecDeque::new(),
+        to_relay: Vec::new(),
+    };
+    let mut runner = Runner {
+        rt: Runtime::new(core, set),
+        to_relay,
+        from_relay,
         outgoing: None,
         signalling,
         signalling_open: true,
         data: VecDeque::new(),
-        _tasks: tasks,
     };
     let selected = loop {
         if let Some(selected) = runner.step().await? {
@@ -327,33 +367,25 @@ async fn recv_some<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 }
 
 impl Runner {
-    async fn transmit(&mut self, t: chorus_framing::Transmit) {
-        if let Some((relayed, to_relay)) = &self.relay
-            && t.src == Some(*relayed)
-        {
-            // A full or closed relay drops the datagram, as a network would.
-            let _ = to_relay.try_send((t.dst, t.payload));
-            return;
+    /// Sends what the agent queued: from the host sockets, or through the relay.
+    async fn flush(&mut self) -> Result<(), IceError> {
+        // Send errors (an unreachable destination) are a lost datagram to ICE.
+        self.rt.flush().await?;
+        for t in self.rt.core_mut().to_relay.drain(..) {
+            if let Some(relay) = &self.to_relay {
+                // A full or closed relay drops the datagram, as a network would.
+                let _ = relay.try_send((t.dst, t.payload));
+            }
         }
-        let sock = self
-            .sockets
-            .iter()
-            .find(|(a, _)| Some(*a) == t.src)
-            .or_else(|| self.sockets.first());
-        if let Some((_, sock)) = sock {
-            // Send errors (an unreachable destination) are a lost datagram to ICE.
-            let _ = sock.send_to(&t.payload, t.dst).await;
-        }
+        Ok(())
     }
 
     /// Flushes the agent, then handles one input, signalling message or timer. Returns
     /// the selection when the agent reports one.
     async fn step(&mut self) -> Result<Option<(Candidate, Candidate, PathKind)>, IceError> {
-        while let Some(t) = self.agent.poll_transmit() {
-            self.transmit(t).await;
-        }
+        self.flush().await?;
         let mut selected = None;
-        while let Some(e) = self.agent.poll_event() {
+        while let Some(e) = self.rt.core_mut().agent.poll_event() {
             let signal = match e {
                 Event::LocalCandidate(c) => Some(Description {
                     candidates: vec![c],
@@ -387,28 +419,35 @@ impl Runner {
         if selected.is_some() || !self.data.is_empty() {
             return Ok(selected);
         }
-        let deadline = self.agent.poll_timeout();
+        let relayed = self.rt.core().relayed;
+        // A relay-only agent has no socket for the runtime to wait on: its timers
+        // are waited for here.
+        let hosts = !self.rt.sockets().is_empty();
+        let deadline = self.rt.core().poll_timeout();
         tokio::select! {
-            i = self.inputs.recv() => {
-                let Some(i) = i else { return Err(IceError::Closed) };
-                // A rejected datagram changes nothing; it is not ours.
-                let _ = self.agent.handle_input(now(), i.local, i.from, &i.bytes);
+            r = self.rt.step(), if hosts => r?,
+            () = wait_until(deadline), if !hosts => self.rt.core_mut().handle_timeout(now()),
+            Some((from, bytes)) = recv_some(&mut self.from_relay) => {
+                if let Some(local) = relayed {
+                    // A rejected datagram changes nothing; it is not ours.
+                    let _ = self.rt.core_mut().agent.handle_input(now(), local, from, &bytes);
+                }
             }
-            Some(d) = recv_some(&mut self.outgoing) => match self.agent.send(d) {
-                Ok(t) => self.transmit(t).await,
-                Err(e) => return Err(IceError::Agent(e)),
-            },
+            Some(d) = recv_some(&mut self.outgoing) => {
+                let core = self.rt.core_mut();
+                let t = core.agent.send(d).map_err(IceError::Agent)?;
+                core.app.push_back(t);
+            }
             s = self.signalling.rx.recv(), if self.signalling_open => match s {
                 Some(text) if text.len() <= MAX_SIGNAL => {
                     if let Ok(d) = Description::parse(&text, MAX_SIGNAL_CANDIDATES) {
                         // Hostile or excess candidates are refused by the agent.
-                        let _ = self.agent.apply_remote_description(now(), &d);
+                        let _ = self.rt.core_mut().agent.apply_remote_description(now(), &d);
                     }
                 }
                 Some(_) => {}
                 None => self.signalling_open = false,
             },
-            () = wait_until(deadline) => self.agent.handle_timeout(now()),
         }
         Ok(None)
     }
