@@ -35,7 +35,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use chorus_runtime::{now, wait_until};
+use chorus_runtime::{DriverError, Runtime, SocketConfig, Sockets, now, wait_until};
 
 /// Peer IPs an ICE relay channel ([`TurnHandle::into_relay_channel`]) creates
 /// permissions for, at most.
@@ -165,18 +165,18 @@ impl TurnHandle {
         entropy: Box<dyn Entropy>,
     ) -> Result<Self, TurnError> {
         let server = config.server;
-        let io = match config.transport {
+        let link = match config.transport {
             Transport::Udp => {
                 let any: SocketAddr = if server.is_ipv4() {
                     ([0, 0, 0, 0], 0).into()
                 } else {
                     (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
                 };
-                Io::Udp(UdpSocket::bind(any).await?)
+                Link::Udp(UdpSocket::bind(any).await?)
             }
-            Transport::Tcp => Io::tcp(TcpStream::connect(server).await?),
+            Transport::Tcp => Link::Tcp(TcpStream::connect(server).await?),
         };
-        Self::start(config, entropy, io).await
+        Self::start(config, entropy, link).await
     }
 
     /// As [`TurnHandle::connect_with`], over a UDP socket the caller bound (for
@@ -194,7 +194,7 @@ impl TurnHandle {
             let e = crate::UsageError::InvalidConfig("connect_udp needs Transport::Udp");
             return Err(TurnError::Core(e.into()));
         }
-        Self::start(config, entropy, Io::Udp(socket)).await
+        Self::start(config, entropy, Link::Udp(socket)).await
     }
 
     /// As [`TurnHandle::connect_with`], over a TCP connection to the server that the
@@ -212,21 +212,27 @@ impl TurnHandle {
             let e = crate::UsageError::InvalidConfig("connect_tcp needs Transport::Tcp");
             return Err(TurnError::Core(e.into()));
         }
-        Self::start(config, entropy, Io::tcp(stream)).await
+        Self::start(config, entropy, Link::Tcp(stream)).await
     }
 
     async fn start(
         config: TurnClientConfig,
         entropy: Box<dyn Entropy>,
-        io: Io,
+        link: Link,
     ) -> Result<Self, TurnError> {
         let via_tcp = config.transport == Transport::Tcp;
         let mut core = TurnClient::new(config, entropy)?;
         core.allocate(now())?;
+        let io = match link {
+            Link::Udp(socket) => {
+                Io::udp(core, socket).map_err(|e| TurnError::Io(std::io::Error::other(e)))?
+            }
+            Link::Tcp(stream) => Io::tcp(core, stream),
+        };
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let task = tokio::spawn(run(core, io, cmd_rx, data_tx, ready_tx));
+        let task = tokio::spawn(run(io, cmd_rx, data_tx, ready_tx));
         let granted = match ready_rx.await {
             Ok(Ok(g)) => g,
             Ok(Err(e)) => return Err(e),
@@ -376,9 +382,18 @@ impl TurnHandle {
     }
 }
 
-enum Io {
+/// The connection to the server a handle starts with.
+enum Link {
     Udp(UdpSocket),
+    Tcp(TcpStream),
+}
+
+/// The core and its way to the server: a UDP socket on chorus-runtime's
+/// [`Runtime`], or a TCP stream (messages cut out by the core's [`Deframer`]).
+enum Io {
+    Udp(Runtime<TurnClient>),
     Tcp {
+        core: TurnClient,
         rd: OwnedReadHalf,
         wr: OwnedWriteHalf,
         stream: Deframer,
@@ -386,10 +401,34 @@ enum Io {
     },
 }
 
+/// How a transport step ended, when not with input for the core.
+enum Stop {
+    /// The server closed the TCP stream, or it stopped being a STUN/TURN stream.
+    Lost(&'static str),
+    /// The socket or stream failed.
+    Io(std::io::Error),
+}
+
+impl From<DriverError> for Stop {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::Io(e) => Self::Io(e),
+            other => Self::Io(std::io::Error::other(other)),
+        }
+    }
+}
+
 impl Io {
-    fn tcp(s: TcpStream) -> Self {
+    fn udp(core: TurnClient, socket: UdpSocket) -> Result<Self, DriverError> {
+        let mut sockets = Sockets::new(SocketConfig::endpoint())?;
+        sockets.add(socket)?;
+        Ok(Self::Udp(Runtime::new(core, sockets)))
+    }
+
+    fn tcp(core: TurnClient, s: TcpStream) -> Self {
         let (rd, wr) = s.into_split();
         Self::Tcp {
+            core,
             rd,
             wr,
             stream: Deframer::new(&crate::stun::Limits::default()),
@@ -397,10 +436,68 @@ impl Io {
         }
     }
 
-    async fn send(&mut self, server: SocketAddr, payload: &[u8]) -> std::io::Result<()> {
+    fn core(&mut self) -> &mut TurnClient {
         match self {
-            Self::Udp(s) => s.send_to(payload, server).await.map(drop),
-            Self::Tcp { wr, .. } => wr.write_all(payload).await,
+            Self::Udp(rt) => rt.core_mut(),
+            Self::Tcp { core, .. } => core,
+        }
+    }
+
+    /// Sends what the core queued to the server.
+    async fn flush(&mut self) -> Result<(), Stop> {
+        match self {
+            Self::Udp(rt) => {
+                rt.flush().await?;
+            }
+            Self::Tcp { core, wr, .. } => {
+                while let Some(t) = core.poll_transmit() {
+                    wr.write_all(&t.payload).await.map_err(Stop::Io)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the server's next datagram or bytes, or the core's deadline, and
+    /// hands it to the core. Cancel-safe: the runtime's step is, `read` is, and bytes
+    /// read are pushed into the de-framer before returning.
+    async fn step(&mut self, server: SocketAddr) -> Result<(), Stop> {
+        match self {
+            Self::Udp(rt) => rt.step().await.map_err(Stop::from),
+            Self::Tcp {
+                core,
+                rd,
+                stream,
+                buf,
+                ..
+            } => {
+                let deadline = core.poll_timeout();
+                // Read only what the de-framer can take, so nothing waits outside it.
+                let want = stream.space().min(buf.len());
+                let chunk = buf.get_mut(..want).unwrap_or(&mut []);
+                tokio::select! {
+                    r = rd.read(chunk) => {
+                        let n = r.map_err(Stop::Io)?;
+                        if n == 0 {
+                            return Err(Stop::Lost("the server closed the TCP connection"));
+                        }
+                        stream.push(chunk.get(..n).unwrap_or(&[]));
+                        loop {
+                            match stream.next_message() {
+                                Ok(Some(m)) => {
+                                    let _ = core.handle_input(now(), server, &m);
+                                }
+                                Ok(None) => return Ok(()),
+                                Err(_) => return Err(Stop::Lost("corrupt TCP stream")),
+                            }
+                        }
+                    }
+                    () = wait_until(deadline) => {
+                        core.handle_timeout(now());
+                        Ok(())
+                    }
+                }
+            }
         }
     }
 }
@@ -427,29 +524,21 @@ impl Waiters {
 
 /// The task: one core, one socket or stream, no protocol logic.
 async fn run(
-    mut core: TurnClient,
     mut io: Io,
     mut cmds: mpsc::Receiver<Command>,
     data: mpsc::Sender<(SocketAddr, Bytes)>,
     ready: oneshot::Sender<Result<Granted, TurnError>>,
 ) -> Result<(), TurnError> {
-    let server = core.config().server;
+    let server = io.core().config().server;
     let mut ready = Some(ready);
     let mut waiters = Waiters::default();
-    let mut udp_buf = vec![0u8; 65_536];
     let mut handle_gone = false;
     loop {
-        while let Some(t) = core.poll_transmit() {
-            if let Err(e) = io.send(server, &t.payload).await {
-                waiters.fail_all(|| TurnError::Closed);
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(TurnError::Io(e)));
-                    return Err(TurnError::Closed);
-                }
-                return Err(e.into());
-            }
+        let flushed = io.flush().await;
+        if let Err(stop) = flushed {
+            return Err(stopped(stop, &mut waiters, &mut ready));
         }
-        while let Some(e) = core.poll_event() {
+        while let Some(e) = io.core().poll_event() {
             match e {
                 Event::Allocated {
                     relayed,
@@ -518,37 +607,15 @@ async fn run(
                 Event::Refreshed { .. } => {}
             }
         }
-        let deadline = core.poll_timeout();
         tokio::select! {
-            r = recv(&mut io, &mut udp_buf) => match r {
-                Ok(Recv::Datagram(n, from)) => {
-                    let _ = core.handle_input(now(), from, udp_buf.get(..n).unwrap_or(&[]));
+            r = io.step(server) => {
+                if let Err(stop) = r {
+                    return Err(stopped(stop, &mut waiters, &mut ready));
                 }
-                Ok(Recv::Stream) => {
-                    if let Io::Tcp { stream, .. } = &mut io {
-                        loop {
-                            match stream.next_message() {
-                                Ok(Some(m)) => {
-                                    let _ = core.handle_input(now(), server, &m);
-                                }
-                                Ok(None) => break,
-                                Err(_) => return Err(lost("corrupt TCP stream", &mut waiters)),
-                            }
-                        }
-                    }
-                }
-                Ok(Recv::Eof) => return Err(lost("the server closed the TCP connection", &mut waiters)),
-                Err(e) => {
-                    waiters.fail_all(|| TurnError::Closed);
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(Err(TurnError::Io(e)));
-                        return Err(TurnError::Closed);
-                    }
-                    return Err(e.into());
-                }
-            },
+            }
             cmd = cmds.recv(), if !handle_gone => {
                 let now = now();
+                let core = io.core();
                 match cmd {
                     Some(Command::Permission(ip, reply)) => match core.permission(ip) {
                         Some(true) => { let _ = reply.send(Ok(())); }
@@ -581,7 +648,6 @@ async fn run(
                     }
                 }
             },
-            () = wait_until(deadline) => core.handle_timeout(now()),
         }
     }
 }
@@ -597,37 +663,23 @@ fn lost(reason: &str, waiters: &mut Waiters) -> TurnError {
     }
 }
 
-enum Recv {
-    /// A datagram of this length from this address is in the UDP buffer.
-    Datagram(usize, SocketAddr),
-    /// Bytes were added to the TCP de-framer.
-    Stream,
-    /// The TCP stream ended.
-    Eof,
-}
-
-/// Cancel-safe: `recv_from` and `read` are, and bytes read are pushed before returning.
-async fn recv(io: &mut Io, udp_buf: &mut [u8]) -> std::io::Result<Recv> {
-    match io {
-        Io::Udp(s) => {
-            let (n, from) = s.recv_from(udp_buf).await?;
-            Ok(Recv::Datagram(n, from))
-        }
-        Io::Tcp {
-            rd, stream, buf, ..
-        } => {
-            // Read only what the de-framer can take, so nothing waits outside it.
-            let want = stream.space().min(buf.len());
-            let chunk = buf.get_mut(..want).unwrap_or(&mut []);
-            let n = rd.read(chunk).await?;
-            if n == 0 {
-                return Ok(Recv::Eof);
+/// The error a transport failure ends the task with (the waiters learn it first).
+fn stopped(
+    stop: Stop,
+    waiters: &mut Waiters,
+    ready: &mut Option<oneshot::Sender<Result<Granted, TurnError>>>,
+) -> TurnError {
+    match stop {
+        Stop::Lost(reason) => lost(reason, waiters),
+        Stop::Io(e) => {
+            waiters.fail_all(|| TurnError::Closed);
+            if let Some(r) = ready.take() {
+                let _ = r.send(Err(TurnError::Io(e)));
+                return TurnError::Closed;
             }
-            stream.push(chunk.get(..n).unwrap_or(&[]));
-            Ok(Recv::Stream)
+            e.into()
         }
     }
 }
-
 #[cfg(test)]
 mod tests;
