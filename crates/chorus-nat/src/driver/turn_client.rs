@@ -390,6 +390,8 @@ enum Link {
 
 /// The core and its way to the server: a UDP socket on chorus-runtime's
 /// [`Runtime`], or a TCP stream (messages cut out by the core's [`Deframer`]).
+// One per task, built once and never moved: the sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Io {
     Udp(Runtime<TurnClient>),
     Tcp {
