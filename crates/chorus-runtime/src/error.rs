@@ -17,7 +17,7 @@ pub enum DriverError {
     Closed,
     /// The core refused what the application asked or gave up (a frame of the wrong
     /// length, no super node reachable); the source says why, as the core's own error
-    /// type (downcast it with [`std::error::Error::downcast_ref`]).
+    /// type (downcast it with `downcast_ref`).
     Core(Box<dyn std::error::Error + Send + Sync>),
 }
 

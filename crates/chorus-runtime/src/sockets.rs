@@ -38,12 +38,14 @@
 //!   datagram as a new event, so none is missed.
 //! - `SO_RCVBUF` of 4 MiB per socket by default ([`SocketConfig::recv_buffer`]).
 //!
-//! The protocol stays in the core: anything implementing [`DatagramCore`] (the STUN
-//! [`Server`] does) runs on [`run_batched`], or on [`Sockets`] with [`serve_with`]
-//! for a driver whose socket set changes (a TURN server binding relay sockets with
-//! [`Sockets::bind`] when its core asks).
+//! The protocol stays in the core: anything implementing [`DatagramCore`] runs on a
+//! [`Runtime`](crate::Runtime) over a [`Sockets`] set, which may change while it runs
+//! (a TURN server binding relay sockets with [`Sockets::bind`] when its core asks).
 //!
-//! The run loop of [`run_batched`]:
+//! - **the portable path** ([`SocketConfig::batched`] off, and every system but
+//!   Linux): the same bookkeeping, one `recvfrom`/`sendto` per datagram.
+//!
+//! The run loop of [`Runtime::run`](crate::Runtime::run):
 //! 1. Drain [`DatagramCore::poll_transmit`] and send everything ([`Sockets::flush`]).
 //! 2. Wait until a socket is readable or [`DatagramCore::poll_timeout`] is due (one
 //!    timer, moved only when the deadline changes).
