@@ -75,15 +75,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
-mod redact;
 mod run;
 pub mod sockets;
 
 use std::time::Instant;
 
-pub use chorus_framing::DatagramCore;
+pub use chorus_framing::{DatagramCore, LOG_SENSITIVE, Redacted};
 pub use error::{DriverError, is_peer_error};
-pub use redact::{LOG_SENSITIVE, Redacted};
 pub use run::{Flow, Runtime};
 pub use sockets::{MAX_BATCH, SocketConfig, SocketStats, Sockets};
 

@@ -68,7 +68,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
-use chorus_framing::DatagramCore;
+use chorus_framing::{DatagramCore, Redacted};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -414,6 +414,7 @@ impl<S: Borrow<UdpSocket>> Sockets<S> {
         self.live += 1;
         // Asked once by the next `readable`, which registers its waker.
         self.enqueue(slot);
+        tracing::debug!(local = %Redacted(local), sockets = self.live, "socket added");
         Ok(local)
     }
 
@@ -435,6 +436,7 @@ impl<S: Borrow<UdpSocket>> Sockets<S> {
         if self.last_local == slot {
             self.last_local = self.sockets.iter().position(Option::is_some).unwrap_or(0);
         }
+        tracing::debug!(local = %Redacted(local), sockets = self.live, "socket removed");
         Some(removed.sock)
     }
 
@@ -611,7 +613,10 @@ impl<S: Borrow<UdpSocket>> Sockets<S> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             // ICMP errors for an earlier send surface here: not fatal.
             Err(e) if is_peer_error(&e) => return Ok(0),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(local = %Redacted(local), error = %e, "receive failed");
+                return Err(e.into());
+            }
         };
         // The portable path made one call per datagram.
         self.stats.recv_calls += if self.batched { 1 } else { n as u64 };
@@ -631,7 +636,7 @@ impl<S: Borrow<UdpSocket>> Sockets<S> {
                 self.stats.received += 1;
                 // A rejected datagram is the core's to count; the driver goes on.
                 if let Err(e) = core.handle_datagram(now, local, from, seg) {
-                    tracing::trace!(from = %crate::Redacted(from), error = %e, "datagram rejected");
+                    tracing::trace!(from = %Redacted(from), error = %e, "datagram rejected");
                 }
             }
         }
@@ -768,6 +773,7 @@ impl<S: Borrow<UdpSocket>> Sockets<S> {
                 Ok(0)
             }
             Err(e) if is_peer_error(&e) => {
+                tracing::debug!(to = %Redacted(first.dst), error = %e, "datagrams dropped");
                 self.stats.send_errors += run as u64;
                 Ok(run)
             }
@@ -809,6 +815,8 @@ impl<S: Borrow<UdpSocket>> Sockets<S> {
             }
             // The first datagram of the batch was refused: drop it, send the rest.
             Err(e) if is_peer_error(&e) => {
+                let to = queue.get(i).map(|o| o.dst);
+                tracing::debug!(to = ?to.map(Redacted), error = %e, "datagram dropped");
                 self.stats.send_errors += 1;
                 Ok(1)
             }
@@ -833,8 +841,14 @@ impl<S: Borrow<UdpSocket>> Sockets<S> {
                 self.stats.send_calls += 1;
                 self.stats.sent += 1;
             }
-            Err(e) if is_peer_error(&e) => self.stats.send_errors += 1,
-            Err(e) => return Err(e.into()),
+            Err(e) if is_peer_error(&e) => {
+                tracing::debug!(to = %Redacted(o.dst), error = %e, "datagram dropped");
+                self.stats.send_errors += 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "send failed");
+                return Err(e.into());
+            }
         }
         Ok(1)
     }

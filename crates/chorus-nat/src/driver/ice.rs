@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use chorus_framing::{DatagramCore, Transmit};
+use chorus_framing::{DatagramCore, Redacted, Transmit};
 use chorus_runtime::{DriverError, Runtime, SocketConfig, Sockets, now, wait_until};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -400,6 +400,12 @@ impl Runner {
                     remote,
                     kind,
                 } => {
+                    tracing::info!(
+                        ?kind,
+                        local = %Redacted(local.addr),
+                        remote = %Redacted(remote.addr),
+                        "ICE pair selected"
+                    );
                     selected = Some((local, remote, kind));
                     None
                 }
@@ -407,7 +413,10 @@ impl Runner {
                     self.data.push_back(d);
                     None
                 }
-                Event::Failed(r) => return Err(IceError::Failed(r)),
+                Event::Failed(r) => {
+                    tracing::warn!(reason = %r, "ICE failed");
+                    return Err(IceError::Failed(r));
+                }
                 _ => None,
             };
             if let Some(d) = signal {

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
-use chorus_framing::Entropy;
+use chorus_framing::{Entropy, Redacted};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, UdpSocket};
@@ -548,6 +548,11 @@ async fn run(
                     reservation_token,
                     ..
                 } => {
+                    tracing::info!(
+                        server = %Redacted(server),
+                        relayed = ?relayed.iter().map(|a| Redacted(*a)).collect::<Vec<_>>(),
+                        "TURN allocation granted"
+                    );
                     if let Some(r) = ready.take() {
                         let _ = r.send(Ok(Granted {
                             relayed,
@@ -557,12 +562,14 @@ async fn run(
                     }
                 }
                 Event::AllocationFailed { code, reason } => {
+                    tracing::warn!(server = %Redacted(server), ?code, %reason, "TURN allocation refused");
                     if let Some(r) = ready.take() {
                         let _ = r.send(Err(TurnError::Failed { code, reason }));
                     }
                     return Err(TurnError::Closed);
                 }
                 Event::Lost { code, reason } => {
+                    tracing::warn!(server = %Redacted(server), ?code, %reason, "TURN allocation lost");
                     waiters.fail_all(|| TurnError::Closed);
                     if let Some(r) = waiters.close.take() {
                         let _ = r.send(Ok(()));
@@ -655,6 +662,7 @@ async fn run(
 }
 
 fn lost(reason: &str, waiters: &mut Waiters) -> TurnError {
+    tracing::warn!(%reason, "TURN allocation lost");
     waiters.fail_all(|| TurnError::Closed);
     if let Some(r) = waiters.close.take() {
         let _ = r.send(Ok(()));

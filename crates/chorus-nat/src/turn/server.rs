@@ -77,7 +77,7 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use chorus_framing::{Entropy, Reader, Transmit};
+use chorus_framing::{Entropy, Reader, Redacted, Transmit};
 
 use crate::client::Transport;
 use crate::error::{DecodeError, Error, Limit, UnknownAttributes, UsageError, Violation};
@@ -917,6 +917,13 @@ impl TurnServer {
     }
 
     fn error(&mut self, reply: &Reply, code: u16, auth: Option<&Auth>) -> Result<(), Error> {
+        tracing::debug!(
+            client = %Redacted(reply.tuple.0),
+            method = ?reply.method,
+            code,
+            reason = reason(code),
+            "request refused"
+        );
         let attrs = [Attribute::ErrorCode {
             code,
             reason: reason(code),
@@ -926,6 +933,7 @@ impl TurnServer {
 
     /// 401 or 438 with REALM and a fresh NONCE (RFC 8489 §9.2.4).
     fn challenge(&mut self, now: Instant, reply: &Reply, code: u16) -> Result<(), Error> {
+        tracing::debug!(client = %Redacted(reply.tuple.0), code, "request challenged");
         let epoch = *self.epoch.get_or_insert(now);
         let nonce = self.nonces.issue(epoch, now, reply.tuple.0);
         let realm = self.config.realm.clone();
@@ -1260,6 +1268,12 @@ impl TurnServer {
         }
         *self.per_user.entry(alloc.username.clone()).or_insert(0) += 1;
         self.by_tuple.insert(reply.tuple, slot);
+        tracing::info!(
+            client = %Redacted(reply.tuple.0),
+            user = %Redacted(&alloc.username),
+            relays = alloc.relays.iter().flatten().count(),
+            "allocation opening"
+        );
         if let Some(s) = self.allocs.get_mut(slot) {
             *s = Some(alloc);
         }
@@ -1333,6 +1347,11 @@ impl TurnServer {
         if ok {
             relay.bound = true;
         } else {
+            tracing::warn!(
+                relay = %Redacted(relayed),
+                attempt = relay.attempts,
+                "relay port could not be bound"
+            );
             // The port stays marked taken in the pool: someone else holds it.
             if relay.replaceable && relay.attempts < RELAY_BIND_ATTEMPTS {
                 let start = self.entropy.u32()?;
@@ -1405,6 +1424,7 @@ impl TurnServer {
         let Some(a) = self.allocs.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        tracing::info!(client = %Redacted(a.tuple.0), "allocation closed");
         self.free_slots.push(slot);
         self.by_tuple.remove(&a.tuple);
         for r in a.relays.iter().flatten() {

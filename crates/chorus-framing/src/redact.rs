@@ -10,11 +10,11 @@ use core::fmt;
 /// A value shown in logs only with the `log-sensitive` feature.
 ///
 /// ```
-/// use chorus_runtime::Redacted;
+/// use chorus_framing::Redacted;
 ///
 /// let peer: std::net::SocketAddr = "198.51.100.7:5000".parse()?;
 /// let line = format!("allocation for {}", Redacted(peer));
-/// if chorus_runtime::LOG_SENSITIVE {
+/// if chorus_framing::LOG_SENSITIVE {
 ///     assert_eq!(line, "allocation for 198.51.100.7:5000");
 /// } else {
 ///     assert_eq!(line, "allocation for <redacted>");
