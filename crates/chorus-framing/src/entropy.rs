@@ -63,8 +63,52 @@ impl fmt::Display for EntropyError {
 
 impl std::error::Error for EntropyError {}
 
+/// SplitMix64 (Steele, Lea and Flood, 2014): a small, fast, deterministic generator
+/// for simulations (loss draws, jitter, seeding other generators). **Not secure**:
+/// its output is predictable from a few values; secrets come from an [`Entropy`].
+///
+/// ```
+/// use chorus_framing::SplitMix64;
+///
+/// let mut rng = SplitMix64::new(7);
+/// let lost = (0..1000).filter(|_| rng.chance(0.1)).count();
+/// assert!((50..150).contains(&lost));
+/// assert_eq!(SplitMix64::new(7).next_u64(), SplitMix64::new(7).next_u64());
+/// ```
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    #[must_use]
+    pub const fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform value in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        #[allow(clippy::cast_precision_loss, reason = "53 bits are exact")]
+        let x = (self.next_u64() >> 11) as f64;
+        x / (1u64 << 53) as f64
+    }
+
+    /// `true` with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.unit() < p
+    }
+}
+
 /// Deterministic pseudo-random bytes from a 64-bit seed (xoshiro256**, seeded through
-/// SplitMix64). **Not secure**: for tests and simulations only, which is why it exists
+/// [`SplitMix64`]). **Not secure**: for tests and simulations only, which is why it exists
 /// only under `cfg(test)` or the `sim` feature.
 ///
 /// ```
@@ -85,14 +129,8 @@ impl SeededEntropy {
     /// A generator whose whole output is determined by `seed`.
     #[must_use]
     pub fn new(seed: u64) -> Self {
-        let mut sm = seed;
-        let mut next = || {
-            sm = sm.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = sm;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut sm = SplitMix64::new(seed);
+        let mut next = || sm.next_u64();
         Self {
             s: [next(), next(), next(), next()],
         }

@@ -54,6 +54,7 @@ pub mod datagram;
 mod entropy;
 mod error;
 pub mod frame;
+mod hash;
 mod reader;
 mod redact;
 pub mod sansio;
@@ -67,12 +68,13 @@ pub mod fuzz;
 pub use datagram::{Datagram, DatagramHeader, DatagramType, PacketKind, classify};
 #[cfg(any(test, feature = "sim"))]
 pub use entropy::SeededEntropy;
-pub use entropy::{Entropy, EntropyError};
+pub use entropy::{Entropy, EntropyError, SplitMix64};
 pub use error::{DecodeError, Error, UsageError};
 #[cfg(feature = "tokio")]
 pub use frame::CodecError;
 pub use frame::{Flags, Frame, FrameCodec, FrameConfig, FrameHeader, FrameType};
+pub use hash::{U32Hasher, U32Map};
 pub use reader::Reader;
 pub use redact::{LOG_SENSITIVE, Redacted};
 pub use sansio::DatagramCore;
-pub use transmit::Transmit;
+pub use transmit::{Transmit, Transport};

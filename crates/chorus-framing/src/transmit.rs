@@ -39,3 +39,14 @@ impl Transmit {
         }
     }
 }
+
+/// The transport a message travels over, where a protocol runs over both: UDP
+/// (unreliable: a STUN transaction retransmits, RFC 8489 §6.2.1) or TCP (reliable:
+/// sent once, RFC 8489 §6.2.2; a bootstrap that reached a super node by connecting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// Datagrams.
+    Udp,
+    /// A stream.
+    Tcp,
+}

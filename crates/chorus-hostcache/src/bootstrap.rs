@@ -110,14 +110,9 @@ impl Default for BootstrapConfig {
     }
 }
 
-/// How a node was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
-    /// A UDP probe was answered.
-    Udp,
-    /// A TCP connection was established.
-    Tcp,
-}
+/// How a node was reached: a UDP probe was answered, or a TCP connection was
+/// established (chorus-framing's, shared by every crate).
+pub use chorus_framing::Transport;
 
 /// Where a candidate came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

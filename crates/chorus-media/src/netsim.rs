@@ -28,40 +28,13 @@ use core::time::Duration;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
+use chorus_framing::SplitMix64;
+
 use crate::error::{Error, UsageError};
 
-/// A small deterministic generator (SplitMix64). NOT for secrets.
-#[derive(Debug, Clone)]
-pub struct SimRng(u64);
-
-impl SimRng {
-    /// A generator from a seed.
-    #[must_use]
-    pub const fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform value in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        #[allow(clippy::cast_precision_loss, reason = "53 bits are exact")]
-        let x = (self.next_u64() >> 11) as f64;
-        x / (1u64 << 53) as f64
-    }
-
-    /// `true` with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.unit() < p
-    }
-}
+/// The simulators' deterministic generator: chorus-framing's [`SplitMix64`]
+/// (defined once there). NOT for secrets.
+pub type SimRng = SplitMix64;
 
 /// How packets are lost.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,14 +17,9 @@ use chorus_framing::{Entropy, Transmit};
 use crate::error::{Error, Limit, UsageError, Violation};
 use crate::stun::{Attribute, Class, Key, Limits, Message, Method, TransactionId};
 
-/// The transport a transaction runs over: it decides the retransmission rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// Unreliable: retransmit (RFC 8489 §6.2.1).
-    Udp,
-    /// Reliable: send once, one long timeout (RFC 8489 §6.2.2).
-    Tcp,
-}
+/// The transport a transaction runs over: it decides the retransmission rules
+/// (chorus-framing's, shared by every crate).
+pub use chorus_framing::Transport;
 
 /// Client configuration; validated by [`Client::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]

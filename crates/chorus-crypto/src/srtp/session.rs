@@ -11,8 +11,6 @@
 )]
 
 use core::fmt;
-use core::hash::{BuildHasherDefault, Hasher};
-use std::collections::HashMap;
 
 use zeroize::Zeroize;
 
@@ -257,30 +255,9 @@ impl Stream {
     }
 }
 
-/// Hashes an SSRC with one multiplication. SipHash's flooding resistance buys
-/// nothing here: a context is created only for a packet that authenticated (or that
-/// this side protects), and their number is capped by [`Policy::max_ssrcs`].
-#[derive(Default)]
-struct SsrcHasher(u64);
-
-impl Hasher for SsrcHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u32(u32::from(*b));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        let x = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = x ^ (x >> 32);
-    }
-}
-
-type Streams = HashMap<u32, Stream, BuildHasherDefault<SsrcHasher>>;
+/// Streams by SSRC: their number is capped by [`Policy::max_ssrcs`], and one is
+/// created only for a packet that authenticated (or that this side protects).
+type Streams = chorus_framing::U32Map<Stream>;
 
 /// An SRTP/SRTCP session (RFC 3711): protects outgoing and unprotects incoming RTP
 /// and RTCP packets under one [`Policy`], with a context per SSRC. Performs no I/O.
