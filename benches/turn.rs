@@ -20,8 +20,9 @@ use bytes::BytesMut;
 use chorus_framing::SeededEntropy;
 use chorus_nat::client::Transport;
 use chorus_nat::turn::channel_data::ChannelData;
-use chorus_nat::turn::client::{TurnClient, TurnClientConfig};
-use chorus_nat::turn::server::{Cidr, Event, StaticUsers, TurnConfig, TurnServer};
+use chorus_nat::turn::server::{Cidr, Event, StaticUsers};
+use chorus_nat::{TurnClient, TurnClientConfig};
+use chorus_nat::{TurnConfig, TurnServer};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const LISTEN: &str = "192.0.2.1:3478";

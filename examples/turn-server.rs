@@ -17,7 +17,8 @@ use std::process::ExitCode;
 use chorus::crypto::SystemEntropy;
 use chorus::nat::driver::turn_server;
 use chorus::nat::server::RateLimit;
-use chorus::nat::turn::server::{Cidr, StaticUsers, TurnConfig, TurnServer};
+use chorus::nat::turn::server::{Cidr, StaticUsers};
+use chorus::nat::{TurnConfig, TurnServer};
 use tokio::net::{TcpListener, UdpSocket};
 
 const HELP: &str = "\

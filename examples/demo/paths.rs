@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use chorus::crypto::SystemEntropy;
 use chorus::index::record::NatClass;
+use chorus::nat::TurnClientConfig;
 use chorus::nat::client::Transport;
 use chorus::nat::driver::ice::{Connection, Signalling, connect};
 use chorus::nat::driver::turn_client::TurnHandle;
 use chorus::nat::driver::turn_server::{self, TurnServerHandle};
 use chorus::nat::ice::{Agent, IceConfig, Role};
-use chorus::nat::turn::client::TurnClientConfig;
-use chorus::nat::turn::server::{Cidr, StaticUsers, TurnConfig, TurnServer};
+use chorus::nat::turn::server::{Cidr, StaticUsers};
+use chorus::nat::{TurnConfig, TurnServer};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 

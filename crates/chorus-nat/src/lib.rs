@@ -76,3 +76,7 @@ pub mod stun;
 pub mod turn;
 
 pub use error::{DecodeError, Error, Limit, UnknownAttributes, UsageError, Violation};
+// The main types, flat (as quinn-proto does): each module names its own without
+// repeating the module (`turn::server::Server`), so the root says which is which.
+pub use turn::client::{Client as TurnClient, Config as TurnClientConfig};
+pub use turn::server::{Config as TurnConfig, Server as TurnServer};

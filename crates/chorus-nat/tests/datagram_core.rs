@@ -10,8 +10,10 @@ use chorus_framing::{DatagramCore, SeededEntropy};
 use chorus_nat::client::Transport;
 use chorus_nat::client::{Client, ClientConfig, Event as StunEvent};
 use chorus_nat::server::{Server, ServerConfig};
-use chorus_nat::turn::client::{Event as TurnEvent, TurnClient, TurnClientConfig};
-use chorus_nat::turn::server::{Event as RelayEvent, StaticUsers, TurnConfig, TurnServer};
+use chorus_nat::turn::client::Event as TurnEvent;
+use chorus_nat::turn::server::{Event as RelayEvent, StaticUsers};
+use chorus_nat::{TurnClient, TurnClientConfig};
+use chorus_nat::{TurnConfig, TurnServer};
 
 /// Moves every queued datagram between `a` (at `a_addr`) and `b` (at `b_addr`) until
 /// both are quiet. Each datagram must be for its destination's core: `accepts` says

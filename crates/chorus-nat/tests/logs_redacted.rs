@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_framing::SeededEntropy;
+use chorus_nat::TurnClientConfig;
 use chorus_nat::client::Transport;
 use chorus_nat::driver::ice::{Signalling, connect};
 use chorus_nat::driver::turn_client::{TurnError, TurnHandle};
 use chorus_nat::driver::turn_server;
 use chorus_nat::ice::{Agent, IceConfig, PathKind, Role};
-use chorus_nat::turn::client::TurnClientConfig;
-use chorus_nat::turn::server::{StaticUsers, TurnConfig, TurnServer};
+use chorus_nat::turn::server::StaticUsers;
+use chorus_nat::{TurnConfig, TurnServer};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 

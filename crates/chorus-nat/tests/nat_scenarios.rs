@@ -173,7 +173,8 @@ const TURN_PORT: u16 = 3480;
 /// are allowed; the clients' private addresses stay denied (RFC 8656 §21.1.2), as on
 /// any public relay.
 fn start_turn_relay(world: &World) -> netns::NsTask {
-    use chorus_nat::turn::server::{Cidr, StaticUsers, TurnConfig, TurnServer};
+    use chorus_nat::turn::server::{Cidr, StaticUsers};
+    use chorus_nat::{TurnConfig, TurnServer};
 
     let ip: std::net::IpAddr = SERVER_IPS[0].parse().unwrap();
     let addr = SocketAddr::new(ip, TURN_PORT);
@@ -213,10 +214,10 @@ fn start_turn_relay(world: &World) -> netns::NsTask {
 /// both ways on the result.
 async fn ice_between(world: &World, relays: [Option<Transport>; 2]) -> (PathKind, PathKind) {
     use bytes::Bytes;
+    use chorus_nat::TurnClientConfig;
     use chorus_nat::driver::ice::{Signalling, connect};
     use chorus_nat::driver::turn_client::TurnHandle;
     use chorus_nat::ice::{Agent, IceConfig, Role};
-    use chorus_nat::turn::client::TurnClientConfig;
     use tokio::sync::mpsc;
 
     let (a_tx, b_rx) = mpsc::channel(64);

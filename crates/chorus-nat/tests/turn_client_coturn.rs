@@ -25,7 +25,8 @@ use chorus_framing::SeededEntropy;
 use chorus_nat::client::{ClientConfig, Transport};
 use chorus_nat::driver::turn_client::TurnHandle;
 use chorus_nat::stun::Limits;
-use chorus_nat::turn::client::{Deframer, Event, TurnClient, TurnClientConfig};
+use chorus_nat::turn::client::{Deframer, Event};
+use chorus_nat::{TurnClient, TurnClientConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use chorus_crypto::SystemEntropy;
 use chorus_nat::driver::turn_server;
-use chorus_nat::turn::server::{StaticUsers, TurnConfig, TurnServer};
+use chorus_nat::turn::server::StaticUsers;
+use chorus_nat::{TurnConfig, TurnServer};
 use tokio::net::{TcpListener, UdpSocket};
 
 mod support;

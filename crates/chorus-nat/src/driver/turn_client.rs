@@ -5,7 +5,7 @@
 //! ```no_run
 //! use chorus_nat::client::Transport;
 //! use chorus_nat::driver::turn_client::TurnHandle;
-//! use chorus_nat::turn::client::TurnClientConfig;
+//! use chorus_nat::TurnClientConfig;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), chorus_nat::driver::turn_client::TurnError> {
@@ -41,7 +41,8 @@ use chorus_runtime::{DriverError, Runtime, SocketConfig, Sockets, now, wait_unti
 /// permissions for, at most.
 pub const MAX_RELAY_PEERS: usize = 64;
 use crate::client::Transport;
-use crate::turn::client::{Deframer, Event, TurnClient, TurnClientConfig};
+use crate::turn::client::{Deframer, Event};
+use crate::{TurnClient, TurnClientConfig};
 
 /// Received datagrams queued for [`TurnHandle::recv_from`]; beyond, data is dropped
 /// (as a full socket buffer would) so that a slow reader never stalls refreshes.

@@ -12,7 +12,8 @@
 //! ```
 //! use chorus_crypto::SystemEntropy;
 //! use chorus_nat::driver::turn_server;
-//! use chorus_nat::turn::server::{StaticUsers, TurnConfig, TurnServer};
+//! use chorus_nat::turn::server::StaticUsers;
+//! use chorus_nat::{TurnConfig, TurnServer};
 //! use tokio::net::{TcpListener, UdpSocket};
 //!
 //! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -46,10 +47,11 @@ use chorus_framing::{DatagramCore, Transmit};
 use chorus_runtime::{Runtime, SocketConfig, Sockets, now};
 
 use super::DriverError;
+use crate::TurnServer;
 use crate::client::Transport;
 use crate::stun::{HEADER_LEN, Message};
 use crate::turn::channel_data::{ChannelData, is_channel_data};
-use crate::turn::server::{Event, TurnServer};
+use crate::turn::server::Event;
 
 /// Inputs queued for the core at most; readers wait when it is full.
 const INPUT_QUEUE: usize = 4096;
@@ -384,8 +386,9 @@ mod tests {
     use chorus_framing::SeededEntropy;
 
     use super::*;
+    use crate::TurnConfig;
     use crate::stun::{Attribute, Class, Key, Limits, Method, PasswordAlgorithm, TransactionId};
-    use crate::turn::server::{StaticUsers, TurnConfig};
+    use crate::turn::server::StaticUsers;
 
     const T: Duration = Duration::from_secs(10);
 

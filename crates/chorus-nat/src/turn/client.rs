@@ -8,27 +8,27 @@
 //! (and possibly PASSWORD-ALGORITHMS); every later request carries USERNAME, REALM,
 //! NONCE and MESSAGE-INTEGRITY, or MESSAGE-INTEGRITY-SHA256 with the SHA-256 key when
 //! the server offers SHA-256. A 438 (Stale Nonce) is retried with the new nonce. Retries
-//! are bounded by [`TurnClientConfig::max_auth_attempts`].
+//! are bounded by [`Config::max_auth_attempts`].
 //!
 //! The run loop:
-//! 1. Create the core with [`TurnClient::new`] and call [`TurnClient::allocate`].
+//! 1. Create the core with [`Client::new`] and call [`Client::allocate`].
 //! 2. After that, after every command and every `handle_*`, drain
-//!    [`TurnClient::poll_transmit`] (send each datagram, or write it to the TCP stream)
-//!    and [`TurnClient::poll_event`] until `None`.
-//! 3. Call [`TurnClient::handle_timeout`] at [`TurnClient::poll_timeout`]; an early call
+//!    [`Client::poll_transmit`] (send each datagram, or write it to the TCP stream)
+//!    and [`Client::poll_event`] until `None`.
+//! 3. Call [`Client::handle_timeout`] at [`Client::poll_timeout`]; an early call
 //!    is a harmless no-op. `now` never goes backwards.
 //! 4. Feed every datagram from the server (over TCP: every message cut out of the
-//!    stream by a [`Deframer`]) to [`TurnClient::handle_input`]; `Err` means it was
+//!    stream by a [`Deframer`]) to [`Client::handle_input`]; `Err` means it was
 //!    rejected and nothing changed.
 //!
 //! ```
 //! use std::time::Instant;
 //! use chorus_crypto::SystemEntropy;
 //! use chorus_nat::client::Transport;
-//! use chorus_nat::turn::client::{TurnClient, TurnClientConfig};
+//! use chorus_nat::turn::client::{Client, Config};
 //!
-//! let config = TurnClientConfig::new("192.0.2.1:3478".parse()?, Transport::Udp, "alice", "secret");
-//! let mut turn = TurnClient::new(config, Box::new(SystemEntropy::new()))?;
+//! let config = Config::new("192.0.2.1:3478".parse()?, Transport::Udp, "alice", "secret");
+//! let mut turn = Client::new(config, Box::new(SystemEntropy::new()))?;
 //! turn.allocate(Instant::now())?;
 //! let request = turn.poll_transmit().expect("an Allocate request");
 //! assert_eq!(request.dst, "192.0.2.1:3478".parse()?);
@@ -61,7 +61,9 @@ use bytes::{Bytes, BytesMut};
 use chorus_framing::{Entropy, Transmit};
 
 use super::channel_data::{ChannelData, MAX_CHANNEL, MIN_CHANNEL, is_channel_data};
-use crate::client::{Client, ClientConfig, Event as StunEvent, Response, Transport};
+use crate::client::{
+    Client as StunClient, ClientConfig as StunClientConfig, Event as StunEvent, Response, Transport,
+};
 use crate::error::{Error, Limit, UsageError, Violation};
 use crate::stun::{
     AddressFamily, AlgorithmEntry, AlgorithmList, Attribute, Class, Header, Key, Message, Method,
@@ -93,10 +95,10 @@ pub enum Family {
     Dual,
 }
 
-/// TURN client configuration; validated by [`TurnClient::new`].
+/// TURN client configuration; validated by [`Client::new`].
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct TurnClientConfig {
+pub struct Config {
     /// The TURN server.
     pub server: SocketAddr,
     /// UDP datagrams, or one TCP stream carrying STUN messages and padded ChannelData.
@@ -139,10 +141,10 @@ pub struct TurnClientConfig {
     /// the 600 s binding lifetime (RFC 8656 §11) and at least 1 s.
     pub channel_refresh: Duration,
     /// STUN transaction settings (retransmissions, the transaction cap, decode limits).
-    pub stun: ClientConfig,
+    pub stun: StunClientConfig,
 }
 
-impl TurnClientConfig {
+impl Config {
     /// A configuration with the defaults and these credentials.
     #[must_use]
     pub fn new(server: SocketAddr, transport: Transport, username: &str, password: &str) -> Self {
@@ -162,7 +164,7 @@ impl TurnClientConfig {
             max_auth_attempts: 3,
             permission_refresh: Duration::from_secs(240),
             channel_refresh: Duration::from_secs(480),
-            stun: ClientConfig::default(),
+            stun: StunClientConfig::default(),
         }
     }
 
@@ -219,9 +221,9 @@ impl TurnClientConfig {
     }
 }
 
-impl core::fmt::Debug for TurnClientConfig {
+impl core::fmt::Debug for Config {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("TurnClientConfig")
+        f.debug_struct("Config")
             .field("server", &self.server)
             .field("transport", &self.transport)
             .field("username", &self.username)
@@ -247,7 +249,7 @@ pub enum Event {
         /// The lifetime the server granted.
         lifetime: Duration,
         /// RESERVATION-TOKEN: pass it to a second client's
-        /// [`TurnClientConfig::reservation_token`] to take the reserved odd port.
+        /// [`Config::reservation_token`] to take the reserved odd port.
         reservation_token: Option<[u8; 8]>,
     },
     /// The Allocate failed; the client is finished.
@@ -262,7 +264,7 @@ pub enum Event {
         /// The new lifetime.
         lifetime: Duration,
     },
-    /// The allocation ended without [`TurnClient::close`]: a refresh failed or it
+    /// The allocation ended without [`Client::close`]: a refresh failed or it
     /// expired. The client is finished.
     Lost {
         /// ERROR-CODE's code, or `None` for a timeout or expiry.
@@ -270,7 +272,7 @@ pub enum Event {
         /// The server's reason phrase, or what happened locally.
         reason: String,
     },
-    /// [`TurnClient::close`] completed (or the allocation was already gone).
+    /// [`Client::close`] completed (or the allocation was already gone).
     Closed,
     /// A CreatePermission (or a ChannelBind, which also installs one) succeeded for the
     /// first time for this IP (RFC 8656 §9).
@@ -372,16 +374,16 @@ struct Channel {
 /// A TURN client (RFC 8656) for one allocation on one server. Performs no I/O.
 ///
 /// The run loop is in the [module docs](self). Data to a peer needs a permission for
-/// its IP, requested with [`TurnClient::create_permission`] (or implicitly by
-/// [`TurnClient::bind_channel`]): [`TurnClient::send`] refuses a peer without one
+/// its IP, requested with [`Client::create_permission`] (or implicitly by
+/// [`Client::bind_channel`]): [`Client::send`] refuses a peer without one
 /// ([`UsageError::NoPermission`]) rather than installing one behind the caller's back,
 /// so that every request the server sees was asked for. Data sent before
 /// [`Event::PermissionCreated`] may be dropped by the server. Permissions and channels
-/// are refreshed automatically until [`TurnClient::remove_permission`] or
-/// [`TurnClient::close`]; the allocation is refreshed at 3/4 of its lifetime.
-pub struct TurnClient {
-    config: TurnClientConfig,
-    stun: Client,
+/// are refreshed automatically until [`Client::remove_permission`] or
+/// [`Client::close`]; the allocation is refreshed at 3/4 of its lifetime.
+pub struct Client {
+    config: Config,
+    stun: StunClient,
     auth: Option<Auth>,
     state: State,
     relayed: Vec<SocketAddr>,
@@ -398,9 +400,9 @@ pub struct TurnClient {
     indication_count: u64,
 }
 
-impl core::fmt::Debug for TurnClient {
+impl core::fmt::Debug for Client {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("TurnClient")
+        f.debug_struct("Client")
             .field("state", &self.state)
             .field("permissions", &self.permissions.len())
             .field("channels", &self.channels.len())
@@ -408,17 +410,17 @@ impl core::fmt::Debug for TurnClient {
     }
 }
 
-impl TurnClient {
+impl Client {
     /// A client that has not allocated yet.
     ///
     /// # Errors
     /// [`UsageError::InvalidConfig`] for a value outside its documented bounds (or an
-    /// invalid [`ClientConfig`]), [`Error::Entropy`] if the source fails.
-    pub fn new(config: TurnClientConfig, mut entropy: Box<dyn Entropy>) -> Result<Self, Error> {
+    /// invalid [`StunClientConfig`]), [`Error::Entropy`] if the source fails.
+    pub fn new(config: Config, mut entropy: Box<dyn Entropy>) -> Result<Self, Error> {
         config.validate()?;
         let mut indication_base = [0u8; 12];
         entropy.fill(&mut indication_base)?;
-        let stun = Client::new(config.stun.clone(), entropy)?;
+        let stun = StunClient::new(config.stun.clone(), entropy)?;
         Ok(Self {
             config,
             stun,
@@ -439,7 +441,7 @@ impl TurnClient {
 
     /// The configuration.
     #[must_use]
-    pub const fn config(&self) -> &TurnClientConfig {
+    pub const fn config(&self) -> &Config {
         &self.config
     }
 
@@ -448,7 +450,7 @@ impl TurnClient {
     ///
     /// # Errors
     /// [`UsageError::InvalidConfig`] if already started; else as
-    /// [`Client::start_message`].
+    /// [`StunClient::start_message`].
     pub fn allocate(&mut self, now: Instant) -> Result<(), Error> {
         if !matches!(self.state, State::Idle) {
             return Err(UsageError::InvalidConfig("allocate called twice").into());
@@ -502,7 +504,7 @@ impl TurnClient {
     }
 
     /// Asks for a permission for `ip` (RFC 8656 §9) and keeps refreshing it until
-    /// [`TurnClient::remove_permission`]. Asking again for a known IP does nothing.
+    /// [`Client::remove_permission`]. Asking again for a known IP does nothing.
     ///
     /// # Errors
     /// [`UsageError::NotAllocated`], [`Limit::Permissions`], or a transaction error.
@@ -542,7 +544,7 @@ impl TurnClient {
 
     /// Binds a channel to `peer` (RFC 8656 §11), picking the lowest free number in
     /// 0x4000..=0x4FFF, and keeps refreshing it (and the permission for the peer's IP,
-    /// which the binding installs) until [`TurnClient::remove_permission`]. Returns the
+    /// which the binding installs) until [`Client::remove_permission`]. Returns the
     /// number; binding a peer again returns its existing number.
     ///
     /// # Errors
@@ -601,7 +603,7 @@ impl TurnClient {
     /// # Errors
     /// [`UsageError::NotAllocated`], [`UsageError::NoPermission`] if no permission was
     /// requested for `peer`'s IP, [`Limit::Queue`] if the caller has not drained
-    /// [`TurnClient::poll_transmit`], or [`UsageError::ValueTooLong`] for data that
+    /// [`Client::poll_transmit`], or [`UsageError::ValueTooLong`] for data that
     /// does not fit a message.
     pub fn send(&mut self, peer: SocketAddr, data: &[u8]) -> Result<(), Error> {
         self.require_allocated()?;
@@ -804,7 +806,7 @@ impl TurnClient {
         self.events.pop_front()
     }
 
-    /// When [`TurnClient::handle_timeout`] should next be called.
+    /// When [`Client::handle_timeout`] should next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.stun.poll_timeout();
@@ -1248,7 +1250,7 @@ fn allocated_state(now: Instant, lifetime: Duration) -> State {
 
 // The TURN client as a datagram core: it takes STUN and ChannelData from its server.
 chorus_framing::datagram_core! {
-    impl for TurnClient {
+    impl for Client {
         type Event = Event;
         type Error = Error;
         fn accepts(&self, _local, from, bytes) {

@@ -8,28 +8,28 @@
 //!
 //! The core owns a pool of relay ports on the configured relay IP addresses; it never
 //! binds a socket. It asks the driver for one with [`Event::OpenRelay`] and is told the
-//! outcome through [`TurnServer::handle_relay_bound`]: the Allocate success response
+//! outcome through [`Server::handle_relay_bound`]: the Allocate success response
 //! leaves only once every relayed address of the allocation is bound. A port that
 //! fails to bind (another process holds it) is replaced by another from the pool, up
 //! to four per relayed address; then the answer is 508 (Insufficient Capacity).
 //!
 //! The run loop:
-//! 1. Give every datagram or framed TCP message to [`TurnServer::handle_input`] with
+//! 1. Give every datagram or framed TCP message to [`Server::handle_input`] with
 //!    the local address it arrived on: a listening address for clients, a relayed
-//!    address for peers (or use [`TurnServer::handle_peer_input`]). `Err` means the
+//!    address for peers (or use [`Server::handle_peer_input`]). `Err` means the
 //!    input was dropped; the reason is for logs.
-//! 2. Drain [`TurnServer::poll_event`]: bind or close relay sockets as asked, and
-//!    report each bind with [`TurnServer::handle_relay_bound`].
-//! 3. Drain [`TurnServer::poll_transmit`]: each `(transport, transmit)` leaves from the
+//! 2. Drain [`Server::poll_event`]: bind or close relay sockets as asked, and
+//!    report each bind with [`Server::handle_relay_bound`].
+//! 3. Drain [`Server::poll_transmit`]: each `(transport, transmit)` leaves from the
 //!    socket bound to `transmit.src`; over TCP, on the connection between `src` and
 //!    `dst`. Transmits to peers are always UDP, from a relayed address.
-//! 4. Call [`TurnServer::handle_timeout`] at [`TurnServer::poll_timeout`] (allocations,
+//! 4. Call [`Server::handle_timeout`] at [`Server::poll_timeout`] (allocations,
 //!    permissions, channels and reservations expire there). `now` never goes
 //!    backwards; an early call is a harmless no-op.
-//! 5. When a TCP connection closes, call [`TurnServer::handle_connection_closed`]: its
+//! 5. When a TCP connection closes, call [`Server::handle_connection_closed`]: its
 //!    allocation ends with it (RFC 8656 §3.1).
 //!
-//! Every table is bounded by [`TurnConfig`]; unauthenticated requests are rate-limited
+//! Every table is bounded by [`Config`]; unauthenticated requests are rate-limited
 //! per source IP; peers at special-purpose addresses are refused (403) unless
 //! allow-listed (RFC 8656 §21.1.2).
 //!
@@ -38,14 +38,14 @@
 //! use chorus_crypto::SystemEntropy;
 //! use chorus_nat::client::Transport;
 //! use chorus_nat::stun::{Attribute, Class, Limits, Message, Method, TransactionId};
-//! use chorus_nat::turn::server::{StaticUsers, TurnConfig, TurnServer};
+//! use chorus_nat::turn::server::{StaticUsers, Config, Server};
 //!
-//! let mut config = TurnConfig::default();
+//! let mut config = Config::default();
 //! config.realm = "example.org".into();
 //! config.relay_ips = vec!["192.0.2.1".parse()?];
 //! let mut users = StaticUsers::new("example.org");
 //! users.add("alice", "secret");
-//! let mut server = TurnServer::new(config, Box::new(users), Box::new(SystemEntropy::new()))?;
+//! let mut server = Server::new(config, Box::new(users), Box::new(SystemEntropy::new()))?;
 //!
 //! // An Allocate without credentials is challenged with 401, REALM and NONCE.
 //! let mut req = Message::new(Class::Request, Method::ALLOCATE, TransactionId::new([1; 12]));
@@ -105,10 +105,10 @@ const SWEEP: Duration = Duration::from_secs(1);
 /// RFC 8489 §5 message type of a Data indication (method 0x007, class 0b01).
 const DATA_INDICATION: u16 = 0x0017;
 
-/// TURN server configuration; validated by [`TurnServer::new`].
+/// TURN server configuration; validated by [`Server::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct TurnConfig {
+pub struct Config {
     /// REALM (RFC 8489 §14.9). Default `"chorus"`; at most 763 bytes.
     pub realm: String,
     /// The addresses clients reach the server on; peers at these IPs are refused
@@ -146,7 +146,7 @@ pub struct TurnConfig {
     /// 508. Default 64.
     pub max_channels: usize,
     /// Outgoing datagrams queued at most; further input is dropped until the caller
-    /// drains [`TurnServer::poll_transmit`]. Default 4096.
+    /// drains [`Server::poll_transmit`]. Default 4096.
     pub max_queued: usize,
     /// Rate of requests answered without authentication (Binding, challenges, errors
     /// before authentication), per source IP; `None` disables it.
@@ -168,7 +168,7 @@ pub struct TurnConfig {
     pub limits: Limits,
 }
 
-impl Default for TurnConfig {
+impl Default for Config {
     fn default() -> Self {
         let limits = Limits {
             max_len: HEADER_LEN + usize::from(u16::MAX),
@@ -205,8 +205,8 @@ impl Default for TurnConfig {
 #[non_exhaustive]
 pub enum Event {
     /// Bind a UDP socket to this relayed address, then report with
-    /// [`TurnServer::handle_relay_bound`]. Datagrams it receives go to
-    /// [`TurnServer::handle_input`] with it as the local address.
+    /// [`Server::handle_relay_bound`]. Datagrams it receives go to
+    /// [`Server::handle_input`] with it as the local address.
     OpenRelay(SocketAddr),
     /// Close the relay socket bound to this address (its allocation ended). May name
     /// an address whose bind failed or was never reported: then there is nothing to do.
@@ -336,8 +336,8 @@ struct Auth {
 
 /// A TURN server (RFC 8656). Performs no I/O; see the [module docs](self) for the run
 /// loop.
-pub struct TurnServer {
-    config: TurnConfig,
+pub struct Server {
+    config: Config,
     auth: Box<dyn Authenticator>,
     entropy: Box<dyn Entropy>,
     nonces: Nonces,
@@ -366,9 +366,9 @@ pub struct TurnServer {
     stats: Stats,
 }
 
-impl core::fmt::Debug for TurnServer {
+impl core::fmt::Debug for Server {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("TurnServer")
+        f.debug_struct("Server")
             .field("config", &self.config)
             .field("allocations", &self.by_tuple.len())
             .field("stats", &self.stats)
@@ -418,7 +418,7 @@ const fn pad4(len: usize) -> usize {
     (4 - len % 4) % 4
 }
 
-impl TurnServer {
+impl Server {
     /// A server admitting the users `auth` knows, drawing nonce secrets, reservation
     /// tokens, ports and indication transaction ids from `entropy`.
     ///
@@ -426,7 +426,7 @@ impl TurnServer {
     /// [`UsageError::InvalidConfig`] for a value outside its documented bounds;
     /// [`Error::Entropy`] if the nonce secret cannot be drawn.
     pub fn new(
-        config: TurnConfig,
+        config: Config,
         auth: Box<dyn Authenticator>,
         mut entropy: Box<dyn Entropy>,
     ) -> Result<Self, Error> {
@@ -628,7 +628,7 @@ impl TurnServer {
     ///
     /// # Errors
     /// [`Violation::NoAllocation`] if `relayed` belongs to no allocation, otherwise
-    /// as [`TurnServer::handle_input`].
+    /// as [`Server::handle_input`].
     pub fn handle_peer_input(
         &mut self,
         now: Instant,
@@ -1696,7 +1696,7 @@ impl TurnServer {
         self.events.pop_front()
     }
 
-    /// When [`TurnServer::handle_timeout`] should run next: once a second while any
+    /// When [`Server::handle_timeout`] should run next: once a second while any
     /// state exists that can expire.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -1707,7 +1707,7 @@ impl TurnServer {
 /// The TURN server as a [`chorus_framing::DatagramCore`]: UDP only (the contract has
 /// no TCP), so transmits for TCP clients, which cannot exist there, are dropped.
 /// Its events ask the driver to open and close relay sockets.
-impl chorus_framing::DatagramCore for TurnServer {
+impl chorus_framing::DatagramCore for Server {
     type Event = Event;
     type Error = Error;
 

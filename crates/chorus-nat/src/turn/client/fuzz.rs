@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use chorus_framing::SeededEntropy;
 
-use super::{Deframer, TurnClient, TurnClientConfig};
+use super::{Client, Config, Deframer};
 use crate::client::Transport;
 use crate::stun::{Attribute, Class, Limits, Message};
 
@@ -22,9 +22,9 @@ pub fn turn_client_input(data: &[u8]) {
     let server: SocketAddr = ([192, 0, 2, 1], 3478).into();
     let tcp = data.first().is_some_and(|b| b & 1 == 1);
     let transport = if tcp { Transport::Tcp } else { Transport::Udp };
-    let mut config = TurnClientConfig::new(server, transport, "user", "pass");
+    let mut config = Config::new(server, transport, "user", "pass");
     config.max_queued = 8;
-    let Ok(mut client) = TurnClient::new(config, Box::new(SeededEntropy::new(7))) else {
+    let Ok(mut client) = Client::new(config, Box::new(SeededEntropy::new(7))) else {
         return;
     };
     let mut now = Instant::now();
@@ -88,7 +88,7 @@ pub fn turn_client_input(data: &[u8]) {
 
 /// One input, one send, then drain; returns the last datagram sent.
 fn feed(
-    client: &mut TurnClient,
+    client: &mut Client,
     now: Instant,
     server: SocketAddr,
     peer: SocketAddr,

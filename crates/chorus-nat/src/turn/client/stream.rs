@@ -13,7 +13,7 @@ use crate::turn::channel_data::{self, ChannelData};
 const MAX_CHANNEL_DATA: usize = (channel_data::HEADER_LEN + u16::MAX as usize + 3) & !3;
 
 /// Splits a TCP byte stream from a TURN server into whole messages, each to be passed
-/// to [`super::TurnClient::handle_input`].
+/// to [`super::Client::handle_input`].
 ///
 /// Buffering is bounded: [`Deframer::push`] takes at most [`Deframer::space`] bytes,
 /// which is never less than one whole message once [`Deframer::next_message`] has

@@ -19,19 +19,19 @@ const MAPPED: SocketAddr =
     SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 5)), 40_000);
 const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)), 9);
 
-fn config(transport: Transport) -> TurnClientConfig {
-    TurnClientConfig::new(SERVER, transport, "alice", "secret")
+fn config(transport: Transport) -> Config {
+    Config::new(SERVER, transport, "alice", "secret")
 }
 
-fn client(cfg: TurnClientConfig) -> TurnClient {
-    TurnClient::new(cfg, Box::new(SeededEntropy::new(3))).unwrap()
+fn client(cfg: Config) -> Client {
+    Client::new(cfg, Box::new(SeededEntropy::new(3))).unwrap()
 }
 
 fn md5_key() -> Key {
     Key::long_term("alice", "example.org", "secret", PasswordAlgorithm::Md5)
 }
 
-fn take(c: &mut TurnClient) -> Bytes {
+fn take(c: &mut Client) -> Bytes {
     c.poll_transmit().expect("a datagram").payload
 }
 
@@ -68,17 +68,17 @@ fn challenge(request: &[u8], nonce: &str) -> Vec<u8> {
     )
 }
 
-fn events(c: &mut TurnClient) -> Vec<Event> {
+fn events(c: &mut Client) -> Vec<Event> {
     std::iter::from_fn(|| c.poll_event()).collect()
 }
 
-fn ok(c: &mut TurnClient, now: Instant, request: &[u8], attrs: &[Attribute<'_>]) {
+fn ok(c: &mut Client, now: Instant, request: &[u8], attrs: &[Attribute<'_>]) {
     let r = reply(request, Class::Success, attrs, Some(&md5_key()));
     c.handle_input(now, SERVER, &r).unwrap();
 }
 
 /// Runs the 401 dance and a successful Allocate; returns the client and the time.
-fn allocated(cfg: TurnClientConfig) -> (TurnClient, Instant) {
+fn allocated(cfg: Config) -> (Client, Instant) {
     let t0 = Instant::now();
     let lifetime = cfg.lifetime.as_secs() as u32;
     let mut c = client(cfg);
@@ -103,7 +103,7 @@ fn allocated(cfg: TurnClientConfig) -> (TurnClient, Instant) {
 }
 
 /// Creates and confirms a permission for PEER's IP.
-fn permitted(c: &mut TurnClient, now: Instant) {
+fn permitted(c: &mut Client, now: Instant) {
     c.create_permission(now, PEER.ip()).unwrap();
     let req = take(c);
     ok(c, now, &req, &[]);
@@ -783,7 +783,7 @@ fn even_port_reservation_token_and_families_are_requested_as_configured() {
     assert!(m.attributes.contains(&Attribute::ReservationToken([9; 8])));
     assert!(!has(&m, types::EVEN_PORT));
     cfg.even_port = Some(false);
-    assert!(TurnClient::new(cfg, Box::new(SeededEntropy::new(1))).is_err());
+    assert!(Client::new(cfg, Box::new(SeededEntropy::new(1))).is_err());
 
     let mut cfg = config(Transport::Udp);
     cfg.family = Family::V6;
@@ -799,10 +799,10 @@ fn even_port_reservation_token_and_families_are_requested_as_configured() {
 
 #[test]
 fn invalid_configurations_are_refused_and_the_password_never_prints() {
-    let bad = |f: fn(&mut TurnClientConfig)| {
+    let bad = |f: fn(&mut Config)| {
         let mut cfg = config(Transport::Udp);
         f(&mut cfg);
-        TurnClient::new(cfg, Box::new(SeededEntropy::new(0))).is_err()
+        Client::new(cfg, Box::new(SeededEntropy::new(0))).is_err()
     };
     assert!(bad(|c| c.lifetime = Duration::ZERO));
     assert!(bad(|c| c.max_permissions = 0));

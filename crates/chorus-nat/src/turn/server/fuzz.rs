@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chorus_framing::SeededEntropy;
 
-use super::{StaticUsers, TurnConfig, TurnServer};
+use super::{Config, Server, StaticUsers};
 use crate::client::Transport;
 use crate::stun::Message;
 
@@ -18,7 +18,7 @@ use crate::stun::Message;
 /// # Panics
 /// When an oracle fails, which is the bug a fuzzer reports.
 pub fn turn_server_input(data: &[u8]) {
-    let config = TurnConfig {
+    let config = Config {
         realm: "fuzz".into(),
         relay_ips: vec![
             "192.0.2.1".parse().expect("literal"),
@@ -27,11 +27,11 @@ pub fn turn_server_input(data: &[u8]) {
         relay_ports: 50000..=50015,
         max_queued: 64,
         allow_loopback_peers: true,
-        ..TurnConfig::default()
+        ..Config::default()
     };
     let mut users = StaticUsers::new("fuzz");
     users.add("u", "p");
-    let mut server = TurnServer::new(config, Box::new(users), Box::new(SeededEntropy::new(9)))
+    let mut server = Server::new(config, Box::new(users), Box::new(SeededEntropy::new(9)))
         .expect("valid configuration");
     let listen: SocketAddr = "192.0.2.1:3478".parse().expect("literal");
     let clients: [SocketAddr; 2] = [
@@ -72,7 +72,7 @@ pub fn turn_server_input(data: &[u8]) {
             n += 1;
             assert!(n <= 64, "queue bound");
             if t.dst != peer && t.payload.first().is_some_and(|b| b & 0xc0 == 0) {
-                assert!(Message::decode(&t.payload, &TurnConfig::default().limits).is_ok());
+                assert!(Message::decode(&t.payload, &Config::default().limits).is_ok());
             }
         }
     }

@@ -22,8 +22,8 @@ fn peer6() -> SocketAddr {
     "[2001:db8:99::7]:5000".parse().unwrap()
 }
 
-fn config() -> TurnConfig {
-    let mut c = TurnConfig::default();
+fn config() -> Config {
+    let mut c = Config::default();
     c.realm = REALM.into();
     c.relay_ips = vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
     c.relay_ports = 50000..=50099;
@@ -38,7 +38,7 @@ fn key(user: &str, pw: &str) -> Key {
 /// A server with a simulated client: builds authenticated requests, confirms relay
 /// binds, and decodes what comes back.
 struct H {
-    s: TurnServer,
+    s: Server,
     now: Instant,
     from: SocketAddr,
     transport: Transport,
@@ -52,11 +52,11 @@ struct H {
 }
 
 impl H {
-    fn new(config: TurnConfig) -> Self {
+    fn new(config: Config) -> Self {
         let mut users = StaticUsers::new(REALM);
         users.add("alice", "secret");
         users.add("bob", "pw");
-        let s = TurnServer::new(config, Box::new(users), Box::new(SeededEntropy::new(3))).unwrap();
+        let s = Server::new(config, Box::new(users), Box::new(SeededEntropy::new(3))).unwrap();
         Self {
             s,
             now: Instant::now(),
@@ -1039,7 +1039,7 @@ fn invalid_configurations_are_refused() {
     ];
     for c in bad {
         let users = StaticUsers::new(REALM);
-        assert!(TurnServer::new(c, Box::new(users), Box::new(SeededEntropy::new(1))).is_err());
+        assert!(Server::new(c, Box::new(users), Box::new(SeededEntropy::new(1))).is_err());
     }
 }
 
@@ -1237,7 +1237,8 @@ proptest! {
 
 #[test]
 fn challenges_offer_password_algorithms_and_the_chorus_client_takes_sha256() {
-    use crate::turn::client::{Event as ClientEvent, TurnClient, TurnClientConfig};
+    use crate::turn::client::Event as ClientEvent;
+    use crate::{TurnClient, TurnClientConfig};
 
     let mut h = H::new(config());
     let cfg = TurnClientConfig::new(listen(), Transport::Udp, "alice", "secret");
