@@ -1,10 +1,13 @@
-//! Tests of the node as a whole: nodes exchanging datagrams by hand on a virtual
-//! clock.
+//! Tests of the node as a whole, and the harness the subsystem tests share: nodes
+//! exchanging datagrams by hand on a virtual clock.
 // Tests configure the way callers do (STYLE.md section 8).
 #![allow(clippy::field_reassign_with_default)]
 
 use super::*;
+use crate::Limit;
+use crate::id::{distance, word_key};
 use crate::sim::SimVerifier;
+use crate::table::TableConfig;
 use chorus_framing::SeededEntropy;
 use std::time::UNIX_EPOCH;
 
@@ -91,7 +94,7 @@ impl Net {
             for n in &mut self.nodes {
                 n.handle_timeout(self.now);
             }
-            if !moved && self.nodes.iter().all(|n| n.pending.is_empty()) {
+            if !moved && self.nodes.iter().all(|n| n.requests.is_empty()) {
                 break;
             }
         }
@@ -263,7 +266,7 @@ fn forged_node_certificates_are_refused() {
     let mut cert = net.verifier.node_cert(5).to_vec();
     cert[0] ^= 1;
     let from = spoofed(5);
-    let cookie = net.nodes[0].cookie_for(from);
+    let cookie = net.nodes[0].validation.cookie_for(from);
     let msg = request(&cert, 1, None, Some(cookie), 0, Body::Ping);
     let now = net.now;
     assert_eq!(
@@ -286,7 +289,7 @@ fn the_node_takes_index_datagrams_through_the_shared_contract() {
     let mut net = Net::new(2, &Config::default());
     let from = spoofed(6);
     let local = addr(0);
-    let cookie = net.nodes[0].cookie_for(from);
+    let cookie = net.nodes[0].validation.cookie_for(from);
     let ping = request(
         &net.verifier.node_cert(6),
         1,
@@ -583,7 +586,7 @@ fn an_impostor_replaying_a_certificate_is_never_inserted_and_is_penalized() {
         nonce: None,
         proof: None,
         // A real attacker at its own address: it receives our cookies.
-        cookie: Some(net.nodes[0].cookie_for(impostor)),
+        cookie: Some(net.nodes[0].validation.cookie_for(impostor)),
         padding: 0,
         body: Body::FindNode {
             target: NodeId([3; 32]),
@@ -606,6 +609,7 @@ fn an_impostor_replaying_a_certificate_is_never_inserted_and_is_penalized() {
     // Without node 2's key the impostor can only answer with a made-up proof
     // (or one node 2 made for another nonce or requester).
     let stolen = net.nodes[2]
+        .proofs
         .signer
         .sign(&possession_message(&[1; 16], &net.nodes[0].id()))
         .unwrap();
@@ -787,7 +791,7 @@ fn a_record_stored_again_by_someone_else_postpones_its_replication() {
     let r = net.record("liam", 1);
     let now = net.now;
     net.nodes[1].accept_store(now, &r.to_bytes(), None).unwrap();
-    let first = net.nodes[1].store[&r.key()].due;
+    let first = net.nodes[1].store.get(&r.key()).unwrap().due;
     assert!(first >= now + Duration::from_secs(3600));
     assert!(first <= now + Duration::from_secs(4500));
     // Half an hour later another holder's replication stores it again.
@@ -795,7 +799,7 @@ fn a_record_stored_again_by_someone_else_postpones_its_replication() {
     net.nodes[1]
         .accept_store(later, &r.to_bytes(), None)
         .unwrap();
-    assert!(net.nodes[1].store[&r.key()].due >= later + Duration::from_secs(3600));
+    assert!(net.nodes[1].store.get(&r.key()).unwrap().due >= later + Duration::from_secs(3600));
     // Before it is due, maintenance starts no replication lookup.
     net.nodes[1].handle_timeout(later + Duration::from_secs(60));
     assert!(
@@ -842,7 +846,7 @@ fn flood(config: &Config, echo_cookies: bool) -> (u64, Stats) {
     for i in 0..10_000usize {
         let now = start + Duration::from_millis(i as u64);
         let from = spoofed(i);
-        let cookie = echo_cookies.then(|| net.nodes[0].cookie_for(from));
+        let cookie = echo_cookies.then(|| net.nodes[0].validation.cookie_for(from));
         let mut nonce = [0u8; NONCE_LEN];
         nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
         let bytes = request(&cert, i as u64, Some(nonce), cookie, 1200, Body::Ping);
@@ -884,7 +888,7 @@ fn certificate_flood(config: &Config, echo_cookies: bool) -> Stats {
     for i in 0..10_000usize {
         let now = start + Duration::from_millis(i as u64);
         let from = spoofed(i);
-        let cookie = echo_cookies.then(|| net.nodes[0].cookie_for(from));
+        let cookie = echo_cookies.then(|| net.nodes[0].validation.cookie_for(from));
         let cert = net.verifier.node_cert(1_000 + i as u64);
         let bytes = request(&cert, i as u64, None, cookie, 1200, Body::Ping);
         let _ = net.nodes[0].handle_input(now, from, &bytes);
@@ -933,7 +937,7 @@ fn a_store_request_pays_for_its_record_check() {
     // A certificate not in the cache and the record: the whole bucket, for a
     // source that echoes its cookie.
     let cert = net.verifier.node_cert(1);
-    let cookie = Some(net.nodes[0].cookie_for(addr(1)));
+    let cookie = Some(net.nodes[0].validation.cookie_for(addr(1)));
     let store = request(&cert, 1, None, cookie, 0, Body::Store { record: &rec });
     net.nodes[0].certs.clear();
     net.nodes[0].handle_input(now, addr(1), &store).unwrap();
@@ -1154,20 +1158,29 @@ fn cookies_are_bound_to_the_address_and_last_one_to_two_lifetimes() {
     let life = net.nodes[0].config().cookie_lifetime;
     let t0 = net.now;
     let (a, b) = (spoofed(1), spoofed(2));
-    let c = net.nodes[0].cookie_for(a);
-    assert!(net.nodes[0].cookie_valid(a, &c));
-    assert!(!net.nodes[0].cookie_valid(b, &c), "another address");
+    let c = net.nodes[0].validation.cookie_for(a);
+    assert!(net.nodes[0].validation.cookie_valid(a, &c));
+    assert!(
+        !net.nodes[0].validation.cookie_valid(b, &c),
+        "another address"
+    );
     net.nodes[0].rotate_cookie_keys(t0 + life);
     assert!(
-        net.nodes[0].cookie_valid(a, &c),
+        net.nodes[0].validation.cookie_valid(a, &c),
         "the previous window's key"
     );
-    assert_ne!(net.nodes[0].cookie_for(a), c, "a fresh key");
+    assert_ne!(net.nodes[0].validation.cookie_for(a), c, "a fresh key");
     net.nodes[0].rotate_cookie_keys(t0 + life * 2);
-    assert!(!net.nodes[0].cookie_valid(a, &c), "two windows later");
-    let c = net.nodes[0].cookie_for(a);
+    assert!(
+        !net.nodes[0].validation.cookie_valid(a, &c),
+        "two windows later"
+    );
+    let c = net.nodes[0].validation.cookie_for(a);
     net.nodes[0].rotate_cookie_keys(t0 + life * 9);
-    assert!(!net.nodes[0].cookie_valid(a, &c), "after a long silence");
+    assert!(
+        !net.nodes[0].validation.cookie_valid(a, &c),
+        "after a long silence"
+    );
 }
 
 #[test]
@@ -1177,13 +1190,15 @@ fn the_validated_address_and_cookie_maps_are_bounded() {
     let mut net = Net::new(1, &config);
     let now = net.now;
     for i in 0..100 {
-        net.nodes[0].remember_validated(spoofed(i), now);
-        net.nodes[0].remember_cookie(spoofed(i), [0; COOKIE_LEN], now);
+        net.nodes[0].validation.remember_validated(spoofed(i), now);
+        net.nodes[0]
+            .validation
+            .remember_cookie(spoofed(i), [0; COOKIE_LEN], now);
     }
-    assert_eq!(net.nodes[0].validated.len(), 16);
-    assert_eq!(net.nodes[0].cookies.len(), 16);
+    assert_eq!(net.nodes[0].validation.validated.len(), 16);
+    assert_eq!(net.nodes[0].validation.cookies.len(), 16);
     // The newest is kept.
-    assert!(net.nodes[0].validated.contains_key(&spoofed(99)));
+    assert!(net.nodes[0].validation.validated.contains_key(&spoofed(99)));
 }
 
 #[test]
