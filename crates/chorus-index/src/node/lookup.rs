@@ -549,6 +549,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::tests::unsigned_record;
 
     fn contact(i: u8) -> Contact {
         Contact {
@@ -611,18 +612,7 @@ mod tests {
         let config = Config::default();
         let now = Instant::now();
         let mut l = lookup(LookupKind::FindValue, 4, 2);
-        let r = |v| PresenceRecord {
-            username: "ann".into(),
-            display_name: "Ann".into(),
-            user_cert: bytes::Bytes::new(),
-            super_nodes: Vec::new(),
-            candidates: Vec::new(),
-            nat_class: crate::record::NatClass::Open,
-            version: v,
-            issued_at: v,
-            expires_at: 100,
-            signature: bytes::Bytes::new(),
-        };
+        let r = |v| unsigned_record("ann", "Ann", v, 100);
         l.add_holder(0, now, 1, r(2));
         l.add_holder(0, now, 2, r(1));
         assert_eq!(l.best.as_ref().map(|b| b.version), Some(2), "the newest");

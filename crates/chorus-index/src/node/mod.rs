@@ -511,44 +511,30 @@ impl Node {
         if self.left {
             return;
         }
-        let stored: Vec<(NodeId, Bytes)> = self
+        // Records go to the next two in line, search entries (`word`) to the next.
+        let held: Vec<(NodeId, Bytes, bool)> = self
             .store
             .iter()
-            .map(|(k, s)| (*k, s.bytes.clone()))
+            .map(|(k, s)| (*k, s.bytes.clone(), false))
+            .chain(self.words.iter().map(|(k, s)| (*k, s.bytes.clone(), true)))
             .collect();
-        for (key, bytes) in stored {
+        for (key, bytes, word) in held {
             let own = self.id;
             let heirs: Vec<Contact> = self
                 .table
                 .closest(&key, self.config.replication)
                 .into_iter()
                 .filter(|c| closer(&key, &own, &c.id))
-                .take(2)
+                .take(if word { 1 } else { 2 })
                 .collect();
             for c in heirs {
-                self.send_oneway(c.addr, Body::Store { record: &bytes });
-            }
-        }
-        let entries: Vec<(NodeId, Bytes)> = self
-            .words
-            .iter()
-            .map(|(k, s)| (*k, s.bytes.clone()))
-            .collect();
-        for (key, bytes) in entries {
-            let own = self.id;
-            if let Some(heir) = self
-                .table
-                .closest(&key, self.config.replication)
-                .into_iter()
-                .find(|c| closer(&key, &own, &c.id))
-            {
-                self.send_oneway(
-                    heir.addr,
-                    Body::StoreWord {
-                        key,
-                        record: &bytes,
-                    },
-                );
+                let record = &bytes;
+                let body = if word {
+                    Body::StoreWord { key, record }
+                } else {
+                    Body::Store { record }
+                };
+                self.send_oneway(c.addr, body);
             }
         }
         for c in self.table.closest(&self.id, self.config.replication) {

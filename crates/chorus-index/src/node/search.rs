@@ -284,21 +284,10 @@ impl Node {
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::record::NatClass;
+    use crate::node::tests::unsigned_record;
 
     fn record(name: &str, display_name: &str, issued_at: u64) -> PresenceRecord {
-        PresenceRecord {
-            username: name.into(),
-            display_name: display_name.into(),
-            user_cert: Bytes::new(),
-            super_nodes: Vec::new(),
-            candidates: Vec::new(),
-            nat_class: NatClass::Open,
-            version: issued_at,
-            issued_at,
-            expires_at: 5000,
-            signature: Bytes::new(),
-        }
+        unsigned_record(name, display_name, issued_at, 5000)
     }
 
     fn words(max_entries_per_word: usize, max_word_entries: usize) -> Words {

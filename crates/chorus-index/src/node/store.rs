@@ -230,21 +230,10 @@ impl Node {
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::record::NatClass;
+    use crate::node::tests::unsigned_record;
 
     fn record(name: &str, version: u64) -> PresenceRecord {
-        PresenceRecord {
-            username: name.into(),
-            display_name: name.into(),
-            user_cert: Bytes::new(),
-            super_nodes: Vec::new(),
-            candidates: Vec::new(),
-            nat_class: NatClass::Open,
-            version,
-            issued_at: 1000 + version,
-            expires_at: 2000,
-            signature: Bytes::new(),
-        }
+        unsigned_record(name, name, version, 2000)
     }
 
     fn store(max_records: usize, max_records_per_peer: usize) -> Store {

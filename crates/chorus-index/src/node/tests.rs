@@ -145,6 +145,28 @@ impl Net {
     }
 }
 
+/// A record that is not signed (for the subsystems' tests, which check none):
+/// issued at `version`, with a certificate and a signature left empty.
+pub(super) fn unsigned_record(
+    username: &str,
+    display_name: &str,
+    version: u64,
+    expires_at: u64,
+) -> PresenceRecord {
+    PresenceRecord {
+        username: username.into(),
+        display_name: display_name.into(),
+        user_cert: Bytes::new(),
+        super_nodes: Vec::new(),
+        candidates: Vec::new(),
+        nat_class: crate::record::NatClass::Open,
+        version,
+        issued_at: version,
+        expires_at,
+        signature: Bytes::new(),
+    }
+}
+
 fn lookups(events: &[(usize, Event)]) -> Vec<&LookupOutcome> {
     events
         .iter()
