@@ -120,6 +120,7 @@ impl Node {
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
+    use crate::node::tests::*;
 
     fn cache(capacity: usize) -> CertCache {
         let mut config = Config::default();
@@ -157,5 +158,112 @@ mod tests {
     #[test]
     fn a_cache_of_zero_is_off() {
         assert_eq!(cache(0).key(b"cert"), None);
+    }
+
+    #[test]
+    fn forged_node_certificates_are_refused() {
+        let mut net = Net::new(2, &Config::default());
+        let mut cert = net.verifier.node_cert(5).to_vec();
+        cert[0] ^= 1;
+        let from = spoofed(5);
+        let cookie = net.nodes[0].validation.cookie_for(from);
+        let msg = request(&cert, 1, None, Some(cookie), 0, Body::Ping);
+        let now = net.now;
+        assert_eq!(
+            net.nodes[0].handle_input(now, from, &msg),
+            Err(Violation::BadNodeCertificate.into())
+        );
+        assert!(net.nodes[0].poll_transmit().is_none());
+        // From an address that has not proven itself, a request too short for any
+        // answer gets a cookie before the certificate is even checked.
+        let msg = request(&cert, 2, None, None, 0, Body::Ping);
+        assert_eq!(net.nodes[0].handle_input(now, from, &msg), Ok(()));
+        let out = net.nodes[0].poll_transmit().unwrap();
+        assert_eq!(Message::decode(&out.payload).unwrap().body, Body::Cookie);
+        assert!(out.payload.len() <= msg.len());
+    }
+
+    #[test]
+    fn verified_certificates_are_cached_until_their_ttl() {
+        let mut config = Config::default();
+        config.cert_cache = 2;
+        let mut net = Net::new(4, &config);
+        let ping = |i: u64, v: &SimVerifier| {
+            Message {
+                network: DEFAULT_NETWORK,
+                txid: i,
+                sender_cert: &v.node_cert(i),
+                nonce: None,
+                proof: None,
+                cookie: None,
+                // Long enough for an answer, so the certificate is checked.
+                padding: 100,
+                body: Body::Ping,
+            }
+            .to_bytes()
+        };
+        let now = net.now;
+        for i in 1..4 {
+            let m = ping(i, &net.verifier);
+            net.nodes[0]
+                .handle_input(now, addr(i as usize), &m)
+                .unwrap();
+        }
+        assert_eq!(net.nodes[0].certs.len(), 2, "bounded");
+        let later = now + config.cert_cache_ttl;
+        let m = ping(1, &net.verifier);
+        net.nodes[0].handle_input(later, addr(1), &m).unwrap();
+        assert!(
+            net.nodes[0]
+                .certs
+                .values()
+                .all(|(_, at)| *at == later || *at == now)
+        );
+        assert!(net.nodes[0].certs.len() <= 2);
+    }
+
+    /// 10,000 spoofed sources each send one padded Ping with a certificate never
+    /// seen (a cache miss each), 1,000 a second for 10 simulated seconds; what node 0
+    /// counted.
+    fn certificate_flood(config: &Config, echo_cookies: bool) -> Stats {
+        let mut net = Net::new(3, config);
+        let start = net.now;
+        for i in 0..10_000usize {
+            let now = start + Duration::from_millis(i as u64);
+            let from = spoofed(i);
+            let cookie = echo_cookies.then(|| net.nodes[0].validation.cookie_for(from));
+            let cert = net.verifier.node_cert(1_000 + i as u64);
+            let bytes = request(&cert, i as u64, None, cookie, 1200, Body::Ping);
+            let _ = net.nodes[0].handle_input(now, from, &bytes);
+            while net.nodes[0].poll_transmit().is_some() {}
+        }
+        net.nodes[0].stats()
+    }
+
+    #[test]
+    fn a_flood_of_new_certificates_from_10_000_sources_is_verified_at_the_global_budget() {
+        let mut config = Config::default();
+        config.verify_rate = 100.0;
+        config.verify_burst = 400.0;
+        let before = Net::new(3, &config).nodes[0].stats().certs_verified;
+        // Spoofed sources (they never see our cookies) may use half the bucket; the
+        // rest get a cookie, which costs no verification.
+        let stats = certificate_flood(&config, false);
+        let verified = stats.certs_verified - before;
+        assert!(verified <= 200 + 1_000 + 1, "{verified}");
+        assert!(verified >= 1_000 - 1, "the budget is used: {verified}");
+        assert_eq!(stats.verifications_refused, 10_000 - verified);
+        assert_eq!(stats.cookies_sent, 10_000 - verified);
+        // Sources that echo cookies get the whole bucket, no more, and are dropped.
+        let stats = certificate_flood(&config, true);
+        let verified = stats.certs_verified - before;
+        assert!(verified <= 400 + 1_000 + 1, "{verified}");
+        assert!(verified >= 200 + 1_000, "{verified}");
+        assert_eq!(stats.verifications_refused, 10_000 - verified);
+        assert_eq!(stats.cookies_sent, 0);
+        // The default budget (2,000 a second) covers this rate: every one verified.
+        let stats = certificate_flood(&Config::default(), true);
+        assert_eq!(stats.certs_verified - before, 10_000);
+        assert_eq!(stats.verifications_refused, 0);
     }
 }

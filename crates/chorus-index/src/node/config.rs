@@ -305,3 +305,27 @@ impl Config {
             .map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+// Tests configure the way callers do (STYLE.md section 8).
+#[allow(clippy::field_reassign_with_default)]
+mod tests {
+    use crate::node::tests::*;
+
+    #[test]
+    fn budget_and_cookie_settings_out_of_bounds_are_refused() {
+        for f in [
+            (|c: &mut Config| c.proof_rate = 0.0) as fn(&mut Config),
+            |c| c.proof_burst = 1.0,
+            |c| c.verify_rate = 0.5,
+            |c| c.verify_burst = 1.0,
+            |c| c.cookie_lifetime = Duration::ZERO,
+            |c| c.max_validated = 1,
+            |c| c.pad_requests_to = 5000,
+        ] {
+            let mut c = Config::default();
+            f(&mut c);
+            assert!(c.validate().is_err());
+        }
+    }
+}

@@ -547,16 +547,11 @@ impl Node {
 }
 
 #[cfg(test)]
+// Tests configure the way callers do (STYLE.md section 8).
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::node::tests::unsigned_record;
-
-    fn contact(i: u8) -> Contact {
-        Contact {
-            id: NodeId([i; 32]),
-            addr: SocketAddr::from(([192, 0, 2, i], 4000)),
-        }
-    }
+    use crate::node::tests::*;
 
     fn lookup(kind: LookupKind, n: u8, paths: usize) -> Lookup {
         let initial = (1..=n).map(contact).collect();
@@ -622,5 +617,58 @@ mod tests {
         assert!(l.value_done(now + config.stall_timeout, &config));
         l.add_holder(1, now, 1, r(2));
         assert!(l.value_done(now, &config), "two paths");
+    }
+
+    #[test]
+    fn lookups_route_around_dead_nodes_and_drop_them_after_timeouts() {
+        let mut config = Config::default();
+        config.replication = 4;
+        let mut net = Net::new(10, &config);
+        let r = net.record("frank", 1);
+        net.nodes[0].publish(net.now, r.clone()).unwrap();
+        net.settle();
+        // Kill the closest holder; a lookup still finds the record.
+        let key = user_key("frank");
+        let closest = (0..10)
+            .filter(|&i| i != 0)
+            .min_by_key(|&i| distance(&key, &net.nodes[i].id()))
+            .unwrap();
+        net.down[closest] = true;
+        let asker = (1..10)
+            .find(|&i| i != closest && net.nodes[i].record("frank").is_none())
+            .unwrap();
+        let dead = net.nodes[closest].id();
+        net.nodes[asker].find_user(net.now, "frank").unwrap();
+        let events = net.settle();
+        assert_eq!(lookups(&events)[0].record.as_ref(), Some(&r));
+        // Two more lookups that try the dead node: after max_fails it is gone.
+        for _ in 0..3 {
+            net.nodes[asker].find_node(net.now, dead).unwrap();
+            net.settle();
+        }
+        assert!(net.nodes[asker].table().get(&dead).is_none());
+    }
+
+    #[test]
+    fn lookups_keep_alpha_requests_in_flight_per_path_on_disjoint_paths() {
+        let mut config = Config::default();
+        config.alpha = 2;
+        config.disjoint_paths = 3;
+        let mut net = Net::new(30, &config);
+        let target = NodeId([0x5a; 32]);
+        let now = net.now;
+        net.nodes[0].find_node(now, target).unwrap();
+        let sent: Vec<Transmit> = std::iter::from_fn(|| net.nodes[0].poll_transmit()).collect();
+        assert_eq!(sent.len(), 6);
+        let mut dsts: Vec<SocketAddr> = sent.iter().map(|t| t.dst).collect();
+        dsts.sort();
+        dsts.dedup();
+        assert_eq!(dsts.len(), 6, "no node is asked twice");
+        // A stalled request frees its slot: one more request per path goes out.
+        net.nodes[0].handle_timeout(now + config.stall_timeout);
+        let more = std::iter::from_fn(|| net.nodes[0].poll_transmit()).count();
+        assert_eq!(more, 6);
+        assert!(Node::accepts(&sent[0].payload));
+        assert!(!Node::accepts(&[0x00, 0x01, 0, 0]));
     }
 }

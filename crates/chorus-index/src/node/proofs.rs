@@ -215,15 +215,9 @@ impl Node {
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
+    use crate::node::tests::*;
     use crate::sim::SimVerifier;
     use chorus_framing::SeededEntropy;
-
-    fn contact(i: u8) -> Contact {
-        Contact {
-            id: NodeId([i; 32]),
-            addr: SocketAddr::from(([192, 0, 2, i], 4000)),
-        }
-    }
 
     #[test]
     fn a_proof_is_signed_once_and_within_the_budget() {
@@ -282,5 +276,220 @@ mod tests {
         assert_eq!(proven.memory_bytes(), 16 * 96, "bounded");
         proven.expire(now + ttl);
         assert_eq!(proven.memory_bytes(), 0);
+    }
+
+    #[test]
+    fn an_impostor_replaying_a_certificate_is_never_inserted_and_is_penalized() {
+        let (mut net, id2) = stranger_net();
+        let now = net.now;
+        let impostor = SocketAddr::from(([10, 0, 0, 99], 4000));
+        let cert2 = net.verifier.node_cert(2);
+        // The impostor sends a request with node 2's (valid) certificate.
+        let request = Message {
+            network: DEFAULT_NETWORK,
+            txid: 5,
+            sender_cert: &cert2,
+            nonce: None,
+            proof: None,
+            // A real attacker at its own address: it receives our cookies.
+            cookie: Some(net.nodes[0].validation.cookie_for(impostor)),
+            padding: 0,
+            body: Body::FindNode {
+                target: NodeId([3; 32]),
+            },
+        }
+        .to_bytes();
+        net.nodes[0].handle_input(now, impostor, &request).unwrap();
+        assert!(
+            net.nodes[0].table().get(&id2).is_none(),
+            "not before a proof"
+        );
+        // Node 0 answers and challenges the sender: a Ping with a nonce.
+        let out: Vec<Transmit> = std::iter::from_fn(|| net.nodes[0].poll_transmit()).collect();
+        let challenge = out
+            .iter()
+            .map(|t| Message::decode(&t.payload).unwrap())
+            .find(|m| m.body == Body::Ping)
+            .expect("a challenge");
+        let nonce = challenge.nonce.expect("the challenge carries a nonce");
+        // Without node 2's key the impostor can only answer with a made-up proof
+        // (or one node 2 made for another nonce or requester).
+        let stolen = net.nodes[2]
+            .proofs
+            .signer
+            .sign(&possession_message(&[1; 16], &net.nodes[0].id()))
+            .unwrap();
+        for (txid, proof) in [
+            (challenge.txid, &b"forged"[..]),
+            (challenge.txid, &stolen[..]),
+        ] {
+            let pong = Message {
+                network: DEFAULT_NETWORK,
+                txid,
+                sender_cert: &cert2,
+                nonce: None,
+                proof: Some(proof),
+                cookie: None,
+                padding: 0,
+                body: Body::Pong,
+            }
+            .to_bytes();
+            let r = net.nodes[0].handle_input(now, impostor, &pong);
+            assert!(
+                r == Err(Violation::BadProof.into()) || r == Err(Violation::Unsolicited.into()),
+                "{r:?}"
+            );
+        }
+        assert!(net.nodes[0].table().get(&id2).is_none());
+        assert_eq!(net.nodes[0].stats().penalized, 1);
+        // The penalty empties the impostor's rate-limit bucket.
+        assert_eq!(
+            net.nodes[0].handle_input(now, impostor, &request),
+            Err(Limit::RateLimited.into())
+        );
+        // A proof for the right nonce would have passed: node 2 signs it.
+        assert!(nonce != [1; 16]);
+
+        // The honest node 2 talks to node 0 from its own address: challenged (its
+        // padded Ping leaves room for the challenge), it answers with its key and
+        // enters the table.
+        net.nodes[2].ping(net.now, addr(0));
+        net.settle();
+        assert_eq!(
+            net.nodes[0].table().get(&id2).map(|e| e.contact.addr),
+            Some(addr(2))
+        );
+        assert_eq!(net.nodes[0].stats().penalized, 1);
+    }
+
+    #[test]
+    fn an_impostor_answering_a_request_in_the_owners_name_is_rejected() {
+        let (mut net, id2) = stranger_net();
+        let now = net.now;
+        let impostor = SocketAddr::from(([10, 0, 0, 99], 4000));
+        // Node 0 bootstraps through an address that turns out to be the impostor.
+        net.nodes[0].bootstrap(now, &[impostor]).unwrap();
+        let t = net.nodes[0].poll_transmit().unwrap();
+        let request = Message::decode(&t.payload).unwrap();
+        assert!(request.nonce.is_some(), "an unknown node is challenged");
+        let cert2 = net.verifier.node_cert(2);
+        let answer = Message {
+            network: DEFAULT_NETWORK,
+            txid: request.txid,
+            sender_cert: &cert2,
+            nonce: None,
+            proof: None,
+            cookie: None,
+            padding: 0,
+            body: Body::Nodes { nodes: Vec::new() },
+        }
+        .to_bytes();
+        assert_eq!(
+            net.nodes[0].handle_input(now, impostor, &answer),
+            Err(Violation::BadProof.into())
+        );
+        assert!(net.nodes[0].table().get(&id2).is_none());
+        assert_eq!(net.nodes[0].stats().penalized, 1);
+        // A replayed Leave in node 1's name from elsewhere does not evict node 1.
+        let id1 = net.nodes[1].id();
+        let leave = Message {
+            network: DEFAULT_NETWORK,
+            txid: 9,
+            sender_cert: &net.verifier.node_cert(1),
+            nonce: None,
+            proof: None,
+            cookie: None,
+            padding: 0,
+            body: Body::Leave,
+        }
+        .to_bytes();
+        let elsewhere = SocketAddr::from(([10, 0, 0, 98], 4000));
+        net.nodes[0].handle_input(now, elsewhere, &leave).unwrap();
+        assert!(net.nodes[0].table().get(&id1).is_some());
+    }
+
+    #[test]
+    fn a_proof_is_signed_once_per_requester_and_nonce() {
+        let (mut net, _) = stranger_net();
+        let now = net.now;
+        let ping = |txid| {
+            Message {
+                network: DEFAULT_NETWORK,
+                txid,
+                sender_cert: &net.verifier.node_cert(2),
+                nonce: Some([4; 16]),
+                proof: None,
+                cookie: None,
+                padding: 0,
+                body: Body::Ping,
+            }
+            .to_bytes()
+        };
+        let (a, b) = (ping(1), ping(2));
+        net.nodes[1].handle_input(now, addr(2), &a).unwrap();
+        net.nodes[1].handle_input(now, addr(2), &b).unwrap();
+        assert_eq!(net.nodes[1].proofs.len(), 1);
+        let proofs: Vec<Vec<u8>> = std::iter::from_fn(|| net.nodes[1].poll_transmit())
+            .filter_map(|t| {
+                Message::decode(&t.payload)
+                    .ok()
+                    .and_then(|m| m.proof.map(<[u8]>::to_vec))
+            })
+            .collect();
+        assert_eq!(proofs.len(), 2);
+        assert_eq!(proofs[0], proofs[1]);
+        let id2 = net.nodes[2].id();
+        assert!(
+            net.verifier
+                .verify_possession(
+                    &net.verifier.node_cert(1),
+                    &possession_message(&[4; 16], &id2),
+                    &proofs[0],
+                    UNIX_EPOCH
+                )
+                .is_ok()
+        );
+    }
+
+    /// 10,000 sources each send one request with a fresh nonce, 1,000 a second for
+    /// 10 simulated seconds; returns the proofs node 0 signed and what it sent.
+    fn flood(config: &Config, echo_cookies: bool) -> (u64, Stats) {
+        let mut net = Net::new(3, config);
+        let cert = net.verifier.node_cert(7);
+        let start = net.now;
+        for i in 0..10_000usize {
+            let now = start + Duration::from_millis(i as u64);
+            let from = spoofed(i);
+            let cookie = echo_cookies.then(|| net.nodes[0].validation.cookie_for(from));
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let bytes = request(&cert, i as u64, Some(nonce), cookie, 1200, Body::Ping);
+            let _ = net.nodes[0].handle_input(now, from, &bytes);
+            while net.nodes[0].poll_transmit().is_some() {}
+        }
+        (net.nodes[0].stats().proofs_signed, net.nodes[0].stats())
+    }
+
+    #[test]
+    fn a_flood_of_fresh_nonces_from_10_000_sources_signs_at_the_global_budget() {
+        let config = Config::default();
+        let (rate, burst) = (config.proof_rate as u64, config.proof_burst as u64);
+        // Spoofed sources (they never see our cookies) may use half the bucket.
+        let (signed, stats) = flood(&config, false);
+        assert!(signed <= burst / 2 + rate * 10 + 1, "{signed}");
+        assert!(signed >= rate * 10 - 1, "the budget is used: {signed}");
+        assert_eq!(stats.proofs_refused, 10_000 - signed);
+        assert_eq!(stats.cookies_sent, 10_000 - signed, "the rest get a cookie");
+        // Sources that echo cookies (a botnet) get the whole bucket, no more.
+        let (signed, stats) = flood(&config, true);
+        assert!(signed <= burst + rate * 10 + 1, "{signed}");
+        assert!(signed >= burst / 2 + rate * 10, "{signed}");
+        assert_eq!(stats.proofs_refused, 10_000 - signed, "dropped unanswered");
+        assert_eq!(stats.cookies_sent, 0);
+        // The per-IP rate limit alone would have signed for every source.
+        let mut unbounded = config;
+        unbounded.proof_rate = 100_000.0;
+        unbounded.proof_burst = 1_000_000.0;
+        assert_eq!(flood(&unbounded, true).0, 10_000);
     }
 }

@@ -342,8 +342,11 @@ impl Node {
 }
 
 #[cfg(test)]
+// Tests configure the way callers do (STYLE.md section 8).
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
+    use crate::node::tests::*;
 
     #[test]
     fn a_publication_is_reported_once_its_last_store_ends() {
@@ -375,5 +378,115 @@ mod tests {
         assert_eq!(jittered(now, hour, 0), now + hour);
         let latest = jittered(now, hour, u64::MAX);
         assert!(latest > now + hour + hour / 5 && latest <= now + hour + hour / 4);
+    }
+
+    #[test]
+    fn published_records_replicate_to_the_k_closest_and_are_found() {
+        let mut config = Config::default();
+        config.replication = 5;
+        let mut net = Net::new(12, &config);
+        let r = net.record("alice", 1);
+        net.nodes[0].publish(net.now, r.clone()).unwrap();
+        let events = net.settle();
+        assert!(
+            events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::Published { replicas: 5, .. }))
+        );
+        let holders = net
+            .nodes
+            .iter()
+            .filter(|n| n.record("alice").is_some())
+            .count();
+        assert_eq!(holders, 5);
+        // The holders are the five closest to the key.
+        let key = user_key("alice");
+        let mut ids: Vec<NodeId> = net.nodes.iter().map(Node::id).collect();
+        ids.sort_by_key(|id| distance(&key, id));
+        for id in &ids[..5] {
+            assert!(
+                net.nodes
+                    .iter()
+                    .find(|n| n.id() == *id)
+                    .unwrap()
+                    .record("alice")
+                    .is_some()
+            );
+        }
+        let lookup = net
+            .nodes
+            .iter()
+            .position(|n| n.record("alice").is_none())
+            .unwrap();
+        net.nodes[lookup].find_user(net.now, "alice").unwrap();
+        let events = net.settle();
+        let found = lookups(&events);
+        assert_eq!(found[0].record.as_ref(), Some(&r));
+        assert_eq!(found[0].hops, Some(1));
+    }
+
+    /// Publishes a record, takes its publisher offline for good, then crashes two
+    /// of its online holders every 90 minutes, four times (9 of 24 nodes down).
+    /// Returns the online holders at the end and what a lookup finds.
+    fn replicas_after_churn(max_replications: usize) -> (usize, Option<PresenceRecord>) {
+        let mut config = Config::default();
+        config.replication = 4;
+        config.max_replications = max_replications;
+        let mut net = Net::new(24, &config);
+        let r = net.record("kate", 1);
+        net.nodes[0].publish(net.now, r).unwrap();
+        net.settle();
+        assert!(net.holders("kate").len() >= 4);
+        net.down[0] = true;
+        for _ in 0..4 {
+            for h in net.holders("kate").into_iter().take(2) {
+                net.down[h] = true;
+            }
+            net.advance(Duration::from_secs(90 * 60));
+        }
+        let holders = net.holders("kate").len();
+        let asker = (1..24)
+            .find(|&i| !net.down[i] && net.nodes[i].record("kate").is_none())
+            .unwrap();
+        net.nodes[asker].find_user(net.now, "kate").unwrap();
+        let events = net.settle();
+        let found = lookups(&events).first().and_then(|o| o.record.clone());
+        (holders, found)
+    }
+
+    #[test]
+    fn holders_re_replicate_so_records_outlive_their_publisher_and_churn() {
+        let (holders, found) = replicas_after_churn(Config::default().max_replications);
+        assert!(holders >= 3, "{holders} online holders");
+        assert_eq!(found.map(|r| r.username), Some("kate".to_owned()));
+        // Without holder-side replication the same churn loses the record.
+        let (holders, found) = replicas_after_churn(0);
+        assert_eq!(holders, 0);
+        assert_eq!(found, None);
+    }
+
+    #[test]
+    fn a_record_stored_again_by_someone_else_postpones_its_replication() {
+        let mut net = Net::new(3, &Config::default());
+        let r = net.record("liam", 1);
+        let now = net.now;
+        net.nodes[1].accept_store(now, &r.to_bytes(), None).unwrap();
+        let first = net.nodes[1].store.get(&r.key()).unwrap().due;
+        assert!(first >= now + Duration::from_secs(3600));
+        assert!(first <= now + Duration::from_secs(4500));
+        // Half an hour later another holder's replication stores it again.
+        let later = now + Duration::from_secs(1800);
+        net.nodes[1]
+            .accept_store(later, &r.to_bytes(), None)
+            .unwrap();
+        assert!(net.nodes[1].store.get(&r.key()).unwrap().due >= later + Duration::from_secs(3600));
+        // Before it is due, maintenance starts no replication lookup.
+        net.nodes[1].handle_timeout(later + Duration::from_secs(60));
+        assert!(
+            !net.nodes[1]
+                .lookups
+                .values()
+                .any(|l| l.kind == LookupKind::Replicate)
+        );
     }
 }

@@ -219,8 +219,11 @@ impl Requests {
 }
 
 #[cfg(test)]
+// Tests configure the way callers do (STYLE.md section 8).
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
+    use crate::node::tests::*;
 
     const TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_millis(250));
 
@@ -285,5 +288,43 @@ mod tests {
         assert_eq!(r.next_timeout(), Some(t0 + TIMEOUTS.1 / 2 + TIMEOUTS.1));
         let _ = r.due(t1);
         assert_eq!(r.next_timeout(), Some(t1 + TIMEOUTS.0));
+    }
+
+    #[test]
+    fn store_requests_are_retried() {
+        let mut config = Config::default();
+        config.replication = 2;
+        config.retries = 1;
+        let mut net = Net::new(3, &config);
+        let r = net.record("gina", 1);
+        let now = net.now;
+        net.nodes[0].published.insert(
+            r.key(),
+            Published {
+                record: r,
+                next: now,
+            },
+        );
+        let targets = [Contact {
+            id: net.nodes[1].id(),
+            addr: addr(1),
+        }];
+        net.nodes[0].store_at(now, &user_key("gina"), &targets);
+        let first = net.nodes[0].poll_transmit().unwrap();
+        // Lost. After the request timeout the same datagram goes out again.
+        net.nodes[0].handle_timeout(now + config.request_timeout);
+        let again = net.nodes[0].poll_transmit().unwrap();
+        assert_eq!(first, again);
+        net.nodes[1]
+            .handle_input(now, addr(0), &again.payload)
+            .unwrap();
+        let ack = net.nodes[1].poll_transmit().unwrap();
+        net.nodes[0]
+            .handle_input(now, addr(1), &ack.payload)
+            .unwrap();
+        assert!(matches!(
+            net.nodes[0].poll_event(),
+            Some(Event::Published { replicas, .. }) if replicas >= 1
+        ));
     }
 }

@@ -284,7 +284,7 @@ impl Node {
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::node::tests::unsigned_record;
+    use crate::node::tests::*;
 
     fn record(name: &str, display_name: &str, issued_at: u64) -> PresenceRecord {
         unsigned_record(name, display_name, issued_at, 5000)
@@ -363,5 +363,24 @@ mod tests {
             .collect();
         assert_eq!(found, ["a", "c"]);
         assert_eq!(matches(results, &query, 1).len(), 1);
+    }
+
+    #[test]
+    fn search_finds_users_by_display_name_words() {
+        let mut config = Config::default();
+        config.replication = 4;
+        let mut net = Net::new(10, &config);
+        let mut r = net.record("hana", 1);
+        r.display_name = "Hana Sato".into();
+        net.verifier.sign(&mut r);
+        net.nodes[0].publish(net.now, r.clone()).unwrap();
+        net.settle();
+        net.nodes[5].search(net.now, "sato HANA").unwrap();
+        let events = net.settle();
+        assert_eq!(lookups(&events)[0].results, vec![r]);
+        net.nodes[5].search(net.now, "sato tanaka").unwrap();
+        let events = net.settle();
+        assert!(lookups(&events)[0].results.is_empty());
+        assert!(net.nodes[5].search(net.now, "!").is_err());
     }
 }

@@ -276,3 +276,157 @@ impl Node {
         nodes
     }
 }
+
+#[cfg(test)]
+// Tests configure the way callers do (STYLE.md section 8).
+#[allow(clippy::field_reassign_with_default)]
+mod tests {
+    use crate::node::tests::*;
+
+    #[test]
+    fn a_store_request_pays_for_its_record_check() {
+        let mut config = Config::default();
+        config.verify_rate = 1.0;
+        config.verify_burst = 2.0;
+        let mut net = Net::new(3, &config);
+        let mut r = net.record("alice", 1);
+        net.verifier.sign(&mut r);
+        let rec = r.to_bytes();
+        let now = net.now;
+        // A certificate not in the cache and the record: the whole bucket, for a
+        // source that echoes its cookie.
+        let cert = net.verifier.node_cert(1);
+        let cookie = Some(net.nodes[0].validation.cookie_for(addr(1)));
+        let store = request(&cert, 1, None, cookie, 0, Body::Store { record: &rec });
+        net.nodes[0].certs.clear();
+        net.nodes[0].handle_input(now, addr(1), &store).unwrap();
+        net.nodes[0].certs.clear();
+        assert_eq!(
+            net.nodes[0].handle_input(now, addr(1), &store),
+            Err(Limit::VerifyBudget.into())
+        );
+        assert_eq!(net.nodes[0].stats().verifications_refused, 1);
+    }
+
+    #[test]
+    fn known_peers_keep_the_reserved_half_of_the_budget_during_a_spoofed_flood() {
+        let mut net = Net::new(3, &Config::default());
+        let cert = net.verifier.node_cert(7);
+        let now = net.now;
+        for i in 0..1_000usize {
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let b = request(&cert, i as u64, Some(nonce), None, 1200, Body::Ping);
+            let _ = net.nodes[0].handle_input(now, spoofed(i), &b);
+        }
+        let signed = net.nodes[0].stats().proofs_signed;
+        assert_eq!(signed, 200, "the upper half of the bucket");
+        // Node 1 (in node 0's table) still gets its proof, from the reserve.
+        let b = request(
+            &net.verifier.node_cert(1),
+            1,
+            Some([9; NONCE_LEN]),
+            None,
+            0,
+            Body::Ping,
+        );
+        net.nodes[0].handle_input(now, addr(1), &b).unwrap();
+        assert_eq!(net.nodes[0].stats().proofs_signed, signed + 1);
+    }
+
+    #[test]
+    fn nothing_larger_than_the_request_goes_to_an_unvalidated_address() {
+        // Node 0 knows 24 nodes (full Nodes answers) and holds a record and search
+        // entries, so that every kind of answer it can give is as large as it gets.
+        let mut net = Net::new(25, &Config::default());
+        let mut r = net.record("alice", 1);
+        r.display_name = "Alice Liddell".into();
+        net.verifier.sign(&mut r);
+        let now = net.now;
+        net.nodes[0].accept_store(now, &r.to_bytes(), None).unwrap();
+        let word = word_key("liddell");
+        net.nodes[0]
+            .accept_word(now, word, &r.to_bytes(), None)
+            .unwrap();
+        let rec = r.to_bytes();
+        let stale_cookie = [0x5a; COOKIE_LEN];
+        let certs = [net.verifier.node_cert(30), net.verifier.node_cert(1)];
+        let mut sent_in: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        let mut got: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        let mut kinds: BTreeMap<u8, usize> = BTreeMap::new();
+        let mut i = 0;
+        let bodies = [
+            Body::Ping,
+            Body::FindNode {
+                target: NodeId([3; 32]),
+            },
+            Body::FindValue {
+                key: user_key("alice"),
+            },
+            Body::FindValue { key: word },
+            Body::Store { record: &rec },
+            Body::StoreWord {
+                key: word,
+                record: &rec,
+            },
+            Body::Leave,
+            Body::Pong,
+            Body::StoreAck { stored: true },
+            Body::Nodes { nodes: Vec::new() },
+        ];
+        for cert in &certs {
+            for body in &bodies {
+                for nonce in [None, Some([1; NONCE_LEN])] {
+                    for cookie in [None, Some(stale_cookie)] {
+                        for padding in [0, 200, 1200, 2048] {
+                            let m = Message {
+                                network: DEFAULT_NETWORK,
+                                txid: i as u64,
+                                sender_cert: cert,
+                                nonce: nonce.filter(|_| body.is_request()),
+                                proof: None,
+                                cookie: cookie.filter(|_| *body != Body::Leave),
+                                padding: if body.is_request() { padding } else { 0 },
+                                body: body.clone(),
+                            }
+                            .to_bytes();
+                            // Node 1's certificate from an address that is not node 1's.
+                            let from = spoofed(i);
+                            i += 1;
+                            *sent_in.entry(from).or_default() += m.len();
+                            let _ = net.nodes[0].handle_input(now, from, &m);
+                        }
+                    }
+                }
+            }
+        }
+        // Whatever the node sends later (retried challenges, maintenance) counts too.
+        let mut t = now;
+        for step in 0..200 {
+            t += Duration::from_millis(if step < 100 { 50 } else { 1000 });
+            net.nodes[0].handle_timeout(t);
+            while let Some(out) = net.nodes[0].poll_transmit() {
+                if sent_in.contains_key(&out.dst) {
+                    *got.entry(out.dst).or_default() += out.payload.len();
+                    let kind = Message::decode(&out.payload).unwrap().body.kind();
+                    *kinds.entry(kind).or_default() += 1;
+                }
+            }
+        }
+        for (a, n) in &got {
+            assert!(
+                n <= &sent_in[a],
+                "{n} bytes to {a}, which sent {}",
+                sent_in[a]
+            );
+        }
+        // Not vacuous: padded requests got full answers (Pong, Nodes, Value,
+        // StoreAck) and challenges (Ping) where they fit, short ones a Cookie.
+        for kind in [1, 2, 4, 6, 8, 11] {
+            assert!(
+                kinds.get(&kind).is_some_and(|&n| n > 0),
+                "{kind}: {kinds:?}"
+            );
+        }
+    }
+}

@@ -230,7 +230,7 @@ impl Node {
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::node::tests::unsigned_record;
+    use crate::node::tests::*;
 
     fn record(name: &str, version: u64) -> PresenceRecord {
         unsigned_record(name, name, version, 2000)
@@ -307,5 +307,53 @@ mod tests {
         s.expire(2001);
         assert_eq!(s.len(), 0);
         assert_eq!(s.memory_bytes(), 0, "the peer's share is gone too");
+    }
+
+    #[test]
+    fn only_the_newest_version_is_kept_and_stale_ones_are_refused() {
+        let mut config = Config::default();
+        config.replication = 3;
+        let mut net = Net::new(6, &config);
+        let (v1, v2) = (net.record("bob", 1), net.record("bob", 2));
+        let now = net.now;
+        assert_eq!(
+            net.nodes[1].accept_store(now, &v2.to_bytes(), None),
+            Ok(true)
+        );
+        assert_eq!(
+            net.nodes[1].accept_store(now, &v1.to_bytes(), None),
+            Ok(false)
+        );
+        assert_eq!(net.nodes[1].record("bob").unwrap().version, 2);
+        // Publishing an older version than one already published here is refused.
+        net.nodes[0].publish(now, v2).unwrap();
+        assert_eq!(net.nodes[0].publish(now, v1), Err(Violation::Stale.into()));
+    }
+
+    #[test]
+    fn records_expire() {
+        let mut net = Net::new(2, &Config::default());
+        let r = net.record("dave", 1);
+        let now = net.now;
+        assert_eq!(
+            net.nodes[0].accept_store(now, &r.to_bytes(), None),
+            Ok(true)
+        );
+        let later = now + Duration::from_secs(73 * 3600);
+        net.nodes[0].handle_timeout(later);
+        assert!(net.nodes[0].record("dave").is_none());
+        // An expired record is refused outright.
+        assert_eq!(
+            net.nodes[1].accept_store(later, &r.to_bytes(), None),
+            Err(Violation::Expired.into())
+        );
+        // So is one claiming to live longer than 72 hours.
+        let mut long = net.record("erin", 1);
+        long.expires_at += 3600;
+        net.verifier.sign(&mut long);
+        assert_eq!(
+            net.nodes[1].accept_store(now, &long.to_bytes(), None),
+            Err(Violation::Expired.into())
+        );
     }
 }

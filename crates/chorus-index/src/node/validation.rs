@@ -223,6 +223,7 @@ impl Node {
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
+    use crate::node::tests::*;
     use chorus_framing::SeededEntropy;
 
     fn validation(pad_requests_to: usize) -> (AddressValidation, SeededEntropy) {
@@ -236,7 +237,7 @@ mod tests {
         )
     }
 
-    fn addr(i: u16) -> SocketAddr {
+    fn at_port(i: u16) -> SocketAddr {
         SocketAddr::from(([192, 0, 2, 1], i))
     }
 
@@ -244,14 +245,14 @@ mod tests {
     fn a_cookie_lasts_one_to_two_windows() {
         let (mut v, mut entropy) = validation(0);
         let life = Config::default().cookie_lifetime;
-        let c = v.cookie_for(addr(1));
-        assert_ne!(v.cookie_for(addr(2)), c, "bound to the port too");
+        let c = v.cookie_for(at_port(1));
+        assert_ne!(v.cookie_for(at_port(2)), c, "bound to the port too");
         v.rotate(&mut entropy, life - Duration::from_millis(1));
-        assert_eq!(v.cookie_for(addr(1)), c, "same window");
+        assert_eq!(v.cookie_for(at_port(1)), c, "same window");
         v.rotate(&mut entropy, life);
-        assert!(v.cookie_valid(addr(1), &c));
+        assert!(v.cookie_valid(at_port(1), &c));
         v.rotate(&mut entropy, life * 2);
-        assert!(!v.cookie_valid(addr(1), &c));
+        assert!(!v.cookie_valid(at_port(1), &c));
     }
 
     #[test]
@@ -260,19 +261,22 @@ mod tests {
         let life = Config::default().cookie_lifetime;
         let request = Bytes::from_static(&[0; 40]);
         let (mut v, _) = validation(100);
-        assert_eq!(v.dress(addr(1), &request, now), with_padding(&request, 100));
-        v.remember_cookie(addr(1), [7; COOKIE_LEN], now);
         assert_eq!(
-            v.dress(addr(1), &request, now),
+            v.dress(at_port(1), &request, now),
+            with_padding(&request, 100)
+        );
+        v.remember_cookie(at_port(1), [7; COOKIE_LEN], now);
+        assert_eq!(
+            v.dress(at_port(1), &request, now),
             with_cookie(&request, &[7; COOKIE_LEN])
         );
         assert_eq!(
-            v.dress(addr(1), &request, now + life),
+            v.dress(at_port(1), &request, now + life),
             with_padding(&request, 100),
             "expired"
         );
         let (v, _) = validation(0);
-        assert_eq!(v.dress(addr(1), &request, now), request, "padding off");
+        assert_eq!(v.dress(at_port(1), &request, now), request, "padding off");
     }
 
     #[test]
@@ -280,15 +284,148 @@ mod tests {
         let now = Instant::now();
         let life = Config::default().cookie_lifetime;
         let (mut v, _) = validation(0);
-        v.remember_validated(addr(0), now);
-        assert!(v.is_validated(addr(0), now));
-        assert!(!v.is_validated(addr(0), now + life));
+        v.remember_validated(at_port(0), now);
+        assert!(v.is_validated(at_port(0), now));
+        assert!(!v.is_validated(at_port(0), now + life));
         for i in 1..16 {
-            v.remember_validated(addr(i), now + life);
+            v.remember_validated(at_port(i), now + life);
         }
-        v.remember_validated(addr(16), now + life);
+        v.remember_validated(at_port(16), now + life);
         assert_eq!(v.validated.len(), 16);
-        assert!(!v.validated.contains_key(&addr(0)), "the expired one went");
-        assert!((1..=16).all(|i| v.is_validated(addr(i), now + life)));
+        assert!(
+            !v.validated.contains_key(&at_port(0)),
+            "the expired one went"
+        );
+        assert!((1..=16).all(|i| v.is_validated(at_port(i), now + life)));
+    }
+
+    #[test]
+    fn a_first_contact_echoes_a_cookie_once_and_then_gets_its_answer() {
+        let mut config = Config::default();
+        config.pad_requests_to = 0;
+        let (mut net, id2) = stranger_net();
+        net.nodes[2] = Node::new(
+            config,
+            NodeIdentity {
+                cert: net.verifier.node_cert(2),
+                key: net.verifier.node_key(2),
+            },
+            net.verifier.clone(),
+            Box::new(SeededEntropy::new(2)),
+            net.now,
+            UNIX_EPOCH + Duration::from_secs(EPOCH),
+        )
+        .unwrap();
+        // Node 2 (unknown to node 0, unpadded) pings node 0: too short for a Pong
+        // with a proof, it gets a cookie, echoes it, then gets the Pong.
+        net.nodes[2].ping(net.now, addr(0));
+        net.settle();
+        assert_eq!(net.nodes[0].stats().cookies_sent, 1);
+        let id0 = net.nodes[0].id();
+        assert!(net.nodes[2].table().get(&id0).is_some(), "answered");
+        // Node 0 challenged node 2 once it echoed the cookie: now in its table.
+        assert!(net.nodes[0].table().get(&id2).is_some());
+        // Later requests carry the cookie: no second round trip.
+        net.nodes[2].ping(net.now, addr(0));
+        net.settle();
+        assert_eq!(net.nodes[0].stats().cookies_sent, 1);
+    }
+
+    #[test]
+    fn padded_first_requests_get_full_answers_without_a_cookie() {
+        let (mut net, id2) = stranger_net();
+        net.nodes[2].table = RoutingTable::new(id2, TableConfig::default()).unwrap();
+        net.nodes[2].bootstrap(net.now, &[addr(0)]).unwrap();
+        let events = net.settle();
+        assert!(
+            events
+                .iter()
+                .any(|(i, e)| *i == 2 && matches!(e, Event::Bootstrapped { .. })),
+            "{events:?}"
+        );
+        assert_eq!(net.nodes[0].stats().cookies_sent, 0);
+    }
+
+    #[test]
+    fn a_challenge_that_overtakes_its_answer_is_answered_without_a_cookie() {
+        let (mut net, id2) = stranger_net();
+        net.nodes[2].table = RoutingTable::new(id2, TableConfig::default()).unwrap();
+        let now = net.now;
+        net.nodes[2].ping(now, addr(0));
+        let ping = net.nodes[2].poll_transmit().unwrap();
+        net.nodes[0]
+            .handle_input(now, addr(2), &ping.payload)
+            .unwrap();
+        let out: Vec<Transmit> = std::iter::from_fn(|| net.nodes[0].poll_transmit()).collect();
+        let kinds: Vec<u8> = out
+            .iter()
+            .map(|t| Message::decode(&t.payload).unwrap().body.kind())
+            .collect();
+        assert_eq!(kinds, [2, 1], "the Pong, then the challenge");
+        // The challenge arrives first: node 2 has not seen node 0 answer yet, so
+        // its Pong (with a proof) must fit in the challenge, which is padded for it.
+        net.nodes[2]
+            .handle_input(now, addr(0), &out[1].payload)
+            .unwrap();
+        let pong = net.nodes[2].poll_transmit().unwrap();
+        let m = Message::decode(&pong.payload).unwrap();
+        assert_eq!(m.body, Body::Pong);
+        assert!(m.proof.is_some());
+        assert!(pong.payload.len() <= out[1].payload.len());
+        assert_eq!(net.nodes[2].stats().cookies_sent, 0);
+        // Node 0 accepts the proof: node 2 enters its table.
+        net.nodes[0]
+            .handle_input(now, addr(2), &pong.payload)
+            .unwrap();
+        assert!(net.nodes[0].table().get(&id2).is_some());
+    }
+
+    #[test]
+    fn cookies_are_bound_to_the_address_and_last_one_to_two_lifetimes() {
+        let mut net = Net::new(1, &Config::default());
+        let life = net.nodes[0].config().cookie_lifetime;
+        let t0 = net.now;
+        let (a, b) = (spoofed(1), spoofed(2));
+        let c = net.nodes[0].validation.cookie_for(a);
+        assert!(net.nodes[0].validation.cookie_valid(a, &c));
+        assert!(
+            !net.nodes[0].validation.cookie_valid(b, &c),
+            "another address"
+        );
+        net.nodes[0].rotate_cookie_keys(t0 + life);
+        assert!(
+            net.nodes[0].validation.cookie_valid(a, &c),
+            "the previous window's key"
+        );
+        assert_ne!(net.nodes[0].validation.cookie_for(a), c, "a fresh key");
+        net.nodes[0].rotate_cookie_keys(t0 + life * 2);
+        assert!(
+            !net.nodes[0].validation.cookie_valid(a, &c),
+            "two windows later"
+        );
+        let c = net.nodes[0].validation.cookie_for(a);
+        net.nodes[0].rotate_cookie_keys(t0 + life * 9);
+        assert!(
+            !net.nodes[0].validation.cookie_valid(a, &c),
+            "after a long silence"
+        );
+    }
+
+    #[test]
+    fn the_validated_address_and_cookie_maps_are_bounded() {
+        let mut config = Config::default();
+        config.max_validated = 16;
+        let mut net = Net::new(1, &config);
+        let now = net.now;
+        for i in 0..100 {
+            net.nodes[0].validation.remember_validated(spoofed(i), now);
+            net.nodes[0]
+                .validation
+                .remember_cookie(spoofed(i), [0; COOKIE_LEN], now);
+        }
+        assert_eq!(net.nodes[0].validation.validated.len(), 16);
+        assert_eq!(net.nodes[0].validation.cookies.len(), 16);
+        // The newest is kept.
+        assert!(net.nodes[0].validation.validated.contains_key(&spoofed(99)));
     }
 }
