@@ -36,6 +36,16 @@
 //! of possession are signed, and certificates and records of requests verified,
 //! from token buckets for the whole node (`proof_rate`, `proof_burst`;
 //! `verify_rate`, `verify_burst`), not only per source IP.
+//!
+//! The node is a hub (this module: configuration, public API, dispatch of each
+//! datagram, timers, the datagram-core contract) over subsystems, each a type in
+//! its own file with its own tests: `lookup` (iterative lookups), `requests`
+//! (requests in flight and their timer table), `store` (records held), `search`
+//! (search entries and searches), `replication` (publishing, re-replication,
+//! hand-off), `proofs` (proofs of possession and the signing budget), `certs`
+//! (the certificate cache), `validation` (return routability: cookies and
+//! validated addresses) and `serve` (answers to requests, within what the source
+//! may receive).
 #![cfg_attr(
     not(test),
     deny(
@@ -745,75 +755,6 @@ impl Node {
             self.queue(Transmit::new(from, with_cookie(&request, &cookie)));
         }
         Ok(())
-    }
-
-    fn txid(&mut self) -> Option<u64> {
-        for _ in 0..4 {
-            let t = self.entropy.u64().ok()?;
-            if !self.requests.contains(t) {
-                return Some(t);
-            }
-        }
-        None
-    }
-
-    /// A request's (`request_timeout`, `stall_timeout`).
-    const fn timeouts(&self) -> (Duration, Duration) {
-        (self.config.request_timeout, self.config.stall_timeout)
-    }
-
-    fn send_request(
-        &mut self,
-        now: Instant,
-        to: SocketAddr,
-        expect: Option<NodeId>,
-        body: Body<'_>,
-        purpose: Purpose,
-    ) -> Option<u64> {
-        self.send_request_as(now, to, expect, body, purpose, None)
-    }
-
-    /// Sends a request: with the peer's cookie or padding (see `dress`), or, for a
-    /// challenge that must stay within what an unvalidated peer sent us, padded to
-    /// at most `fixed_len` (retries too).
-    fn send_request_as(
-        &mut self,
-        now: Instant,
-        to: SocketAddr,
-        expect: Option<NodeId>,
-        body: Body<'_>,
-        purpose: Purpose,
-        fixed_len: Option<usize>,
-    ) -> Option<u64> {
-        if self.requests.len() >= self.config.max_pending {
-            return None;
-        }
-        let txid = self.txid()?;
-        let nonce = expect
-            .is_none_or(|id| !self.is_proven(&id, to, now))
-            .then(|| self.nonce_for(to, now));
-        self.stats.challenges += u64::from(nonce.is_some());
-        let payload = Message {
-            network: self.config.network,
-            txid,
-            sender_cert: &self.cert,
-            nonce,
-            proof: None,
-            cookie: None,
-            padding: 0,
-            body,
-        }
-        .to_bytes();
-        let wire = match fixed_len {
-            None => self.validation.dress(to, &payload, now),
-            Some(len) => with_padding(&payload, len),
-        };
-        self.queue(Transmit::new(to, wire));
-        let mut p = Pending::new(now, to, expect, purpose, payload, self.timeouts());
-        p.nonce = nonce;
-        p.fixed_len = fixed_len;
-        self.requests.insert(txid, p);
-        Some(txid)
     }
 
     fn send_oneway(&mut self, to: SocketAddr, body: Body<'_>) {

@@ -1,6 +1,8 @@
 //! Requests in flight and their deadlines: a timer table ordered by the next
 //! instant each request needs attention (a stall or its deadline), so the node
-//! finds what is due, and when to wake, without scanning every request.
+//! finds what is due, and when to wake, without scanning every request; and how
+//! the node sends a request (a fresh transaction id, a possession challenge to a
+//! peer not yet proven, the peer's cookie or padding).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -9,7 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus_crypto::cert::NodeId;
 
-use crate::message::NONCE_LEN;
+use chorus_framing::Transmit;
+
+use super::Node;
+use crate::message::{Body, Message, NONCE_LEN, with_padding};
 
 /// What an answer to a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +220,80 @@ impl Requests {
     /// When the first request needs attention.
     pub(super) fn next_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(at, _)| *at)
+    }
+}
+
+impl Node {
+    /// A fresh transaction id (`None` if the entropy source fails or keeps
+    /// repeating ids in flight).
+    fn txid(&mut self) -> Option<u64> {
+        for _ in 0..4 {
+            let t = self.entropy.u64().ok()?;
+            if !self.requests.contains(t) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// A request's (`request_timeout`, `stall_timeout`).
+    pub(super) const fn timeouts(&self) -> (Duration, Duration) {
+        (self.config.request_timeout, self.config.stall_timeout)
+    }
+
+    /// Sends a request (see [`Self::send_request_as`]); its transaction id.
+    pub(super) fn send_request(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        expect: Option<NodeId>,
+        body: Body<'_>,
+        purpose: Purpose,
+    ) -> Option<u64> {
+        self.send_request_as(now, to, expect, body, purpose, None)
+    }
+
+    /// Sends a request: with the peer's cookie or padding (see
+    /// `AddressValidation::dress`), or, for a challenge that must stay within what
+    /// an unvalidated peer sent us, padded to at most `fixed_len` (retries too).
+    pub(super) fn send_request_as(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        expect: Option<NodeId>,
+        body: Body<'_>,
+        purpose: Purpose,
+        fixed_len: Option<usize>,
+    ) -> Option<u64> {
+        if self.requests.len() >= self.config.max_pending {
+            return None;
+        }
+        let txid = self.txid()?;
+        let nonce = expect
+            .is_none_or(|id| !self.is_proven(&id, to, now))
+            .then(|| self.nonce_for(to, now));
+        self.stats.challenges += u64::from(nonce.is_some());
+        let payload = Message {
+            network: self.config.network,
+            txid,
+            sender_cert: &self.cert,
+            nonce,
+            proof: None,
+            cookie: None,
+            padding: 0,
+            body,
+        }
+        .to_bytes();
+        let wire = match fixed_len {
+            None => self.validation.dress(to, &payload, now),
+            Some(len) => with_padding(&payload, len),
+        };
+        self.queue(Transmit::new(to, wire));
+        let mut p = Pending::new(now, to, expect, purpose, payload, self.timeouts());
+        p.nonce = nonce;
+        p.fixed_len = fixed_len;
+        self.requests.insert(txid, p);
+        Some(txid)
     }
 }
 
