@@ -35,6 +35,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chorus_framing::Redacted;
 use chorus_runtime::{Runtime, SocketConfig, Sockets, now};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::{AbortHandle, JoinSet};
@@ -113,6 +114,12 @@ pub async fn bootstrap(
                     attempt,
                     rtt,
                 } => {
+                    tracing::info!(
+                        node = %Redacted(addr),
+                        ?transport,
+                        ms = rtt.as_millis(),
+                        "bootstrap reached a super node"
+                    );
                     connects.abort_all();
                     return Ok(Connected {
                         addr,
@@ -122,7 +129,14 @@ pub async fn bootstrap(
                         attempts,
                     });
                 }
-                Event::Failed(u) => return Err(DriverError::core(u)),
+                Event::Failed(u) => {
+                    tracing::warn!(
+                        rounds = u.rounds,
+                        tried = u.tried.len(),
+                        "no super node reachable"
+                    );
+                    return Err(DriverError::core(u));
+                }
             }
         }
         tokio::select! {

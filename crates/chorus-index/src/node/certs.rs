@@ -110,6 +110,7 @@ impl Node {
         let ok = self.verify_tokens.take(now, rate, burst, unvalidated);
         if !ok {
             self.stats.verifications_refused += 1;
+            tracing::debug!("verification budget spent: request refused");
         }
         ok
     }

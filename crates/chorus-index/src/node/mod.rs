@@ -63,7 +63,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use chorus_crypto::cert::NodeId;
-use chorus_framing::{Entropy, Transmit};
+use chorus_framing::{Entropy, Redacted, Transmit};
 
 use crate::error::{Error, UsageError, Violation};
 use crate::id::{closer, user_key};
@@ -783,6 +783,21 @@ impl Node {
     }
 
     fn push_event(&mut self, e: Event) {
+        match &e {
+            Event::Bootstrapped { contacts } => tracing::info!(contacts, "joined the index"),
+            Event::BootstrapFailed => tracing::warn!("no bootstrap node answered"),
+            Event::Lookup(o) => tracing::debug!(
+                found = o.record.is_some(),
+                results = o.results.len(),
+                hops = ?o.hops,
+                ms = o.duration.as_millis(),
+                messages = o.messages,
+                "lookup finished"
+            ),
+            Event::Published { username, replicas } => {
+                tracing::debug!(user = %Redacted(username), replicas, "record published");
+            }
+        }
         if self.events.len() >= self.config.max_queue {
             self.stats.overflow += 1;
             return;

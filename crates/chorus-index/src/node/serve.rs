@@ -161,6 +161,7 @@ impl Node {
                     Some(p)
                 } else {
                     self.stats.proofs_refused += 1;
+                    tracing::debug!("proof budget spent: request left unanswered");
                     if validated {
                         // Dropped as if lost: the requester retries or moves on.
                         return Err(Limit::ProofBudget.into());
