@@ -11,6 +11,8 @@ use crate::datagram::{Datagram, PacketKind, classify};
 use crate::frame::{Frame, FrameCodec, FrameConfig};
 use crate::tlv::{Attributes, TlvLimits};
 
+pub use crate::mux::fuzz::mux_routing;
+
 /// Decodes every frame from `data`, delivered in chunks whose sizes the first byte
 /// chooses, and checks that chunking changes nothing and that frames round-trip.
 pub fn stream_frames(data: &[u8]) {

@@ -7,6 +7,8 @@
 //! - [`tlv`]: type-length-value attribute lists for control messages.
 //! - [`sansio`]: the contract every sans-IO datagram core keeps, [`DatagramCore`],
 //!   with the run loop a driver follows.
+//! - [`mux`]: [`Mux`], one port for several cores (STUN, TURN, the Global Index,
+//!   media), routed by RFC 7983 first-byte ranges and each core's `accepts`.
 //! - The vocabulary the crates above share: [`Transmit`], [`Entropy`] and the
 //!   bounds-checked [`Reader`].
 //!
@@ -55,6 +57,7 @@ mod entropy;
 mod error;
 pub mod frame;
 mod hash;
+pub mod mux;
 mod reader;
 mod redact;
 pub mod sansio;
@@ -74,6 +77,7 @@ pub use error::{DecodeError, Error, UsageError};
 pub use frame::CodecError;
 pub use frame::{Flags, Frame, FrameCodec, FrameConfig, FrameHeader, FrameType};
 pub use hash::{U32Hasher, U32Map};
+pub use mux::{CoreHandle, CoreId, Mux, MuxError, MuxStats};
 pub use reader::Reader;
 pub use redact::{LOG_SENSITIVE, Redacted};
 pub use sansio::DatagramCore;
