@@ -99,6 +99,10 @@ pub enum UsageError {
     BadPadding,
     /// An invalid configuration (the message says which rule).
     BadConfig(&'static str),
+    /// A datagram handed to a session through `DatagramCore::handle_datagram`
+    /// from an address other than its peer's (or before it has one): its
+    /// `accepts` says no to such datagrams, so the caller routed it wrongly.
+    NotFromPeer,
 }
 
 impl fmt::Display for Error {
@@ -160,6 +164,7 @@ impl fmt::Display for UsageError {
             Self::TextTooLong => f.write_str("text longer than 255 bytes"),
             Self::BadPadding => f.write_str("padding length must be at least 1"),
             Self::BadConfig(why) => write!(f, "invalid configuration: {why}"),
+            Self::NotFromPeer => f.write_str("datagram not from the session's peer"),
         }
     }
 }

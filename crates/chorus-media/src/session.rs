@@ -120,11 +120,12 @@
 
 use core::time::Duration;
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use chorus_crypto::srtp::SrtpSession;
-use chorus_framing::Entropy;
+use chorus_framing::{DatagramCore, Entropy, PacketKind, Transmit};
 
 use crate::adapt::{
     FrameBudget, LossEstimator, Protection, ProtectionGoal, RateConfig, RateController,
@@ -452,6 +453,8 @@ pub struct Session {
     /// The next regular report was brought forward for a loss (it counts as the
     /// early report of its interval).
     early_pulled: bool,
+    /// Where the peer's datagrams come from and ours go, for [`DatagramCore`].
+    peer: Option<SocketAddr>,
     // Outputs.
     transmits: VecDeque<Bytes>,
     pcm: VecDeque<Vec<i16>>,
@@ -469,6 +472,7 @@ impl core::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("ssrc", &self.config.ssrc)
             .field("remote_ssrc", &self.remote_ssrc)
+            .field("has_peer", &self.peer.is_some())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -638,6 +642,7 @@ impl Session {
             last_report: None,
             early_sent: false,
             early_pulled: false,
+            peer: None,
             transmits: VecDeque::new(),
             pcm: VecDeque::new(),
             events: VecDeque::new(),
@@ -677,6 +682,24 @@ impl Session {
     #[must_use]
     pub const fn frame_samples(&self) -> usize {
         self.frame_samples
+    }
+
+    /// Sets the peer's transport address: [`DatagramCore::accepts`] takes RTP and
+    /// RTCP from it only, and [`DatagramCore::poll_transmit`] addresses datagrams to
+    /// it. Until it is set the session accepts nothing through the trait (a media
+    /// port must not take SRTP from whoever guesses it first) and its datagrams wait
+    /// in the queue (at most `max_queued`). Calling it again moves the call leg to a
+    /// new address (an ICE restart picked another pair). The inherent
+    /// [`Session::handle_input`] and [`Session::poll_transmit`] ignore it: their
+    /// caller's transport knows the peer.
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = Some(peer);
+    }
+
+    /// The peer's address given to [`Session::set_peer`], if any.
+    #[must_use]
+    pub const fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     /// Counters and estimates so far.
@@ -1687,7 +1710,8 @@ impl Session {
         }
     }
 
-    /// The next datagram to send to the peer (the caller's transport knows where).
+    /// The next datagram to send to the peer (the caller's transport knows where;
+    /// [`DatagramCore::poll_transmit`] addresses it to [`Session::peer`]).
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.transmits.pop_front()
@@ -1718,5 +1742,59 @@ impl Session {
         .into_iter()
         .flatten()
         .min()
+    }
+}
+
+/// A call leg behind a socket (or a [`chorus_framing::Mux`]): it takes RTP and RTCP
+/// (RFC 7983's 128..=191, [`chorus_framing::classify`]) from the peer set with
+/// [`Session::set_peer`] only, and sends there. Decoded audio stays on
+/// [`Session::poll_pcm`], which the owner drains with the rest.
+impl DatagramCore for Session {
+    type Event = Event;
+    type Error = Error;
+
+    fn accepts(&self, _local: SocketAddr, from: SocketAddr, bytes: &[u8]) -> bool {
+        self.peer == Some(from)
+            && matches!(
+                chorus_framing::classify(bytes),
+                PacketKind::Rtp | PacketKind::Rtcp
+            )
+    }
+
+    /// # Errors
+    /// [`UsageError::NotFromPeer`] for a datagram from another address (or before
+    /// [`Session::set_peer`]), counted in [`SessionStats::rejected`]; otherwise as
+    /// [`Session::handle_input`].
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        _local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        if self.peer != Some(from) {
+            self.stats.rejected += 1;
+            return Err(UsageError::NotFromPeer.into());
+        }
+        self.handle_input(now, bytes)
+    }
+
+    /// The next datagram, to the peer; `None` while no peer is set (the datagrams
+    /// wait, bounded by `max_queued`).
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        let peer = self.peer?;
+        Self::poll_transmit(self).map(|payload| Transmit::new(peer, payload))
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Self::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now);
     }
 }
