@@ -54,6 +54,21 @@
 //!    send every [`Mixer::transmits`] packet to its participant and play
 //!    [`Mixer::heard_by`] for local ones. Both stay valid until the next tick.
 //!
+//! Or, as a [`DatagramCore`] behind a socket (participants added with
+//! [`RemoteConfig::addr`]), the mixer keeps its own clock:
+//!
+//! 1. [`DatagramCore::handle_datagram`] for every RTP datagram; it takes those from a
+//!    participant's address ([`DatagramCore::accepts`]). The first datagram (or
+//!    [`Mixer::start`]) starts the clock: the first tick is due one tick later.
+//! 2. At [`DatagramCore::poll_timeout`] (the next tick, `tick` after the previous
+//!    one's due time, so the clock does not drift with late wake-ups), call
+//!    [`DatagramCore::handle_timeout`]: it runs [`Mixer::tick`] (an early call is a
+//!    no-op; a wake-up more than a tick late skips the missed ticks rather than
+//!    bursting them) and queues one [`Transmit`] per addressed participant.
+//! 3. Drain [`DatagramCore::poll_transmit`]: the queue holds one tick's packets,
+//!    and what is left of it when the next tick runs is dropped (counted in
+//!    [`MixerStats::transmits_dropped`]).
+//!
 //! Invariants: nobody hears themselves; at most K participants are decoded per tick
 //! (plus one priming decode per new speaker, and at most `max_measured` senders that
 //! send no level); one RTP packet per remote participant per tick; a tick allocates
@@ -66,10 +81,12 @@ pub mod mix;
 pub mod speakers;
 
 use core::time::Duration;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use chorus_framing::{DatagramCore, PacketKind, Transmit};
 use chorus_media::jitter::{JitterBuffer, JitterConfig, Playout};
 use chorus_media::opus::{Channels, Decoder, Encoder, EncoderConfig};
 use chorus_media::rtp::{self, AudioLevel};
@@ -170,6 +187,11 @@ pub struct RemoteConfig {
     /// settings share one encoder. Default: chorus-media's default (48 kHz mono,
     /// 20 ms, 32 kbit/s).
     pub codec: EncoderConfig,
+    /// The participant's transport address, for the mixer as a [`DatagramCore`]: it
+    /// takes RTP from this address and sends the participant's mix there. At most one
+    /// participant per address. Default `None`: the caller routes by
+    /// [`ParticipantId`] ([`Mixer::handle_packet`], [`Mixer::transmits`]).
+    pub addr: Option<SocketAddr>,
 }
 
 impl Default for RemoteConfig {
@@ -180,6 +202,7 @@ impl Default for RemoteConfig {
             first_timestamp: 0,
             frame: Duration::from_millis(20),
             codec: EncoderConfig::default(),
+            addr: None,
         }
     }
 }
@@ -233,6 +256,11 @@ pub enum Usage {
     WrongKind,
     /// An invalid configuration; the text says which rule.
     BadConfig(&'static str),
+    /// Another participant already has this [`RemoteConfig::addr`].
+    DuplicateAddress,
+    /// A datagram given through [`DatagramCore::handle_datagram`] from an address
+    /// no participant has (its `accepts` says no to it).
+    UnknownAddress,
 }
 
 /// Counters of one tick, for checking the conference's stream count.
@@ -263,6 +291,11 @@ pub struct MixerStats {
     pub decode_errors: u64,
     /// Encodes or packetizations that failed (nothing sent for them).
     pub encode_errors: u64,
+    /// Queued [`DatagramCore`] transmits still undrained when the next tick ran.
+    pub transmits_dropped: u64,
+    /// Ticks skipped because [`DatagramCore::handle_timeout`] came more than a tick
+    /// late.
+    pub ticks_skipped: u64,
 }
 
 /// One RTP packet to send, valid until the next [`Mixer::tick`].
@@ -302,6 +335,7 @@ struct Remote {
     /// The last packet, kept (by reference count) to prime a decoder on promotion.
     last: Option<Bytes>,
     ssrc_out: u32,
+    addr: Option<SocketAddr>,
     sequence: u16,
     timestamp: u32,
     marker: bool,
@@ -377,6 +411,13 @@ pub struct Mixer {
     transmits: Vec<(ParticipantId, usize, usize)>,
     counts: StreamCounts,
     stats: MixerStats,
+    /// Remote participants by [`RemoteConfig::addr`].
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    /// When the next tick is due ([`DatagramCore::poll_timeout`]); `None` until
+    /// the clock starts.
+    next_tick: Option<Instant>,
+    /// The last tick's packets for addressed participants.
+    queue: VecDeque<Transmit>,
 }
 
 impl Mixer {
@@ -430,6 +471,9 @@ impl Mixer {
             transmits: Vec::new(),
             counts: StreamCounts::default(),
             stats: MixerStats::default(),
+            by_addr: HashMap::new(),
+            next_tick: None,
+            queue: VecDeque::new(),
         })
     }
 
@@ -498,6 +542,9 @@ impl Mixer {
         {
             return bad("frame must be 10, 20, 40 or 60 ms and a multiple of the tick");
         }
+        if config.addr.is_some_and(|a| self.by_addr.contains_key(&a)) {
+            return Err(Error::AudioUsage(Usage::DuplicateAddress));
+        }
         let codec = match self.codecs.iter().position(|k| k.config == c) {
             Some(i) => i,
             None => {
@@ -528,6 +575,7 @@ impl Mixer {
             current: Current::Nothing,
             last: None,
             ssrc_out: config.ssrc,
+            addr: config.addr,
             sequence: config.first_sequence,
             timestamp: config.first_timestamp,
             marker: true,
@@ -538,6 +586,9 @@ impl Mixer {
         })))?;
         if let Some(k) = self.codecs.get_mut(codec) {
             k.users += 1;
+        }
+        if let Some(a) = config.addr {
+            self.by_addr.insert(a, id);
         }
         Ok(id)
     }
@@ -580,6 +631,9 @@ impl Mixer {
             return Err(Error::AudioUsage(Usage::UnknownParticipant));
         };
         if let Kind::Remote(r) = &mut p.kind {
+            if let Some(a) = r.addr {
+                self.by_addr.remove(&a);
+            }
             release_codecs(&mut self.decoders, &mut self.codecs, r, false);
             if let Some(k) = self.codecs.get_mut(r.codec) {
                 k.users -= 1;
@@ -599,6 +653,13 @@ impl Mixer {
             .is_some_and(|p| p.id == id)
     }
 
+    /// Starts the mixing clock of [`DatagramCore::poll_timeout`] at `now` (the first
+    /// tick is due one tick later), unless it runs already; the first packet starts
+    /// it too. A mixer driven by [`Mixer::tick`] alone needs neither.
+    pub fn start(&mut self, now: Instant) {
+        self.next_tick.get_or_insert(now + self.config.tick);
+    }
+
     /// One RTP datagram (RFC 3550, Opus per RFC 7587) from a remote participant,
     /// received at `now`. The datagram is kept by reference, not copied. Peer data:
     /// anything malformed is an `Err` and changes nothing.
@@ -608,6 +669,7 @@ impl Mixer {
         id: ParticipantId,
         datagram: Bytes,
     ) -> Result<(), Error> {
+        self.start(now);
         let (pt, level_id, max_payload) = (
             self.config.payload_type,
             self.config.audio_level_id,
@@ -1081,6 +1143,90 @@ impl Mixer {
     #[must_use]
     pub const fn stats(&self) -> MixerStats {
         self.stats
+    }
+}
+
+impl Mixer {
+    /// Queues the last tick's packets as transmits to their participants'
+    /// addresses, in place of what is left of the previous tick's: one copy of the
+    /// tick's output buffer, each packet a slice of it.
+    fn queue_transmits(&mut self) {
+        self.stats.transmits_dropped += self.queue.len() as u64;
+        self.queue.clear();
+        let out = Bytes::copy_from_slice(&self.out);
+        for &(to, start, end) in &self.transmits {
+            let addr = self
+                .slots
+                .get(to.slot as usize)
+                .and_then(Option::as_ref)
+                .and_then(|p| match &p.kind {
+                    Kind::Remote(r) => r.addr,
+                    Kind::Pcm(_) => None,
+                });
+            if let (Some(addr), Some(packet)) = (addr, out.get(start..end)) {
+                self.queue
+                    .push_back(Transmit::new(addr, out.slice_ref(packet)));
+            }
+        }
+    }
+}
+
+/// The mixer behind a socket: RTP (RFC 7983's 128..=191, payload types outside
+/// RTCP's) from the address of a participant added with [`RemoteConfig::addr`]; its
+/// own mixing clock. See the module docs' run loop. The mixer speaks RTP: SRTP, when
+/// the legs use it, is a layer in front of it.
+impl DatagramCore for Mixer {
+    type Event = core::convert::Infallible;
+    type Error = Error;
+
+    fn accepts(&self, _local: SocketAddr, from: SocketAddr, bytes: &[u8]) -> bool {
+        chorus_framing::classify(bytes) == PacketKind::Rtp && self.by_addr.contains_key(&from)
+    }
+
+    /// # Errors
+    /// [`Usage::UnknownAddress`] from an address no participant has; otherwise as
+    /// [`Mixer::handle_packet`].
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        _local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        let id = *self
+            .by_addr
+            .get(&from)
+            .ok_or(Error::AudioUsage(Usage::UnknownAddress))?;
+        self.handle_packet(now, id, Bytes::copy_from_slice(bytes))
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.queue.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<core::convert::Infallible> {
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let Some(due) = self.next_tick.filter(|&t| t <= now) else {
+            return;
+        };
+        self.tick(now);
+        self.queue_transmits();
+        let tick = self.config.tick;
+        let mut next = due + tick;
+        if next <= now {
+            // More than a tick late: the missed ticks are gone, the clock restarts.
+            let behind = now.duration_since(next).as_nanos() / tick.as_nanos() + 1;
+            self.stats.ticks_skipped += u64::try_from(behind).unwrap_or(u64::MAX);
+            next = now + tick;
+        }
+        self.next_tick = Some(next);
     }
 }
 

@@ -13,6 +13,10 @@ use chorus_media::opus::{Channels, Decoder, Encoder, EncoderConfig};
 use chorus_media::rtp::{self, AudioLevel, Element, Extension};
 use proptest::prelude::*;
 
+use std::net::SocketAddr;
+
+use chorus_framing::{DatagramCore, Transmit};
+
 use super::*;
 
 const TICK: Duration = Duration::from_millis(20);
@@ -56,9 +60,20 @@ impl Client {
         bitrate: u32,
     ) -> Self {
         let mut remote = RemoteConfig::default();
+        remote.codec.bitrate = bitrate;
+        Self::with_remote(mixer, voice, rate, channels, remote)
+    }
+
+    /// A client whose mixer-side configuration starts from `remote`.
+    fn with_remote(
+        mixer: &mut Mixer,
+        voice: Voice,
+        rate: u32,
+        channels: Channels,
+        mut remote: RemoteConfig,
+    ) -> Self {
         remote.ssrc = 0x1000 + mixer.count as u32;
         remote.codec.frame = mixer.config().tick;
-        remote.codec.bitrate = bitrate;
         let id = mixer.add_remote(remote).unwrap();
         let mut config = EncoderConfig::default();
         config.sample_rate = rate;
@@ -730,4 +745,160 @@ proptest! {
     fn arbitrary_datagrams_never_panic_the_mixer(data in proptest::collection::vec(any::<u8>(), 0..600)) {
         fuzz::mixer_input(&data);
     }
+}
+
+/// Moves everything `core` has to send into `sent`, through the trait.
+fn drain<C: DatagramCore>(core: &mut C, sent: &mut Vec<Transmit>) {
+    while let Some(t) = core.poll_transmit() {
+        sent.push(t);
+    }
+    assert!(core.poll_event().is_none());
+}
+
+/// Feeds `datagrams` (from, bytes) and the core's own timers up to `until`, through
+/// `DatagramCore` only; returns what it sent and the datagrams it refused.
+fn drive<C: DatagramCore>(
+    core: &mut C,
+    start: Instant,
+    datagrams: &[(Duration, SocketAddr, Bytes)],
+    until: Duration,
+) -> (Vec<Transmit>, usize) {
+    let local: SocketAddr = "192.0.2.1:5004".parse().unwrap();
+    let (mut sent, mut refused) = (Vec::new(), 0);
+    let mut next = datagrams.iter().peekable();
+    loop {
+        let arrival = next.peek().map(|(at, ..)| start + *at);
+        let timer = core.poll_timeout();
+        let now = match (arrival, timer) {
+            (Some(a), Some(t)) => a.min(t),
+            (Some(a), None) => a,
+            (None, Some(t)) => t,
+            (None, None) => break,
+        };
+        if now > start + until {
+            break;
+        }
+        if arrival == Some(now) {
+            let (_, from, bytes) = next.next().unwrap();
+            if core.accepts(local, *from, bytes) {
+                core.handle_datagram(now, local, *from, bytes).unwrap();
+            } else {
+                refused += 1;
+            }
+        } else {
+            core.handle_timeout(now);
+        }
+        drain(core, &mut sent);
+    }
+    (sent, refused)
+}
+
+#[test]
+fn the_mixer_as_a_datagram_core_ticks_on_its_own_clock_and_sends_to_addresses() {
+    let mut mixer = Mixer::new(MixerConfig::default()).unwrap();
+    let addrs: Vec<SocketAddr> = (1..=3)
+        .map(|i| format!("198.51.100.{i}:4000").parse().unwrap())
+        .collect();
+    let mut clients: Vec<Client> = addrs
+        .iter()
+        .map(|&a| {
+            let mut remote = RemoteConfig::default();
+            remote.addr = Some(a);
+            Client::with_remote(
+                &mut mixer,
+                Voice::Tone {
+                    hz: 440.0,
+                    amplitude: 6000.0,
+                },
+                48_000,
+                Channels::Mono,
+                remote,
+            )
+        })
+        .collect();
+    let mut duplicate = RemoteConfig::default();
+    duplicate.addr = Some(addrs[0]);
+    assert_eq!(
+        mixer.add_remote(duplicate),
+        Err(Error::AudioUsage(Usage::DuplicateAddress))
+    );
+    assert_eq!(
+        mixer.poll_timeout(),
+        None,
+        "no clock before the first datagram"
+    );
+
+    // 50 frames from each, 20 ms apart (2 ms between senders); a stranger's RTP
+    // and an RTCP packet from a participant are not the mixer's.
+    let stranger: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+    let mut datagrams = Vec::new();
+    for f in 0..50u32 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let at = TICK * f + Duration::from_millis(2 * i as u64);
+            datagrams.push((at, addrs[i], c.next_packet()));
+        }
+    }
+    datagrams.push((Duration::from_millis(501), stranger, datagrams[0].2.clone()));
+    datagrams.push((
+        Duration::from_millis(503),
+        addrs[1],
+        Bytes::from_static(&[0x80, 200, 0, 1]),
+    ));
+    datagrams.sort_by_key(|d| d.0);
+    let start = Instant::now();
+    let (sent, refused) = drive(&mut mixer, start, &datagrams, Duration::from_secs(1));
+
+    assert_eq!(refused, 2);
+    // The clock started at the first datagram: a tick every 20 ms after it.
+    let ticks = mixer.stats().ticks;
+    assert_eq!(ticks, 50, "1 s of 20 ms ticks");
+    assert_eq!(mixer.stats().ticks_skipped, 0);
+    assert_eq!(mixer.stats().transmits_dropped, 0);
+    assert_eq!(mixer.poll_timeout(), Some(start + TICK * 51));
+    // One packet per participant per tick (from the tick after it joined), to its
+    // address, as RTP from the mixer.
+    let per_addr = sent.len() / 3;
+    assert!(
+        per_addr as u64 >= ticks - 1,
+        "{per_addr} packets each in {ticks} ticks"
+    );
+    for (i, &a) in addrs.iter().enumerate() {
+        let to_a: Vec<_> = sent.iter().filter(|t| t.dst == a).collect();
+        assert_eq!(to_a.len(), per_addr);
+        let last = rtp::Packet::decode(&to_a[to_a.len() - 1].payload).unwrap();
+        assert_eq!(last.payload_type, 111);
+        assert_eq!(last.ssrc, 0x1000 + i as u32);
+    }
+    assert!(mixer.counts().speakers > 0, "the tones were mixed");
+}
+
+#[test]
+fn an_early_timeout_is_a_no_op_and_a_late_one_skips_missed_ticks() {
+    let mut mixer = Mixer::new(MixerConfig::default()).unwrap();
+    let t0 = Instant::now();
+    mixer.start(t0);
+    mixer.start(t0 + TICK * 5);
+    assert_eq!(
+        mixer.poll_timeout(),
+        Some(t0 + TICK),
+        "the first start holds"
+    );
+    mixer.handle_timeout(t0 + TICK / 2);
+    assert_eq!(mixer.stats().ticks, 0);
+    mixer.handle_timeout(t0 + TICK);
+    assert_eq!(mixer.stats().ticks, 1);
+    assert_eq!(mixer.poll_timeout(), Some(t0 + TICK * 2));
+    // 3.5 ticks late: one tick runs, the three missed ones (due at 3, 4, 5) are skipped.
+    mixer.handle_timeout(t0 + TICK * 2 + TICK * 7 / 2);
+    assert_eq!(mixer.stats().ticks, 2);
+    assert_eq!(mixer.stats().ticks_skipped, 3);
+    assert_eq!(
+        mixer.poll_timeout(),
+        Some(t0 + TICK * 2 + TICK * 7 / 2 + TICK)
+    );
+    let from: SocketAddr = "198.51.100.1:4000".parse().unwrap();
+    assert_eq!(
+        mixer.handle_datagram(t0, from, from, &[0x80, 111, 0, 0]),
+        Err(Error::AudioUsage(Usage::UnknownAddress))
+    );
 }
