@@ -90,6 +90,13 @@
 //! read [`Sfu::poll_timeout`] and call [`Sfu::handle_timeout`] then; an early call is
 //! a harmless no-op; `now` never goes backwards.
 //!
+//! The relay is also a [`chorus_framing::DatagramCore`], for a driver or a
+//! [`chorus_framing::Mux`] that owns its socket: give each peer its transport
+//! address ([`Sfu::set_address`]); SRTP and SRTCP from those addresses go in
+//! through the trait, transmits come out addressed, and control messages for the
+//! peers' control channels come out as [`Event::Control`]. The `&mut Output` calls
+//! stay the fast path (no copy); the trait path copies each input's output once.
+//!
 //! # Example
 //!
 //! ```
@@ -154,6 +161,7 @@
 //!   be read (VP8 or frame marking); spatial layers inside one SSRC (VP9/AV1 SVC)
 //!   are forwarded as one layer.
 
+mod datagram;
 mod keyframe;
 mod leg;
 mod rewrite;
@@ -168,6 +176,7 @@ use chorus_framing::PacketKind;
 use chorus_media::stats::ReceiveStats;
 use chorus_media::{rtcp, rtp};
 
+pub use datagram::{Event, MAX_QUEUED};
 pub use keyframe::{KeyframeRule, Temporal};
 pub use leg::LegSecurity;
 use leg::{Leg, Media, Resend, Sealed};
@@ -483,6 +492,13 @@ pub enum SfuError {
     DuplicatePeer(Peer),
     /// A configured maximum was reached; the string names it.
     Limit(&'static str),
+    /// An address already given to another peer ([`Sfu::set_address`]; caller's
+    /// mistake).
+    DuplicateAddress(Peer),
+    /// A datagram through [`chorus_framing::DatagramCore::handle_datagram`] from an
+    /// address no peer has, or that is not SRTP/SRTCP (control messages come only
+    /// over a peer's authenticated control channel): its `accepts` says no to it.
+    NotRoutable,
     /// An invalid configuration (the string says which rule).
     BadConfig(&'static str),
     /// A [`LegSecurity::Plaintext`] leg without [`SfuConfig::allow_plaintext`]
@@ -509,6 +525,8 @@ impl core::fmt::Display for SfuError {
             Self::UnknownPeer(p) => write!(f, "unknown peer {p:?}"),
             Self::DuplicatePeer(p) => write!(f, "peer {p:?} already present"),
             Self::Limit(what) => write!(f, "limit reached: {what}"),
+            Self::DuplicateAddress(p) => write!(f, "address already used by {p:?}"),
+            Self::NotRoutable => f.write_str("datagram from no peer's address, or not media"),
             Self::BadConfig(why) => write!(f, "invalid SFU configuration: {why}"),
             Self::PlaintextRefused(p) => write!(f, "plaintext leg for {p:?} not allowed"),
         }
@@ -551,6 +569,12 @@ pub struct SfuStats {
     pub send_refused: u64,
     /// NACKed RTP packets resent from a leg's history, byte for byte as first sent.
     pub retransmitted: u64,
+    /// Packets produced on the [`chorus_framing::DatagramCore`] path for a peer
+    /// without an address ([`Sfu::set_address`]): not sent.
+    pub unaddressed: u64,
+    /// Transmits and events of the [`chorus_framing::DatagramCore`] path dropped
+    /// because the owner left more than [`MAX_QUEUED`] undrained.
+    pub queue_dropped: u64,
 }
 
 /// A receiver's view of one stream.
@@ -693,6 +717,8 @@ pub struct Sfu {
     legs: Legs,
     /// The packet being unprotected.
     plain: Vec<u8>,
+    /// Addresses and queues of the [`chorus_framing::DatagramCore`] path.
+    wire: datagram::Wire,
 }
 
 fn media_err(e: chorus_media::DecodeError) -> Error {
@@ -742,6 +768,7 @@ impl Sfu {
             stamped: Vec::new(),
             legs: Legs::default(),
             plain: Vec::new(),
+            wire: datagram::Wire::default(),
         })
     }
 
@@ -751,6 +778,8 @@ impl Sfu {
         SfuStats {
             late_dropped: self.legs.late_dropped,
             send_refused: self.legs.send_refused,
+            unaddressed: self.wire.unaddressed,
+            queue_dropped: self.wire.queue_dropped,
             ..self.stats
         }
     }
@@ -865,6 +894,7 @@ impl Sfu {
             .ok_or(SfuError::UnknownPeer(Peer::Endpoint(id)))?;
         self.endpoints.swap_remove(i);
         self.legs.endpoints.remove(&id);
+        self.wire.forget(Peer::Endpoint(id));
         while let Some(si) = self
             .streams
             .iter()
@@ -922,6 +952,7 @@ impl Sfu {
             .ok_or(SfuError::UnknownPeer(Peer::Link(id)))?;
         self.links.swap_remove(i);
         self.legs.links.remove(&id);
+        self.wire.forget(Peer::Link(id));
         while let Some(si) = self.streams.iter().position(|s| s.origin == Peer::Link(id)) {
             self.remove_stream(now, si, out);
         }
