@@ -437,13 +437,17 @@ fn reuse<'b>(mut v: Vec<Attribute<'_>>) -> Vec<Attribute<'b>> {
 }
 
 /// The STUN server (RFC 8489 Binding, RFC 5780 behaviour discovery) behind one port:
-/// it takes STUN messages only.
+/// it takes STUN messages of the Binding method only, so that behind a
+/// [`chorus_framing::Mux`] registered before a TURN server it leaves Allocate,
+/// Refresh and the rest to the TURN server (alone on a port, it still answers
+/// those with 400 when a driver hands them to it anyway).
 impl chorus_framing::DatagramCore for Server {
     type Event = std::convert::Infallible;
     type Error = Error;
 
     fn accepts(&self, _: SocketAddr, _: SocketAddr, bytes: &[u8]) -> bool {
         chorus_framing::classify(bytes) == chorus_framing::PacketKind::Stun
+            && Header::decode(bytes).is_ok_and(|h| h.method == Method::BINDING)
     }
 
     fn handle_datagram(
