@@ -4,9 +4,6 @@
 //! datagram a client sends must land in the core of its kind, and every answer the
 //! mux sends must be accepted by the client it is addressed to: nothing misrouted,
 //! nothing unroutable.
-// The STUN and TURN servers implement `DatagramCore` next to chorus-nat's batched
-// Linux driver.
-#![cfg(target_os = "linux")]
 #![allow(clippy::field_reassign_with_default, reason = "non_exhaustive configs")]
 
 use std::collections::HashMap;
