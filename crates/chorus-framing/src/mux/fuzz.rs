@@ -195,8 +195,8 @@ pub(crate) fn expected(
 }
 
 /// Splits `data` into datagrams (a header byte: bit 0 picks the sender, the rest a
-/// length up to 127; then that many bytes), routes each through [`four_cores`] and
-/// checks it against [`expected`]: the core it landed in, every core's count, the
+/// length up to 127; then that many bytes), routes each through `four_cores` and
+/// checks it against `expected`: the core it landed in, every core's count, the
 /// unroutable count, the rejected count, and that outputs and timers come back out of
 /// the mux. Panics only when the mux misroutes.
 pub fn mux_routing(data: &[u8]) {
