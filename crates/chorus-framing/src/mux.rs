@@ -224,35 +224,41 @@ pub struct MuxStats {
     pub unroutable: u64,
 }
 
-/// A core with its event mapping, behind one object-safe face.
-trait Erased<E>: Send {
-    fn accepts(&self, local: SocketAddr, from: SocketAddr, bytes: &[u8]) -> bool;
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), CoreError>;
-    fn poll_transmit(&mut self) -> Option<Transmit>;
-    fn poll_event(&mut self) -> Option<E>;
-    fn poll_timeout(&self) -> Option<Instant>;
-    fn handle_timeout(&mut self, now: Instant);
+/// A core's error as the boxed core sees it: the [`CoreError`] behind a type that is
+/// itself a [`std::error::Error`], as [`DatagramCore::Error`] must be.
+#[derive(Debug)]
+struct Boxed(CoreError);
+
+impl fmt::Display for Boxed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Boxed {}
+
+/// A core of any type behind one object type: the [`DatagramCore`] with events
+/// mapped and errors boxed, and a way back to the concrete core.
+trait AnyCore<E>: DatagramCore<Event = E, Error = Boxed> + Send {
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
+/// `core` with its events turned into the mux's by `map`.
 struct MapEvent<C, F> {
     core: C,
     map: F,
 }
 
-impl<C, F, E> Erased<E> for MapEvent<C, F>
+impl<C, F, E> DatagramCore for MapEvent<C, F>
 where
-    C: DatagramCore + Send + 'static,
+    C: DatagramCore,
     C::Error: Send + Sync + 'static,
-    F: FnMut(C::Event) -> E + Send + 'static,
+    F: FnMut(C::Event) -> E,
 {
+    type Event = E;
+    type Error = Boxed;
+
     fn accepts(&self, local: SocketAddr, from: SocketAddr, bytes: &[u8]) -> bool {
         self.core.accepts(local, from, bytes)
     }
@@ -263,10 +269,10 @@ where
         local: SocketAddr,
         from: SocketAddr,
         bytes: &[u8],
-    ) -> Result<(), CoreError> {
+    ) -> Result<(), Boxed> {
         self.core
             .handle_datagram(now, local, from, bytes)
-            .map_err(|e| Box::new(e) as CoreError)
+            .map_err(|e| Boxed(Box::new(e)))
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -284,7 +290,14 @@ where
     fn handle_timeout(&mut self, now: Instant) {
         self.core.handle_timeout(now);
     }
+}
 
+impl<C, F, E> AnyCore<E> for MapEvent<C, F>
+where
+    C: DatagramCore + Send + 'static,
+    C::Error: Send + Sync + 'static,
+    F: FnMut(C::Event) -> E + Send,
+{
     fn as_any(&self) -> &dyn Any {
         &self.core
     }
@@ -295,7 +308,7 @@ where
 }
 
 struct Slot<E> {
-    core: Box<dyn Erased<E>>,
+    core: Box<dyn AnyCore<E>>,
     delivered: u64,
 }
 
@@ -447,7 +460,7 @@ impl<E> DatagramCore for Mux<E> {
         self.stats.routed += 1;
         slot.core
             .handle_datagram(now, local, from, bytes)
-            .map_err(|source| {
+            .map_err(|Boxed(source)| {
                 self.stats.rejected += 1;
                 MuxError::Rejected {
                     core: CoreId(index),
