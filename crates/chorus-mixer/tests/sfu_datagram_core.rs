@@ -10,9 +10,9 @@ use std::time::Instant;
 use chorus_framing::{DatagramCore, Transmit};
 use chorus_media::rtcp;
 use chorus_mixer::Error;
-use chorus_mixer::control::{Codec, Layer, Message, StreamInfo};
-use chorus_mixer::sfu::{Output, Peer, Sfu, SfuConfig, SfuError};
-use common::{Party, endpoint_leg, rtp_bytes};
+use chorus_mixer::control::Message;
+use chorus_mixer::sfu::{Output, Peer, Sfu, SfuError};
+use common::{Party, one_layer_relay, rtp_bytes};
 
 const KEYFRAME: [u8; 5] = [0x10, 0x00, 0x9d, 0x01, 0x2a];
 const RELAY: SocketAddr = addr(1, 3478);
@@ -25,26 +25,15 @@ const fn addr(host: u8, port: u16) -> SocketAddr {
     )
 }
 
-/// Sender 1 (one layer, SSRC 0x100), receivers 2 and 3; 1 and 2 have addresses,
+/// [`one_layer_relay`] (sender 1, receivers 2 and 3), with addresses for 1 and 2;
 /// 3 has none.
 fn relay() -> (Sfu, Instant, [Party; 3]) {
-    let t0 = Instant::now();
-    let mut sfu = Sfu::new(SfuConfig::default()).unwrap();
-    let mut out = Output::new();
-    for p in 1..=3 {
-        sfu.add_endpoint(t0, p, endpoint_leg(p), &mut out).unwrap();
-    }
-    let layers = vec![Layer {
-        ssrc: 0x100,
-        bitrate_bps: 150_000,
-    }];
-    sfu.publish(t0, 1, StreamInfo::video(1, 1, Codec::Vp8, layers), &mut out)
-        .unwrap();
+    let (mut sfu, _, t0, parties) = one_layer_relay();
     for p in 1..=2 {
         sfu.set_address(Peer::Endpoint(p), addr(p as u8 + 10, 5000))
             .unwrap();
     }
-    (sfu, t0, [Party::new(1), Party::new(2), Party::new(3)])
+    (sfu, t0, parties)
 }
 
 /// Gives `core` one datagram through the trait and returns what it sends.

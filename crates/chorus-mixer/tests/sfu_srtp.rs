@@ -5,37 +5,20 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_crypto::{AuthError, Error as CryptoError};
 use chorus_media::rtcp;
 use chorus_media::rtp;
 use chorus_mixer::Error;
 use chorus_mixer::control::{Codec, Layer, StreamInfo};
-use chorus_mixer::sfu::{Kind, Output, Peer, Sfu, SfuConfig};
+use chorus_mixer::sfu::{Kind, Output, Peer, SfuConfig};
 use common::{
-    Net, Party, downlink_key, endpoint_leg, link_key, remb, rtp_bytes, srtp, ssrc, uplink_key,
+    Net, Party, downlink_key, endpoint_leg, link_key, one_layer_relay, remb, rtp_bytes, srtp, ssrc,
+    uplink_key,
 };
 
 const KEYFRAME: [u8; 5] = [0x10, 0x00, 0x9d, 0x01, 0x2a];
-
-/// A relay with sender 1 (one layer, SSRC 0x100) and receivers 2 and 3.
-fn relay() -> (Sfu, Output, Instant, [Party; 3]) {
-    let t0 = Instant::now();
-    let mut sfu = Sfu::new(SfuConfig::default()).unwrap();
-    let mut out = Output::new();
-    for p in 1..=3 {
-        sfu.add_endpoint(t0, p, endpoint_leg(p), &mut out).unwrap();
-    }
-    let layers = vec![Layer {
-        ssrc: 0x100,
-        bitrate_bps: 150_000,
-    }];
-    sfu.publish(t0, 1, StreamInfo::video(1, 1, Codec::Vp8, layers), &mut out)
-        .unwrap();
-    out.clear();
-    (sfu, out, t0, [Party::new(1), Party::new(2), Party::new(3)])
-}
 
 fn packet(seq: u16) -> Vec<u8> {
     rtp_bytes(0x100, seq, u32::from(seq) * 3000, true, &[], &KEYFRAME)
@@ -43,7 +26,7 @@ fn packet(seq: u16) -> Vec<u8> {
 
 #[test]
 fn a_packet_that_fails_authentication_is_not_forwarded() {
-    let (mut sfu, mut out, t0, [mut sender, ..]) = relay();
+    let (mut sfu, mut out, t0, [mut sender, ..]) = one_layer_relay();
     let good = sender.seal(&packet(1));
     // Any single flipped bit (header, payload or tag), the packet in clear, and the
     // packet under another participant's keys: each refused, nothing sent.
@@ -85,7 +68,7 @@ fn a_packet_that_fails_authentication_is_not_forwarded() {
 
 #[test]
 fn a_forwarded_packet_is_srtp_under_the_receivers_keys_only() {
-    let (mut sfu, mut out, t0, [mut sender, mut two, mut three]) = relay();
+    let (mut sfu, mut out, t0, [mut sender, mut two, mut three]) = one_layer_relay();
     sfu.handle_input(t0, Peer::Endpoint(1), &sender.seal(&packet(1)), &mut out)
         .unwrap();
     let sent: Vec<_> = out.iter().map(|t| (t.to, t.bytes.to_vec())).collect();
@@ -114,7 +97,7 @@ fn a_forwarded_packet_is_srtp_under_the_receivers_keys_only() {
 
 #[test]
 fn rtcp_both_ways_is_srtcp() {
-    let (mut sfu, mut out, t0, [mut sender, mut two, _]) = relay();
+    let (mut sfu, mut out, t0, [mut sender, mut two, _]) = one_layer_relay();
     let config = SfuConfig::default();
     // A REMB in clear from receiver 2 is refused and changes nothing.
     let before = sfu.selection(2, 1).unwrap();
@@ -230,7 +213,7 @@ fn cascade_links_are_protected_with_their_own_keys() {
 
 #[test]
 fn a_packet_reordered_upstream_is_dropped_rather_than_protected_again() {
-    let (mut sfu, mut out, t0, [mut sender, mut two, _]) = relay();
+    let (mut sfu, mut out, t0, [mut sender, mut two, _]) = one_layer_relay();
     // Sent in order; the network delivers 12 before 11.
     let (p10, p11, p12) = (
         sender.seal(&packet(10)),
@@ -259,7 +242,7 @@ fn a_packet_reordered_upstream_is_dropped_rather_than_protected_again() {
 
 #[test]
 fn a_stream_published_again_numbers_on_for_its_receivers() {
-    let (mut sfu, mut out, t0, [mut sender, mut two, _]) = relay();
+    let (mut sfu, mut out, t0, [mut sender, mut two, _]) = one_layer_relay();
     for seq in 1000..1010 {
         sfu.handle_input(t0, Peer::Endpoint(1), &sender.seal(&packet(seq)), &mut out)
             .unwrap();

@@ -471,3 +471,21 @@ pub fn remb(bps: u64) -> Vec<u8> {
     .unwrap();
     b.to_vec()
 }
+
+/// A relay with sender 1 (one layer, SSRC 0x100) and receivers 2 and 3.
+pub fn one_layer_relay() -> (Sfu, Output, Instant, [Party; 3]) {
+    let t0 = Instant::now();
+    let mut sfu = Sfu::new(SfuConfig::default()).unwrap();
+    let mut out = Output::new();
+    for p in 1..=3 {
+        sfu.add_endpoint(t0, p, endpoint_leg(p), &mut out).unwrap();
+    }
+    let layers = vec![Layer {
+        ssrc: 0x100,
+        bitrate_bps: 150_000,
+    }];
+    sfu.publish(t0, 1, StreamInfo::video(1, 1, Codec::Vp8, layers), &mut out)
+        .unwrap();
+    out.clear();
+    (sfu, out, t0, [Party::new(1), Party::new(2), Party::new(3)])
+}
