@@ -61,6 +61,10 @@
 //!    [`Session::poll_event`] until `None`.
 //! 3. `now` never goes backwards; an early `handle_timeout` is a harmless no-op.
 //!
+//! Behind a socket or a [`chorus_framing::Mux`], the session is a
+//! [`chorus_framing::DatagramCore`] once [`Session::set_peer`] names the peer: it
+//! accepts RTP and RTCP from that address only, and its transmits go there.
+//!
 //! Bounds: the outgoing datagram queue holds at most `max_queued` datagrams and the
 //! PCM output queue at most `max_queued` frames (the oldest are dropped and counted);
 //! the FEC decoder and jitter buffer are bounded by their own configurations.
