@@ -11,8 +11,8 @@ use chorus_framing::{DatagramCore, Transmit};
 use chorus_media::rtcp;
 use chorus_mixer::Error;
 use chorus_mixer::control::Message;
-use chorus_mixer::sfu::{Output, Peer, Sfu, SfuError};
-use common::{Party, one_layer_relay, rtp_bytes};
+use chorus_mixer::sfu::{Event, Output, Peer, Sfu, SfuConfig, SfuError};
+use common::{Party, endpoint_leg, link_leg, one_layer_relay, remb, rtp_bytes, stream_info};
 
 const KEYFRAME: [u8; 5] = [0x10, 0x00, 0x9d, 0x01, 0x2a];
 const RELAY: SocketAddr = addr(1, 3478);
@@ -144,4 +144,45 @@ fn receiver_reports_leave_on_the_relays_own_timer_through_the_trait() {
     let report = report.expect("a receiver report reached the sender");
     assert_eq!(report[0].ssrc, 0x100);
     assert_eq!(sfu.poll_event(), None);
+}
+
+#[test]
+fn a_subscription_upstream_leaves_as_a_control_event() {
+    let t0 = Instant::now();
+    let mut sfu = Sfu::new(SfuConfig::default()).unwrap();
+    let mut out = Output::new();
+    sfu.add_endpoint(t0, 2, endpoint_leg(2), &mut out).unwrap();
+    sfu.add_link(7, link_leg(0, 1), &mut out).unwrap();
+    // Participant 1's three layers, learned from the link; endpoint 2 (1 Mbit/s at
+    // first) is subscribed upstream to the layer that fits.
+    sfu.handle_control(
+        t0,
+        Peer::Link(7),
+        &Message::Publish(stream_info(1)),
+        &mut out,
+    )
+    .unwrap();
+    sfu.set_address(Peer::Endpoint(2), addr(12, 5000)).unwrap();
+    // Endpoint 2 now takes 200 kbit/s: only the lowest layer fits, and the relay
+    // changes its subscription on the link, a control message for the owner.
+    let mut two = Party::new(2);
+    drive(&mut sfu, t0, addr(12, 5000), &two.seal(&remb(200_000))).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| sfu.poll_event()).collect();
+    let subscriptions: Vec<u8> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Control { to, message } if *to == Peer::Link(7) => {
+                match Message::decode(message) {
+                    Ok(Message::Subscribe { stream: 1, layers }) => Some(layers),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subscriptions.last(), Some(&0b001), "{events:?}");
+    // The link has no address: what the relay would send it there (a keyframe
+    // request) is counted, not sent.
+    assert_eq!(sfu.poll_transmit(), None);
+    assert!(sfu.stats().unaddressed >= 1);
 }
