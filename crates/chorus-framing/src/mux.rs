@@ -373,8 +373,9 @@ impl<E> Mux<E> {
         }
     }
 
-    /// The core behind `handle`; `None` for a handle of another mux that points at
-    /// a core of another type or past the end.
+    /// The core behind `handle`. A handle is a typed position: one from another mux
+    /// gives `None` where this mux has a core of another type there or none, and
+    /// this mux's core where the type matches (keep handles with their mux).
     #[must_use]
     pub fn core<C: 'static>(&self, handle: CoreHandle<C>) -> Option<&C> {
         self.slots
