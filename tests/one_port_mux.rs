@@ -19,8 +19,9 @@ use chorus_index::sim::SimVerifier;
 use chorus_media::session::{Session, SessionConfig};
 use chorus_nat::client::{Client, ClientConfig, Event as StunEvent, Transport};
 use chorus_nat::server::{Server, ServerConfig};
-use chorus_nat::turn::client::{Event as TurnClientEvent, TurnClient, TurnClientConfig};
-use chorus_nat::turn::server::{Event as RelayEvent, StaticUsers, TurnConfig, TurnServer};
+use chorus_nat::turn::client::Event as TurnClientEvent;
+use chorus_nat::turn::server::{Event as RelayEvent, StaticUsers};
+use chorus_nat::{TurnClient, TurnClientConfig, TurnConfig, TurnServer};
 
 /// What the super node's mux reports: one variant per core with events.
 #[derive(Debug)]
