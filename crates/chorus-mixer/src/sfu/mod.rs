@@ -166,13 +166,11 @@ mod keyframe;
 mod leg;
 mod rewrite;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chorus_crypto::AuthError;
-use chorus_framing::PacketKind;
+use chorus_framing::{PacketKind, U32Map};
 use chorus_media::stats::ReceiveStats;
 use chorus_media::{rtcp, rtp};
 
@@ -590,26 +588,6 @@ pub struct Selection {
     /// frame start (down) or layer-sync frame (up).
     pub temporal_target: u8,
 }
-
-/// Multiplicative hashing for SSRC keys: the forwarding path looks one up per packet.
-#[derive(Default)]
-struct U32Hasher(u64);
-
-impl Hasher for U32Hasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type U32Map<V> = HashMap<u32, V, BuildHasherDefault<U32Hasher>>;
 
 /// Largest [`SfuConfig::retransmit_history`].
 const MAX_RETRANSMIT_HISTORY: usize = 4096;
