@@ -9,7 +9,8 @@ use chorus::crypto::srtp::{Policy, SrtpSession};
 use chorus::media::opus::{Channels, Decoder, Encoder, EncoderConfig};
 use chorus::media::rtp::{self, AudioLevel, Element, Extension};
 use chorus::mixer::audio::{Mixer, MixerConfig, PcmConfig, RemoteConfig};
-use chorus::nat::driver::ice::Connection;
+use chorus::framing::DatagramCore;
+use chorus::nat::driver::ice::{Connection, IceError};
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use crate::DemoError;
@@ -93,51 +94,60 @@ async fn mix(
     }
     let mut heard = Vec::with_capacity(mic.len());
     let (mut streams_in, mut streams_out) = (0, 0);
-    let mut clock = interval(Duration::from_millis(20));
-    clock.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The mixer keeps its own 20 ms clock (its DatagramCore timer): wait for its
+    // deadline or a packet from any leg, whichever comes first.
+    mixer.start(Instant::now().into_std());
+    let mut open = vec![true; legs.len()];
     let mut tick = 0;
     // A few ticks more than the talk, so the last packets are played out.
     while tick < ticks + 5 {
-        // Everything that arrived, then the tick.
-        for (i, (conn, _)) in legs.iter_mut().enumerate() {
-            while let Ok(Ok(mut packet)) = tokio::time::timeout(Duration::ZERO, conn.recv())
-                .await
-                .map(|r| r.map(|b| b.to_vec()))
-            {
-                if srtp[i].1.unprotect_rtp(&mut packet).is_ok() {
-                    // A packet the mixer refuses (late, duplicate) is dropped, as
-                    // the network might have.
-                    let _ =
-                        mixer.handle_packet(Instant::now().into_std(), ids[i], Bytes::from(packet));
+        let due = DatagramCore::poll_timeout(&mixer).map(Instant::from_std);
+        tokio::select! {
+            biased;
+            () = wait(due) => {
+                let frame = mic
+                    .get(tick * FRAME..(tick + 1) * FRAME)
+                    .unwrap_or(&[0; FRAME]);
+                mixer.handle_pcm(local, (tick * FRAME) as u32, frame)?;
+                DatagramCore::handle_timeout(&mut mixer, Instant::now().into_std());
+                heard.extend_from_slice(mixer.heard_by(local).unwrap_or(&[0; FRAME]));
+                let counts = mixer.counts();
+                (streams_in, streams_out) = (counts.streams_in, counts.streams_out);
+                let outgoing: Vec<(usize, Vec<u8>)> = mixer
+                    .transmits()
+                    .filter_map(|o| {
+                        ids.iter()
+                            .position(|id| *id == o.to)
+                            .map(|i| (i, o.packet.to_vec()))
+                    })
+                    .collect();
+                for (i, mut packet) in outgoing {
+                    srtp[i].0.protect_rtp(&mut packet)?;
+                    legs[i]
+                        .0
+                        .send(Bytes::from(packet))
+                        .await
+                        .map_err(|e| DemoError::Step(format!("{name}: {e}")))?;
                 }
+                tick += 1;
             }
+            (i, got) = next_packet(&mut legs, &open) => match got {
+                Ok(packet) => {
+                    let mut packet = packet.to_vec();
+                    if srtp[i].1.unprotect_rtp(&mut packet).is_ok() {
+                        // A packet the mixer refuses (late, duplicate) is dropped, as
+                        // the network might have.
+                        let _ = mixer.handle_packet(
+                            Instant::now().into_std(),
+                            ids[i],
+                            Bytes::from(packet),
+                        );
+                    }
+                }
+                // That leg ended; the others go on.
+                Err(_) => open[i] = false,
+            },
         }
-        clock.tick().await;
-        let frame = mic
-            .get(tick * FRAME..(tick + 1) * FRAME)
-            .unwrap_or(&[0; FRAME]);
-        mixer.handle_pcm(local, (tick * FRAME) as u32, frame)?;
-        mixer.tick(Instant::now().into_std());
-        heard.extend_from_slice(mixer.heard_by(local).unwrap_or(&[0; FRAME]));
-        let counts = mixer.counts();
-        (streams_in, streams_out) = (counts.streams_in, counts.streams_out);
-        let outgoing: Vec<(usize, Vec<u8>)> = mixer
-            .transmits()
-            .filter_map(|o| {
-                ids.iter()
-                    .position(|id| *id == o.to)
-                    .map(|i| (i, o.packet.to_vec()))
-            })
-            .collect();
-        for (i, mut packet) in outgoing {
-            srtp[i].0.protect_rtp(&mut packet)?;
-            legs[i]
-                .0
-                .send(Bytes::from(packet))
-                .await
-                .map_err(|e| DemoError::Step(format!("{name}: {e}")))?;
-        }
-        tick += 1;
     }
     Ok((
         heard,
@@ -145,6 +155,31 @@ async fn mix(
         streams_out,
         mixer.stats().speaker_changes,
     ))
+}
+
+/// Until `due` (forever for `None`).
+async fn wait(due: Option<Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next packet from any open leg, with the leg's index.
+async fn next_packet(
+    legs: &mut [(Connection, (Policy, Policy))],
+    open: &[bool],
+) -> (usize, Result<Bytes, IceError>) {
+    let receives: Vec<_> = legs
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| open.get(*i).copied().unwrap_or(false))
+        .map(|(i, (conn, _))| Box::pin(async move { (i, conn.recv().await) }))
+        .collect();
+    if receives.is_empty() {
+        return std::future::pending().await;
+    }
+    futures::future::select_all(receives).await.0
 }
 
 /// A member: its microphone out as Opus/RTP with the audio level, the initiator's mix
