@@ -5,7 +5,7 @@ use chorus_framing::SeededEntropy;
 use proptest::prelude::*;
 
 use super::*;
-use crate::stun::{PasswordAlgorithm, userhash};
+use crate::stun::{AddressFamily, PasswordAlgorithm, userhash};
 
 const REALM: &str = "example.org";
 
