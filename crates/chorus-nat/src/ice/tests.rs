@@ -10,7 +10,9 @@ use bytes::{Bytes, BytesMut};
 use chorus_framing::{Entropy, SeededEntropy};
 use proptest::prelude::*;
 
+use super::checklist::PairState;
 use super::*;
+use crate::error::DecodeError;
 use crate::stun::{Attribute, Class, Key, Limits, Message, Method, TransactionId};
 
 fn sa(s: &str) -> SocketAddr {
