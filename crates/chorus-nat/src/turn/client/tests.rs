@@ -10,7 +10,7 @@ use chorus_framing::SeededEntropy;
 use proptest::prelude::*;
 
 use super::*;
-use crate::stun::Limits;
+use crate::stun::{AddressFamily, AlgorithmEntry, AlgorithmList, Key, Limits, PasswordAlgorithm};
 
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)), 3478);
 const RELAYED: SocketAddr =
