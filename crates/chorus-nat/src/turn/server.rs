@@ -482,6 +482,14 @@ impl Server {
         self.allocs.get(slot)?.as_ref()
     }
 
+    /// The allocation in `slot`.
+    fn allocation(&self, slot: usize) -> Result<&Allocation, Error> {
+        self.allocs
+            .get(slot)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Violation::NoAllocation.into())
+    }
+
     fn arm(&mut self, now: Instant) {
         self.epoch.get_or_insert(now);
         if self.next_sweep.is_none() {
@@ -728,9 +736,7 @@ impl Server {
             // RFC 8656 §7.3, §9.2, §11.2: no allocation on this 5-tuple.
             return self.error(&reply, 437, Some(&auth));
         };
-        let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-            return Err(Violation::NoAllocation.into());
-        };
+        let a = self.allocation(slot)?;
         // RFC 8656 §5: later requests must use the allocation's credentials.
         if a.username() != auth.username {
             return self.error(&reply, 441, Some(&auth));

@@ -212,11 +212,135 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::*;
+    use super::super::*;
     use super::pad4;
 
     #[test]
     fn padding_rounds_up_to_four_bytes() {
         let padded: Vec<usize> = (0..9).map(|n| n + pad4(n)).collect();
         assert_eq!(padded, [0, 4, 4, 4, 4, 8, 8, 8, 8]);
+    }
+
+    #[test]
+    fn send_indication_reaches_the_peer_from_the_relayed_address_only_with_permission() {
+        let mut h = H::new(config());
+        let relay = h.relayed();
+        let w = send_indication(peer(), b"hello");
+        assert_eq!(h.send(&w), Err(Violation::NoPermission.into()));
+        assert!(h.out().is_empty());
+        h.permit(peer());
+        h.send(&w).unwrap();
+        let out = h.out();
+        assert_eq!(out.len(), 1);
+        let (transport, t) = &out[0];
+        assert_eq!(*transport, Transport::Udp);
+        assert_eq!(
+            (t.src, t.dst, &t.payload[..]),
+            (Some(relay), peer(), &b"hello"[..])
+        );
+        // A Send without DATA, or from a 5-tuple without allocation, is dropped.
+        let mut m = Message::new(Class::Indication, Method::SEND, TransactionId::new([1; 12]));
+        m.attributes.push(Attribute::XorPeerAddress(peer()));
+        let mut bare = BytesMut::new();
+        m.encode(None, &mut bare).unwrap();
+        assert!(h.send(&bare).is_err());
+        h.from = "203.0.113.9:1".parse().unwrap();
+        assert_eq!(h.send(&w), Err(Violation::NoAllocation.into()));
+        assert_eq!(h.s.stats().to_peers, 1);
+    }
+
+    #[test]
+    fn peer_data_comes_back_as_a_data_indication() {
+        let mut h = H::new(config());
+        let relay = h.relayed();
+        h.permit(peer());
+        h.s.handle_peer_input(h.now, relay, peer(), b"pong!")
+            .unwrap();
+        let out = h.out();
+        let (_, t) = &out[0];
+        assert_eq!((t.src, t.dst), (Some(listen()), client()));
+        let m = Message::decode(&t.payload, &Limits::default()).unwrap();
+        assert_eq!((m.class, m.method), (Class::Indication, Method::DATA));
+        assert_eq!(
+            m.attributes,
+            vec![Attribute::XorPeerAddress(peer()), Attribute::Data(b"pong!")]
+        );
+        // From a peer without permission, or to an unknown relay: dropped.
+        let stranger: SocketAddr = "198.51.100.200:1".parse().unwrap();
+        assert!(h.s.handle_peer_input(h.now, relay, stranger, b"x").is_err());
+        assert!(
+            h.s.handle_peer_input(h.now, "192.0.2.1:1".parse().unwrap(), peer(), b"x")
+                .is_err()
+        );
+        assert!(h.out().is_empty());
+    }
+
+    #[test]
+    fn channel_data_flows_both_ways_once_bound_and_is_padded_over_tcp() {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let mut h = H::new(config());
+            h.transport = transport;
+            let relay = h.relayed();
+            let r = h.request(
+                Method::CHANNEL_BIND,
+                vec![
+                    Attribute::ChannelNumber(0x4001),
+                    Attribute::XorPeerAddress(peer()),
+                ],
+            );
+            assert_eq!(code(&r), None);
+            // The bind installed a permission: peer data arrives as ChannelData.
+            h.s.handle_input(h.now, relay, peer(), Transport::Udp, b"abcde")
+                .unwrap();
+            let out = h.out();
+            let (t_transport, t) = &out[0];
+            assert_eq!(*t_transport, transport);
+            let expected: &[u8] = match transport {
+                Transport::Udp => b"\x40\x01\x00\x05abcde",
+                Transport::Tcp => b"\x40\x01\x00\x05abcde\0\0\0",
+            };
+            assert_eq!(&t.payload[..], expected);
+            // ChannelData from the client goes to the peer.
+            h.send(expected).unwrap();
+            let out = h.out();
+            assert_eq!(out[0].1.dst, peer());
+            assert_eq!(&out[0].1.payload[..], b"abcde");
+            // An unbound channel is dropped.
+            assert_eq!(
+                h.send(b"\x40\x02\x00\x01z\0\0\0"),
+                Err(Violation::UnboundChannel.into())
+            );
+        }
+    }
+
+    #[test]
+    fn rfc5766_channel_numbers_work_only_when_enabled() {
+        for wide in [false, true] {
+            let mut cfg = config();
+            cfg.rfc5766_channels = wide;
+            let mut h = H::new(cfg);
+            let relay = h.relayed();
+            let r = h.request(
+                Method::CHANNEL_BIND,
+                vec![
+                    Attribute::ChannelNumber(0x7623),
+                    Attribute::XorPeerAddress(peer()),
+                ],
+            );
+            assert_eq!(code(&r), if wide { None } else { Some(400) });
+            if wide {
+                h.s.handle_input(h.now, relay, peer(), Transport::Udp, b"ab")
+                    .unwrap();
+                assert_eq!(&h.out()[0].1.payload[..], b"\x76\x23\x00\x02ab");
+                h.send(b"\x76\x23\x00\x02ab").unwrap();
+                assert_eq!(&h.out()[0].1.payload[..], b"ab");
+            } else {
+                assert_eq!(
+                    h.send(b"\x76\x23\x00\x02ab"),
+                    Err(DecodeError::NotStun.into())
+                );
+            }
+        }
     }
 }

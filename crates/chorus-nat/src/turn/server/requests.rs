@@ -39,9 +39,7 @@ impl Server {
         auth: &Auth,
     ) -> Result<(), Error> {
         if let Some(&slot) = self.by_tuple.get(&reply.tuple) {
-            let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-                return Err(Violation::NoAllocation.into());
-            };
+            let a = self.allocation(slot)?;
             if a.is_retransmission(msg.transaction_id, &auth.username) {
                 if a.is_pending() {
                     // The answer leaves once the relay sockets are bound.
@@ -163,9 +161,7 @@ impl Server {
         reply: &Reply,
         auth: &Auth,
     ) -> Result<(), Error> {
-        let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-            return Err(Violation::NoAllocation.into());
-        };
+        let a = self.allocation(slot)?;
         let attrs = a.success_attributes(now);
         self.send_message(reply, Class::Success, &attrs, Some(auth))
     }
@@ -307,9 +303,7 @@ impl Server {
         msg: &Message<'_>,
         auth: &Auth,
     ) -> Result<(), Error> {
-        let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-            return Err(Violation::NoAllocation.into());
-        };
+        let a = self.allocation(slot)?;
         let peers = || {
             msg.attributes.iter().filter_map(|attr| match attr {
                 Attribute::XorPeerAddress(p) => Some(*p),
@@ -345,9 +339,7 @@ impl Server {
         msg: &Message<'_>,
         auth: &Auth,
     ) -> Result<(), Error> {
-        let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-            return Err(Violation::NoAllocation.into());
-        };
+        let a = self.allocation(slot)?;
         let channel = msg.find(|a| match a {
             Attribute::ChannelNumber(n) => Some(*n),
             _ => None,
@@ -387,5 +379,311 @@ impl Server {
             a.bind_channel(channel, peer, c_exp, p_exp);
         }
         self.send_message(reply, Class::Success, &[], Some(auth))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::super::*;
+    use crate::stun::AddressFamily;
+
+    #[test]
+    fn allocate_answers_relayed_mapped_and_lifetime_once_the_relay_is_bound() {
+        let mut h = H::new(config());
+        h.login();
+        // Without a bind report there is no answer yet.
+        let tid = h.tid();
+        let mut m = Message::new(Class::Request, Method::ALLOCATE, tid);
+        m.attributes = vec![
+            Attribute::RequestedTransport(UDP),
+            Attribute::DontFragment,
+            Attribute::Username("alice"),
+            Attribute::Realm(REALM),
+            Attribute::Nonce(&h.nonce),
+        ];
+        m.message_integrity = true;
+        m.fingerprint = true;
+        let mut w = BytesMut::new();
+        m.encode(Some(&key("alice", "secret")), &mut w).unwrap();
+        h.s.handle_input(h.now, listen(), client(), Transport::Udp, &w)
+            .unwrap();
+        assert!(h.s.poll_transmit().is_none());
+        let Some(Event::OpenRelay(relay)) = h.s.poll_event() else {
+            panic!("no OpenRelay")
+        };
+        assert_eq!(relay.ip(), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert!((50000..=50099).contains(&relay.port()));
+        // A retransmission while the bind is pending gets no second answer.
+        h.s.handle_input(h.now, listen(), client(), Transport::Udp, &w)
+            .unwrap();
+        assert!(h.s.poll_transmit().is_none());
+        h.s.handle_relay_bound(h.now, relay, true).unwrap();
+        let (_, t) = h.s.poll_transmit().unwrap();
+        Message::verify(&t.payload, &key("alice", "secret")).unwrap();
+        let r = Message::decode(&t.payload, &Limits::default()).unwrap();
+        assert_eq!(r.class, Class::Success);
+        assert!(r.fingerprint, "FINGERPRINT mirrored");
+        assert_eq!(relayed_of(&t.payload), vec![relay]);
+        assert_eq!(lifetime_of(&t.payload), Some(600));
+        assert_eq!(r.mapped_address(), Some(client()));
+        // A retransmission after success gets the same success; a new request 437.
+        h.s.handle_input(h.now, listen(), client(), Transport::Udp, &w)
+            .unwrap();
+        let (_, again) = h.s.poll_transmit().unwrap();
+        assert_eq!(relayed_of(&again.payload), vec![relay]);
+        assert_eq!(code(&h.allocate(vec![])), Some(437));
+        assert_eq!(h.s.allocations(), 1);
+        assert_eq!(
+            h.s.relayed_addresses(client(), listen(), Transport::Udp),
+            vec![relay]
+        );
+    }
+
+    #[test]
+    fn dual_allocation_gets_two_relayed_addresses_and_can_drop_one_family() {
+        let mut h = H::new(config());
+        let r = h.allocate(vec![Attribute::AdditionalAddressFamily(AddressFamily::V6)]);
+        let relays = relayed_of(&r);
+        assert_eq!(relays.len(), 2);
+        assert!(relays[0].is_ipv4() && relays[1].is_ipv6());
+        // Permissions for both families now work.
+        h.permit(peer());
+        h.permit(peer6());
+        // Refresh naming a family deletes just that one (RFC 8656 §7.3).
+        let r = h.request(
+            Method::REFRESH,
+            vec![
+                Attribute::Lifetime(0),
+                Attribute::RequestedAddressFamily(AddressFamily::V6),
+            ],
+        );
+        assert_eq!(code(&r), None);
+        assert_eq!(h.closed, vec![relays[1]]);
+        assert_eq!(
+            h.s.relayed_addresses(client(), listen(), Transport::Udp),
+            vec![relays[0]]
+        );
+        let r = h.request(
+            Method::REFRESH,
+            vec![Attribute::RequestedAddressFamily(AddressFamily::V6)],
+        );
+        assert_eq!(code(&r), Some(443));
+        let r = h.request(
+            Method::CREATE_PERMISSION,
+            vec![Attribute::XorPeerAddress(peer6())],
+        );
+        assert_eq!(code(&r), Some(443));
+    }
+
+    #[test]
+    fn even_port_with_r_reserves_the_next_port_for_a_token() {
+        let mut h = H::new(config());
+        let r = h.allocate(vec![Attribute::EvenPort(true)]);
+        let relay = relayed_of(&r)[0];
+        assert_eq!(relay.port() % 2, 0);
+        let token = Message::decode(&r, &Limits::default())
+            .unwrap()
+            .find(|a| match a {
+                Attribute::ReservationToken(t) => Some(*t),
+                _ => None,
+            })
+            .expect("RESERVATION-TOKEN");
+        // Another client claims the reserved port with the token.
+        h.from = "203.0.113.5:40001".parse().unwrap();
+        h.login();
+        let r = h.allocate(vec![Attribute::ReservationToken(token)]);
+        assert_eq!(
+            relayed_of(&r),
+            vec![SocketAddr::new(relay.ip(), relay.port() + 1)]
+        );
+        // The token is single-use.
+        h.from = "203.0.113.5:40002".parse().unwrap();
+        h.login();
+        assert_eq!(
+            code(&h.allocate(vec![Attribute::ReservationToken(token)])),
+            Some(508)
+        );
+        // EVEN-PORT without R: an even port, no token.
+        let r = h.allocate(vec![Attribute::EvenPort(false)]);
+        assert_eq!(relayed_of(&r)[0].port() % 2, 0);
+        assert!(
+            Message::decode(&r, &Limits::default())
+                .unwrap()
+                .find(|a| matches!(a, Attribute::ReservationToken(_)).then_some(()))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn lifetime_negotiation_refresh_and_expiry() {
+        let mut h = H::new(config());
+        assert_eq!(
+            lifetime_of(&h.allocate(vec![Attribute::Lifetime(100)])),
+            Some(600)
+        );
+        let relay = h.s.relayed_addresses(client(), listen(), Transport::Udp)[0];
+        let r = h.request(Method::REFRESH, vec![Attribute::Lifetime(5000)]);
+        assert_eq!(lifetime_of(&r), Some(3600));
+        let r = h.request(Method::REFRESH, vec![]);
+        assert_eq!(lifetime_of(&r), Some(600));
+        // Expiry after 600 s closes the relay.
+        h.advance(Duration::from_secs(599));
+        assert_eq!(h.s.allocations(), 1);
+        assert!(h.s.poll_timeout().is_some());
+        h.advance(Duration::from_secs(2));
+        assert_eq!(h.s.allocations(), 0);
+        assert_eq!(h.closed, vec![relay]);
+        h.login();
+        assert_eq!(code(&h.request(Method::REFRESH, vec![])), Some(437));
+        // A fresh allocation with a long lifetime, deleted by LIFETIME 0.
+        assert_eq!(
+            lifetime_of(&h.allocate(vec![Attribute::Lifetime(1200)])),
+            Some(1200)
+        );
+        let r = h.request(Method::REFRESH, vec![Attribute::Lifetime(0)]);
+        assert_eq!(lifetime_of(&r), Some(0));
+        assert_eq!(h.s.allocations(), 0);
+        assert_eq!(h.closed.len(), 2);
+        // Nothing left to expire but the rate-limit table: the timer stops eventually.
+        h.advance(Duration::from_secs(10));
+        assert_eq!(h.s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn create_permission_installs_several_peers_and_enforces_the_deny_list() {
+        let mut h = H::new(config());
+        h.allocate(vec![Attribute::AdditionalAddressFamily(AddressFamily::V6)]);
+        let other: SocketAddr = "198.51.100.8:1".parse().unwrap();
+        let r = h.request(
+            Method::CREATE_PERMISSION,
+            vec![
+                Attribute::XorPeerAddress(peer()),
+                Attribute::XorPeerAddress(other),
+            ],
+        );
+        assert_eq!(code(&r), None);
+        for denied in [
+            "127.0.0.1:9",
+            "10.0.0.1:9",
+            "192.168.1.1:9",
+            "169.254.0.1:9",
+            "224.0.0.1:9",
+            "0.0.0.0:9",
+            "[fd00::1]:9",
+            "[::1]:9",
+            "[fe80::1]:9",
+            "192.0.2.1:9", // the relay's own address
+        ] {
+            let p: SocketAddr = denied.parse().unwrap();
+            let r = h.request(
+                Method::CREATE_PERMISSION,
+                vec![
+                    Attribute::XorPeerAddress(peer()),
+                    Attribute::XorPeerAddress(p),
+                ],
+            );
+            assert_eq!(code(&r), Some(403), "{denied}");
+        }
+        assert_eq!(
+            code(&h.request(Method::CREATE_PERMISSION, vec![])),
+            Some(400)
+        );
+        // Loopback allowed by configuration.
+        let mut cfg = config();
+        cfg.allow_loopback_peers = true;
+        cfg.allowed_peers = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = H::new(cfg);
+        h.relayed();
+        h.permit("127.0.0.1:9".parse().unwrap());
+        h.permit("10.1.1.1:9".parse().unwrap());
+        assert!(h.s.peer_allowed("::1".parse().unwrap()));
+        assert!(!h.s.peer_allowed("192.168.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn channel_bind_rules_and_cooldown() {
+        let mut h = H::new(config());
+        h.relayed();
+        let other: SocketAddr = "198.51.100.8:1".parse().unwrap();
+        let bind = |h: &mut H, ch: u16, p: SocketAddr| {
+            code(&h.request(
+                Method::CHANNEL_BIND,
+                vec![Attribute::ChannelNumber(ch), Attribute::XorPeerAddress(p)],
+            ))
+        };
+        assert_eq!(bind(&mut h, 0x3fff, peer()), Some(400));
+        assert_eq!(bind(&mut h, 0x5000, peer()), Some(400));
+        assert_eq!(
+            bind(&mut h, 0x4000, "10.0.0.1:1".parse().unwrap()),
+            Some(403)
+        );
+        assert_eq!(bind(&mut h, 0x4000, peer6()), Some(443));
+        assert_eq!(bind(&mut h, 0x4000, peer()), None);
+        assert_eq!(bind(&mut h, 0x4000, peer()), None, "refresh");
+        assert_eq!(bind(&mut h, 0x4000, other), Some(400), "channel taken");
+        assert_eq!(bind(&mut h, 0x4001, peer()), Some(400), "peer taken");
+        assert_eq!(
+            code(&h.request(Method::CHANNEL_BIND, vec![Attribute::ChannelNumber(0x4002)])),
+            Some(400)
+        );
+        // After expiry (600 s) the channel cools down for 300 s more.
+        let r = h.request(Method::REFRESH, vec![Attribute::Lifetime(3600)]);
+        assert_eq!(lifetime_of(&r), Some(3600));
+        h.advance(Duration::from_secs(601));
+        h.login();
+        assert_eq!(bind(&mut h, 0x4000, other), Some(400));
+        h.advance(Duration::from_secs(300));
+        h.login();
+        assert_eq!(bind(&mut h, 0x4000, other), None);
+        assert_eq!(bind(&mut h, 0x4001, peer()), None);
+    }
+
+    #[test]
+    fn a_failed_relay_bind_is_retried_on_another_port_and_the_port_is_not_offered_again() {
+        let mut cfg = config();
+        cfg.relay_ports = 50000..=50002;
+        let mut h = H::new(cfg);
+        // Held by another process: the first port drawn fails, the next one binds.
+        h.fail_binds = 1;
+        let first = h.relayed();
+        assert_eq!(h.opened.len(), 2, "{:?}", h.opened);
+        assert_eq!(first, h.opened[1]);
+        assert_ne!(h.opened[0], h.opened[1]);
+        assert_eq!(h.s.allocations(), 1);
+        // The failed port is out of the pool and the first allocation holds another:
+        // one port is left, and when it fails too nothing is left to try.
+        h.from = "203.0.113.5:40001".parse().unwrap();
+        h.login();
+        h.fail_binds = usize::MAX;
+        assert_eq!(code(&h.allocate(vec![])), Some(508));
+        assert_eq!(h.opened.len(), 3);
+        assert_eq!(h.s.allocations(), 1);
+        for a in &h.opened {
+            assert!((50000..=50002).contains(&a.port()));
+        }
+        assert_eq!(
+            h.s.handle_relay_bound(h.now, h.opened[0], true),
+            Err(UsageError::UnknownRelay.into()),
+            "a replaced port no longer names the allocation"
+        );
+        assert_eq!(
+            h.s.handle_relay_bound(h.now, "192.0.2.1:1".parse().unwrap(), true),
+            Err(UsageError::UnknownRelay.into())
+        );
+    }
+
+    #[test]
+    fn a_relay_bind_is_tried_on_four_ports_at_most() {
+        let mut cfg = config();
+        cfg.relay_ports = 50000..=50099;
+        let mut h = H::new(cfg);
+        h.fail_binds = usize::MAX;
+        assert_eq!(code(&h.allocate(vec![])), Some(508));
+        assert_eq!(h.opened.len(), 4);
+        assert_eq!(h.s.allocations(), 0);
+        h.fail_binds = 0;
+        let relayed = h.relayed();
+        assert!(!h.opened[..4].contains(&relayed), "failed ports stay out");
     }
 }
