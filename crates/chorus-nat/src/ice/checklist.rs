@@ -396,3 +396,147 @@ mod tests {
         assert!(list.all_failed() && list.get(3).is_some());
     }
 }
+
+/// The same subsystem seen through two agents on the simulated network of
+/// `ice/tests.rs`.
+#[cfg(test)]
+mod behaviour {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::super::checklist::PairState;
+    use super::super::tests::*;
+    use super::super::*;
+    use crate::stun::{Class, Limits, Message};
+
+    #[test]
+    fn checks_are_paced_by_ta() {
+        let mut sim = Sim::pair(config(Role::Controlling), config(Role::Controlled));
+        // Distinct addresses, distinct foundations: all 16 pairs wait at once.
+        for i in 1..=4 {
+            host(&mut sim, 0, &format!("192.0.2.{i}:5000"));
+            host(&mut sim, 1, &format!("192.0.2.{}:6000", 10 + i));
+        }
+        sim.exchange();
+        // B is silent for a second: A walks through its checklist at Ta.
+        let quiet_until = sim.now - sim.t0 + Duration::from_secs(1);
+        sim.drop = Box::new(move |side, t| side == 1 && t < quiet_until);
+        sim.connect();
+        let mut seen = HashSet::new();
+        let starts: Vec<Instant> = sim
+            .sent
+            .iter()
+            .filter(|(_, side, dst, _)| *side == 0 && *dst != sa(STUN))
+            .filter_map(|(at, _, _, payload)| {
+                let m = Message::decode(payload, &Limits::default()).ok()?;
+                (m.class == Class::Request && seen.insert(m.transaction_id)).then_some(*at)
+            })
+            .collect();
+        assert!(starts.len() >= 10, "{starts:?}");
+        for w in starts.windows(2) {
+            assert!(w[1] - w[0] >= Duration::from_millis(50), "{starts:?}");
+        }
+    }
+
+    #[test]
+    fn the_pair_list_stays_within_its_cap() {
+        let mut ca = config(Role::Controlling);
+        ca.max_pairs = 10;
+        ca.max_remote_candidates = 32;
+        let mut sim = Sim::pair(ca, config(Role::Controlled));
+        for port in 1..=4 {
+            host(&mut sim, 0, &format!("192.0.2.1:{port}"));
+        }
+        let remote: Vec<Candidate> = (1..=32)
+            .map(|p| Candidate {
+                kind: CandidateKind::Host,
+                addr: SocketAddr::new("192.0.2.9".parse().unwrap(), p),
+                base: SocketAddr::new("192.0.2.9".parse().unwrap(), p),
+                related: None,
+                priority: priority(CandidateKind::Host, p),
+                foundation: Foundation::from_number(u32::from(p)),
+                via_tcp: false,
+            })
+            .collect();
+        let mut d = sim.sides[1].agent.local_description();
+        d.candidates = remote.clone();
+        let now = sim.now;
+        sim.sides[0]
+            .agent
+            .apply_remote_description(now, &d)
+            .unwrap();
+        assert_eq!(sim.sides[0].agent.pair_count(), 10);
+        // The highest-priority pairs were kept.
+        let min_kept = sim.sides[0]
+            .agent
+            .pairs
+            .iter()
+            .map(|p| p.priority)
+            .min()
+            .unwrap();
+        assert!(
+            sim.sides[0]
+                .agent
+                .pairs
+                .iter()
+                .all(|p| p.priority >= min_kept)
+        );
+        let top_remote = sim.sides[0]
+            .agent
+            .remote
+            .iter()
+            .position(|r| r.addr.port() == 32)
+            .unwrap();
+        assert!(
+            sim.sides[0]
+                .agent
+                .pairs
+                .iter()
+                .any(|p| p.remote == top_remote)
+        );
+        // One more remote candidate than the table holds is refused.
+        let mut extra = remote[0].clone();
+        extra.addr.set_port(999);
+        let d = Description {
+            candidates: vec![extra],
+            ..Description::default()
+        };
+        assert_eq!(
+            sim.sides[0].agent.apply_remote_description(now, &d),
+            Err(Limit::Candidates(32).into())
+        );
+    }
+
+    #[test]
+    fn a_check_that_failed_early_is_retried_by_a_triggered_check() {
+        // A's single-send checks all fail while A->B is blocked; B's later checks trigger
+        // new ones from A, which succeed once the path opens.
+        let mut ca = config(Role::Controlling);
+        ca.check_max_sends = 1;
+        let mut sim = Sim::pair(ca, config(Role::Controlled));
+        host(&mut sim, 0, "192.0.2.1:5000");
+        host(&mut sim, 1, "192.0.2.2:6000");
+        sim.drop = Box::new(|side, t| {
+            side == 0 && t >= Duration::from_millis(30) && t < Duration::from_secs(2)
+        });
+        sim.exchange();
+        let ok = sim.run_until(|s| s.now - s.t0 > Duration::from_millis(1500), 5000);
+        assert!(
+            ok,
+            "{:?} {:?} {:?}",
+            sim.now - sim.t0,
+            sim.sides[0].events,
+            sim.sides[1].events
+        );
+        assert!(
+            sim.sides[0]
+                .agent
+                .pairs
+                .iter()
+                .all(|p| p.state != PairState::Succeeded)
+        );
+        assert!(sim.run_until(Sim::both_connected, 5000));
+        assert!(sim.now - sim.t0 < Duration::from_secs(5));
+    }
+}

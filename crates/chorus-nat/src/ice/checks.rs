@@ -376,3 +376,138 @@ impl Agent {
         Ok(())
     }
 }
+
+/// The same subsystem seen through two agents on the simulated network of
+/// `ice/tests.rs`.
+#[cfg(test)]
+mod behaviour {
+    use std::time::Instant;
+
+    use chorus_framing::SeededEntropy;
+
+    use super::super::tests::*;
+    use super::super::*;
+    use crate::error::DecodeError;
+    use crate::stun::{Attribute, Class, Key, Limits, Message};
+
+    #[test]
+    fn checks_with_wrong_credentials_are_rejected_without_a_response() {
+        let mut a = Agent::new(IceConfig::default(), Box::new(SeededEntropy::new(1))).unwrap();
+        let local = a.add_host_candidate(sa("192.0.2.1:5000")).unwrap().addr;
+        let d = a.local_description();
+        let (ufrag, pwd) = (d.ufrag.unwrap(), d.pwd.unwrap());
+        let now = Instant::now();
+        let peer = sa("192.0.2.2:1");
+        let wrong_pwd = check_request(&ufrag, "peer", "not-the-password-at-all", &[]);
+        assert_eq!(
+            a.handle_input(now, local, peer, &wrong_pwd),
+            Err(DecodeError::IntegrityMismatch.into())
+        );
+        let wrong_user = check_request("nobody", "peer", &pwd, &[]);
+        assert_eq!(
+            a.handle_input(now, local, peer, &wrong_user),
+            Err(Violation::BadCredentials.into())
+        );
+        assert!(a.poll_transmit().is_none());
+        assert!(a.remote_candidates().is_empty());
+        // The right credentials get a response naming the source, and a prflx candidate.
+        let good = check_request(&ufrag, "peer", &pwd, &[]);
+        assert!(a.accepts(local, peer, &good));
+        a.handle_input(now, local, peer, &good).unwrap();
+        let t = a.poll_transmit().unwrap();
+        assert_eq!((t.src, t.dst), (Some(local), peer));
+        let resp = Message::decode(&t.payload, &Limits::default()).unwrap();
+        assert_eq!(resp.mapped_address(), Some(peer));
+        Message::verify(&t.payload, &Key::short_term(&pwd)).unwrap();
+        assert_eq!(a.remote_candidates()[0].kind, CandidateKind::PeerReflexive);
+        // Data from a stranger is not data.
+        assert_eq!(
+            a.handle_input(now, local, peer, &[0x80, 1, 2]),
+            Err(Violation::UnexpectedSource.into())
+        );
+    }
+
+    #[test]
+    fn a_controlling_agent_with_the_larger_tiebreaker_answers_487() {
+        let mut a = Agent::new(IceConfig::default(), Box::new(SeededEntropy::new(1))).unwrap();
+        let local = a.add_host_candidate(sa("192.0.2.1:5000")).unwrap().addr;
+        let d = a.local_description();
+        let (ufrag, pwd) = (d.ufrag.unwrap(), d.pwd.unwrap());
+        let smaller = a.tiebreaker().saturating_sub(1);
+        let req = check_request(&ufrag, "peer", &pwd, &[Attribute::IceControlling(smaller)]);
+        a.handle_input(Instant::now(), local, sa("192.0.2.2:1"), &req)
+            .unwrap();
+        let t = a.poll_transmit().unwrap();
+        let resp = Message::decode(&t.payload, &Limits::default()).unwrap();
+        assert_eq!(resp.class, Class::Error);
+        assert_eq!(resp.error_code().map(|c| c.0), Some(487));
+        assert_eq!(a.role(), Role::Controlling);
+        // A larger tie-breaker makes it switch instead, and answer with success.
+        let req = check_request(&ufrag, "peer", &pwd, &[Attribute::IceControlling(u64::MAX)]);
+        if a.tiebreaker() != u64::MAX {
+            a.handle_input(Instant::now(), local, sa("192.0.2.2:1"), &req)
+                .unwrap();
+            assert_eq!(a.role(), Role::Controlled);
+            let t = a.poll_transmit().unwrap();
+            let resp = Message::decode(&t.payload, &Limits::default()).unwrap();
+            assert_eq!(resp.class, Class::Success);
+        }
+    }
+
+    #[test]
+    fn both_controlling_resolve_the_role_conflict() {
+        let mut sim = Sim::pair(config(Role::Controlling), config(Role::Controlling));
+        host(&mut sim, 0, "192.0.2.1:5000");
+        host(&mut sim, 1, "192.0.2.2:6000");
+        assert_eq!(sim.connect(), (PathKind::Direct, PathKind::Direct));
+        let roles = [sim.sides[0].agent.role(), sim.sides[1].agent.role()];
+        assert!(roles.contains(&Role::Controlling) && roles.contains(&Role::Controlled));
+        // The larger tie-breaker stays controlling (RFC 8445 §7.3.1.1).
+        let winner = usize::from(sim.sides[1].agent.tiebreaker() > sim.sides[0].agent.tiebreaker());
+        assert_eq!(sim.sides[winner].agent.role(), Role::Controlling);
+        assert!(
+            sim.sides[1 - winner]
+                .events
+                .contains(&Event::RoleChanged(Role::Controlled))
+        );
+    }
+
+    #[test]
+    fn both_controlled_resolve_the_role_conflict() {
+        let mut sim = Sim::pair(config(Role::Controlled), config(Role::Controlled));
+        host(&mut sim, 0, "192.0.2.1:5000");
+        host(&mut sim, 1, "192.0.2.2:6000");
+        assert_eq!(sim.connect(), (PathKind::Direct, PathKind::Direct));
+        let roles = [sim.sides[0].agent.role(), sim.sides[1].agent.role()];
+        assert!(roles.contains(&Role::Controlling) && roles.contains(&Role::Controlled));
+    }
+
+    #[test]
+    fn an_unsignalled_peer_is_learned_as_peer_reflexive() {
+        let mut sim = Sim::pair(config(Role::Controlling), config(Role::Controlled));
+        host(&mut sim, 0, "192.0.2.1:5000");
+        host(&mut sim, 1, "192.0.2.2:6000");
+        for s in &mut sim.sides {
+            s.agent.start_gathering(sim.now).unwrap();
+        }
+        // A gets only B's credentials; B gets A's candidates.
+        let mut db = sim.sides[1].agent.local_description();
+        db.candidates.clear();
+        let da = sim.sides[0].agent.local_description();
+        let now = sim.now;
+        sim.sides[0]
+            .agent
+            .apply_remote_description(now, &db)
+            .unwrap();
+        sim.sides[1]
+            .agent
+            .apply_remote_description(now, &da)
+            .unwrap();
+        assert!(sim.run_until(Sim::both_connected, 5000));
+        let (_, remote, kind) = sim.connected(0).unwrap();
+        assert_eq!(remote.kind, CandidateKind::PeerReflexive);
+        assert_eq!(remote.addr, sa("192.0.2.2:6000"));
+        assert_eq!(kind, PathKind::HolePunched);
+        assert_eq!(sim.connected(1).unwrap().2, PathKind::Direct);
+    }
+}

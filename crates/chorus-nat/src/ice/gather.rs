@@ -317,3 +317,68 @@ mod tests {
         }
     }
 }
+
+/// The same subsystem seen through two agents on the simulated network of
+/// `ice/tests.rs`.
+#[cfg(test)]
+mod behaviour {
+    use std::time::Instant;
+
+    use chorus_framing::SeededEntropy;
+
+    use super::super::tests::*;
+    use super::super::*;
+
+    #[test]
+    fn candidate_priorities_follow_rfc_8445_formulas() {
+        // RFC 8445 §5.1.2.1 with type preference 126 and local preference 65535.
+        assert_eq!(priority(CandidateKind::Host, 65535), 2_130_706_431);
+        assert_eq!(priority(CandidateKind::Relayed, 0), 255);
+        assert_eq!(priority(CandidateKind::ServerReflexive, 1), 0x6400_01ff);
+        // §6.1.2.3: 2^32*MIN(G,D) + 2*MAX(G,D) + (G>D?1:0).
+        assert_eq!(pair_priority(5, 3), (3u64 << 32) + 10 + 1);
+        assert_eq!(pair_priority(3, 5), (3u64 << 32) + 10);
+        let max = u64::from(MAX_PRIORITY);
+        assert_eq!(
+            pair_priority(MAX_PRIORITY, MAX_PRIORITY),
+            (max << 32) + 2 * max
+        );
+        // Out-of-range priorities are clamped, never overflow.
+        assert_eq!(pair_priority(u32::MAX, u32::MAX), (max << 32) + 2 * max);
+    }
+
+    #[test]
+    fn host_candidates_get_distinct_priorities_and_ipv6_is_preferred() {
+        let mut a = Agent::new(IceConfig::default(), Box::new(SeededEntropy::new(1))).unwrap();
+        let v4 = a.add_host_candidate(sa("192.0.2.1:1")).unwrap();
+        let v6 = a.add_host_candidate(sa("[2001:db8::1]:1")).unwrap();
+        assert!(v6.priority > v4.priority);
+        assert_ne!(v4.foundation, v6.foundation);
+        let relay = a
+            .add_relayed_candidate(sa("198.51.100.7:9"), sa("192.0.2.1:1"), false)
+            .unwrap();
+        let relay_tcp = a
+            .add_relayed_candidate(sa("198.51.100.7:10"), sa("192.0.2.1:1"), true)
+            .unwrap();
+        assert!(relay.priority < v4.priority && relay_tcp.priority < relay.priority);
+        // Same address twice is one candidate.
+        assert_eq!(a.add_host_candidate(sa("192.0.2.1:1")).unwrap(), v4);
+        assert_eq!(a.local_candidates().len(), 4);
+        assert!(a.add_host_candidate(sa("0.0.0.0:1")).is_err());
+        assert!(a.add_host_candidate(sa("192.0.2.1:0")).is_err());
+    }
+
+    #[test]
+    fn changed_remote_credentials_are_refused() {
+        let mut a = Agent::new(IceConfig::default(), Box::new(SeededEntropy::new(1))).unwrap();
+        let b = Agent::new(IceConfig::default(), Box::new(SeededEntropy::new(2))).unwrap();
+        let c = Agent::new(IceConfig::default(), Box::new(SeededEntropy::new(3))).unwrap();
+        let now = Instant::now();
+        a.apply_remote_description(now, &b.local_description())
+            .unwrap();
+        assert_eq!(
+            a.apply_remote_description(now, &c.local_description()),
+            Err(Violation::BadCredentials.into())
+        );
+    }
+}

@@ -227,3 +227,151 @@ mod tests {
         assert!(c.next_check().unwrap() > next);
     }
 }
+
+/// The same subsystem seen through two agents on the simulated network of
+/// `ice/tests.rs`.
+#[cfg(test)]
+mod behaviour {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use chorus_framing::SeededEntropy;
+
+    use super::super::tests::*;
+    use super::super::*;
+    use crate::stun::{Attribute, Class, Limits, Message};
+
+    #[test]
+    fn consent_expires_when_the_peer_goes_silent() {
+        let mut sim = Sim::pair(config(Role::Controlling), config(Role::Controlled));
+        host(&mut sim, 0, "192.0.2.1:5000");
+        host(&mut sim, 1, "192.0.2.2:6000");
+        sim.connect();
+        // Consent checks keep the pair alive for a while...
+        let t = sim.now;
+        assert!(sim.run_until(|s| s.now - t > Duration::from_secs(60), 2000));
+        assert_eq!(sim.failed(0), None);
+        assert_eq!(sim.sides[0].agent.state(), State::Connected);
+        // RFC 7675 §5.1: one check every 5 s, randomized to 4..6 s.
+        let mut seen = HashSet::new();
+        let checks: Vec<Instant> = sim
+            .sent
+            .iter()
+            .filter(|(at, side, _, _)| *side == 0 && *at > t)
+            .filter_map(|(at, _, _, payload)| {
+                let m = Message::decode(payload, &Limits::default()).ok()?;
+                (m.class == Class::Request && seen.insert(m.transaction_id)).then_some(*at)
+            })
+            .collect();
+        let gaps: Vec<Duration> = checks.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 9, "{gaps:?}");
+        assert!(
+            gaps.iter()
+                .all(|g| *g >= Duration::from_secs(4) && *g <= Duration::from_secs(6))
+        );
+        assert!(gaps.iter().any(|g| *g != gaps[0]), "jittered: {gaps:?}");
+        // ...until the peer disappears.
+        sim.drop = Box::new(|side, _| side == 1);
+        let t = sim.now;
+        assert!(sim.run_until(|s| s.failed(0).is_some(), 5000));
+        assert_eq!(sim.failed(0), Some(FailReason::ConsentExpired));
+        let waited = sim.now - t;
+        assert!(
+            waited >= Duration::from_secs(25) && waited <= Duration::from_secs(31),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn a_controlled_agent_follows_a_later_nomination_of_another_pair() {
+        let config = IceConfig {
+            role: Role::Controlled,
+            ..IceConfig::default()
+        };
+        let mut b = Agent::new(config, Box::new(SeededEntropy::new(5))).unwrap();
+        let local = b.add_host_candidate(sa("192.0.2.2:6000")).unwrap().addr;
+        let mine = b.local_description();
+        let (ufrag, pwd) = (mine.ufrag.unwrap(), mine.pwd.unwrap());
+        let text = "a=ice-ufrag:peer\na=ice-pwd:peerpassword0123456789\n\
+            a=candidate:1 1 UDP 2130706431 192.0.2.1 1 typ host\n\
+            a=candidate:2 1 UDP 2130706175 192.0.2.1 2 typ host\na=end-of-candidates\n";
+        let peer_pwd = "peerpassword0123456789";
+        let mut now = Instant::now();
+        b.start_gathering(now).unwrap();
+        b.apply_remote_description(now, &Description::parse(text, 4).unwrap())
+            .unwrap();
+        let mut answered = 0;
+        for _ in 0..20 {
+            b.handle_timeout(now);
+            answered += answer_checks(&mut b, now, peer_pwd);
+            now += Duration::from_millis(50);
+        }
+        assert_eq!(answered, 2);
+        assert_eq!(
+            b.state(),
+            State::Checking,
+            "the controlled side waits for nomination"
+        );
+        let nominate = |port: u16, b: &mut Agent| {
+            let req = check_request(
+                &ufrag,
+                "peer",
+                &pwd,
+                &[Attribute::IceControlling(1), Attribute::UseCandidate],
+            );
+            let from = SocketAddr::new("192.0.2.1".parse().unwrap(), port);
+            b.handle_input(now, local, from, &req).unwrap();
+            while b.poll_transmit().is_some() {}
+            std::iter::from_fn(|| b.poll_event()).find_map(|e| match e {
+                Event::Connected { remote, .. } => Some(remote.addr),
+                _ => None,
+            })
+        };
+        assert_eq!(nominate(1, &mut b), Some(sa("192.0.2.1:1")));
+        assert_eq!(b.send(Bytes::new()).unwrap().dst, sa("192.0.2.1:1"));
+        // The same nomination again changes nothing; another pair's replaces it.
+        assert_eq!(nominate(1, &mut b), None);
+        assert_eq!(nominate(2, &mut b), Some(sa("192.0.2.1:2")));
+        assert_eq!(b.send(Bytes::new()).unwrap().dst, sa("192.0.2.1:2"));
+    }
+
+    #[test]
+    fn silence_ends_in_the_overall_timeout() {
+        let mut c = config(Role::Controlling);
+        c.timeout = Duration::from_secs(7);
+        let mut sim = Sim::pair(c, config(Role::Controlled));
+        host(&mut sim, 0, "192.0.2.1:5000");
+        host(&mut sim, 1, "192.0.2.2:6000");
+        sim.drop = Box::new(|_, _| true);
+        sim.sides[0].agent.start_gathering(sim.now).unwrap();
+        // B's description without end-of-candidates: A cannot conclude "all failed".
+        let mut d = sim.sides[1].agent.local_description();
+        d.end_of_candidates = false;
+        sim.sides[0]
+            .agent
+            .apply_remote_description(sim.now, &d)
+            .unwrap();
+        assert!(sim.run_until(|s| s.failed(0).is_some(), 5000));
+        assert_eq!(sim.failed(0), Some(FailReason::Timeout));
+        assert_eq!(sim.now - sim.t0, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn symmetric_nats_without_a_relay_fail_once_all_pairs_failed() {
+        let mut sim = Sim::pair(config(Role::Controlling), config(Role::Controlled));
+        natted(&mut sim, 0, "10.0.0.1:5000", "203.0.113.1", true);
+        natted(&mut sim, 1, "10.0.1.1:6000", "203.0.113.2", true);
+        sim.exchange();
+        assert!(sim.run_until(|s| s.failed(0).is_some() && s.failed(1).is_some(), 5000));
+        assert_eq!(sim.failed(0), Some(FailReason::AllPairsFailed));
+        // Well before the overall timeout.
+        assert!(sim.now - sim.t0 < Duration::from_secs(15));
+        assert!(sim.connected(0).is_none());
+        assert!(matches!(
+            sim.sides[0].agent.send(Bytes::new()),
+            Err(Error::Usage(UsageError::NotConnected))
+        ));
+    }
+}
