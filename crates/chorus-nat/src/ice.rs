@@ -27,6 +27,12 @@
 //! 5. After [`Event::Connected`], [`Agent::send`] wraps application data for the
 //!    selected pair; non-STUN datagrams arriving on it come out as [`Event::Data`].
 //!
+//! Inside, the agent is a hub over its subsystems: candidates, gathering and the
+//! description exchange (`ice/gather.rs`), the check list of pairs and triggered
+//! checks (`CheckList`, `ice/checklist.rs`), connectivity checks in both directions
+//! (`ice/checks.rs`), and nomination, selection and consent (`Consent`,
+//! `ice/nomination.rs`).
+//!
 //! **Relayed candidates.** A transmit whose `src` is a relayed address (one given to
 //! [`Agent::add_relayed_candidate`]) must be sent through the TURN allocation that owns
 //! that address (to the peer `dst`), and datagrams the allocation delivers from a peer

@@ -21,6 +21,12 @@
 //!    stream by a [`Deframer`]) to [`Client::handle_input`]; `Err` means it was
 //!    rejected and nothing changed.
 //!
+//! Inside, the client is a hub: it keeps the configuration, the allocation's
+//! lifecycle and the public API; the permission and channel tables with their
+//! refresh schedule are a `Bindings` subsystem (`client/bindings.rs`), and building
+//! requests, retrying after 401/438 and applying outcomes live in
+//! `client/requests.rs`.
+//!
 //! ```
 //! use std::time::Instant;
 //! use chorus_crypto::SystemEntropy;

@@ -33,6 +33,14 @@
 //! per source IP; peers at special-purpose addresses are refused (403) unless
 //! allow-listed (RFC 8656 §21.1.2).
 //!
+//! Inside, the server is a hub over child state machines (STYLE.md §2): every
+//! allocation is an `Allocation` (`server/allocation.rs`: its relays and their bind
+//! state, lifetime, permissions and channels) that the server owns by slot and finds
+//! by 5-tuple or relayed address. The hub keeps those tables, authentication
+//! (`server/auth.rs`), rate limits and dispatch; `server/requests.rs` handles
+//! Allocate, Refresh, CreatePermission and ChannelBind, `server/data.rs` the relayed
+//! data path, `server/pool.rs` the relay ports and `server/policy.rs` the peer policy.
+//!
 //! ```
 //! use std::time::Instant;
 //! use chorus_crypto::SystemEntropy;
