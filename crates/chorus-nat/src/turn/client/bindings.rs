@@ -330,3 +330,129 @@ mod tests {
         assert_eq!((b.permission_count(), b.channel_count()), (0, 0));
     }
 }
+
+/// The same subsystem driven through the client against the scripted server of
+/// `client/tests.rs`.
+#[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
+mod behaviour {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::super::tests::*;
+    use super::super::*;
+
+    #[test]
+    fn permissions_and_channels_are_refreshed_before_they_expire() {
+        // A long allocation, so that its own refresh stays out of the way.
+        let mut cfg = config(Transport::Udp);
+        cfg.lifetime = Duration::from_secs(3600);
+        let (mut c, t0) = allocated(cfg);
+        permitted(&mut c, t0);
+        let t1 = t0 + Duration::from_secs(240);
+        assert_eq!(c.poll_timeout(), Some(t1));
+        c.handle_timeout(t1);
+        let req = take(&mut c);
+        assert_eq!(decode(&req).method, Method::CREATE_PERMISSION);
+        ok(&mut c, t1, &req, &[]);
+        assert_eq!(events(&mut c), [], "a refresh is silent");
+
+        let channel = c.bind_channel(t1, PEER).unwrap();
+        assert_eq!(channel, 0x4000);
+        assert_eq!(c.bind_channel(t1, PEER).unwrap(), channel, "idempotent");
+        let req = take(&mut c);
+        let m = decode(&req);
+        assert_eq!(m.method, Method::CHANNEL_BIND);
+        assert!(m.attributes.contains(&Attribute::ChannelNumber(0x4000)));
+        assert!(m.attributes.contains(&Attribute::XorPeerAddress(PEER)));
+        assert!(c.poll_transmit().is_none(), "one request");
+        ok(&mut c, t1, &req, &[]);
+        assert_eq!(
+            events(&mut c),
+            [Event::ChannelBound {
+                peer: PEER,
+                channel: 0x4000
+            }]
+        );
+        assert_eq!(c.channel(PEER), Some((0x4000, true)));
+
+        // Permission refresh at t1 + 240 s; channel refresh at t1 + 480 s.
+        let t2 = t1 + Duration::from_secs(240);
+        c.handle_timeout(t2);
+        let req = take(&mut c);
+        assert_eq!(decode(&req).method, Method::CREATE_PERMISSION);
+        ok(&mut c, t2, &req, &[]);
+        let t3 = t1 + Duration::from_secs(480);
+        c.handle_timeout(t3);
+        // The permission is due again at the same moment: both go out.
+        let mut due: Vec<Bytes> =
+            std::iter::from_fn(|| c.poll_transmit().map(|t| t.payload)).collect();
+        assert_eq!(due.len(), 2);
+        due.sort_by_key(|b| decode(b).method.number());
+        let req = due.pop().unwrap();
+        let m = decode(&req);
+        assert_eq!(m.method, Method::CHANNEL_BIND);
+        assert!(m.attributes.contains(&Attribute::ChannelNumber(0x4000)));
+        assert_eq!(decode(&due[0]).method, Method::CREATE_PERMISSION);
+        // A failed channel refresh removes the channel; data falls back to Send.
+        c.handle_input(t3, SERVER, &error(&req, 400, &[])).unwrap();
+        assert_eq!(
+            events(&mut c),
+            [Event::ChannelFailed {
+                peer: PEER,
+                channel: 0x4000,
+                code: Some(400)
+            }]
+        );
+        assert_eq!(c.channel(PEER), None);
+        assert!(c.has_permission(PEER.ip()));
+
+        assert!(c.remove_permission(PEER.ip()));
+        assert!(!c.has_permission(PEER.ip()));
+    }
+
+    #[test]
+    fn channel_numbers_are_distinct_bounded_and_freed_on_failure() {
+        let mut cfg = config(Transport::Udp);
+        cfg.max_channels = 2;
+        let (mut c, t0) = allocated(cfg);
+        let a: SocketAddr = "198.51.100.1:1".parse().unwrap();
+        let b: SocketAddr = "198.51.100.1:2".parse().unwrap();
+        let d: SocketAddr = "198.51.100.1:3".parse().unwrap();
+        assert_eq!(c.bind_channel(t0, a).unwrap(), 0x4000);
+        let ra = take(&mut c);
+        assert_eq!(c.bind_channel(t0, b).unwrap(), 0x4001);
+        let _rb = take(&mut c);
+        assert!(matches!(
+            c.bind_channel(t0, d),
+            Err(Error::Limit(Limit::Channels(2)))
+        ));
+        c.handle_input(t0, SERVER, &error(&ra, 400, &[])).unwrap();
+        assert_eq!(
+            c.bind_channel(t0, d).unwrap(),
+            0x4000,
+            "the number is free again"
+        );
+    }
+
+    #[test]
+    fn permission_and_channel_tables_are_bounded() {
+        let mut cfg = config(Transport::Udp);
+        cfg.max_permissions = 1;
+        let (mut c, t0) = allocated(cfg);
+        c.create_permission(t0, PEER.ip()).unwrap();
+        c.create_permission(t0, PEER.ip()).unwrap();
+        assert!(matches!(
+            c.create_permission(t0, "198.51.100.8".parse().unwrap()),
+            Err(Error::Limit(Limit::Permissions(1)))
+        ));
+        assert!(matches!(
+            c.bind_channel(t0, "198.51.100.8:1".parse().unwrap()),
+            Err(Error::Limit(Limit::Permissions(1)))
+        ));
+        // A channel to a peer whose IP is already permitted needs no new entry.
+        c.bind_channel(t0, PEER).unwrap();
+    }
+}

@@ -385,3 +385,384 @@ impl Client {
         }
     }
 }
+
+/// The same subsystem driven through the client against the scripted server of
+/// `client/tests.rs`.
+#[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
+mod behaviour {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use chorus_framing::SeededEntropy;
+
+    use super::super::tests::*;
+    use super::super::*;
+    use crate::stun::{AddressFamily, AlgorithmEntry, AlgorithmList, Key, PasswordAlgorithm};
+
+    #[test]
+    fn allocate_retries_with_credentials_after_401_and_reports_the_relayed_address() {
+        let t0 = Instant::now();
+        let mut c = client(config(Transport::Udp));
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        let m = decode(&first);
+        // RFC 8656 §7.1 / RFC 8489 §9.2.3: UDP transport, our lifetime, no credentials yet.
+        assert_eq!(m.method, Method::ALLOCATE);
+        assert!(m.attributes.contains(&Attribute::RequestedTransport(17)));
+        assert!(m.attributes.contains(&Attribute::Lifetime(600)));
+        assert!(!has(&m, types::USERNAME) && !m.message_integrity);
+
+        assert_eq!(c.pending_requests(), 1);
+        c.handle_input(t0, SERVER, &challenge(&first, "n1"))
+            .unwrap();
+        assert_eq!(events(&mut c), []);
+        assert_eq!(c.pending_requests(), 1, "the retry replaced the request");
+        let second = take(&mut c);
+        let m = decode(&second);
+        assert_ne!(m.transaction_id, decode(&first).transaction_id);
+        assert!(m.attributes.contains(&Attribute::Username("alice")));
+        assert!(m.attributes.contains(&Attribute::Realm("example.org")));
+        assert!(m.attributes.contains(&Attribute::Nonce("n1")));
+        assert!(m.message_integrity && !m.message_integrity_sha256);
+        Message::verify(&second, &md5_key()).unwrap();
+
+        // A success without valid integrity is not accepted (RFC 8489 §9.2.5).
+        let forged = reply(
+            &second,
+            Class::Success,
+            &[
+                Attribute::XorRelayedAddress(RELAYED),
+                Attribute::Lifetime(600),
+            ],
+            None,
+        );
+        assert!(c.handle_input(t0, SERVER, &forged).is_err());
+        assert!(!c.is_allocated());
+
+        ok(
+            &mut c,
+            t0,
+            &second,
+            &[
+                Attribute::XorRelayedAddress(RELAYED),
+                Attribute::XorMappedAddress(MAPPED),
+                Attribute::Lifetime(600),
+            ],
+        );
+        assert_eq!(
+            events(&mut c),
+            [Event::Allocated {
+                relayed: vec![RELAYED],
+                mapped: Some(MAPPED),
+                lifetime: Duration::from_secs(600),
+                reservation_token: None,
+            }]
+        );
+        assert_eq!(c.relayed(), [RELAYED]);
+        assert_eq!(c.mapped(), Some(MAPPED));
+        assert_eq!(c.pending_requests(), 0);
+        assert!(c.allocate(t0).is_err(), "only once");
+    }
+
+    #[test]
+    fn a_second_401_with_the_same_nonce_means_wrong_credentials() {
+        let t0 = Instant::now();
+        let mut c = client(config(Transport::Udp));
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        c.handle_input(t0, SERVER, &challenge(&first, "n1"))
+            .unwrap();
+        let second = take(&mut c);
+        c.handle_input(t0, SERVER, &challenge(&second, "n1"))
+            .unwrap();
+        assert!(c.poll_transmit().is_none(), "no third attempt");
+        assert!(matches!(
+            events(&mut c).as_slice(),
+            [Event::AllocationFailed {
+                code: Some(401),
+                ..
+            }]
+        ));
+        assert!(c.create_permission(t0, PEER.ip()).is_err());
+    }
+
+    #[test]
+    fn stale_nonce_is_retried_with_the_new_nonce_within_the_attempt_bound() {
+        let (mut c, t0) = allocated(config(Transport::Udp));
+        c.create_permission(t0, PEER.ip()).unwrap();
+        let req = take(&mut c);
+        let m = decode(&req);
+        assert_eq!(m.method, Method::CREATE_PERMISSION);
+        assert!(
+            m.attributes
+                .contains(&Attribute::XorPeerAddress(SocketAddr::new(PEER.ip(), 0)))
+        );
+        c.handle_input(t0, SERVER, &error(&req, 438, &[Attribute::Nonce("n2")]))
+            .unwrap();
+        let retry = take(&mut c);
+        let m = decode(&retry);
+        assert!(m.attributes.contains(&Attribute::Nonce("n2")));
+        assert!(m.attributes.contains(&Attribute::Realm("example.org")));
+        Message::verify(&retry, &md5_key()).unwrap();
+        c.handle_input(t0, SERVER, &error(&retry, 438, &[Attribute::Nonce("n3")]))
+            .unwrap();
+        let third = take(&mut c);
+        // The third attempt is the last one (max_auth_attempts = 3).
+        c.handle_input(t0, SERVER, &error(&third, 438, &[Attribute::Nonce("n4")]))
+            .unwrap();
+        assert!(c.poll_transmit().is_none());
+        assert_eq!(
+            events(&mut c),
+            [Event::PermissionFailed {
+                ip: PEER.ip(),
+                code: Some(438)
+            }]
+        );
+        assert!(!c.has_permission(PEER.ip()));
+        // The new nonce stays in use.
+        c.create_permission(t0, PEER.ip()).unwrap();
+        assert!(
+            decode(&take(&mut c))
+                .attributes
+                .contains(&Attribute::Nonce("n4"))
+        );
+    }
+
+    #[test]
+    fn sha256_credentials_and_integrity_are_used_when_the_server_offers_them() {
+        let t0 = Instant::now();
+        let mut c = client(config(Transport::Udp));
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        let mut list = Vec::new();
+        AlgorithmList::write(
+            &[
+                AlgorithmEntry {
+                    algorithm: 0x0002,
+                    parameters: &[],
+                },
+                AlgorithmEntry {
+                    algorithm: 0x0001,
+                    parameters: &[],
+                },
+            ],
+            &mut list,
+        );
+        let offered = AlgorithmList::from_wire(&list).unwrap();
+        let challenge = error(
+            &first,
+            401,
+            &[
+                Attribute::Realm("example.org"),
+                Attribute::Nonce("obMatJos2AAACn1"),
+                Attribute::PasswordAlgorithms(offered),
+            ],
+        );
+        c.handle_input(t0, SERVER, &challenge).unwrap();
+        let second = take(&mut c);
+        let m = decode(&second);
+        // RFC 8489 §9.2.4: the list echoed, the first supported algorithm chosen.
+        assert!(
+            m.attributes
+                .contains(&Attribute::PasswordAlgorithms(offered))
+        );
+        assert!(
+            m.attributes
+                .contains(&Attribute::PasswordAlgorithm(AlgorithmEntry {
+                    algorithm: 0x0002,
+                    parameters: &[]
+                }))
+        );
+        assert!(m.message_integrity_sha256 && !m.message_integrity);
+        let sha = Key::long_term("alice", "example.org", "secret", PasswordAlgorithm::Sha256);
+        Message::verify(&second, &sha).unwrap();
+        assert!(Message::verify(&second, &md5_key()).is_err());
+
+        // A list with no algorithm we know cannot be answered.
+        let mut c = client(config(Transport::Udp));
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        let mut list = Vec::new();
+        AlgorithmList::write(
+            &[AlgorithmEntry {
+                algorithm: 0x0077,
+                parameters: &[],
+            }],
+            &mut list,
+        );
+        let challenge = error(
+            &first,
+            401,
+            &[
+                Attribute::Realm("example.org"),
+                Attribute::Nonce("n"),
+                Attribute::PasswordAlgorithms(AlgorithmList::from_wire(&list).unwrap()),
+            ],
+        );
+        c.handle_input(t0, SERVER, &challenge).unwrap();
+        assert!(c.poll_transmit().is_none());
+        assert!(matches!(
+            events(&mut c).as_slice(),
+            [Event::AllocationFailed {
+                code: Some(401),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_stripped_password_algorithms_offer_is_not_retried() {
+        // RFC 8489 §9.2.5: the nonce says the server offered PASSWORD-ALGORITHMS, the 401
+        // carries none: a man in the middle removed it to force MD5. No retry.
+        let t0 = Instant::now();
+        let mut c = client(config(Transport::Udp));
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        let nonce = crate::stun::SecurityFeatures {
+            password_algorithms: true,
+            username_anonymity: false,
+        }
+        .nonce_prefix()
+            + "xyz";
+        c.handle_input(t0, SERVER, &challenge(&first, &nonce))
+            .unwrap();
+        assert!(c.poll_transmit().is_none(), "no downgraded retry");
+        assert!(matches!(
+            events(&mut c).as_slice(),
+            [Event::AllocationFailed {
+                code: Some(401),
+                ..
+            }]
+        ));
+        // The same cookie without the bit is an ordinary MD5 challenge.
+        let mut c = client(config(Transport::Udp));
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        let plain = crate::stun::SecurityFeatures::default().nonce_prefix() + "xyz";
+        c.handle_input(t0, SERVER, &challenge(&first, &plain))
+            .unwrap();
+        assert!(c.poll_transmit().is_some(), "retried with credentials");
+    }
+
+    #[test]
+    fn allocate_errors_bad_successes_and_timeouts_fail_cleanly() {
+        let t0 = Instant::now();
+        let mut c = client(config(Transport::Udp));
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        c.handle_input(t0, SERVER, &challenge(&first, "n1"))
+            .unwrap();
+        let second = take(&mut c);
+        c.handle_input(t0, SERVER, &error(&second, 486, &[]))
+            .unwrap();
+        assert_eq!(
+            events(&mut c),
+            [Event::AllocationFailed {
+                code: Some(486),
+                reason: "no".to_owned()
+            }]
+        );
+
+        // A success without XOR-RELAYED-ADDRESS (no auth: the server skipped the 401).
+        let mut c = client(config(Transport::Udp));
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        let r = reply(&first, Class::Success, &[Attribute::Lifetime(600)], None);
+        c.handle_input(t0, SERVER, &r).unwrap();
+        assert!(matches!(
+            events(&mut c).as_slice(),
+            [Event::AllocationFailed { code: None, .. }]
+        ));
+
+        // A 401 without NONCE cannot be answered.
+        let mut c = client(config(Transport::Udp));
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        c.handle_input(t0, SERVER, &error(&first, 401, &[Attribute::Realm("r")]))
+            .unwrap();
+        assert!(matches!(
+            events(&mut c).as_slice(),
+            [Event::AllocationFailed {
+                code: Some(401),
+                ..
+            }]
+        ));
+
+        // No answer at all: over TCP a single request and 39.5 s.
+        let mut c = client(config(Transport::Tcp));
+        c.allocate(t0).unwrap();
+        let _ = take(&mut c);
+        let deadline = c.poll_timeout().unwrap();
+        assert_eq!(deadline, t0 + Duration::from_millis(39_500));
+        c.handle_timeout(deadline);
+        assert!(c.poll_transmit().is_none());
+        assert!(matches!(
+            events(&mut c).as_slice(),
+            [Event::AllocationFailed { code: None, .. }]
+        ));
+    }
+
+    #[test]
+    fn even_port_reservation_token_and_families_are_requested_as_configured() {
+        let t0 = Instant::now();
+        let mut cfg = config(Transport::Udp);
+        cfg.even_port = Some(true);
+        cfg.family = Family::Dual;
+        cfg.software = Some("chorus".to_owned());
+        let mut c = client(cfg);
+        c.allocate(t0).unwrap();
+        let first = take(&mut c);
+        let m = decode(&first);
+        assert!(m.attributes.contains(&Attribute::EvenPort(true)));
+        assert!(
+            m.attributes
+                .contains(&Attribute::AdditionalAddressFamily(AddressFamily::V6))
+        );
+        assert!(m.attributes.contains(&Attribute::Software("chorus")));
+        let v6: SocketAddr = "[2001:db8::1]:50000".parse().unwrap();
+        let r = reply(
+            &first,
+            Class::Success,
+            &[
+                Attribute::XorRelayedAddress(RELAYED),
+                Attribute::XorRelayedAddress(v6),
+                Attribute::Lifetime(600),
+                Attribute::ReservationToken([9; 8]),
+            ],
+            None,
+        );
+        c.handle_input(t0, SERVER, &r).unwrap();
+        assert_eq!(
+            events(&mut c),
+            [Event::Allocated {
+                relayed: vec![RELAYED, v6],
+                mapped: None,
+                lifetime: Duration::from_secs(600),
+                reservation_token: Some([9; 8]),
+            }]
+        );
+
+        let mut cfg = config(Transport::Udp);
+        cfg.reservation_token = Some([9; 8]);
+        let mut c = client(cfg.clone());
+        c.allocate(t0).unwrap();
+        let req = take(&mut c);
+        let m = decode(&req);
+        assert!(m.attributes.contains(&Attribute::ReservationToken([9; 8])));
+        assert!(!has(&m, types::EVEN_PORT));
+        cfg.even_port = Some(false);
+        assert!(Client::new(cfg, Box::new(SeededEntropy::new(1))).is_err());
+
+        let mut cfg = config(Transport::Udp);
+        cfg.family = Family::V6;
+        let mut c = client(cfg);
+        c.allocate(t0).unwrap();
+        let req = take(&mut c);
+        let m = decode(&req);
+        assert!(
+            m.attributes
+                .contains(&Attribute::RequestedAddressFamily(AddressFamily::V6))
+        );
+    }
+}
