@@ -21,6 +21,12 @@
 //!    stream by a [`Deframer`]) to [`Client::handle_input`]; `Err` means it was
 //!    rejected and nothing changed.
 //!
+//! Inside, the client is a hub: it keeps the configuration, the allocation's
+//! lifecycle and the public API; the permission and channel tables with their
+//! refresh schedule are a `Bindings` subsystem (`client/bindings.rs`), and building
+//! requests, retrying after 401/438 and applying outcomes live in
+//! `client/requests.rs`.
+//!
 //! ```
 //! use std::time::Instant;
 //! use chorus_crypto::SystemEntropy;
@@ -44,9 +50,11 @@
     )
 )]
 
+mod bindings;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+mod requests;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -60,15 +68,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use chorus_framing::{Entropy, Transmit};
 
-use super::channel_data::{ChannelData, MAX_CHANNEL, MIN_CHANNEL, is_channel_data};
-use crate::client::{
-    Client as StunClient, ClientConfig as StunClientConfig, Event as StunEvent, Response, Transport,
-};
+use super::channel_data::{ChannelData, is_channel_data};
+use crate::client::{Client as StunClient, ClientConfig as StunClientConfig, Transport};
 use crate::error::{Error, Limit, UsageError, Violation};
-use crate::stun::{
-    AddressFamily, AlgorithmEntry, AlgorithmList, Attribute, Class, Header, Key, Message, Method,
-    PasswordAlgorithm, TransactionId, types,
-};
+use crate::stun::{Attribute, Class, Header, Message, Method, TransactionId, types};
+use bindings::Bindings;
+use requests::{Auth, Kind, Request};
 
 /// RFC 8656 §9: a permission lives 300 s unless refreshed.
 const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -314,35 +319,6 @@ pub enum Event {
     },
 }
 
-/// The credentials learned from a 401/438 (RFC 8489 §9.2.4).
-struct Auth {
-    realm: String,
-    nonce: String,
-    /// PASSWORD-ALGORITHMS as the server sent it, echoed in every request.
-    algorithms: Option<Vec<u8>>,
-    /// The chosen algorithm, sent as PASSWORD-ALGORITHM when `algorithms` is set.
-    algorithm: PasswordAlgorithm,
-    key: Key,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Allocate,
-    Refresh { lifetime: u32 },
-    Permission { ip: IpAddr },
-    ChannelBind { peer: SocketAddr, channel: u16 },
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Request {
-    kind: Kind,
-    /// Requests sent for this operation so far.
-    attempts: u32,
-    /// Whether the request carried credentials, to tell a wrong password (401 to an
-    /// authenticated request with the current nonce) from a first challenge.
-    authenticated: bool,
-}
-
 #[derive(Debug)]
 enum State {
     Idle,
@@ -354,21 +330,6 @@ enum State {
     },
     Closing,
     Finished,
-}
-
-#[derive(Debug)]
-struct Permission {
-    installed: bool,
-    refresh_at: Option<Instant>,
-    in_flight: bool,
-}
-
-#[derive(Debug)]
-struct Channel {
-    number: u16,
-    confirmed: bool,
-    refresh_at: Option<Instant>,
-    in_flight: bool,
 }
 
 /// A TURN client (RFC 8656) for one allocation on one server. Performs no I/O.
@@ -389,9 +350,8 @@ pub struct Client {
     relayed: Vec<SocketAddr>,
     mapped: Option<SocketAddr>,
     pending: HashMap<TransactionId, Request>,
-    permissions: HashMap<IpAddr, Permission>,
-    channels: HashMap<SocketAddr, Channel>,
-    channel_peers: HashMap<u16, SocketAddr>,
+    /// Permissions and channels.
+    bindings: Bindings,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     /// Send indications get no response, so their ids need not be unpredictable: a
@@ -404,8 +364,8 @@ impl core::fmt::Debug for Client {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Client")
             .field("state", &self.state)
-            .field("permissions", &self.permissions.len())
-            .field("channels", &self.channels.len())
+            .field("permissions", &self.bindings.permission_count())
+            .field("channels", &self.bindings.channel_count())
             .finish_non_exhaustive()
     }
 }
@@ -429,9 +389,7 @@ impl Client {
             relayed: Vec::new(),
             mapped: None,
             pending: HashMap::new(),
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            channel_peers: HashMap::new(),
+            bindings: Bindings::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             indication_base,
@@ -481,7 +439,7 @@ impl Client {
     /// Whether a permission for `ip` was requested (and not removed or failed).
     #[must_use]
     pub fn has_permission(&self, ip: IpAddr) -> bool {
-        self.permissions.contains_key(&ip)
+        self.bindings.has_permission(ip)
     }
 
     /// Requests (Allocate, Refresh, CreatePermission, ChannelBind) awaiting a response.
@@ -494,13 +452,13 @@ impl Client {
     /// confirmed (`Some(false)`), or unknown (`None`).
     #[must_use]
     pub fn permission(&self, ip: IpAddr) -> Option<bool> {
-        self.permissions.get(&ip).map(|p| p.installed)
+        self.bindings.permission(ip)
     }
 
     /// The channel bound (or being bound) to `peer`, and whether the server confirmed it.
     #[must_use]
     pub fn channel(&self, peer: SocketAddr) -> Option<(u16, bool)> {
-        self.channels.get(&peer).map(|c| (c.number, c.confirmed))
+        self.bindings.channel(peer)
     }
 
     /// Asks for a permission for `ip` (RFC 8656 §9) and keeps refreshing it until
@@ -510,21 +468,15 @@ impl Client {
     /// [`UsageError::NotAllocated`], [`Limit::Permissions`], or a transaction error.
     pub fn create_permission(&mut self, now: Instant, ip: IpAddr) -> Result<(), Error> {
         self.require_allocated()?;
-        if self.permissions.contains_key(&ip) {
+        if self.bindings.has_permission(ip) {
             return Ok(());
         }
-        if self.permissions.len() >= self.config.max_permissions {
-            return Err(Limit::Permissions(self.permissions.len()).into());
+        let count = self.bindings.permission_count();
+        if count >= self.config.max_permissions {
+            return Err(Limit::Permissions(count).into());
         }
         self.start(now, Kind::Permission { ip }, 0)?;
-        self.permissions.insert(
-            ip,
-            Permission {
-                installed: false,
-                refresh_at: None,
-                in_flight: true,
-            },
-        );
+        self.bindings.request_permission(ip);
         Ok(())
     }
 
@@ -532,14 +484,7 @@ impl Client {
     /// server lets them expire (RFC 8656 has no way to delete them). Returns whether
     /// there was one.
     pub fn remove_permission(&mut self, ip: IpAddr) -> bool {
-        self.channels.retain(|peer, c| {
-            let keep = peer.ip() != ip;
-            if !keep {
-                self.channel_peers.remove(&c.number);
-            }
-            keep
-        });
-        self.permissions.remove(&ip).is_some()
+        self.bindings.remove_permission(ip)
     }
 
     /// Binds a channel to `peer` (RFC 8656 §11), picking the lowest free number in
@@ -552,19 +497,22 @@ impl Client {
     /// a transaction error.
     pub fn bind_channel(&mut self, now: Instant, peer: SocketAddr) -> Result<u16, Error> {
         self.require_allocated()?;
-        if let Some(c) = self.channels.get(&peer) {
-            return Ok(c.number);
+        if let Some((number, _)) = self.bindings.channel(peer) {
+            return Ok(number);
         }
-        if self.channels.len() >= self.config.max_channels {
-            return Err(Limit::Channels(self.channels.len()).into());
+        let channels = self.bindings.channel_count();
+        if channels >= self.config.max_channels {
+            return Err(Limit::Channels(channels).into());
         }
-        let new_permission = !self.permissions.contains_key(&peer.ip());
-        if new_permission && self.permissions.len() >= self.config.max_permissions {
-            return Err(Limit::Permissions(self.permissions.len()).into());
+        let new_permission = !self.bindings.has_permission(peer.ip());
+        let permissions = self.bindings.permission_count();
+        if new_permission && permissions >= self.config.max_permissions {
+            return Err(Limit::Permissions(permissions).into());
         }
-        let number = (MIN_CHANNEL..=MAX_CHANNEL)
-            .find(|n| !self.channel_peers.contains_key(n))
-            .ok_or(Limit::Channels(self.channels.len()))?;
+        let number = self
+            .bindings
+            .free_channel()
+            .ok_or(Limit::Channels(channels))?;
         self.start(
             now,
             Kind::ChannelBind {
@@ -573,26 +521,10 @@ impl Client {
             },
             0,
         )?;
-        self.channels.insert(
-            peer,
-            Channel {
-                number,
-                confirmed: false,
-                refresh_at: None,
-                in_flight: true,
-            },
-        );
-        self.channel_peers.insert(number, peer);
+        self.bindings.request_channel(peer, number);
         if new_permission {
             // The ChannelBind installs it; from then on it is refreshed like any other.
-            self.permissions.insert(
-                peer.ip(),
-                Permission {
-                    installed: false,
-                    refresh_at: None,
-                    in_flight: true,
-                },
-            );
+            self.bindings.request_permission(peer.ip());
         }
         Ok(number)
     }
@@ -607,7 +539,7 @@ impl Client {
     /// does not fit a message.
     pub fn send(&mut self, peer: SocketAddr, data: &[u8]) -> Result<(), Error> {
         self.require_allocated()?;
-        if !self.permissions.contains_key(&peer.ip()) {
+        if !self.bindings.has_permission(peer.ip()) {
             return Err(UsageError::NoPermission.into());
         }
         if self.transmits.len() >= self.config.max_queued {
@@ -615,12 +547,9 @@ impl Client {
         }
         let transport = self.config.transport;
         let mut out = BytesMut::new();
-        match self.channels.get(&peer) {
-            Some(c) if c.confirmed => {
-                let msg = ChannelData {
-                    channel: c.number,
-                    data,
-                };
+        match self.bindings.channel(peer) {
+            Some((channel, true)) => {
+                let msg = ChannelData { channel, data };
                 out.reserve(msg.encoded_len(transport));
                 msg.encode(transport, &mut out)
                     .map_err(|_| UsageError::ValueTooLong(types::DATA))?;
@@ -653,9 +582,7 @@ impl Client {
         for id in self.pending.drain().map(|(id, _)| id) {
             let _ = self.stun.cancel(id);
         }
-        self.permissions.clear();
-        self.channels.clear();
-        self.channel_peers.clear();
+        self.bindings.clear();
         let was_allocated = matches!(self.state, State::Allocated { .. });
         if !was_allocated {
             if !matches!(self.state, State::Finished | State::Closing) {
@@ -694,9 +621,9 @@ impl Client {
         if is_channel_data(first) {
             // RFC 8656 §12.6: data on a channel bound (or being bound) to a peer.
             let (msg, _) = ChannelData::decode(bytes, self.config.transport)?;
-            let peer = *self
-                .channel_peers
-                .get(&msg.channel)
+            let peer = self
+                .bindings
+                .peer_of(msg.channel)
                 .ok_or(Violation::UnknownChannel(msg.channel))?;
             return self.deliver(peer, msg.data);
         }
@@ -717,7 +644,7 @@ impl Client {
                         _ => None,
                     })
                     .ok_or(Violation::MissingAttribute(types::DATA))?;
-                if !self.permissions.contains_key(&peer.ip()) {
+                if !self.bindings.has_permission(peer.ip()) {
                     return Err(Violation::UnexpectedPeer.into());
                 }
                 self.deliver(peer, data)
@@ -756,39 +683,15 @@ impl Client {
         if !self.is_allocated() {
             return;
         }
-        let due: Vec<IpAddr> = self
-            .permissions
-            .iter()
-            .filter(|(_, p)| !p.in_flight && p.refresh_at.is_some_and(|t| t <= now))
-            .map(|(ip, _)| *ip)
-            .collect();
-        for ip in due {
+        for ip in self.bindings.due_permissions(now) {
             let started = self.start(now, Kind::Permission { ip }, 0).is_ok();
-            if let Some(p) = self.permissions.get_mut(&ip) {
-                if started {
-                    p.in_flight = true;
-                } else {
-                    p.refresh_at = Some(now + RETRY_DELAY);
-                }
-            }
+            self.bindings.permission_refresh_started(ip, started, now);
         }
-        let due: Vec<(SocketAddr, u16)> = self
-            .channels
-            .iter()
-            .filter(|(_, c)| !c.in_flight && c.refresh_at.is_some_and(|t| t <= now))
-            .map(|(peer, c)| (*peer, c.number))
-            .collect();
-        for (peer, channel) in due {
+        for (peer, channel) in self.bindings.due_channels(now) {
             let started = self
                 .start(now, Kind::ChannelBind { peer, channel }, 0)
                 .is_ok();
-            if let Some(c) = self.channels.get_mut(&peer) {
-                if started {
-                    c.in_flight = true;
-                } else {
-                    c.refresh_at = Some(now + RETRY_DELAY);
-                }
-            }
+            self.bindings.channel_refresh_started(peer, started, now);
         }
     }
 
@@ -825,12 +728,7 @@ impl Client {
             if !refreshing {
                 consider(Some(refresh_at));
             }
-            for p in self.permissions.values().filter(|p| !p.in_flight) {
-                consider(p.refresh_at);
-            }
-            for c in self.channels.values().filter(|c| !c.in_flight) {
-                consider(c.refresh_at);
-            }
+            consider(self.bindings.next_refresh());
         }
         next
     }
@@ -869,366 +767,6 @@ impl Client {
     fn set_refresh_at(&mut self, at: Instant) {
         if let State::Allocated { refresh_at, .. } = &mut self.state {
             *refresh_at = at;
-        }
-    }
-
-    /// Starts the request for `kind`, with credentials once known.
-    fn start(&mut self, now: Instant, kind: Kind, attempts: u32) -> Result<TransactionId, Error> {
-        let method = match kind {
-            Kind::Allocate => Method::ALLOCATE,
-            Kind::Refresh { .. } => Method::REFRESH,
-            Kind::Permission { .. } => Method::CREATE_PERMISSION,
-            Kind::ChannelBind { .. } => Method::CHANNEL_BIND,
-        };
-        let cfg = &self.config;
-        let mut msg = Message::new(Class::Request, method, TransactionId::new([0; 12]));
-        let a = &mut msg.attributes;
-        match kind {
-            Kind::Allocate => {
-                // RFC 8656 §7.1.
-                a.push(Attribute::RequestedTransport(UDP));
-                a.push(Attribute::Lifetime(lifetime_secs(cfg.lifetime)));
-                match cfg.family {
-                    Family::V4 => {}
-                    Family::V6 => a.push(Attribute::RequestedAddressFamily(AddressFamily::V6)),
-                    Family::Dual => a.push(Attribute::AdditionalAddressFamily(AddressFamily::V6)),
-                }
-                if let Some(reserve) = cfg.even_port {
-                    a.push(Attribute::EvenPort(reserve));
-                }
-                if let Some(token) = cfg.reservation_token {
-                    a.push(Attribute::ReservationToken(token));
-                }
-            }
-            Kind::Refresh { lifetime } => a.push(Attribute::Lifetime(lifetime)),
-            Kind::Permission { ip } => a.push(Attribute::XorPeerAddress(SocketAddr::new(ip, 0))),
-            Kind::ChannelBind { peer, channel } => {
-                a.push(Attribute::ChannelNumber(channel));
-                a.push(Attribute::XorPeerAddress(peer));
-            }
-        }
-        if let Some(s) = &cfg.software {
-            a.push(Attribute::Software(s));
-        }
-        let mut key = None;
-        if let Some(auth) = &self.auth {
-            // RFC 8489 §9.2.4: USERNAME, REALM, NONCE, the algorithms as offered.
-            a.push(Attribute::Username(&cfg.username));
-            a.push(Attribute::Realm(&auth.realm));
-            a.push(Attribute::Nonce(&auth.nonce));
-            if let Some(list) = &auth.algorithms {
-                let list = AlgorithmList::from_wire(list)?;
-                a.push(Attribute::PasswordAlgorithms(list));
-                a.push(Attribute::PasswordAlgorithm(AlgorithmEntry {
-                    algorithm: auth.algorithm.number(),
-                    parameters: &[],
-                }));
-            }
-            if auth.algorithm == PasswordAlgorithm::Sha256 {
-                msg.message_integrity_sha256 = true;
-            } else {
-                msg.message_integrity = true;
-            }
-            key = Some(&auth.key);
-        }
-        msg.fingerprint = true;
-        let authenticated = key.is_some();
-        let id = self
-            .stun
-            .start_message(now, cfg.server, cfg.transport, msg, key)?;
-        self.pending.insert(
-            id,
-            Request {
-                kind,
-                attempts: attempts + 1,
-                authenticated,
-            },
-        );
-        Ok(id)
-    }
-
-    fn drain_stun(&mut self, now: Instant) {
-        while let Some(e) = self.stun.poll_event() {
-            match e {
-                StunEvent::Response(r) => self.on_response(now, &r),
-                StunEvent::TimedOut { id, .. } => {
-                    if let Some(req) = self.pending.remove(&id) {
-                        self.fail(req.kind, None, "no response");
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_response(&mut self, now: Instant, r: &Response) {
-        let Some(req) = self.pending.remove(&r.id) else {
-            return;
-        };
-        let Ok(msg) = Message::decode(&r.bytes, &self.config.stun.limits) else {
-            self.fail(req.kind, None, "undecodable response");
-            return;
-        };
-        if msg.class == Class::Error {
-            let (code, reason) = msg
-                .error_code()
-                .unwrap_or((0, "error response without ERROR-CODE"));
-            if (code == 401 || code == 438) && self.retry_auth(now, &msg, req) {
-                return;
-            }
-            let code = (code != 0).then_some(code);
-            self.fail(req.kind, code, reason);
-            return;
-        }
-        match req.kind {
-            Kind::Allocate => self.on_allocated(now, &msg),
-            Kind::Refresh { lifetime: 0 } => {
-                self.state = State::Finished;
-                self.push_event(Event::Closed);
-            }
-            Kind::Refresh { .. } => {
-                if let State::Allocated { .. } = self.state {
-                    let granted = msg
-                        .find(|a| match a {
-                            Attribute::Lifetime(l) => Some(*l),
-                            _ => None,
-                        })
-                        .unwrap_or_else(|| lifetime_secs(self.config.lifetime));
-                    if granted == 0 {
-                        self.lose(None, "refresh granted lifetime 0");
-                        return;
-                    }
-                    let lifetime =
-                        Duration::from_secs(u64::from(granted.min(MAX_GRANTED_LIFETIME)));
-                    self.state = allocated_state(now, lifetime);
-                    self.push_event(Event::Refreshed { lifetime });
-                }
-            }
-            Kind::Permission { ip } => {
-                if let Some(p) = self.permissions.get_mut(&ip) {
-                    let first = !p.installed;
-                    p.installed = true;
-                    p.in_flight = false;
-                    p.refresh_at = Some(now + self.config.permission_refresh);
-                    if first {
-                        self.push_event(Event::PermissionCreated { ip });
-                    }
-                }
-            }
-            Kind::ChannelBind { peer, channel } => {
-                let Some(c) = self.channels.get_mut(&peer).filter(|c| c.number == channel) else {
-                    return;
-                };
-                let first = !c.confirmed;
-                c.confirmed = true;
-                c.in_flight = false;
-                c.refresh_at = Some(now + self.config.channel_refresh);
-                if first {
-                    self.push_event(Event::ChannelBound { peer, channel });
-                }
-                // RFC 8656 §11.3: the binding installed or refreshed the permission.
-                if let Some(p) = self.permissions.get_mut(&peer.ip()) {
-                    let first = !p.installed;
-                    p.installed = true;
-                    if p.refresh_at.is_none() || first {
-                        p.in_flight = false;
-                        p.refresh_at = Some(now + self.config.permission_refresh);
-                    }
-                    if first {
-                        self.push_event(Event::PermissionCreated { ip: peer.ip() });
-                    }
-                }
-            }
-        }
-    }
-
-    /// RFC 8489 §9.2.5: a 401 gives REALM and NONCE, a 438 a new NONCE; retry once per
-    /// change, within `max_auth_attempts`. Returns whether a retry was started.
-    fn retry_auth(&mut self, now: Instant, msg: &Message<'_>, req: Request) -> bool {
-        let text = |want: u16| {
-            msg.find(|a| match (a, want) {
-                (Attribute::Realm(s), types::REALM) | (Attribute::Nonce(s), types::NONCE) => {
-                    Some(*s)
-                }
-                _ => None,
-            })
-        };
-        let Some(nonce) = text(types::NONCE) else {
-            return false;
-        };
-        let code = msg.error_code().map_or(0, |(c, _)| c);
-        let realm = match (text(types::REALM), &self.auth) {
-            (Some(r), _) => r.to_owned(),
-            (None, Some(a)) if code == 438 => a.realm.clone(),
-            _ => return false,
-        };
-        // A 401 to a request that carried the current realm and nonce means the
-        // credentials are wrong: retrying cannot help.
-        if code == 401
-            && req.authenticated
-            && self
-                .auth
-                .as_ref()
-                .is_some_and(|a| a.realm == realm && a.nonce == nonce)
-        {
-            return false;
-        }
-        let offered = msg.find(|a| match a {
-            Attribute::PasswordAlgorithms(l) => Some(*l),
-            _ => None,
-        });
-        // RFC 8489 §9.2.5: a nonce announcing "Password algorithms" without a
-        // PASSWORD-ALGORITHMS attribute means someone stripped the offer (a bid-down
-        // attack): do not retry with a weaker algorithm.
-        if offered.is_none()
-            && crate::stun::SecurityFeatures::from_nonce(nonce)
-                .is_some_and(|f| f.password_algorithms)
-        {
-            return false;
-        }
-        let (algorithms, algorithm) = match offered {
-            None => (None, PasswordAlgorithm::Md5),
-            Some(list) => {
-                // RFC 8489 §9.2.4: the first algorithm of the server's list we support.
-                let Some(alg) = list
-                    .iter()
-                    .find_map(|e| PasswordAlgorithm::from_number(e.algorithm))
-                else {
-                    return false;
-                };
-                let entries: Vec<AlgorithmEntry<'_>> = list.iter().collect();
-                let mut wire = Vec::new();
-                AlgorithmList::write(&entries, &mut wire);
-                (Some(wire), alg)
-            }
-        };
-        let key = Key::long_term(
-            &self.config.username,
-            &realm,
-            &self.config.password,
-            algorithm,
-        );
-        self.auth = Some(Auth {
-            realm,
-            nonce: nonce.to_owned(),
-            algorithms,
-            algorithm,
-            key,
-        });
-        // The new nonce is kept for later requests even when this one gives up.
-        req.attempts < self.config.max_auth_attempts
-            && self.start(now, req.kind, req.attempts).is_ok()
-    }
-
-    fn on_allocated(&mut self, now: Instant, msg: &Message<'_>) {
-        if !matches!(self.state, State::Allocating) {
-            return;
-        }
-        let relayed: Vec<SocketAddr> = msg
-            .attributes
-            .iter()
-            .filter_map(|a| match a {
-                Attribute::XorRelayedAddress(x) => Some(*x),
-                _ => None,
-            })
-            .take(2)
-            .collect();
-        let lifetime = msg.find(|a| match a {
-            Attribute::Lifetime(l) => Some(*l),
-            _ => None,
-        });
-        let (Some(lifetime), false) = (lifetime.filter(|l| *l > 0), relayed.is_empty()) else {
-            self.state = State::Finished;
-            self.push_event(Event::AllocationFailed {
-                code: None,
-                reason: "success without XOR-RELAYED-ADDRESS or LIFETIME".to_owned(),
-            });
-            return;
-        };
-        let lifetime = Duration::from_secs(u64::from(lifetime.min(MAX_GRANTED_LIFETIME)));
-        let reservation_token = msg.find(|a| match a {
-            Attribute::ReservationToken(t) => Some(*t),
-            _ => None,
-        });
-        self.mapped = msg.mapped_address();
-        self.relayed.clone_from(&relayed);
-        self.state = allocated_state(now, lifetime);
-        self.push_event(Event::Allocated {
-            relayed,
-            mapped: self.mapped,
-            lifetime,
-            reservation_token,
-        });
-    }
-
-    fn lose(&mut self, code: Option<u16>, reason: &str) {
-        for id in self.pending.drain().map(|(id, _)| id) {
-            let _ = self.stun.cancel(id);
-        }
-        self.permissions.clear();
-        self.channels.clear();
-        self.channel_peers.clear();
-        self.state = State::Finished;
-        self.push_event(Event::Lost {
-            code,
-            reason: reason.to_owned(),
-        });
-    }
-
-    fn fail(&mut self, kind: Kind, code: Option<u16>, reason: &str) {
-        match kind {
-            Kind::Allocate => {
-                if matches!(self.state, State::Allocating) {
-                    self.state = State::Finished;
-                    self.push_event(Event::AllocationFailed {
-                        code,
-                        reason: reason.to_owned(),
-                    });
-                }
-            }
-            Kind::Refresh { lifetime: 0 } => {
-                // The allocation is gone either way (437: it already was).
-                if matches!(self.state, State::Closing) {
-                    self.state = State::Finished;
-                    self.push_event(Event::Closed);
-                }
-            }
-            Kind::Refresh { .. } => {
-                if self.is_allocated() {
-                    self.lose(code, reason);
-                }
-            }
-            Kind::Permission { ip } => {
-                if self.permissions.remove(&ip).is_some() {
-                    self.push_event(Event::PermissionFailed { ip, code });
-                }
-            }
-            Kind::ChannelBind { peer, channel } => {
-                if self
-                    .channels
-                    .get(&peer)
-                    .is_some_and(|c| c.number == channel)
-                {
-                    self.channels.remove(&peer);
-                    self.channel_peers.remove(&channel);
-                    self.push_event(Event::ChannelFailed {
-                        peer,
-                        channel,
-                        code,
-                    });
-                }
-                // A permission that only this binding was installing goes too.
-                if self
-                    .permissions
-                    .get(&peer.ip())
-                    .is_some_and(|p| !p.installed && p.refresh_at.is_none())
-                    && !self
-                        .pending
-                        .values()
-                        .any(|r| r.kind == Kind::Permission { ip: peer.ip() })
-                {
-                    self.permissions.remove(&peer.ip());
-                }
-            }
         }
     }
 }

@@ -33,6 +33,14 @@
 //! per source IP; peers at special-purpose addresses are refused (403) unless
 //! allow-listed (RFC 8656 §21.1.2).
 //!
+//! Inside, the server is a hub over child state machines (STYLE.md §2): every
+//! allocation is an `Allocation` (`server/allocation.rs`: its relays and their bind
+//! state, lifetime, permissions and channels) that the server owns by slot and finds
+//! by 5-tuple or relayed address. The hub keeps those tables, authentication
+//! (`server/auth.rs`), rate limits and dispatch; `server/requests.rs` handles
+//! Allocate, Refresh, CreatePermission and ChannelBind, `server/data.rs` the relayed
+//! data path, `server/pool.rs` the relay ports and `server/policy.rs` the peer policy.
+//!
 //! ```
 //! use std::time::Instant;
 //! use chorus_crypto::SystemEntropy;
@@ -61,12 +69,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod allocation;
 mod auth;
+mod data;
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
 mod policy;
 mod pool;
+mod requests;
 
 pub use auth::{Authenticator, StaticUsers};
 pub use policy::{Cidr, is_special_purpose};
@@ -76,34 +87,30 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
-use chorus_framing::{Entropy, Reader, Redacted, Transmit};
+use bytes::BytesMut;
+use chorus_framing::{Entropy, Redacted, Transmit};
 
 use crate::client::Transport;
-use crate::error::{DecodeError, Error, Limit, UnknownAttributes, UsageError, Violation};
+use crate::error::{DecodeError, Error, Limit, UsageError, Violation};
 use crate::rate::RateTable;
 use crate::server::RateLimit;
 use crate::stun::{
-    AddressFamily, AlgorithmList, Attribute, Class, HEADER_LEN, Header, Key, Limits, MAGIC_COOKIE,
-    Message, Method, PasswordAlgorithm, TransactionId, UnknownList, types,
+    AlgorithmList, Attribute, Class, HEADER_LEN, Header, Key, Limits, Message, Method,
+    PasswordAlgorithm, TransactionId, UnknownList,
 };
 
 /// PASSWORD-ALGORITHMS as every challenge offers it (RFC 8489 §14.11): SHA-256 first,
 /// then MD5, neither with parameters.
 const OFFERED_ALGORITHMS: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
-use crate::turn::channel_data::{ChannelData, is_channel_data, is_valid_channel};
+use crate::turn::channel_data::is_channel_data;
+use allocation::{Allocation, family_index};
 use auth::{NonceCheck, Nonces};
 use pool::Pool;
 
 /// REQUESTED-TRANSPORT's value for UDP (RFC 8656 §18.8: an IP protocol number).
 const UDP: u8 = 17;
-/// RFC 8656 §11: a channel number and its peer are not rebound elsewhere for this
-/// long after the binding expired.
-const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 /// How often expired state is swept.
 const SWEEP: Duration = Duration::from_secs(1);
-/// RFC 8489 §5 message type of a Data indication (method 0x007, class 0b01).
-const DATA_INDICATION: u16 = 0x0017;
 
 /// TURN server configuration; validated by [`Server::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,82 +242,6 @@ pub struct Stats {
 /// and transport protocol.
 type FiveTuple = (SocketAddr, SocketAddr, Transport);
 
-#[derive(Debug)]
-struct Relay {
-    addr: SocketAddr,
-    bound: bool,
-    /// Binds tried for this relay so far; a port drawn freely from the pool (not a
-    /// reserved or EVEN-PORT one) is replaced by another when its bind fails, up to
-    /// [`RELAY_BIND_ATTEMPTS`].
-    attempts: u8,
-    replaceable: bool,
-}
-
-/// Ports tried for one relayed address before the allocation fails with 508: a port
-/// the pool believes free can be held by another process on the host.
-const RELAY_BIND_ATTEMPTS: u8 = 4;
-
-impl Relay {
-    fn new(addr: SocketAddr, replaceable: bool) -> Self {
-        Self {
-            addr,
-            bound: false,
-            attempts: 1,
-            replaceable,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Channel {
-    peer: SocketAddr,
-    /// The binding is live before this; afterwards it cools down for 5 minutes.
-    expires: Instant,
-}
-
-/// The answer an allocation owes until its relays are bound.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    mi: bool,
-    mi256: bool,
-    fingerprint: bool,
-}
-
-#[derive(Debug)]
-struct Allocation {
-    tuple: FiveTuple,
-    username: Box<str>,
-    key: Key,
-    /// The Allocate that created it: a retransmission gets the same answer (§7.2).
-    tid: TransactionId,
-    expires: Instant,
-    /// Index 0: IPv4, 1: IPv6.
-    relays: [Option<Relay>; 2],
-    primary: usize,
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, Channel>,
-    peer_channels: HashMap<SocketAddr, u16>,
-    pending: Option<Pending>,
-    /// RESERVATION-TOKEN to return (EVEN-PORT with R).
-    token: Option<[u8; 8]>,
-    /// ADDRESS-ERROR-CODE to return for a failed additional family.
-    address_error: Option<(AddressFamily, u16)>,
-}
-
-impl Allocation {
-    fn relay_for(&self, peer: IpAddr) -> Option<SocketAddr> {
-        self.relays
-            .get(family_index(peer))?
-            .as_ref()
-            .filter(|r| r.bound)
-            .map(|r| r.addr)
-    }
-
-    fn permitted(&self, now: Instant, peer: IpAddr) -> bool {
-        self.permissions.get(&peer).is_some_and(|t| *t > now)
-    }
-}
-
 /// A port held by EVEN-PORT's R bit (RFC 8656 §7.2).
 #[derive(Debug)]
 struct Reservation {
@@ -376,25 +307,6 @@ impl core::fmt::Debug for Server {
     }
 }
 
-fn family_index(ip: IpAddr) -> usize {
-    usize::from(ip.is_ipv6())
-}
-
-const fn family_of(index: usize) -> AddressFamily {
-    if index == 0 {
-        AddressFamily::V4
-    } else {
-        AddressFamily::V6
-    }
-}
-
-const fn index_of(family: AddressFamily) -> usize {
-    match family {
-        AddressFamily::V4 => 0,
-        AddressFamily::V6 => 1,
-    }
-}
-
 /// The reason phrases of the codes this server sends (RFC 8489 §14.8, RFC 8656 §19).
 const fn reason(code: u16) -> &'static str {
     match code {
@@ -412,10 +324,6 @@ const fn reason(code: u16) -> &'static str {
         508 => "Insufficient Capacity",
         _ => "Server Error",
     }
-}
-
-const fn pad4(len: usize) -> usize {
-    (4 - len % 4) % 4
 }
 
 impl Server {
@@ -551,7 +459,7 @@ impl Server {
         transport: Transport,
     ) -> Vec<SocketAddr> {
         self.alloc_by_tuple(&(client, server, transport))
-            .map(|a| a.relays.iter().flatten().map(|r| r.addr).collect())
+            .map(|a| a.relayed().collect())
             .unwrap_or_default()
     }
 
@@ -573,13 +481,21 @@ impl Server {
         if let Some((t, slot)) = self.last_tuple.get()
             && t == *tuple
             && let Some(Some(a)) = self.allocs.get(slot)
-            && a.tuple == *tuple
+            && a.tuple() == *tuple
         {
             return Some(a);
         }
         let slot = *self.by_tuple.get(tuple)?;
         self.last_tuple.set(Some((*tuple, slot)));
         self.allocs.get(slot)?.as_ref()
+    }
+
+    /// The allocation in `slot`.
+    fn allocation(&self, slot: usize) -> Result<&Allocation, Error> {
+        self.allocs
+            .get(slot)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Violation::NoAllocation.into())
     }
 
     fn arm(&mut self, now: Instant) {
@@ -662,78 +578,6 @@ impl Server {
         Ok(())
     }
 
-    /// RFC 8656 §10.3 and §12.5: peer data to the client, if permitted.
-    fn peer_data(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        relayed: SocketAddr,
-        peer: SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        self.queue_full()?;
-        let Some(Some(a)) = self.allocs.get(slot) else {
-            return Err(Violation::NoAllocation.into());
-        };
-        if a.expires <= now || a.relay_for(peer.ip()) != Some(relayed) {
-            return Err(Violation::NoAllocation.into());
-        }
-        if !a.permitted(now, peer.ip()) {
-            return Err(Violation::NoPermission.into());
-        }
-        let (client, server, transport) = a.tuple;
-        let channel = a
-            .peer_channels
-            .get(&peer)
-            .filter(|ch| a.channels.get(ch).is_some_and(|c| c.expires > now))
-            .copied();
-        let buf = &mut self.buf;
-        if let Some(channel) = channel {
-            // RFC 8656 §12.4 layout; padded over TCP (§12.5). Encoded here rather than
-            // with `ChannelData` so that RFC 5766 channel numbers work too.
-            let len =
-                u16::try_from(bytes.len()).map_err(|_| UsageError::ValueTooLong(types::DATA))?;
-            let padding = if transport == Transport::Tcp {
-                pad4(bytes.len())
-            } else {
-                0
-            };
-            buf.reserve(4 + bytes.len() + padding);
-            buf.put_u16(channel);
-            buf.put_u16(len);
-            buf.put_slice(bytes);
-            buf.put_bytes(0, padding);
-        } else {
-            // RFC 8656 §10.3: XOR-PEER-ADDRESS and DATA; no integrity, no FINGERPRINT.
-            let peer_attr = Attribute::XorPeerAddress(peer);
-            let plen = peer_attr.value_len();
-            let body = 4 + plen + 4 + bytes.len() + pad4(bytes.len());
-            let len = u16::try_from(body).map_err(|_| UsageError::ValueTooLong(types::DATA))?;
-            self.tid_counter = self.tid_counter.wrapping_add(1);
-            let mut id = [0u8; 12];
-            let (p, c) = id.split_at_mut(4);
-            p.copy_from_slice(&self.tid_prefix);
-            c.copy_from_slice(&self.tid_counter.to_be_bytes());
-            let tid = TransactionId::new(id);
-            buf.reserve(HEADER_LEN + body);
-            buf.put_u16(DATA_INDICATION);
-            buf.put_u16(len);
-            buf.put_u32(MAGIC_COOKIE);
-            buf.put_slice(&tid.0);
-            buf.put_u16(types::XOR_PEER_ADDRESS);
-            buf.put_u16(plen as u16);
-            peer_attr.write_value(&tid, buf);
-            buf.put_u16(types::DATA);
-            buf.put_u16(bytes.len() as u16);
-            buf.put_slice(bytes);
-            buf.put_bytes(0, pad4(bytes.len()));
-        }
-        let payload = self.buf.split().freeze();
-        self.push(transport, Transmit::new(client, payload).with_src(server))?;
-        self.stats.to_clients += 1;
-        Ok(())
-    }
-
     fn client_input(&mut self, now: Instant, tuple: FiveTuple, bytes: &[u8]) -> Result<(), Error> {
         self.queue_full()?;
         let first = *bytes.first().ok_or(DecodeError::Truncated {
@@ -755,126 +599,6 @@ impl Server {
             Class::Indication => Err(Violation::UnsupportedMethod(header.method.number()).into()),
             Class::Success | Class::Error => Err(Violation::UnexpectedClass.into()),
         }
-    }
-
-    /// RFC 8656 §12.6: ChannelData from the client goes to the channel's peer.
-    fn client_channel_data(
-        &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        let cd = self.decode_channel_data(bytes, tuple.2)?;
-        let a = self
-            .alloc_by_tuple(&tuple)
-            .filter(|a| a.expires > now)
-            .ok_or(Violation::NoAllocation)?;
-        let peer = a
-            .channels
-            .get(&cd.channel)
-            .filter(|c| c.expires > now)
-            .map(|c| c.peer)
-            .ok_or(Violation::UnboundChannel)?;
-        if !a.permitted(now, peer.ip()) {
-            return Err(Violation::NoPermission.into());
-        }
-        let relayed = a.relay_for(peer.ip()).ok_or(Violation::NoAllocation)?;
-        self.relay_to_peer(relayed, peer, cd.data)
-    }
-
-    fn channel_ok(&self, n: u16) -> bool {
-        if self.config.rfc5766_channels {
-            (0x4000..=0x7fff).contains(&n)
-        } else {
-            is_valid_channel(n)
-        }
-    }
-
-    /// RFC 8656 §12.4-§12.5: header, data, and over TCP the padding (the driver cut
-    /// the frame with it). Trailing bytes of a UDP datagram are ignored.
-    fn decode_channel_data<'b>(
-        &self,
-        bytes: &'b [u8],
-        transport: Transport,
-    ) -> Result<ChannelData<'b>, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let channel = r.u16()?;
-        let len = usize::from(r.u16()?);
-        let data = r.take(len)?;
-        if transport == Transport::Tcp {
-            r.skip(pad4(len))?;
-        }
-        if !self.channel_ok(channel) {
-            return Err(DecodeError::NotStun);
-        }
-        Ok(ChannelData { channel, data })
-    }
-
-    fn relay_to_peer(
-        &mut self,
-        relayed: SocketAddr,
-        peer: SocketAddr,
-        data: &[u8],
-    ) -> Result<(), Error> {
-        self.buf.extend_from_slice(data);
-        let payload = self.buf.split().freeze();
-        self.push(
-            Transport::Udp,
-            Transmit::new(peer, payload).with_src(relayed),
-        )?;
-        self.stats.to_peers += 1;
-        Ok(())
-    }
-
-    /// RFC 8656 §10.2: a Send indication's DATA goes to its XOR-PEER-ADDRESS, if
-    /// permitted. Parsed without allocating: it is the per-packet path.
-    fn send_indication(
-        &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        header: &Header,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        let tid = header.transaction_id;
-        let mut r = Reader::new(bytes);
-        r.skip(HEADER_LEN).map_err(DecodeError::from)?;
-        let (mut peer, mut data) = (None, None);
-        while !r.is_empty() {
-            let t = r.u16().map_err(DecodeError::from)?;
-            let len = usize::from(r.u16().map_err(DecodeError::from)?);
-            let value = r.take(len).map_err(DecodeError::from)?;
-            r.skip(pad4(len)).map_err(DecodeError::from)?;
-            if matches!(
-                t,
-                types::MESSAGE_INTEGRITY | types::MESSAGE_INTEGRITY_SHA256 | types::FINGERPRINT
-            ) {
-                break;
-            }
-            match Attribute::decode(t, value, &tid)? {
-                Some(Attribute::XorPeerAddress(a)) => peer = peer.or(Some(a)),
-                Some(Attribute::Data(d)) => data = data.or(Some(d)),
-                Some(_) => {}
-                // RFC 8489 §6.3.2: an indication with an unknown comprehension-required
-                // attribute is discarded.
-                None => {
-                    let mut unknown = UnknownAttributes::new();
-                    unknown.push(t);
-                    return Err(DecodeError::UnknownRequiredAttributes(unknown).into());
-                }
-            }
-        }
-        let (Some(peer), Some(data)) = (peer, data) else {
-            return Err(Violation::MissingAttribute(types::XOR_PEER_ADDRESS).into());
-        };
-        let a = self
-            .alloc_by_tuple(&tuple)
-            .filter(|a| a.expires > now)
-            .ok_or(Violation::NoAllocation)?;
-        if !a.permitted(now, peer.ip()) {
-            return Err(Violation::NoPermission.into());
-        }
-        let relayed = a.relay_for(peer.ip()).ok_or(Violation::NoAllocation)?;
-        self.relay_to_peer(relayed, peer, data)
     }
 
     fn rate_allow(&mut self, now: Instant, ip: IpAddr) -> Result<(), Error> {
@@ -1020,14 +744,12 @@ impl Server {
             // RFC 8656 §7.3, §9.2, §11.2: no allocation on this 5-tuple.
             return self.error(&reply, 437, Some(&auth));
         };
-        let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-            return Err(Violation::NoAllocation.into());
-        };
+        let a = self.allocation(slot)?;
         // RFC 8656 §5: later requests must use the allocation's credentials.
-        if *a.username != *auth.username {
+        if a.username() != auth.username {
             return self.error(&reply, 441, Some(&auth));
         }
-        if a.pending.is_some() {
+        if a.is_pending() {
             return self.error(&reply, 437, Some(&auth));
         }
         match m {
@@ -1102,159 +824,9 @@ impl Server {
         })
     }
 
-    fn lifetime(&self, requested: Option<u32>) -> Duration {
-        // RFC 8656 §7.2: min(requested, max), but never below the default.
-        let d = self.config.default_lifetime;
-        requested.map_or(d, |s| {
-            Duration::from_secs(u64::from(s))
-                .min(self.config.max_lifetime)
-                .max(d)
-        })
-    }
-
-    fn random_u32(&mut self) -> Result<u32, Error> {
-        Ok(self.entropy.u32()?)
-    }
-
-    /// RFC 8656 §7.2.
-    #[allow(clippy::too_many_lines)]
-    fn allocate(
-        &mut self,
-        now: Instant,
-        reply: &Reply,
-        msg: &Message<'_>,
-        auth: &Auth,
-    ) -> Result<(), Error> {
-        if let Some(&slot) = self.by_tuple.get(&reply.tuple) {
-            let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-                return Err(Violation::NoAllocation.into());
-            };
-            if a.tid == msg.transaction_id && *a.username == *auth.username {
-                if a.pending.is_some() {
-                    // The answer leaves once the relay sockets are bound.
-                    return Ok(());
-                }
-                return self.allocate_success(now, slot, reply, auth);
-            }
-            return self.error(reply, 437, Some(auth));
-        }
-        let (mut transport, mut even, mut token, mut requested, mut additional, mut life) =
-            (None, None, None, None, None, None);
-        for a in &msg.attributes {
-            match a {
-                Attribute::RequestedTransport(t) => transport = transport.or(Some(*t)),
-                Attribute::EvenPort(r) => even = even.or(Some(*r)),
-                Attribute::ReservationToken(t) => token = token.or(Some(*t)),
-                Attribute::RequestedAddressFamily(f) => requested = requested.or(Some(*f)),
-                Attribute::AdditionalAddressFamily(f) => additional = additional.or(Some(*f)),
-                Attribute::Lifetime(l) => life = life.or(Some(*l)),
-                // DONT-FRAGMENT (§7.2): accepted; the relay sockets send whole datagrams.
-                _ => {}
-            }
-        }
-        let Some(transport) = transport else {
-            return self.error(reply, 400, Some(auth));
-        };
-        if transport != UDP {
-            return self.error(reply, 442, Some(auth));
-        }
-        // RFC 8656 §7.2: the combinations that make no sense are 400.
-        if (token.is_some() && (even.is_some() || requested.is_some() || additional.is_some()))
-            || (requested.is_some() && additional.is_some())
-            || (even.is_some() && additional.is_some())
-            || additional == Some(AddressFamily::V4)
-        {
-            return self.error(reply, 400, Some(auth));
-        }
-        if self
-            .per_user
-            .get(auth.username.as_str())
-            .copied()
-            .unwrap_or(0)
-            >= self.config.max_allocations_per_user
-        {
-            return self.error(reply, 486, Some(auth));
-        }
-        if self.by_tuple.len() >= self.config.max_allocations {
-            return self.error(reply, 508, Some(auth));
-        }
-        let mut relays: [Option<Relay>; 2] = [None, None];
-        let mut new_token = None;
-        let mut address_error = None;
-        let primary;
-        if let Some(t) = token {
-            let Some(r) = self.reservations.remove(&t).filter(|r| r.expires > now) else {
-                return self.error(reply, 508, Some(auth));
-            };
-            primary = family_index(r.addr.ip());
-            if let Some(slot) = relays.get_mut(primary) {
-                *slot = Some(Relay::new(r.addr, false));
-            }
-        } else {
-            primary = index_of(requested.unwrap_or(AddressFamily::V4));
-            let start = self.random_u32()?;
-            let pair = even == Some(true);
-            let Some(pool) = self.pools.get_mut(primary).and_then(Option::as_mut) else {
-                return self.error(reply, 440, Some(auth));
-            };
-            let Some(addr) = pool.take(start, even.is_some(), pair) else {
-                return self.error(reply, 508, Some(auth));
-            };
-            if pair {
-                let mut t = [0u8; 8];
-                self.entropy.fill(&mut t)?;
-                let next = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
-                if self.reservations.len() >= self.config.max_allocations {
-                    // Bounded: the oldest reservations make room rather than grow.
-                    self.expire_reservations(now, true);
-                }
-                self.reservations.insert(
-                    t,
-                    Reservation {
-                        addr: next,
-                        expires: now + self.config.reservation_lifetime,
-                    },
-                );
-                new_token = Some(t);
-            }
-            if let Some(slot) = relays.get_mut(primary) {
-                *slot = Some(Relay::new(addr, even.is_none()));
-            }
-            if let Some(f) = additional {
-                let i = index_of(f);
-                let start = self.random_u32()?;
-                match self.pools.get_mut(i).and_then(Option::as_mut) {
-                    None => address_error = Some((f, 440)),
-                    Some(pool) => match pool.take(start, false, false) {
-                        None => address_error = Some((f, 508)),
-                        Some(addr) => {
-                            if let Some(slot) = relays.get_mut(i) {
-                                *slot = Some(Relay::new(addr, true));
-                            }
-                        }
-                    },
-                }
-            }
-        }
-        let alloc = Allocation {
-            tuple: reply.tuple,
-            username: auth.username.as_str().into(),
-            key: auth.key.clone(),
-            tid: msg.transaction_id,
-            expires: now + self.lifetime(life),
-            relays,
-            primary,
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            peer_channels: HashMap::new(),
-            pending: Some(Pending {
-                mi: auth.mi,
-                mi256: auth.mi256,
-                fingerprint: reply.fingerprint,
-            }),
-            token: new_token,
-            address_error,
-        };
+    /// Files a new allocation in the tables (by 5-tuple, by relayed address, per
+    /// user) and asks the driver to bind its relays.
+    fn insert_allocation(&mut self, alloc: Allocation) {
         let slot = match self.free_slots.pop() {
             Some(s) => s,
             None => {
@@ -1262,358 +834,55 @@ impl Server {
                 self.allocs.len() - 1
             }
         };
-        for r in alloc.relays.iter().flatten() {
-            self.by_relay.insert(r.addr, slot);
-            self.events.push_back(Event::OpenRelay(r.addr));
+        for addr in alloc.relayed() {
+            self.by_relay.insert(addr, slot);
+            self.events.push_back(Event::OpenRelay(addr));
         }
-        *self.per_user.entry(alloc.username.clone()).or_insert(0) += 1;
-        self.by_tuple.insert(reply.tuple, slot);
+        *self.per_user.entry(alloc.username().into()).or_insert(0) += 1;
+        self.by_tuple.insert(alloc.tuple(), slot);
         tracing::info!(
-            client = %Redacted(reply.tuple.0),
-            user = %Redacted(&alloc.username),
-            relays = alloc.relays.iter().flatten().count(),
+            client = %Redacted(alloc.tuple().0),
+            user = %Redacted(alloc.username()),
+            relays = alloc.relay_count(),
             "allocation opening"
         );
         if let Some(s) = self.allocs.get_mut(slot) {
             *s = Some(alloc);
         }
         self.stats.allocations += 1;
-        Ok(())
     }
 
-    fn allocate_success(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        reply: &Reply,
-        auth: &Auth,
-    ) -> Result<(), Error> {
-        let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-            return Err(Violation::NoAllocation.into());
-        };
-        let lifetime = a.expires.saturating_duration_since(now).as_secs() as u32;
-        let mut attrs: Vec<Attribute<'_>> = a
-            .relays
-            .iter()
-            .flatten()
-            .map(|r| Attribute::XorRelayedAddress(r.addr))
-            .collect();
-        attrs.push(Attribute::Lifetime(lifetime));
-        if let Some(t) = a.token {
-            attrs.push(Attribute::ReservationToken(t));
-        }
-        if let Some((family, code)) = a.address_error {
-            attrs.push(Attribute::AddressErrorCode {
-                family,
-                code,
-                reason: reason(code),
-            });
-        }
-        attrs.push(Attribute::XorMappedAddress(reply.tuple.0));
-        self.send_message(reply, Class::Success, &attrs, Some(auth))
-    }
-
-    /// The driver's answer to [`Event::OpenRelay`]: whether binding `relayed` worked.
-    /// Once every relayed address of an allocation is bound its Allocate success
-    /// response is queued. An unbindable port is not offered again: a port drawn
-    /// freely from the pool is replaced by another (a new [`Event::OpenRelay`]), up to
-    /// four ports per relayed address; a reserved or EVEN-PORT one, or the last
-    /// attempt, answers 508 (or, for the additional family of a dual allocation,
-    /// ADDRESS-ERROR-CODE 508).
-    ///
-    /// # Errors
-    /// [`UsageError::UnknownRelay`] if no allocation waits for `relayed` (it ended
-    /// meanwhile): the driver should close that socket.
-    pub fn handle_relay_bound(
-        &mut self,
-        now: Instant,
-        relayed: SocketAddr,
-        ok: bool,
-    ) -> Result<(), Error> {
-        let slot = *self
-            .by_relay
-            .get(&relayed)
-            .ok_or(UsageError::UnknownRelay)?;
-        let i = family_index(relayed.ip());
-        let Some(a) = self.allocs.get_mut(slot).and_then(Option::as_mut) else {
-            return Err(UsageError::UnknownRelay.into());
-        };
-        let Some(Some(relay)) = a.relays.get_mut(i) else {
-            return Err(UsageError::UnknownRelay.into());
-        };
-        if relay.addr != relayed {
-            return Err(UsageError::UnknownRelay.into());
-        }
-        if ok {
-            relay.bound = true;
-        } else {
-            tracing::warn!(
-                relay = %Redacted(relayed),
-                attempt = relay.attempts,
-                "relay port could not be bound"
-            );
-            // The port stays marked taken in the pool: someone else holds it.
-            if relay.replaceable && relay.attempts < RELAY_BIND_ATTEMPTS {
-                let start = self.entropy.u32()?;
-                let next = self
-                    .pools
-                    .get_mut(i)
-                    .and_then(Option::as_mut)
-                    .and_then(|pool| pool.take(start, false, false));
-                if let Some(next) = next {
-                    relay.addr = next;
-                    relay.attempts += 1;
-                    self.by_relay.remove(&relayed);
-                    self.by_relay.insert(next, slot);
-                    self.events.push_back(Event::OpenRelay(next));
-                    return Ok(());
-                }
-            }
-            if let Some(r) = a.relays.get_mut(i) {
-                *r = None;
-            }
-            self.by_relay.remove(&relayed);
-            if i == a.primary {
-                let p = a.pending;
-                let reply = Reply {
-                    tuple: a.tuple,
-                    method: Method::ALLOCATE,
-                    tid: a.tid,
-                    fingerprint: p.is_some_and(|p| p.fingerprint),
-                };
-                let auth = Auth {
-                    username: String::new(),
-                    key: a.key.clone(),
-                    mi: p.is_some_and(|p| p.mi),
-                    mi256: p.is_some_and(|p| p.mi256),
-                };
-                self.remove_allocation(slot);
-                return self.error(&reply, 508, Some(&auth));
-            }
-            a.address_error = Some((family_of(i), 508));
-        }
-        self.maybe_complete(now, slot)
-    }
-
-    fn maybe_complete(&mut self, now: Instant, slot: usize) -> Result<(), Error> {
-        let Some(a) = self.allocs.get_mut(slot).and_then(Option::as_mut) else {
-            return Ok(());
-        };
-        if a.relays.iter().flatten().any(|r| !r.bound) {
-            return Ok(());
-        }
-        let Some(p) = a.pending.take() else {
-            return Ok(());
-        };
-        let reply = Reply {
-            tuple: a.tuple,
-            method: Method::ALLOCATE,
-            tid: a.tid,
-            fingerprint: p.fingerprint,
-        };
-        let auth = Auth {
-            username: String::new(),
-            key: a.key.clone(),
-            mi: p.mi,
-            mi256: p.mi256,
-        };
-        self.allocate_success(now, slot, &reply, &auth)
-    }
-
+    /// Removes an allocation from the tables, closing its relays.
     fn remove_allocation(&mut self, slot: usize) {
         let Some(a) = self.allocs.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        tracing::info!(client = %Redacted(a.tuple.0), "allocation closed");
+        tracing::info!(client = %Redacted(a.tuple().0), "allocation closed");
         self.free_slots.push(slot);
-        self.by_tuple.remove(&a.tuple);
-        for r in a.relays.iter().flatten() {
-            self.by_relay.remove(&r.addr);
-            if let Some(pool) = self
-                .pools
-                .get_mut(family_index(r.addr.ip()))
-                .and_then(Option::as_mut)
-            {
-                pool.release(r.addr.port());
-            }
-            self.events.push_back(Event::CloseRelay(r.addr));
+        self.by_tuple.remove(&a.tuple());
+        for addr in a.relayed() {
+            self.close_relay(addr);
         }
-        if let Some(n) = self.per_user.get_mut(&a.username) {
+        if let Some(n) = self.per_user.get_mut(a.username()) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_user.remove(&a.username);
+                self.per_user.remove(a.username());
             }
         }
     }
 
-    /// RFC 8656 §7.3-§7.4.
-    fn refresh(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        reply: &Reply,
-        msg: &Message<'_>,
-        auth: &Auth,
-    ) -> Result<(), Error> {
-        let life = msg.find(|a| match a {
-            Attribute::Lifetime(l) => Some(*l),
-            _ => None,
-        });
-        let family = msg.find(|a| match a {
-            Attribute::RequestedAddressFamily(f) => Some(*f),
-            _ => None,
-        });
-        let granted = self.lifetime(life);
-        let Some(a) = self.allocs.get_mut(slot).and_then(Option::as_mut) else {
-            return Err(Violation::NoAllocation.into());
-        };
-        if let Some(f) = family
-            && a.relays.get(index_of(f)).is_none_or(Option::is_none)
+    /// A relayed address is given up: it leaves the relay table, its port returns
+    /// to the pool and the driver closes its socket.
+    fn close_relay(&mut self, addr: SocketAddr) {
+        self.by_relay.remove(&addr);
+        if let Some(pool) = self
+            .pools
+            .get_mut(family_index(addr.ip()))
+            .and_then(Option::as_mut)
         {
-            // RFC 8656 §7.3: that family is not part of the allocation.
-            return self.error(reply, 443, Some(auth));
+            pool.release(addr.port());
         }
-        if life == Some(0) {
-            let relays = a.relays.iter().flatten().count();
-            match family {
-                // §7.3: a family of a dual allocation can be deleted alone.
-                Some(f) if relays == 2 => {
-                    let i = index_of(f);
-                    if let Some(r) = a.relays.get_mut(i).and_then(Option::take) {
-                        if i == a.primary {
-                            a.primary = 1 - i;
-                        }
-                        self.by_relay.remove(&r.addr);
-                        if let Some(pool) = self.pools.get_mut(i).and_then(Option::as_mut) {
-                            pool.release(r.addr.port());
-                        }
-                        self.events.push_back(Event::CloseRelay(r.addr));
-                    }
-                }
-                _ => self.remove_allocation(slot),
-            }
-            let attrs = [Attribute::Lifetime(0)];
-            return self.send_message(reply, Class::Success, &attrs, Some(auth));
-        }
-        a.expires = now + granted;
-        let attrs = [Attribute::Lifetime(granted.as_secs() as u32)];
-        self.send_message(reply, Class::Success, &attrs, Some(auth))
-    }
-
-    /// The error a peer address gets, if any: 443 for a family the allocation lacks,
-    /// 403 for a denied address.
-    fn check_peer(&self, a: &Allocation, peer: SocketAddr) -> Option<u16> {
-        if a.relays
-            .get(family_index(peer.ip()))
-            .is_none_or(Option::is_none)
-        {
-            return Some(443);
-        }
-        (!self.peer_allowed(peer.ip())).then_some(403)
-    }
-
-    /// RFC 8656 §9.2: all XOR-PEER-ADDRESSes are checked before any is installed.
-    fn create_permission(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        reply: &Reply,
-        msg: &Message<'_>,
-        auth: &Auth,
-    ) -> Result<(), Error> {
-        let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-            return Err(Violation::NoAllocation.into());
-        };
-        let mut new = 0;
-        let mut any = false;
-        for attr in &msg.attributes {
-            if let Attribute::XorPeerAddress(p) = attr {
-                any = true;
-                if let Some(code) = self.check_peer(a, *p) {
-                    return self.error(reply, code, Some(auth));
-                }
-                if !a.permissions.contains_key(&p.ip()) {
-                    new += 1;
-                }
-            }
-        }
-        if !any {
-            return self.error(reply, 400, Some(auth));
-        }
-        if a.permissions.len() + new > self.config.max_permissions {
-            return self.error(reply, 508, Some(auth));
-        }
-        let expires = now + self.config.permission_lifetime;
-        if let Some(a) = self.allocs.get_mut(slot).and_then(Option::as_mut) {
-            for attr in &msg.attributes {
-                if let Attribute::XorPeerAddress(p) = attr {
-                    a.permissions.insert(p.ip(), expires);
-                }
-            }
-        }
-        self.send_message(reply, Class::Success, &[], Some(auth))
-    }
-
-    /// RFC 8656 §11.2.
-    fn channel_bind(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        reply: &Reply,
-        msg: &Message<'_>,
-        auth: &Auth,
-    ) -> Result<(), Error> {
-        let Some(a) = self.allocs.get(slot).and_then(Option::as_ref) else {
-            return Err(Violation::NoAllocation.into());
-        };
-        let channel = msg.find(|a| match a {
-            Attribute::ChannelNumber(n) => Some(*n),
-            _ => None,
-        });
-        let peer = msg.find(|a| match a {
-            Attribute::XorPeerAddress(p) => Some(*p),
-            _ => None,
-        });
-        let (Some(channel), Some(peer)) = (channel, peer) else {
-            return self.error(reply, 400, Some(auth));
-        };
-        if !self.channel_ok(channel) {
-            return self.error(reply, 400, Some(auth));
-        }
-        if let Some(code) = self.check_peer(a, peer) {
-            return self.error(reply, code, Some(auth));
-        }
-        // The channel is bound (or cooling down) to another peer, or the peer to
-        // another channel: 400.
-        if a.channels.get(&channel).is_some_and(|c| c.peer != peer)
-            || a.peer_channels.get(&peer).is_some_and(|c| *c != channel)
-        {
-            return self.error(reply, 400, Some(auth));
-        }
-        if (!a.channels.contains_key(&channel) && a.channels.len() >= self.config.max_channels)
-            || (!a.permissions.contains_key(&peer.ip())
-                && a.permissions.len() >= self.config.max_permissions)
-        {
-            return self.error(reply, 508, Some(auth));
-        }
-        let (c_exp, p_exp) = (
-            now + self.config.channel_lifetime,
-            now + self.config.permission_lifetime,
-        );
-        if let Some(a) = self.allocs.get_mut(slot).and_then(Option::as_mut) {
-            a.channels.insert(
-                channel,
-                Channel {
-                    peer,
-                    expires: c_exp,
-                },
-            );
-            a.peer_channels.insert(peer, channel);
-            // §11.2: binding a channel installs or refreshes the peer's permission.
-            let p = a.permissions.entry(peer.ip()).or_insert(p_exp);
-            *p = (*p).max(p_exp);
-        }
-        self.send_message(reply, Class::Success, &[], Some(auth))
+        self.events.push_back(Event::CloseRelay(addr));
     }
 
     /// The TCP connection between `client` and the server's `local` address closed:
@@ -1658,21 +927,13 @@ impl Server {
             .allocs
             .iter()
             .enumerate()
-            .filter_map(|(i, a)| a.as_ref().filter(|a| a.expires <= now).map(|_| i))
+            .filter_map(|(i, a)| a.as_ref().filter(|a| !a.is_live(now)).map(|_| i))
             .collect();
         for slot in expired {
             self.remove_allocation(slot);
         }
         for a in self.allocs.iter_mut().flatten() {
-            a.permissions.retain(|_, t| *t > now);
-            let peer_channels = &mut a.peer_channels;
-            a.channels.retain(|_, c| {
-                let keep = c.expires + CHANNEL_COOLDOWN > now;
-                if !keep {
-                    peer_channels.remove(&c.peer);
-                }
-                keep
-            });
+            a.sweep(now);
         }
         self.expire_reservations(now, false);
         if let Some(rate) = &mut self.rate {
