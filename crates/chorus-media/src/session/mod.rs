@@ -778,3 +778,85 @@ impl DatagramCore for Session {
         Self::handle_timeout(self, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_crypto::SystemEntropy;
+
+    fn session(config: SessionConfig, now: Instant) -> Session {
+        Session::new(
+            config,
+            test_srtp(1),
+            test_srtp(2),
+            Box::new(SystemEntropy::new()),
+            now,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rejects_a_configuration_with_one_ssrc_for_media_and_repair() {
+        let config = SessionConfig {
+            fec_ssrc: 1,
+            ..SessionConfig::default()
+        };
+        let r = Session::new(
+            config,
+            test_srtp(1),
+            test_srtp(2),
+            Box::new(SystemEntropy::new()),
+            Instant::now(),
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn counts_a_truncated_datagram_as_rejected() {
+        let mut s = session(SessionConfig::default(), Instant::now());
+        assert!(s.handle_input(Instant::now(), &[0x80]).is_err());
+        assert_eq!(s.stats().rejected, 1);
+        assert_eq!(s.stats().datagrams_received, 0);
+    }
+
+    #[test]
+    fn rejects_pcm_that_is_not_one_frame() {
+        let mut s = session(SessionConfig::default(), Instant::now());
+        assert!(s.send_frame(Instant::now(), &[0; 100]).is_err());
+        assert_eq!(s.poll_transmit(), None);
+        assert!(s.send_frame(Instant::now(), &[0; 960]).is_ok());
+        assert!(s.poll_transmit().is_some());
+        assert_eq!(s.stats().frames_sent, 1);
+    }
+
+    #[test]
+    fn first_report_is_due_within_half_to_one_and_a_half_half_intervals() {
+        let t0 = Instant::now();
+        let s = session(SessionConfig::default(), t0);
+        let due = s.poll_timeout().unwrap();
+        assert!(due >= t0 + Duration::from_millis(250));
+        assert!(due <= t0 + Duration::from_millis(750));
+    }
+
+    #[test]
+    fn close_queues_one_rtcp_packet() {
+        let mut s = session(SessionConfig::default(), Instant::now());
+        s.close();
+        assert!(s.poll_transmit().is_some());
+        assert_eq!(s.poll_transmit(), None);
+        assert_eq!(s.stats().rtcp_sent, 1);
+    }
+
+    #[test]
+    fn the_outbox_drops_the_oldest_when_full() {
+        let mut out = Outbox::new(2);
+        let mut stats = SessionStats::default();
+        for b in 0..3u8 {
+            out.push(Bytes::from(vec![b]), &mut stats);
+        }
+        assert_eq!(stats.queue_drops, 1);
+        assert_eq!(stats.datagrams_sent, 3);
+        assert_eq!(out.pop(), Some(Bytes::from(vec![1])));
+        assert_eq!(out.len(), 1);
+    }
+}
