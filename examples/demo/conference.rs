@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chorus::crypto::srtp::{Policy, SrtpSession};
+use chorus::framing::DatagramCore;
 use chorus::media::opus::{Channels, Decoder, Encoder, EncoderConfig};
 use chorus::media::rtp::{self, AudioLevel, Element, Extension};
 use chorus::mixer::audio::{Mixer, MixerConfig, PcmConfig, RemoteConfig};
-use chorus::framing::DatagramCore;
 use chorus::nat::driver::ice::{Connection, IceError};
 use tokio::time::{Instant, MissedTickBehavior, interval};
 

@@ -77,6 +77,7 @@
 //! `docs/performance.md`).
 
 mod convert;
+mod datagram;
 pub mod mix;
 pub mod speakers;
 
@@ -86,7 +87,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use chorus_framing::{DatagramCore, PacketKind, Transmit};
+#[cfg(doc)]
+use chorus_framing::DatagramCore;
+use chorus_framing::Transmit;
 use chorus_media::jitter::{JitterBuffer, JitterConfig, Playout};
 use chorus_media::opus::{Channels, Decoder, Encoder, EncoderConfig};
 use chorus_media::rtp::{self, AudioLevel};
@@ -1146,90 +1149,6 @@ impl Mixer {
     }
 }
 
-impl Mixer {
-    /// Queues the last tick's packets as transmits to their participants'
-    /// addresses, in place of what is left of the previous tick's: one copy of the
-    /// tick's output buffer, each packet a slice of it.
-    fn queue_transmits(&mut self) {
-        self.stats.transmits_dropped += self.queue.len() as u64;
-        self.queue.clear();
-        let out = Bytes::copy_from_slice(&self.out);
-        for &(to, start, end) in &self.transmits {
-            let addr = self
-                .slots
-                .get(to.slot as usize)
-                .and_then(Option::as_ref)
-                .and_then(|p| match &p.kind {
-                    Kind::Remote(r) => r.addr,
-                    Kind::Pcm(_) => None,
-                });
-            if let (Some(addr), Some(packet)) = (addr, out.get(start..end)) {
-                self.queue
-                    .push_back(Transmit::new(addr, out.slice_ref(packet)));
-            }
-        }
-    }
-}
-
-/// The mixer behind a socket: RTP (RFC 7983's 128..=191, payload types outside
-/// RTCP's) from the address of a participant added with [`RemoteConfig::addr`]; its
-/// own mixing clock. See the module docs' run loop. The mixer speaks RTP: SRTP, when
-/// the legs use it, is a layer in front of it.
-impl DatagramCore for Mixer {
-    type Event = core::convert::Infallible;
-    type Error = Error;
-
-    fn accepts(&self, _local: SocketAddr, from: SocketAddr, bytes: &[u8]) -> bool {
-        chorus_framing::classify(bytes) == PacketKind::Rtp && self.by_addr.contains_key(&from)
-    }
-
-    /// # Errors
-    /// [`Usage::UnknownAddress`] from an address no participant has; otherwise as
-    /// [`Mixer::handle_packet`].
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        _local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Error> {
-        let id = *self
-            .by_addr
-            .get(&from)
-            .ok_or(Error::AudioUsage(Usage::UnknownAddress))?;
-        self.handle_packet(now, id, Bytes::copy_from_slice(bytes))
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.queue.pop_front()
-    }
-
-    fn poll_event(&mut self) -> Option<core::convert::Infallible> {
-        None
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_tick
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        let Some(due) = self.next_tick.filter(|&t| t <= now) else {
-            return;
-        };
-        self.tick(now);
-        self.queue_transmits();
-        let tick = self.config.tick;
-        let mut next = due + tick;
-        if next <= now {
-            // More than a tick late: the missed ticks are gone, the clock restarts.
-            let behind = now.duration_since(next).as_nanos() / tick.as_nanos() + 1;
-            self.stats.ticks_skipped += u64::try_from(behind).unwrap_or(u64::MAX);
-            next = now + tick;
-        }
-        self.next_tick = Some(next);
-    }
-}
-
 /// Returns a demoted or departing participant's decoder and own encoder to the pools.
 fn release_codecs(
     decoders: &mut Vec<Decoder>,
@@ -1247,46 +1166,7 @@ fn release_codecs(
 
 #[cfg(any(test, feature = "_fuzz"))]
 #[doc(hidden)]
-pub mod fuzz {
-    //! Fuzz entry point for the mixer's input: arbitrary datagrams from two remote
-    //! participants, interleaved with ticks.
-
-    use std::time::{Duration, Instant};
-
-    use bytes::Bytes;
-
-    use super::{Mixer, MixerConfig, RemoteConfig};
-
-    /// Splits `data` into datagrams (a length byte, then that many bytes), feeds them
-    /// alternately to two participants and ticks after every fourth. Never panics.
-    pub fn mixer_input(data: &[u8]) {
-        let Ok(mut mixer) = Mixer::new(MixerConfig::default()) else {
-            return;
-        };
-        let (Ok(a), Ok(b)) = (
-            mixer.add_remote(RemoteConfig::default()),
-            mixer.add_remote(RemoteConfig::default()),
-        ) else {
-            return;
-        };
-        let t0 = Instant::now();
-        let mut now = t0;
-        let mut rest = data;
-        let mut n = 0u32;
-        while let Some((&len, tail)) = rest.split_first() {
-            let (datagram, tail) = tail.split_at(usize::from(len).min(tail.len()));
-            rest = tail;
-            let to = if n.is_multiple_of(2) { a } else { b };
-            let _ = mixer.handle_packet(now, to, Bytes::copy_from_slice(datagram));
-            n += 1;
-            if n.is_multiple_of(4) {
-                now += Duration::from_millis(20);
-                mixer.tick(now);
-                assert!(mixer.transmits().count() <= 2);
-            }
-        }
-    }
-}
+pub mod fuzz;
 
 #[cfg(test)]
 mod tests;
