@@ -165,6 +165,7 @@ mod datagram;
 mod keyframe;
 mod leg;
 mod rewrite;
+mod slab;
 
 use std::time::{Duration, Instant};
 
@@ -179,6 +180,7 @@ pub use keyframe::{KeyframeRule, Temporal};
 pub use leg::LegSecurity;
 use leg::{Leg, Media, Resend, Sealed};
 use rewrite::Rewriter;
+use slab::{Key, Slab};
 
 use crate::Error;
 use crate::control::{self, Message, StreamInfo};
@@ -678,11 +680,17 @@ struct Endpoint {
 #[derive(Debug)]
 pub struct Sfu {
     config: SfuConfig,
-    endpoints: Vec<Endpoint>,
-    links: Vec<u32>,
-    streams: Vec<Stream>,
-    /// Layer SSRC -> (stream index, layer index).
-    by_ssrc: U32Map<(usize, u8)>,
+    /// Local endpoints, and their keys by participant id.
+    endpoints: Slab<Endpoint>,
+    endpoint_keys: U32Map<Key>,
+    /// Links (by link id), and their keys by link id.
+    links: Slab<u32>,
+    link_keys: U32Map<Key>,
+    /// Streams, local and relayed, and their keys by stream id.
+    streams: Slab<Stream>,
+    stream_keys: U32Map<Key>,
+    /// Layer SSRC -> (stream, layer index).
+    by_ssrc: U32Map<(Key, u8)>,
     speaker: Option<u32>,
     stats: SfuStats,
     /// When the next receiver reports go out.
@@ -735,9 +743,12 @@ impl Sfu {
         }
         Ok(Self {
             config,
-            endpoints: Vec::new(),
-            links: Vec::new(),
-            streams: Vec::new(),
+            endpoints: Slab::default(),
+            endpoint_keys: U32Map::default(),
+            links: Slab::default(),
+            link_keys: U32Map::default(),
+            streams: Slab::default(),
+            stream_keys: U32Map::default(),
             by_ssrc: U32Map::default(),
             speaker: None,
             stats: SfuStats::default(),
@@ -772,20 +783,20 @@ impl Sfu {
 
     /// The streams known here, local and relayed.
     pub fn streams(&self) -> impl Iterator<Item = &StreamInfo> + '_ {
-        self.streams.iter().map(|s| &s.info)
+        self.streams.values().map(|s| &s.info)
     }
 
     /// Where `stream` comes from at this relay.
     #[must_use]
     pub fn origin(&self, stream: u32) -> Option<Peer> {
-        self.stream_index(stream).map(|i| self.streams[i].origin)
+        self.stream(stream).map(|s| s.origin)
     }
 
     /// What `endpoint` receives of `stream`.
     #[must_use]
     pub fn selection(&self, endpoint: u32, stream: u32) -> Option<Selection> {
-        let s = &self.streams[self.stream_index(stream)?];
-        s.forwards
+        self.stream(stream)?
+            .forwards
             .iter()
             .find(|f| f.endpoint == endpoint)
             .map(|f| Selection {
@@ -799,24 +810,44 @@ impl Sfu {
     /// The layers of `stream` forwarded to `link` (bit i = layer i).
     #[must_use]
     pub fn link_layers(&self, link: u32, stream: u32) -> u8 {
-        self.stream_index(stream).map_or(0, |i| {
-            self.streams[i]
-                .links
+        self.stream(stream).map_or(0, |s| {
+            s.links
                 .iter()
                 .find(|(l, _)| *l == link)
                 .map_or(0, |(_, m)| *m)
         })
     }
 
-    fn stream_index(&self, stream: u32) -> Option<usize> {
-        self.streams.iter().position(|s| s.info.stream == stream)
+    /// The key of stream id `stream`.
+    fn stream_key(&self, stream: u32) -> Option<Key> {
+        self.stream_keys.get(&stream).copied()
+    }
+
+    fn stream(&self, stream: u32) -> Option<&Stream> {
+        self.streams.get(self.stream_key(stream)?)
     }
 
     fn endpoint_mut(&mut self, id: u32) -> Result<&mut Endpoint, Error> {
-        self.endpoints
-            .iter_mut()
-            .find(|e| e.id == id)
+        self.endpoint_keys
+            .get(&id)
+            .and_then(|&k| self.endpoints.get_mut(k))
             .ok_or_else(|| SfuError::UnknownPeer(Peer::Endpoint(id)).into())
+    }
+
+    /// Whether `peer` was added (and not removed).
+    fn is_known(&self, peer: Peer) -> bool {
+        match peer {
+            Peer::Endpoint(e) => self.endpoint_keys.contains_key(&e),
+            Peer::Link(l) => self.link_keys.contains_key(&l),
+        }
+    }
+
+    /// The first stream whose origin is `origin`.
+    fn first_stream_from(&self, origin: Peer) -> Option<Key> {
+        self.streams
+            .iter()
+            .find(|(_, s)| s.origin == origin)
+            .map(|(k, _)| k)
     }
 
     /// Attaches a local participant, whose media is protected with `security` (its
@@ -833,7 +864,7 @@ impl Sfu {
         security: LegSecurity,
         out: &mut Output,
     ) -> Result<(), Error> {
-        if self.endpoints.iter().any(|e| e.id == id) {
+        if self.endpoint_keys.contains_key(&id) {
             return Err(SfuError::DuplicatePeer(Peer::Endpoint(id)).into());
         }
         if self.endpoints.len() >= self.config.max_endpoints {
@@ -841,15 +872,16 @@ impl Sfu {
         }
         let leg = self.leg(Peer::Endpoint(id), security)?;
         self.legs.endpoints.insert(id, leg);
-        self.endpoints.push(Endpoint {
+        let key = self.endpoints.insert(Endpoint {
             id,
             estimate_bps: self.config.initial_bandwidth_bps,
         });
-        for s in &mut self.streams {
+        self.endpoint_keys.insert(id, key);
+        self.streams.for_each_mut(|s| {
             if s.info.participant != id {
                 s.forwards.push(Forward::new(id));
             }
-        }
+        });
         self.reallocate(now, id, out);
         Ok(())
     }
@@ -865,24 +897,21 @@ impl Sfu {
         id: u32,
         out: &mut Output,
     ) -> Result<(), Error> {
-        let i = self
-            .endpoints
-            .iter()
-            .position(|e| e.id == id)
+        let key = self
+            .endpoint_keys
+            .remove(&id)
             .ok_or(SfuError::UnknownPeer(Peer::Endpoint(id)))?;
-        self.endpoints.swap_remove(i);
+        self.endpoints.remove(key);
         self.legs.endpoints.remove(&id);
         self.wire.forget(Peer::Endpoint(id));
-        while let Some(si) = self
-            .streams
-            .iter()
-            .position(|s| s.origin == Peer::Endpoint(id))
-        {
-            self.remove_stream(now, si, out);
+        while let Some(sk) = self.first_stream_from(Peer::Endpoint(id)) {
+            self.remove_stream(now, sk, out);
         }
-        for si in 0..self.streams.len() {
-            self.streams[si].forwards.retain(|f| f.endpoint != id);
-            self.update_upstream(now, si, out);
+        for sk in self.streams.keys() {
+            if let Some(s) = self.streams.get_mut(sk) {
+                s.forwards.retain(|f| f.endpoint != id);
+            }
+            self.update_upstream(now, sk, out);
         }
         Ok(())
     }
@@ -900,7 +929,7 @@ impl Sfu {
         security: LegSecurity,
         out: &mut Output,
     ) -> Result<(), Error> {
-        if self.links.contains(&id) {
+        if self.link_keys.contains_key(&id) {
             return Err(SfuError::DuplicatePeer(Peer::Link(id)).into());
         }
         if self.links.len() >= self.config.max_links {
@@ -908,8 +937,9 @@ impl Sfu {
         }
         let leg = self.leg(Peer::Link(id), security)?;
         self.legs.links.insert(id, leg);
-        self.links.push(id);
-        for s in &self.streams {
+        let key = self.links.insert(id);
+        self.link_keys.insert(id, key);
+        for s in self.streams.values() {
             if s.origin != Peer::Link(id) {
                 out.push_control(Peer::Link(id), &Message::Publish(s.info.clone()));
             }
@@ -923,20 +953,21 @@ impl Sfu {
     /// # Errors
     /// [`SfuError::UnknownPeer`].
     pub fn remove_link(&mut self, now: Instant, id: u32, out: &mut Output) -> Result<(), Error> {
-        let i = self
-            .links
-            .iter()
-            .position(|&l| l == id)
+        let key = self
+            .link_keys
+            .remove(&id)
             .ok_or(SfuError::UnknownPeer(Peer::Link(id)))?;
-        self.links.swap_remove(i);
+        self.links.remove(key);
         self.legs.links.remove(&id);
         self.wire.forget(Peer::Link(id));
-        while let Some(si) = self.streams.iter().position(|s| s.origin == Peer::Link(id)) {
-            self.remove_stream(now, si, out);
+        while let Some(sk) = self.first_stream_from(Peer::Link(id)) {
+            self.remove_stream(now, sk, out);
         }
-        for si in 0..self.streams.len() {
-            self.streams[si].links.retain(|(l, _)| *l != id);
-            self.update_upstream(now, si, out);
+        for sk in self.streams.keys() {
+            if let Some(s) = self.streams.get_mut(sk) {
+                s.links.retain(|(l, _)| *l != id);
+            }
+            self.update_upstream(now, sk, out);
         }
         Ok(())
     }
@@ -959,7 +990,7 @@ impl Sfu {
             return Err(SfuError::NotPublisher(info.stream).into());
         }
         let own = Peer::Endpoint(endpoint);
-        if self.streams.iter().filter(|s| s.origin == own).count()
+        if self.streams.values().filter(|s| s.origin == own).count()
             >= self.config.max_streams_per_endpoint
         {
             return Err(SfuError::Limit("max_streams_per_endpoint").into());
@@ -991,8 +1022,8 @@ impl Sfu {
             return;
         }
         self.speaker = participant;
-        for i in 0..self.endpoints.len() {
-            let id = self.endpoints[i].id;
+        let ids: Vec<u32> = self.endpoints.values().map(|e| e.id).collect();
+        for id in ids {
             self.reallocate(now, id, out);
         }
     }
@@ -1064,11 +1095,11 @@ impl Sfu {
         out: &mut Output,
     ) -> Result<(), Error> {
         let packet = rtp::Packet::decode(bytes).map_err(media_err)?;
-        let &(si, layer) = self
+        let &(sk, layer) = self
             .by_ssrc
             .get(&packet.ssrc)
             .ok_or(SfuError::UnknownSsrc(packet.ssrc))?;
-        let Some(stream) = self.streams.get_mut(si) else {
+        let Some(stream) = self.streams.get_mut(sk) else {
             return Err(SfuError::UnknownSsrc(packet.ssrc).into());
         };
         if stream.origin != from {
@@ -1169,10 +1200,10 @@ impl Sfu {
         }
         self.stamped = stamped;
         if switched {
-            self.update_upstream(now, si, out);
+            self.update_upstream(now, sk, out);
         }
         if resumed {
-            self.reselect_receivers_of(now, si, out);
+            self.reselect_receivers_of(now, sk, out);
         }
         Ok(())
     }
@@ -1232,19 +1263,18 @@ impl Sfu {
         info: rtcp::SenderInfo,
         out: &mut Output,
     ) {
-        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
+        let Some(&(sk, li)) = self.by_ssrc.get(&ssrc) else {
             self.stats.ignored_feedback += 1;
             return;
         };
-        let s = &mut self.streams[si];
-        if s.origin != from {
+        let Some(s) = self.streams.get_mut(sk).filter(|s| s.origin == from) else {
             self.stats.ignored_feedback += 1;
             return;
-        }
+        };
         if let (Peer::Endpoint(_), Some(l)) = (from, s.layers.get_mut(usize::from(li))) {
             l.last_sr = Some((rtcp::ntp_middle(info.ntp), now));
         }
-        let s = &self.streams[si];
+        let s = &*s;
         let sr = |ssrc, rtp_timestamp| rtcp::Packet::SenderReport {
             ssrc,
             info: rtcp::SenderInfo {
@@ -1285,11 +1315,7 @@ impl Sfu {
         msg: &Message<'_>,
         out: &mut Output,
     ) -> Result<(), Error> {
-        let known = match from {
-            Peer::Endpoint(e) => self.endpoints.iter().any(|x| x.id == e),
-            Peer::Link(l) => self.links.contains(&l),
-        };
-        if !known {
+        if !self.is_known(from) {
             return Err(SfuError::UnknownPeer(from).into());
         }
         match (from, msg) {
@@ -1297,34 +1323,32 @@ impl Sfu {
                 self.publish(now, e, info.clone(), out)?;
             }
             // Learned already by another path (a mesh): keep the first origin.
-            (Peer::Link(_), Message::Publish(info)) if self.stream_index(info.stream).is_none() => {
+            (Peer::Link(_), Message::Publish(info)) if self.stream_key(info.stream).is_none() => {
                 self.add_stream(now, from, info.clone(), out)?;
             }
             (_, Message::Unpublish { stream }) => {
-                if let Some(si) = self.stream_index(*stream)
-                    && self.streams[si].origin == from
+                if let Some(sk) = self.stream_key(*stream)
+                    && self.streams.get(sk).is_some_and(|s| s.origin == from)
                 {
-                    self.remove_stream(now, si, out);
+                    self.remove_stream(now, sk, out);
                 }
             }
             (Peer::Link(l), Message::Subscribe { stream, layers }) => {
-                if let Some(si) = self.stream_index(*stream)
-                    && self.streams[si].origin != from
+                if let Some(sk) = self.stream_key(*stream)
+                    && let Some(s) = self.streams.get_mut(sk).filter(|s| s.origin != from)
                 {
-                    let s = &mut self.streams[si];
                     s.links.retain(|(x, _)| *x != l);
                     if *layers != 0 {
                         s.links.push((l, *layers));
                     }
-                    self.update_upstream(now, si, out);
+                    self.update_upstream(now, sk, out);
                 }
             }
             (Peer::Endpoint(e), Message::Subscribe { stream, layers }) => {
-                if let Some(si) = self.stream_index(*stream)
-                    && let Some(f) = self.streams[si]
-                        .forwards
-                        .iter_mut()
-                        .find(|f| f.endpoint == e)
+                if let Some(f) = self
+                    .stream_key(*stream)
+                    .and_then(|sk| self.streams.get_mut(sk))
+                    .and_then(|s| s.forwards.iter_mut().find(|f| f.endpoint == e))
                 {
                     f.accept = *layers;
                     self.reallocate(now, e, out);
@@ -1344,9 +1368,11 @@ impl Sfu {
         }
         let interval = self.config.keyframe_interval;
         let timeout = self.config.layer_timeout;
-        for si in 0..self.streams.len() {
+        for sk in self.streams.keys() {
             let mut changed = false;
-            let s = &mut self.streams[si];
+            let Some(s) = self.streams.get_mut(sk) else {
+                continue;
+            };
             let sending = s.sending();
             for (li, l) in s.layers.iter_mut().enumerate() {
                 let watched = sending & (1 << li) != 0;
@@ -1367,27 +1393,31 @@ impl Sfu {
                 }
             }
             if changed {
-                self.reselect_receivers_of(now, si, out);
+                self.reselect_receivers_of(now, sk, out);
             }
         }
-        for si in 0..self.streams.len() {
-            let waiting = self.streams[si]
+        for sk in self.streams.keys() {
+            let Some(s) = self.streams.get(sk) else {
+                continue;
+            };
+            let waiting = s
                 .forwards
                 .iter()
                 .filter(|f| f.target.is_some() && f.target != f.current)
                 .fold(0u8, |m, f| m | f.target.map_or(0, |t| 1 << t))
-                | self.streams[si]
-                    .forwards
+                | s.forwards
                     .iter()
                     .filter_map(|f| f.temporal_stuck(now, interval))
                     .fold(0u8, |m, l| m | 1 << l);
-            for li in 0..self.streams[si].layers.len() {
-                let l = &mut self.streams[si].layers[li];
+            for li in 0..s.layers.len() {
+                let Some(l) = self.streams.get(sk).and_then(|s| s.layers.get(li)) else {
+                    continue;
+                };
                 let due = l
                     .last_request
                     .is_none_or(|t| now.saturating_duration_since(t) >= interval);
                 if due && (l.pending || waiting & (1 << li) != 0) {
-                    self.request_keyframe(now, si, li as u8, out);
+                    self.request_keyframe(now, sk, li as u8, out);
                 }
             }
         }
@@ -1400,7 +1430,7 @@ impl Sfu {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let interval = self.config.keyframe_interval;
         let timeout = self.config.layer_timeout;
-        let silence = self.streams.iter().flat_map(|s| {
+        let silence = self.streams.values().flat_map(|s| {
             let sending = s.sending();
             s.layers
                 .iter()
@@ -1411,7 +1441,7 @@ impl Sfu {
                     _ => None,
                 })
         });
-        let requests = self.streams.iter().flat_map(|s| {
+        let requests = self.streams.values().flat_map(|s| {
             let waiting = s
                 .forwards
                 .iter()
@@ -1426,7 +1456,7 @@ impl Sfu {
         // A temporal up-switch waiting for a sync frame asks for a keyframe an
         // interval after it began (then as layer switches do, an interval after the
         // last request).
-        let temporal = self.streams.iter().flat_map(|s| {
+        let temporal = self.streams.values().flat_map(|s| {
             s.forwards.iter().filter_map(move |f| {
                 let since = f.temporal_since?;
                 let layer = s.layers.get(usize::from(f.current?))?;
@@ -1447,7 +1477,10 @@ impl Sfu {
     fn send_receiver_reports(&mut self, now: Instant, out: &mut Output) {
         let sender_ssrc = self.config.rtcp_ssrc;
         let mut any = false;
-        for s in &mut self.streams {
+        for sk in self.streams.keys() {
+            let Some(s) = self.streams.get_mut(sk) else {
+                continue;
+            };
             if !matches!(s.origin, Peer::Endpoint(_)) {
                 continue;
             }
@@ -1473,12 +1506,12 @@ impl Sfu {
         self.next_report = any.then(|| now + self.config.report_interval);
     }
 
-    fn reselect_receivers_of(&mut self, now: Instant, si: usize, out: &mut Output) {
-        let ids: Vec<u32> = self.streams[si]
-            .forwards
-            .iter()
-            .map(|f| f.endpoint)
-            .collect();
+    fn reselect_receivers_of(&mut self, now: Instant, sk: Key, out: &mut Output) {
+        let ids: Vec<u32> = self
+            .streams
+            .get(sk)
+            .map(|s| s.forwards.iter().map(|f| f.endpoint).collect())
+            .unwrap_or_default();
         for id in ids {
             self.reallocate(now, id, out);
         }
@@ -1496,7 +1529,7 @@ impl Sfu {
         if !info.temporal.is_empty() && !rule.reads_temporal_ids() {
             return Err(SfuError::TemporalUnreadable(info.stream).into());
         }
-        if self.stream_index(info.stream).is_some() {
+        if self.stream_key(info.stream).is_some() {
             return Err(SfuError::DuplicateStream(info.stream).into());
         }
         if self.streams.len() >= self.config.max_streams {
@@ -1517,12 +1550,8 @@ impl Sfu {
         Message::Publish(info.clone())
             .validate()
             .map_err(Error::Control)?;
-        let si = self.streams.len();
-        for (li, l) in info.layers.iter().enumerate() {
-            self.by_ssrc.insert(l.ssrc, (si, li as u8));
-        }
         let publisher = info.participant;
-        self.streams.push(Stream {
+        let sk = self.streams.insert(Stream {
             layers: info
                 .layers
                 .iter()
@@ -1539,7 +1568,7 @@ impl Sfu {
                 .collect(),
             forwards: self
                 .endpoints
-                .iter()
+                .values()
                 .filter(|e| e.id != publisher)
                 .map(|e| Forward::new(e.id))
                 .collect(),
@@ -1549,35 +1578,46 @@ impl Sfu {
             links: Vec::new(),
             upstream: 0,
         });
-        let msg = Message::Publish(self.streams[si].info.clone());
-        for &l in &self.links {
+        let Some(s) = self.streams.get(sk) else {
+            return Ok(());
+        };
+        self.stream_keys.insert(s.info.stream, sk);
+        for (li, l) in s.layers.iter().enumerate() {
+            self.by_ssrc.insert(l.ssrc, (sk, li as u8));
+        }
+        let msg = Message::Publish(s.info.clone());
+        for &l in self.links.values() {
             if Peer::Link(l) != origin {
                 out.push_control(Peer::Link(l), &msg);
             }
         }
-        for i in 0..self.endpoints.len() {
-            let id = self.endpoints[i].id;
-            if id != publisher {
-                self.reallocate(now, id, out);
-            }
+        let ids: Vec<u32> = self
+            .endpoints
+            .values()
+            .map(|e| e.id)
+            .filter(|&id| id != publisher)
+            .collect();
+        for id in ids {
+            self.reallocate(now, id, out);
         }
         Ok(())
     }
 
-    fn remove_stream(&mut self, now: Instant, si: usize, out: &mut Output) {
-        let s = self.streams.swap_remove(si);
+    fn remove_stream(&mut self, now: Instant, sk: Key, out: &mut Output) {
+        let Some(s) = self.streams.remove(sk) else {
+            return;
+        };
+        // No other stream moved: only this one's entries go.
+        self.stream_keys.remove(&s.info.stream);
+        for l in &s.layers {
+            self.by_ssrc.remove(&l.ssrc);
+        }
         let msg = Message::Unpublish {
             stream: s.info.stream,
         };
-        for &l in &self.links {
+        for &l in self.links.values() {
             if Peer::Link(l) != s.origin {
                 out.push_control(Peer::Link(l), &msg);
-            }
-        }
-        self.by_ssrc.clear();
-        for (i, st) in self.streams.iter().enumerate() {
-            for (li, l) in st.layers.iter().enumerate() {
-                self.by_ssrc.insert(l.ssrc, (i, li as u8));
             }
         }
         // Its receivers' bandwidth goes to their other streams.
@@ -1590,30 +1630,37 @@ impl Sfu {
     /// starts the switches that changes.
     fn reallocate(&mut self, now: Instant, endpoint: u32, out: &mut Output) {
         let Some(mut budget) = self
-            .endpoints
-            .iter()
-            .find(|e| e.id == endpoint)
+            .endpoint_keys
+            .get(&endpoint)
+            .and_then(|&k| self.endpoints.get(k))
             .map(|e| e.estimate_bps)
         else {
             return;
         };
         // (stream, forward, choice of (layer, temporal layer)), speaker first, then
         // publication order.
-        let mut plan: Vec<(usize, usize, Option<Choice>)> = Vec::new();
-        for (si, s) in self.streams.iter().enumerate() {
+        let mut plan: Vec<(Key, usize, Option<Choice>)> = Vec::new();
+        for (sk, s) in self.streams.iter() {
             if let Some(fi) = s.forwards.iter().position(|f| f.endpoint == endpoint) {
-                plan.push((si, fi, None));
+                plan.push((sk, fi, None));
             }
         }
         let speaker = self.speaker;
-        plan.sort_by_key(|&(si, _, _)| (Some(self.streams[si].info.participant) != speaker, si));
+        plan.sort_by_key(|&(sk, _, _)| {
+            self.streams
+                .get(sk)
+                .map(|s| Some(s.info.participant) != speaker)
+                .zip(self.streams.position(sk))
+        });
         let allowed = |s: &Stream, f: usize| {
             let usable = s.forwards[f].accept & !s.stalled();
             (0..s.layers.len() as u8).filter(move |l| usable & (1 << l) != 0)
         };
         let cost = |s: &Stream, (l, t): Choice| s.info.bitrate(usize::from(l), t);
-        for (si, fi, choice) in &mut plan {
-            let s = &self.streams[*si];
+        for (sk, fi, choice) in &mut plan {
+            let Some(s) = self.streams.get(*sk) else {
+                continue;
+            };
             if let Some(low) = allowed(s, *fi).next()
                 && cost(s, (low, 0)) <= budget
             {
@@ -1621,8 +1668,10 @@ impl Sfu {
                 *choice = Some((low, 0));
             }
         }
-        for (si, fi, choice) in &mut plan {
-            let s = &self.streams[*si];
+        for (sk, fi, choice) in &mut plan {
+            let Some(s) = self.streams.get(*sk) else {
+                continue;
+            };
             let Some(c) = *choice else { continue };
             let have = cost(s, c);
             let top = s.info.temporal_layers() - 1;
@@ -1637,8 +1686,14 @@ impl Sfu {
                 *choice = Some(up);
             }
         }
-        for (si, fi, choice) in plan {
-            let f = &mut self.streams[si].forwards[fi];
+        for (sk, fi, choice) in plan {
+            let Some(f) = self
+                .streams
+                .get_mut(sk)
+                .and_then(|s| s.forwards.get_mut(fi))
+            else {
+                continue;
+            };
             f.tid_target = choice.map_or(0, |c| c.1);
             let choice = choice.map(|c| c.0);
             if f.target == choice {
@@ -1649,18 +1704,20 @@ impl Sfu {
                 None => f.current = None,
                 Some(t) if f.current != Some(t) => {
                     // The new layer must be subscribed upstream before it is asked for.
-                    self.update_upstream(now, si, out);
-                    self.request_keyframe(now, si, t, out);
+                    self.update_upstream(now, sk, out);
+                    self.request_keyframe(now, sk, t, out);
                 }
                 Some(_) => {}
             }
-            self.update_upstream(now, si, out);
+            self.update_upstream(now, sk, out);
         }
     }
 
     /// Subscribes on the origin link to exactly the layers needed here.
-    fn update_upstream(&mut self, now: Instant, si: usize, out: &mut Output) {
-        let s = &mut self.streams[si];
+    fn update_upstream(&mut self, now: Instant, sk: Key, out: &mut Output) {
+        let Some(s) = self.streams.get_mut(sk) else {
+            return;
+        };
         let Peer::Link(link) = s.origin else { return };
         let needed = s.needed();
         if needed != s.upstream {
@@ -1681,11 +1738,13 @@ impl Sfu {
         }
     }
 
-    /// Asks the origin of layer `li` of stream `si` for a keyframe, at most once per
+    /// Asks the origin of layer `li` of stream `sk` for a keyframe, at most once per
     /// interval (RFC 4585 §6.3.1 PLI; RFC 5104 §4.3.1 FIR).
-    fn request_keyframe(&mut self, now: Instant, si: usize, li: u8, out: &mut Output) {
+    fn request_keyframe(&mut self, now: Instant, sk: Key, li: u8, out: &mut Output) {
         let interval = self.config.keyframe_interval;
-        let s = &mut self.streams[si];
+        let Some(s) = self.streams.get_mut(sk) else {
+            return;
+        };
         let Some(l) = s.layers.get_mut(usize::from(li)) else {
             return;
         };
@@ -1722,11 +1781,14 @@ impl Sfu {
     /// A PLI or FIR: from an endpoint, `ssrc` is the rewritten SSRC it receives; from
     /// a link, a layer's own SSRC.
     fn feedback_keyframe(&mut self, now: Instant, from: Peer, ssrc: u32, out: &mut Output) {
-        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
+        let Some(&(sk, li)) = self.by_ssrc.get(&ssrc) else {
             self.stats.ignored_feedback += 1;
             return;
         };
-        let s = &self.streams[si];
+        let Some(s) = self.streams.get(sk) else {
+            self.stats.ignored_feedback += 1;
+            return;
+        };
         let layer = match from {
             Peer::Endpoint(e) => s
                 .forwards
@@ -1736,7 +1798,7 @@ impl Sfu {
             Peer::Link(_) => (s.origin != from).then_some(li),
         };
         match layer {
-            Some(l) => self.request_keyframe(now, si, l, out),
+            Some(l) => self.request_keyframe(now, sk, l, out),
             None => self.stats.ignored_feedback += 1,
         }
     }
@@ -1753,11 +1815,14 @@ impl Sfu {
         entries: &[rtcp::NackEntry],
         out: &mut Output,
     ) {
-        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
+        let Some(&(sk, li)) = self.by_ssrc.get(&ssrc) else {
             self.stats.ignored_feedback += 1;
             return;
         };
-        let s = &self.streams[si];
+        let Some(s) = self.streams.get(sk) else {
+            self.stats.ignored_feedback += 1;
+            return;
+        };
         if matches!(from, Peer::Link(_)) && s.origin == from {
             return;
         }
