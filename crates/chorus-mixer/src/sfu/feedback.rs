@@ -94,15 +94,27 @@ impl Sfu {
         }
     }
 
+    /// The stream and layer of the SSRC feedback names; feedback about no known
+    /// layer is counted as ignored.
+    fn feedback_layer(&mut self, ssrc: u32) -> Option<(Key, u8)> {
+        let found = self
+            .by_ssrc
+            .get(&ssrc)
+            .copied()
+            .filter(|&(sk, _)| self.streams.get(sk).is_some());
+        if found.is_none() {
+            self.stats.ignored_feedback += 1;
+        }
+        found
+    }
+
     /// A PLI or FIR: from an endpoint, `ssrc` is the rewritten SSRC it receives; from
     /// a link, a layer's own SSRC.
     fn feedback_keyframe(&mut self, now: Instant, from: Peer, ssrc: u32, out: &mut Output) {
-        let Some(&(sk, li)) = self.by_ssrc.get(&ssrc) else {
-            self.stats.ignored_feedback += 1;
+        let Some((sk, li)) = self.feedback_layer(ssrc) else {
             return;
         };
         let Some(s) = self.streams.get(sk) else {
-            self.stats.ignored_feedback += 1;
             return;
         };
         let layer = match from {
@@ -131,12 +143,10 @@ impl Sfu {
         entries: &[rtcp::NackEntry],
         out: &mut Output,
     ) {
-        let Some(&(sk, li)) = self.by_ssrc.get(&ssrc) else {
-            self.stats.ignored_feedback += 1;
+        let Some((sk, li)) = self.feedback_layer(ssrc) else {
             return;
         };
         let Some(s) = self.streams.get(sk) else {
-            self.stats.ignored_feedback += 1;
             return;
         };
         if matches!(from, Peer::Link(_)) && s.origin == from {
