@@ -161,18 +161,21 @@
 //!   be read (VP8 or frame marking); spatial layers inside one SSRC (VP9/AV1 SVC)
 //!   are forwarded as one layer.
 
-mod cascade;
-mod config;
-mod datagram;
-mod feedback;
-mod keyframe;
-mod leg;
-mod output;
-mod reports;
-mod rewrite;
-mod selection;
-mod slab;
-mod timer;
+// This file is the hub: the state (streams, endpoints and links in slabs, by
+// stable key), membership, and the routing of each input to its subsystem, each an
+// `impl Sfu` over its part of the state.
+mod cascade; // Links to other relays and each relayed stream's upstream subscription.
+mod config; // Configuration, refusals, counters.
+mod datagram; // The `DatagramCore` path: addresses and queues.
+mod feedback; // Keyframe requests (PLI, FIR) and NACKs.
+mod keyframe; // Where a packet starts a keyframe, and its temporal layer.
+mod leg; // Each peer's SRTP contexts and send history.
+mod output; // The `Output` arena and the send path through the legs.
+mod reports; // Sender reports forwarded, receiver reports generated.
+mod rewrite; // Per-receiver sequence number and timestamp rewriting.
+mod selection; // Layer and temporal-layer choice per receiver; silent layers.
+mod slab; // Generation-checked keys: nothing moves when something is removed.
+mod timer; // The timer table and `poll_timeout` / `handle_timeout`.
 
 use std::time::Instant;
 

@@ -99,3 +99,46 @@ impl Sfu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Kind;
+    use super::super::tests::sfu;
+    use super::*;
+
+    fn receiver_reports(out: &Output, to: Peer) -> usize {
+        out.iter()
+            .filter(|t| t.to == to && t.kind == Kind::Rtcp)
+            .filter_map(|t| rtcp::decode_compound(t.bytes, &rtcp::Limits::default()).ok())
+            .flatten()
+            .filter(|p| matches!(p, rtcp::Packet::ReceiverReport { .. }))
+            .count()
+    }
+
+    #[test]
+    fn the_report_timer_runs_while_a_local_sender_is_heard() {
+        let (mut s, mut out, now) = sfu();
+        assert_eq!(s.timers.get(Timer::Report), None);
+        // A VP8 keyframe packet of layer SSRC 10, in clear (plaintext legs).
+        let packet = [0x80, 96, 0, 7, 0, 0, 0, 9, 0, 0, 0, 10, 0x10, 0x00, 0x9d];
+        s.handle_input(now, Peer::Endpoint(1), &packet, &mut out)
+            .unwrap();
+        let due = now + s.config.report_interval;
+        assert_eq!(s.timers.get(Timer::Report), Some(due));
+        out.clear();
+        s.handle_timeout(due, &mut out);
+        assert_eq!(receiver_reports(&out, Peer::Endpoint(1)), 1);
+        assert_eq!(
+            s.timers.get(Timer::Report),
+            Some(due + s.config.report_interval)
+        );
+    }
+
+    #[test]
+    fn no_report_timer_without_a_local_sender() {
+        let (mut s, mut out, now) = sfu();
+        s.send_receiver_reports(now, &mut out);
+        assert_eq!(receiver_reports(&out, Peer::Endpoint(1)), 0);
+        assert_eq!(s.timers.get(Timer::Report), None);
+    }
+}

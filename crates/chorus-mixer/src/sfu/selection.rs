@@ -325,6 +325,22 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_layer_leaves_selection_at_its_deadline() {
+        let (mut s, mut out, now) = super::super::tests::sfu();
+        let timeout = s.config.layer_timeout;
+        let stream = s.stream(1).unwrap();
+        // Both layers of the local stream are expected from its publication.
+        assert_eq!(stream.silence_deadline(timeout), Some(now + timeout));
+        assert!(s.selection(2, 1).unwrap().target.is_some());
+        s.expire_silent_layers(now + timeout, &mut out);
+        let stream = s.stream(1).unwrap();
+        assert_eq!(stream.stalled(), 0b11);
+        // A local sender's silent layers wait for their next packet: no deadline.
+        assert_eq!(stream.silence_deadline(timeout), None);
+        assert_eq!(s.selection(2, 1).unwrap().target, None);
+    }
+
+    #[test]
     fn a_keyframe_starts_every_temporal_layer() {
         let now = Instant::now();
         let mut f = Forward::new(1);
