@@ -22,7 +22,7 @@ impl Sfu {
         security: LegSecurity,
         out: &mut Output,
     ) -> Result<(), Error> {
-        if self.link_keys.contains_key(&id) {
+        if self.links.contains(id) {
             return Err(SfuError::DuplicatePeer(Peer::Link(id)).into());
         }
         if self.links.len() >= self.config.max_links {
@@ -30,8 +30,7 @@ impl Sfu {
         }
         let leg = self.leg(Peer::Link(id), security)?;
         self.legs.links.insert(id, leg);
-        let key = self.links.insert(id);
-        self.link_keys.insert(id, key);
+        self.links.insert(id, id);
         for s in self.streams.values() {
             if s.origin != Peer::Link(id) {
                 out.push_control(Peer::Link(id), &Message::Publish(s.info.clone()));
@@ -46,11 +45,9 @@ impl Sfu {
     /// # Errors
     /// [`SfuError::UnknownPeer`].
     pub fn remove_link(&mut self, now: Instant, id: u32, out: &mut Output) -> Result<(), Error> {
-        let key = self
-            .link_keys
-            .remove(&id)
+        self.links
+            .remove(id)
             .ok_or(SfuError::UnknownPeer(Peer::Link(id)))?;
-        self.links.remove(key);
         self.legs.links.remove(&id);
         self.wire.forget(Peer::Link(id));
         while let Some(sk) = self.first_stream_from(Peer::Link(id)) {

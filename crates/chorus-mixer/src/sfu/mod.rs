@@ -195,7 +195,7 @@ use config::MAX_RETRANSMIT_HISTORY;
 use leg::{Leg, Media};
 use output::{Legs, rewritten};
 use selection::Forward;
-use slab::{Key, Slab};
+use slab::{Key, Registry, Slab};
 use timer::{Timer, TimerTable};
 
 use crate::Error;
@@ -277,12 +277,10 @@ struct Endpoint {
 #[derive(Debug)]
 pub struct Sfu {
     config: SfuConfig,
-    /// Local endpoints, and their keys by participant id.
-    endpoints: Slab<Endpoint>,
-    endpoint_keys: U32Map<Key>,
-    /// Links (by link id), and their keys by link id.
-    links: Slab<u32>,
-    link_keys: U32Map<Key>,
+    /// Local endpoints, by participant id.
+    endpoints: Registry<Endpoint>,
+    /// Links to other relays: their ids, by link id.
+    links: Registry<u32>,
     /// Streams, local and relayed, and their keys by stream id.
     streams: Slab<Stream>,
     stream_keys: U32Map<Key>,
@@ -340,10 +338,8 @@ impl Sfu {
         }
         Ok(Self {
             config,
-            endpoints: Slab::default(),
-            endpoint_keys: U32Map::default(),
-            links: Slab::default(),
-            link_keys: U32Map::default(),
+            endpoints: Registry::default(),
+            links: Registry::default(),
             streams: Slab::default(),
             stream_keys: U32Map::default(),
             by_ssrc: U32Map::default(),
@@ -425,17 +421,16 @@ impl Sfu {
     }
 
     fn endpoint_mut(&mut self, id: u32) -> Result<&mut Endpoint, Error> {
-        self.endpoint_keys
-            .get(&id)
-            .and_then(|&k| self.endpoints.get_mut(k))
+        self.endpoints
+            .get_mut(id)
             .ok_or_else(|| SfuError::UnknownPeer(Peer::Endpoint(id)).into())
     }
 
     /// Whether `peer` was added (and not removed).
     fn is_known(&self, peer: Peer) -> bool {
         match peer {
-            Peer::Endpoint(e) => self.endpoint_keys.contains_key(&e),
-            Peer::Link(l) => self.link_keys.contains_key(&l),
+            Peer::Endpoint(e) => self.endpoints.contains(e),
+            Peer::Link(l) => self.links.contains(l),
         }
     }
 
@@ -461,7 +456,7 @@ impl Sfu {
         security: LegSecurity,
         out: &mut Output,
     ) -> Result<(), Error> {
-        if self.endpoint_keys.contains_key(&id) {
+        if self.endpoints.contains(id) {
             return Err(SfuError::DuplicatePeer(Peer::Endpoint(id)).into());
         }
         if self.endpoints.len() >= self.config.max_endpoints {
@@ -469,11 +464,13 @@ impl Sfu {
         }
         let leg = self.leg(Peer::Endpoint(id), security)?;
         self.legs.endpoints.insert(id, leg);
-        let key = self.endpoints.insert(Endpoint {
+        self.endpoints.insert(
             id,
-            estimate_bps: self.config.initial_bandwidth_bps,
-        });
-        self.endpoint_keys.insert(id, key);
+            Endpoint {
+                id,
+                estimate_bps: self.config.initial_bandwidth_bps,
+            },
+        );
         self.streams.for_each_mut(|s| {
             if s.info.participant != id {
                 s.forwards.push(Forward::new(id));
@@ -494,11 +491,9 @@ impl Sfu {
         id: u32,
         out: &mut Output,
     ) -> Result<(), Error> {
-        let key = self
-            .endpoint_keys
-            .remove(&id)
+        self.endpoints
+            .remove(id)
             .ok_or(SfuError::UnknownPeer(Peer::Endpoint(id)))?;
-        self.endpoints.remove(key);
         self.legs.endpoints.remove(&id);
         self.wire.forget(Peer::Endpoint(id));
         while let Some(sk) = self.first_stream_from(Peer::Endpoint(id)) {

@@ -132,12 +132,7 @@ impl Sfu {
     /// Shares `endpoint`'s estimate among its streams (module docs, "Selection") and
     /// starts the switches that changes.
     pub(super) fn reallocate(&mut self, now: Instant, endpoint: u32, out: &mut Output) {
-        let Some(mut budget) = self
-            .endpoint_keys
-            .get(&endpoint)
-            .and_then(|&k| self.endpoints.get(k))
-            .map(|e| e.estimate_bps)
-        else {
+        let Some(mut budget) = self.endpoints.get(endpoint).map(|e| e.estimate_bps) else {
             return;
         };
         // (stream, forward, choice of (layer, temporal layer)), speaker first, then

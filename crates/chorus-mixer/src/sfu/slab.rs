@@ -9,6 +9,8 @@
 //! message goes out first), so keeping it keeps its behaviour. Only the moved
 //! entry's position is updated; no other value moves.
 
+use chorus_framing::U32Map;
+
 /// A handle to a value in a [`Slab`]: its slot and the slot's generation when the
 /// value was inserted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,6 +174,61 @@ impl<T> Slab<T> {
     }
 }
 
+/// Values named by a `u32` id (a participant or link id) in a [`Slab`], with the
+/// index from id to key.
+#[derive(Debug)]
+pub(crate) struct Registry<T> {
+    slab: Slab<T>,
+    keys: U32Map<Key>,
+}
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Self {
+            slab: Slab::default(),
+            keys: U32Map::default(),
+        }
+    }
+}
+
+impl<T> Registry<T> {
+    /// Number of values.
+    pub(crate) const fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Whether `id` is present.
+    pub(crate) fn contains(&self, id: u32) -> bool {
+        self.keys.contains_key(&id)
+    }
+
+    /// Stores `value` under `id` (which the caller checked is absent).
+    pub(crate) fn insert(&mut self, id: u32, value: T) {
+        let key = self.slab.insert(value);
+        self.keys.insert(id, key);
+    }
+
+    /// Takes `id`'s value out.
+    pub(crate) fn remove(&mut self, id: u32) -> Option<T> {
+        self.slab.remove(self.keys.remove(&id)?)
+    }
+
+    /// `id`'s value.
+    pub(crate) fn get(&self, id: u32) -> Option<&T> {
+        self.slab.get(*self.keys.get(&id)?)
+    }
+
+    /// `id`'s value.
+    pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+        self.slab.get_mut(*self.keys.get(&id)?)
+    }
+
+    /// The values, in the slab's iteration order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> + '_ {
+        self.slab.values()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +277,21 @@ mod tests {
         assert_eq!(s.remove(a), None);
         assert_eq!(s.get(b), Some(&'y'));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_registry_finds_values_by_id() {
+        let mut r = Registry::default();
+        r.insert(7, 'a');
+        r.insert(9, 'b');
+        assert!(r.contains(7));
+        assert_eq!(r.get(9), Some(&'b'));
+        assert_eq!(r.remove(7), Some('a'));
+        assert_eq!(r.get(7), None);
+        assert_eq!(r.remove(7), None);
+        assert_eq!(r.len(), 1);
+        *r.get_mut(9).unwrap() = 'c';
+        assert_eq!(r.values().collect::<String>(), "c");
     }
 
     #[test]
