@@ -101,11 +101,7 @@ impl Sfu {
     /// [`SfuError::UnknownPeer`] for a peer never added,
     /// [`SfuError::DuplicateAddress`] for an address another peer has.
     pub fn set_address(&mut self, peer: Peer, addr: SocketAddr) -> Result<(), Error> {
-        let known = match peer {
-            Peer::Endpoint(e) => self.endpoints.iter().any(|x| x.id == e),
-            Peer::Link(l) => self.links.contains(&l),
-        };
-        if !known {
+        if !self.is_known(peer) {
             return Err(SfuError::UnknownPeer(peer).into());
         }
         match self.wire.by_addr.get(&addr) {

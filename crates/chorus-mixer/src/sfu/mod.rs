@@ -161,24 +161,42 @@
 //!   be read (VP8 or frame marking); spatial layers inside one SSRC (VP9/AV1 SVC)
 //!   are forwarded as one layer.
 
-mod datagram;
-mod keyframe;
-mod leg;
-mod rewrite;
+// This file is the hub: the state (streams, endpoints and links in slabs, by
+// stable key), membership, and the routing of each input to its subsystem, each an
+// `impl Sfu` over its part of the state.
+mod cascade; // Links to other relays and each relayed stream's upstream subscription.
+mod config; // Configuration, refusals, counters.
+mod datagram; // The `DatagramCore` path: addresses and queues.
+mod feedback; // Keyframe requests (PLI, FIR) and NACKs.
+mod keyframe; // Where a packet starts a keyframe, and its temporal layer.
+mod leg; // Each peer's SRTP contexts and send history.
+mod output; // The `Output` arena and the send path through the legs.
+mod reports; // Sender reports forwarded, receiver reports generated.
+mod rewrite; // Per-receiver sequence number and timestamp rewriting.
+mod selection; // Layer and temporal-layer choice per receiver; silent layers.
+mod slab; // Generation-checked keys: nothing moves when something is removed.
+mod timer; // The timer table and `poll_timeout` / `handle_timeout`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::BytesMut;
 use chorus_crypto::AuthError;
 use chorus_framing::{PacketKind, U32Map};
+use chorus_media::rtp;
 use chorus_media::stats::ReceiveStats;
-use chorus_media::{rtcp, rtp};
 
+pub use config::{SfuConfig, SfuError, SfuStats};
 pub use datagram::{Event, MAX_QUEUED};
 pub use keyframe::{KeyframeRule, Temporal};
 pub use leg::LegSecurity;
-use leg::{Leg, Media, Resend, Sealed};
-use rewrite::Rewriter;
+pub use output::{Kind, Output, Transmit};
+pub use selection::Selection;
+
+use config::MAX_RETRANSMIT_HISTORY;
+use leg::{Leg, Media};
+use output::{Legs, rewritten};
+use selection::Forward;
+use slab::{Key, Registry, Slab};
+use timer::{Timer, TimerTable};
 
 use crate::Error;
 use crate::control::{self, Message, StreamInfo};
@@ -191,409 +209,6 @@ pub enum Peer {
     /// A link to another relay, by link id.
     Link(u32),
 }
-
-/// What a transmit carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// An RTP packet.
-    Rtp,
-    /// An RTCP packet (feedback).
-    Rtcp,
-    /// A control message ([`crate::control`]), for the peer's control channel.
-    Control,
-}
-
-/// One packet to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit<'a> {
-    /// The destination.
-    pub to: Peer,
-    /// What the bytes are.
-    pub kind: Kind,
-    /// The packet.
-    pub bytes: &'a [u8],
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Item {
-    to: Peer,
-    kind: Kind,
-    start: usize,
-    end: usize,
-}
-
-/// The packets an [`Sfu`] asks the caller to send, in one reused arena. Calls append;
-/// [`Output::clear`] empties it and keeps its capacity.
-#[derive(Debug, Default)]
-pub struct Output {
-    buf: BytesMut,
-    items: Vec<Item>,
-}
-
-impl Output {
-    /// An empty output.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Forgets every transmit, keeping the memory for the next ones.
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.items.clear();
-    }
-
-    /// Number of transmits.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Whether there is nothing to send.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The transmits in the order they were produced.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = Transmit<'_>> + '_ {
-        self.items.iter().map(|i| Transmit {
-            to: i.to,
-            kind: i.kind,
-            bytes: self.buf.get(i.start..i.end).unwrap_or_default(),
-        })
-    }
-
-    fn push_with(&mut self, to: Peer, kind: Kind, write: impl FnOnce(&mut BytesMut) -> bool) {
-        let start = self.buf.len();
-        if write(&mut self.buf) {
-            self.items.push(Item {
-                to,
-                kind,
-                start,
-                end: self.buf.len(),
-            });
-        } else {
-            self.buf.truncate(start);
-        }
-    }
-
-    /// Bytes already protected for `to` (a resend from its leg's history).
-    fn push(&mut self, to: Peer, kind: Kind, bytes: &[u8]) {
-        self.push_with(to, kind, |b| {
-            b.extend_from_slice(bytes);
-            true
-        });
-    }
-
-    /// A packet `write` puts in plaintext, then sealed under `leg` for `to`.
-    fn push_sealed(
-        &mut self,
-        to: Peer,
-        leg: &mut Leg,
-        media: Media,
-        write: impl FnOnce(&mut BytesMut) -> bool,
-    ) -> Option<Sealed> {
-        let kind = match media {
-            Media::Rtp => Kind::Rtp,
-            Media::Rtcp => Kind::Rtcp,
-        };
-        let mut sealed = None;
-        self.push_with(to, kind, |b| {
-            let start = b.len();
-            if !write(b) {
-                return false;
-            }
-            let s = leg.seal(media, b, start);
-            sealed = Some(s);
-            s == Sealed::Ready
-        });
-        sealed
-    }
-
-    fn push_control(&mut self, to: Peer, msg: &Message<'_>) {
-        self.push_with(to, Kind::Control, |b| msg.encode(b).is_ok());
-    }
-}
-
-/// `bytes` (a decoded RTP packet) with sequence number, timestamp and SSRC replaced
-/// (RFC 3550 §5.1: bytes 2-11).
-fn rewritten(bytes: &[u8], seq: u16, ts: u32, ssrc: u32) -> impl FnOnce(&mut BytesMut) -> bool {
-    move |b| {
-        let start = b.len();
-        b.extend_from_slice(bytes);
-        let Some(h) = b.get_mut(start + 2..start + 12) else {
-            return false;
-        };
-        h[..2].copy_from_slice(&seq.to_be_bytes());
-        h[2..6].copy_from_slice(&ts.to_be_bytes());
-        h[6..].copy_from_slice(&ssrc.to_be_bytes());
-        true
-    }
-}
-
-/// The peers' legs: their SRTP contexts and send histories.
-#[derive(Debug, Default)]
-struct Legs {
-    endpoints: U32Map<Leg>,
-    links: U32Map<Leg>,
-    /// Sealing outcomes, merged into [`SfuStats`].
-    late_dropped: u64,
-    send_refused: u64,
-}
-
-impl Legs {
-    fn get_mut(&mut self, peer: Peer) -> Option<&mut Leg> {
-        match peer {
-            Peer::Endpoint(id) => self.endpoints.get_mut(&id),
-            Peer::Link(id) => self.links.get_mut(&id),
-        }
-    }
-
-    /// Sends what `write` puts in plaintext to `to`, protected under its leg; whether
-    /// it went out.
-    fn send(
-        &mut self,
-        out: &mut Output,
-        to: Peer,
-        media: Media,
-        write: impl FnOnce(&mut BytesMut) -> bool,
-    ) -> bool {
-        let Some(leg) = self.get_mut(to) else {
-            return false;
-        };
-        match out.push_sealed(to, leg, media, write) {
-            Some(Sealed::Ready) => true,
-            Some(Sealed::Late) => {
-                self.late_dropped += 1;
-                false
-            }
-            Some(Sealed::Refused) => {
-                self.send_refused += 1;
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// An RTCP packet the relay generates or rewrites, SRTCP-protected for `to`.
-    fn send_rtcp(&mut self, out: &mut Output, to: Peer, packet: &rtcp::Packet<'_>) {
-        self.send(out, to, Media::Rtcp, |b| packet.encode(b).is_ok());
-    }
-}
-
-/// SFU settings; validated by [`Sfu::new`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SfuConfig {
-    /// The SSRC this relay sends its feedback (PLI, FIR, NACK) as. Default
-    /// 0x5346_5530.
-    pub rtcp_ssrc: u32,
-    /// At most one keyframe request per layer per interval reaches a sender.
-    /// Default 500 ms; must be non-zero.
-    pub keyframe_interval: Duration,
-    /// An expected layer silent this long is taken out of selection (a simulcast
-    /// sender drops its upper layers under congestion) until a packet of it arrives;
-    /// a relayed layer is tried again after four times this. Default 2 s; non-zero.
-    pub layer_timeout: Duration,
-    /// Ask local senders with FIR (RFC 5104) instead of PLI (RFC 4585). Links always
-    /// carry PLI. Default false.
-    pub fir: bool,
-    /// A receiver's bandwidth before its first estimate, bit/s. Default 1,000,000.
-    pub initial_bandwidth_bps: u64,
-    /// Local endpoints at most. Default 256.
-    pub max_endpoints: usize,
-    /// Links at most. Default 32.
-    pub max_links: usize,
-    /// Streams at most (local and relayed). Default 512.
-    pub max_streams: usize,
-    /// Streams one local endpoint may publish at most (camera, screen, audio ...), so
-    /// that one participant cannot take the relay's whole `max_streams`. Default 4.
-    pub max_streams_per_endpoint: usize,
-    /// Layers per stream at most, 1-8. Default 4.
-    pub max_layers: usize,
-    /// Longest SRTP or SRTCP packet accepted, bytes as received (SRTP tag and SRTCP
-    /// trailer included). Default 1,500.
-    pub max_packet_len: usize,
-    /// How often each local sender gets a receiver report about its layers. Default
-    /// 1 s; non-zero.
-    pub report_interval: Duration,
-    /// The RFC 8285 one-byte id of the abs-send-time header extension in the
-    /// conference (the one chorus-media sessions use, 3, by default); `None` leaves
-    /// it alone. Packets sent to endpoints carry the relay's send time in it, so a
-    /// receiver's delay-based estimate (and its REMB, which drives layer selection)
-    /// measures the relay-to-receiver path, not the sender's uplink as well.
-    pub abs_send_time_id: Option<u8>,
-    /// Accept [`LegSecurity::Plaintext`] legs, which carry media in clear. Default
-    /// false: every leg must be SRTP, and a plaintext one is refused with
-    /// [`SfuError::PlaintextRefused`]. Only tests and benchmarks set it.
-    pub allow_plaintext: bool,
-    /// RTP packets each leg remembers as sent (protected), to answer its NACKs with
-    /// the same bytes (RFC 4585 §6.2.1) instead of asking the sender. Memory: up to
-    /// this many times [`SfuConfig::max_packet_len`] plus the SRTP tag per leg.
-    /// Default 256 (about 250 ms of 10 streams at 1 Mbit/s); 0 turns resending off;
-    /// at most 4096.
-    pub retransmit_history: usize,
-}
-
-impl Default for SfuConfig {
-    fn default() -> Self {
-        Self {
-            rtcp_ssrc: 0x5346_5530,
-            keyframe_interval: Duration::from_millis(500),
-            layer_timeout: Duration::from_secs(2),
-            fir: false,
-            initial_bandwidth_bps: 1_000_000,
-            max_endpoints: 256,
-            max_links: 32,
-            max_streams: 512,
-            max_streams_per_endpoint: 4,
-            max_layers: 4,
-            max_packet_len: 1500,
-            report_interval: Duration::from_secs(1),
-            abs_send_time_id: Some(3),
-            allow_plaintext: false,
-            retransmit_history: 256,
-        }
-    }
-}
-
-/// What the SFU refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SfuError {
-    /// A packet for an SSRC no known stream has (peer's fault).
-    UnknownSsrc(u32),
-    /// Media for a stream from a peer that is not the stream's origin (peer's fault).
-    WrongOrigin(u32),
-    /// A packet longer than [`SfuConfig::max_packet_len`].
-    PacketTooLong {
-        /// The length.
-        len: usize,
-        /// The maximum.
-        max: usize,
-    },
-    /// A stream whose codec has no keyframe rule and no frame marking.
-    UnsupportedCodec(u32),
-    /// A stream that announces temporal layers whose packets carry no temporal id
-    /// the relay can read (neither VP8 nor frame marking).
-    TemporalUnreadable(u32),
-    /// A stream id already in use.
-    DuplicateStream(u32),
-    /// An SSRC already used by another stream's layer.
-    DuplicateSsrc(u32),
-    /// A stream published by an endpoint in another participant's name.
-    NotPublisher(u32),
-    /// An endpoint or link id not known (caller's mistake).
-    UnknownPeer(Peer),
-    /// An endpoint or link id already present (caller's mistake).
-    DuplicatePeer(Peer),
-    /// A configured maximum was reached; the string names it.
-    Limit(&'static str),
-    /// An address already given to another peer ([`Sfu::set_address`]; caller's
-    /// mistake).
-    DuplicateAddress(Peer),
-    /// A datagram through [`chorus_framing::DatagramCore::handle_datagram`] from an
-    /// address no peer has, or that is not SRTP/SRTCP (control messages come only
-    /// over a peer's authenticated control channel): its `accepts` says no to it.
-    NotRoutable,
-    /// An invalid configuration (the string says which rule).
-    BadConfig(&'static str),
-    /// A [`LegSecurity::Plaintext`] leg without [`SfuConfig::allow_plaintext`]
-    /// (caller's mistake).
-    PlaintextRefused(Peer),
-}
-
-impl core::fmt::Display for SfuError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::UnknownSsrc(s) => write!(f, "no stream has SSRC {s:#010x}"),
-            Self::WrongOrigin(s) => write!(f, "SSRC {s:#010x} sent by a peer not its origin"),
-            Self::PacketTooLong { len, max } => write!(f, "packet of {len} bytes exceeds {max}"),
-            Self::UnsupportedCodec(s) => write!(f, "stream {s}: no keyframe rule for its codec"),
-            Self::TemporalUnreadable(s) => {
-                write!(
-                    f,
-                    "stream {s}: temporal layers announced but no temporal ids readable"
-                )
-            }
-            Self::DuplicateStream(s) => write!(f, "stream {s} already exists"),
-            Self::DuplicateSsrc(s) => write!(f, "SSRC {s:#010x} already in use"),
-            Self::NotPublisher(s) => write!(f, "stream {s} published for another participant"),
-            Self::UnknownPeer(p) => write!(f, "unknown peer {p:?}"),
-            Self::DuplicatePeer(p) => write!(f, "peer {p:?} already present"),
-            Self::Limit(what) => write!(f, "limit reached: {what}"),
-            Self::DuplicateAddress(p) => write!(f, "address already used by {p:?}"),
-            Self::NotRoutable => f.write_str("datagram from no peer's address, or not media"),
-            Self::BadConfig(why) => write!(f, "invalid SFU configuration: {why}"),
-            Self::PlaintextRefused(p) => write!(f, "plaintext leg for {p:?} not allowed"),
-        }
-    }
-}
-
-impl std::error::Error for SfuError {}
-
-/// Counters since creation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SfuStats {
-    /// RTP packets received from origins.
-    pub received: u64,
-    /// RTP packets sent to endpoints (rewritten) and links (verbatim).
-    pub forwarded: u64,
-    /// Keyframe requests sent (after aggregation).
-    pub keyframe_requests: u64,
-    /// Keyframe requests absorbed by aggregation.
-    pub keyframe_requests_aggregated: u64,
-    /// Layer switches completed by receivers.
-    pub switches: u64,
-    /// RTP packets of a receiver's layer not sent to it because their temporal layer
-    /// is above the one selected for it.
-    pub temporal_dropped: u64,
-    /// Feedback ignored (unknown SSRC, no such receiver).
-    pub ignored_feedback: u64,
-    /// SRTP or SRTCP packets from a leg that failed to unprotect (bad tag, not SRTP,
-    /// no room for another SSRC context): dropped, never read or forwarded.
-    pub unauthenticated: u64,
-    /// SRTP or SRTCP packets from a leg that authenticated but were already received
-    /// (RFC 3711 §3.3.2 replay window): dropped.
-    pub replayed: u64,
-    /// RTP packets not sent on a leg because their sequence number is not after the
-    /// highest already sent there for their SSRC (reordered or retransmitted
-    /// upstream): an SRTP index is never protected twice.
-    pub late_dropped: u64,
-    /// Packets a leg's SRTP send context refused (its `max_ssrcs`, an exhausted
-    /// counter): not sent.
-    pub send_refused: u64,
-    /// NACKed RTP packets resent from a leg's history, byte for byte as first sent.
-    pub retransmitted: u64,
-    /// Packets produced on the [`chorus_framing::DatagramCore`] path for a peer
-    /// without an address ([`Sfu::set_address`]): not sent.
-    pub unaddressed: u64,
-    /// Transmits and events of the [`chorus_framing::DatagramCore`] path dropped
-    /// because the owner left more than [`MAX_QUEUED`] undrained.
-    pub queue_dropped: u64,
-}
-
-/// A receiver's view of one stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Selection {
-    /// The layer being forwarded, if any.
-    pub current: Option<u8>,
-    /// The layer selection wants; differs from `current` until its keyframe.
-    pub target: Option<u8>,
-    /// The highest temporal layer forwarded (0 for a stream without temporal layers).
-    pub temporal: u8,
-    /// The temporal layer selection wants; differs from `temporal` until the next
-    /// frame start (down) or layer-sync frame (up).
-    pub temporal_target: u8,
-}
-
-/// Largest [`SfuConfig::retransmit_history`].
-const MAX_RETRANSMIT_HISTORY: usize = 4096;
-
-/// What selection gives a receiver of a stream: (layer, highest temporal layer).
-type Choice = (u8, u8);
 
 #[derive(Debug)]
 struct LayerState {
@@ -609,22 +224,6 @@ struct LayerState {
     stats: ReceiveStats,
     /// The sender's last SR for this layer: its NTP middle bits and when it came.
     last_sr: Option<(u32, Instant)>,
-}
-
-#[derive(Debug)]
-struct Forward {
-    endpoint: u32,
-    current: Option<u8>,
-    target: Option<u8>,
-    /// The highest temporal layer forwarded, and the one wanted.
-    tid: u8,
-    tid_target: u8,
-    /// Since when `tid` has been below `tid_target`: a sender that marks no sync
-    /// frames is asked for a keyframe after `keyframe_interval`.
-    temporal_since: Option<Instant>,
-    /// Layers the receiver accepts (bit i = layer i).
-    accept: u8,
-    rewriter: Rewriter,
 }
 
 #[derive(Debug)]
@@ -678,15 +277,19 @@ struct Endpoint {
 #[derive(Debug)]
 pub struct Sfu {
     config: SfuConfig,
-    endpoints: Vec<Endpoint>,
-    links: Vec<u32>,
-    streams: Vec<Stream>,
-    /// Layer SSRC -> (stream index, layer index).
-    by_ssrc: U32Map<(usize, u8)>,
+    /// Local endpoints, by participant id.
+    endpoints: Registry<Endpoint>,
+    /// Links to other relays: their ids, by link id.
+    links: Registry<u32>,
+    /// Streams, local and relayed, and their keys by stream id.
+    streams: Slab<Stream>,
+    stream_keys: U32Map<Key>,
+    /// Layer SSRC -> (stream, layer index).
+    by_ssrc: U32Map<(Key, u8)>,
     speaker: Option<u32>,
     stats: SfuStats,
-    /// When the next receiver reports go out.
-    next_report: Option<Instant>,
+    /// Relay-wide timers (receiver reports).
+    timers: TimerTable,
     /// The relay's abs-send-time clock starts at the first packet.
     epoch: Option<Instant>,
     /// A packet with the relay's abs-send-time, copied once for all its receivers.
@@ -735,13 +338,14 @@ impl Sfu {
         }
         Ok(Self {
             config,
-            endpoints: Vec::new(),
-            links: Vec::new(),
-            streams: Vec::new(),
+            endpoints: Registry::default(),
+            links: Registry::default(),
+            streams: Slab::default(),
+            stream_keys: U32Map::default(),
             by_ssrc: U32Map::default(),
             speaker: None,
             stats: SfuStats::default(),
-            next_report: None,
+            timers: TimerTable::default(),
             epoch: None,
             stamped: Vec::new(),
             legs: Legs::default(),
@@ -772,20 +376,20 @@ impl Sfu {
 
     /// The streams known here, local and relayed.
     pub fn streams(&self) -> impl Iterator<Item = &StreamInfo> + '_ {
-        self.streams.iter().map(|s| &s.info)
+        self.streams.values().map(|s| &s.info)
     }
 
     /// Where `stream` comes from at this relay.
     #[must_use]
     pub fn origin(&self, stream: u32) -> Option<Peer> {
-        self.stream_index(stream).map(|i| self.streams[i].origin)
+        self.stream(stream).map(|s| s.origin)
     }
 
     /// What `endpoint` receives of `stream`.
     #[must_use]
     pub fn selection(&self, endpoint: u32, stream: u32) -> Option<Selection> {
-        let s = &self.streams[self.stream_index(stream)?];
-        s.forwards
+        self.stream(stream)?
+            .forwards
             .iter()
             .find(|f| f.endpoint == endpoint)
             .map(|f| Selection {
@@ -799,24 +403,43 @@ impl Sfu {
     /// The layers of `stream` forwarded to `link` (bit i = layer i).
     #[must_use]
     pub fn link_layers(&self, link: u32, stream: u32) -> u8 {
-        self.stream_index(stream).map_or(0, |i| {
-            self.streams[i]
-                .links
+        self.stream(stream).map_or(0, |s| {
+            s.links
                 .iter()
                 .find(|(l, _)| *l == link)
                 .map_or(0, |(_, m)| *m)
         })
     }
 
-    fn stream_index(&self, stream: u32) -> Option<usize> {
-        self.streams.iter().position(|s| s.info.stream == stream)
+    /// The key of stream id `stream`.
+    fn stream_key(&self, stream: u32) -> Option<Key> {
+        self.stream_keys.get(&stream).copied()
+    }
+
+    fn stream(&self, stream: u32) -> Option<&Stream> {
+        self.streams.get(self.stream_key(stream)?)
     }
 
     fn endpoint_mut(&mut self, id: u32) -> Result<&mut Endpoint, Error> {
         self.endpoints
-            .iter_mut()
-            .find(|e| e.id == id)
+            .get_mut(id)
             .ok_or_else(|| SfuError::UnknownPeer(Peer::Endpoint(id)).into())
+    }
+
+    /// Whether `peer` was added (and not removed).
+    fn is_known(&self, peer: Peer) -> bool {
+        match peer {
+            Peer::Endpoint(e) => self.endpoints.contains(e),
+            Peer::Link(l) => self.links.contains(l),
+        }
+    }
+
+    /// The first stream whose origin is `origin`.
+    fn first_stream_from(&self, origin: Peer) -> Option<Key> {
+        self.streams
+            .iter()
+            .find(|(_, s)| s.origin == origin)
+            .map(|(k, _)| k)
     }
 
     /// Attaches a local participant, whose media is protected with `security` (its
@@ -833,7 +456,7 @@ impl Sfu {
         security: LegSecurity,
         out: &mut Output,
     ) -> Result<(), Error> {
-        if self.endpoints.iter().any(|e| e.id == id) {
+        if self.endpoints.contains(id) {
             return Err(SfuError::DuplicatePeer(Peer::Endpoint(id)).into());
         }
         if self.endpoints.len() >= self.config.max_endpoints {
@@ -841,15 +464,18 @@ impl Sfu {
         }
         let leg = self.leg(Peer::Endpoint(id), security)?;
         self.legs.endpoints.insert(id, leg);
-        self.endpoints.push(Endpoint {
+        self.endpoints.insert(
             id,
-            estimate_bps: self.config.initial_bandwidth_bps,
-        });
-        for s in &mut self.streams {
+            Endpoint {
+                id,
+                estimate_bps: self.config.initial_bandwidth_bps,
+            },
+        );
+        self.streams.for_each_mut(|s| {
             if s.info.participant != id {
                 s.forwards.push(Forward::new(id));
             }
-        }
+        });
         self.reallocate(now, id, out);
         Ok(())
     }
@@ -865,78 +491,19 @@ impl Sfu {
         id: u32,
         out: &mut Output,
     ) -> Result<(), Error> {
-        let i = self
-            .endpoints
-            .iter()
-            .position(|e| e.id == id)
+        self.endpoints
+            .remove(id)
             .ok_or(SfuError::UnknownPeer(Peer::Endpoint(id)))?;
-        self.endpoints.swap_remove(i);
         self.legs.endpoints.remove(&id);
         self.wire.forget(Peer::Endpoint(id));
-        while let Some(si) = self
-            .streams
-            .iter()
-            .position(|s| s.origin == Peer::Endpoint(id))
-        {
-            self.remove_stream(now, si, out);
+        while let Some(sk) = self.first_stream_from(Peer::Endpoint(id)) {
+            self.remove_stream(now, sk, out);
         }
-        for si in 0..self.streams.len() {
-            self.streams[si].forwards.retain(|f| f.endpoint != id);
-            self.update_upstream(now, si, out);
-        }
-        Ok(())
-    }
-
-    /// Adds a link to another relay, whose media is protected with `security` (the
-    /// link's own SRTP keys in each direction), and announces every stream not
-    /// learned from it.
-    ///
-    /// # Errors
-    /// [`SfuError::DuplicatePeer`], [`SfuError::Limit`],
-    /// [`SfuError::PlaintextRefused`].
-    pub fn add_link(
-        &mut self,
-        id: u32,
-        security: LegSecurity,
-        out: &mut Output,
-    ) -> Result<(), Error> {
-        if self.links.contains(&id) {
-            return Err(SfuError::DuplicatePeer(Peer::Link(id)).into());
-        }
-        if self.links.len() >= self.config.max_links {
-            return Err(SfuError::Limit("max_links").into());
-        }
-        let leg = self.leg(Peer::Link(id), security)?;
-        self.legs.links.insert(id, leg);
-        self.links.push(id);
-        for s in &self.streams {
-            if s.origin != Peer::Link(id) {
-                out.push_control(Peer::Link(id), &Message::Publish(s.info.clone()));
+        for sk in self.streams.keys() {
+            if let Some(s) = self.streams.get_mut(sk) {
+                s.forwards.retain(|f| f.endpoint != id);
             }
-        }
-        Ok(())
-    }
-
-    /// Removes a link: streams learned from it are unpublished (and the other links
-    /// told), and nothing more is forwarded to it.
-    ///
-    /// # Errors
-    /// [`SfuError::UnknownPeer`].
-    pub fn remove_link(&mut self, now: Instant, id: u32, out: &mut Output) -> Result<(), Error> {
-        let i = self
-            .links
-            .iter()
-            .position(|&l| l == id)
-            .ok_or(SfuError::UnknownPeer(Peer::Link(id)))?;
-        self.links.swap_remove(i);
-        self.legs.links.remove(&id);
-        self.wire.forget(Peer::Link(id));
-        while let Some(si) = self.streams.iter().position(|s| s.origin == Peer::Link(id)) {
-            self.remove_stream(now, si, out);
-        }
-        for si in 0..self.streams.len() {
-            self.streams[si].links.retain(|(l, _)| *l != id);
-            self.update_upstream(now, si, out);
+            self.update_upstream(now, sk, out);
         }
         Ok(())
     }
@@ -959,42 +526,12 @@ impl Sfu {
             return Err(SfuError::NotPublisher(info.stream).into());
         }
         let own = Peer::Endpoint(endpoint);
-        if self.streams.iter().filter(|s| s.origin == own).count()
+        if self.streams.values().filter(|s| s.origin == own).count()
             >= self.config.max_streams_per_endpoint
         {
             return Err(SfuError::Limit("max_streams_per_endpoint").into());
         }
         self.add_stream(now, Peer::Endpoint(endpoint), info, out)
-    }
-
-    /// Sets a receiver's bandwidth estimate (bit/s) and re-selects its layers. A REMB
-    /// from the endpoint does the same.
-    ///
-    /// # Errors
-    /// [`SfuError::UnknownPeer`].
-    pub fn set_bandwidth(
-        &mut self,
-        now: Instant,
-        endpoint: u32,
-        bps: u64,
-        out: &mut Output,
-    ) -> Result<(), Error> {
-        self.endpoint_mut(endpoint)?.estimate_bps = bps;
-        self.reallocate(now, endpoint, out);
-        Ok(())
-    }
-
-    /// The active speaker changed: their streams are served first when bandwidth is
-    /// shared.
-    pub fn set_speaker(&mut self, now: Instant, participant: Option<u32>, out: &mut Output) {
-        if self.speaker == participant {
-            return;
-        }
-        self.speaker = participant;
-        for i in 0..self.endpoints.len() {
-            let id = self.endpoints[i].id;
-            self.reallocate(now, id, out);
-        }
     }
 
     /// One packet from a peer. SRTP or SRTCP (RFC 5761 §4: told apart by the second
@@ -1064,11 +601,11 @@ impl Sfu {
         out: &mut Output,
     ) -> Result<(), Error> {
         let packet = rtp::Packet::decode(bytes).map_err(media_err)?;
-        let &(si, layer) = self
+        let &(sk, layer) = self
             .by_ssrc
             .get(&packet.ssrc)
             .ok_or(SfuError::UnknownSsrc(packet.ssrc))?;
-        let Some(stream) = self.streams.get_mut(si) else {
+        let Some(stream) = self.streams.get_mut(sk) else {
             return Err(SfuError::UnknownSsrc(packet.ssrc).into());
         };
         if stream.origin != from {
@@ -1082,8 +619,8 @@ impl Sfu {
             if let Peer::Endpoint(_) = from {
                 l.stats
                     .handle_packet(now, packet.sequence, packet.timestamp);
-                self.next_report
-                    .get_or_insert(now + self.config.report_interval);
+                self.timers
+                    .start(Timer::Report, now + self.config.report_interval);
             }
         }
         let bit = 1u8 << layer;
@@ -1169,105 +706,12 @@ impl Sfu {
         }
         self.stamped = stamped;
         if switched {
-            self.update_upstream(now, si, out);
+            self.update_upstream(now, sk, out);
         }
         if resumed {
-            self.reselect_receivers_of(now, si, out);
+            self.reselect_receivers_of(now, sk, out);
         }
         Ok(())
-    }
-
-    /// One RTCP compound packet from `from`, unprotected: REMB sets a receiver's
-    /// estimate; PLI and FIR ask for a keyframe of what the receiver gets (or, from a
-    /// link, of the named layer); NACKs are answered from the leg's history, the rest
-    /// translated and sent towards the sender; a sender report goes to the layer's
-    /// receivers, rewritten. Other packets are ignored: the relay terminates RTCP.
-    fn handle_rtcp(
-        &mut self,
-        now: Instant,
-        from: Peer,
-        bytes: &[u8],
-        out: &mut Output,
-    ) -> Result<(), Error> {
-        let packets = rtcp::decode_compound(bytes, &rtcp::Limits::default()).map_err(media_err)?;
-        for p in packets {
-            match p {
-                rtcp::Packet::Remb { bitrate, .. } => {
-                    if let Peer::Endpoint(e) = from {
-                        self.set_bandwidth(now, e, bitrate.bps(), out)?;
-                    }
-                }
-                rtcp::Packet::Pli { media_ssrc, .. } => {
-                    self.feedback_keyframe(now, from, media_ssrc, out);
-                }
-                rtcp::Packet::Fir { entries, .. } => {
-                    for e in entries {
-                        self.feedback_keyframe(now, from, e.ssrc, out);
-                    }
-                }
-                rtcp::Packet::Nack {
-                    media_ssrc,
-                    entries,
-                    ..
-                } => self.feedback_nack(from, media_ssrc, &entries, out),
-                rtcp::Packet::SenderReport { ssrc, info, .. } => {
-                    self.forward_sender_report(now, from, ssrc, info, out);
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// A sender report of a layer (RFC 3550 §6.4.1) from its origin: verbatim to the
-    /// links subscribed to the layer, and to each receiver on the layer with the
-    /// receiver's SSRC and its RTP timestamp mapping, so that receivers keep the
-    /// NTP-to-RTP mapping lip sync needs. Report blocks (about what the sender
-    /// receives) are not forwarded.
-    fn forward_sender_report(
-        &mut self,
-        now: Instant,
-        from: Peer,
-        ssrc: u32,
-        info: rtcp::SenderInfo,
-        out: &mut Output,
-    ) {
-        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
-            self.stats.ignored_feedback += 1;
-            return;
-        };
-        let s = &mut self.streams[si];
-        if s.origin != from {
-            self.stats.ignored_feedback += 1;
-            return;
-        }
-        if let (Peer::Endpoint(_), Some(l)) = (from, s.layers.get_mut(usize::from(li))) {
-            l.last_sr = Some((rtcp::ntp_middle(info.ntp), now));
-        }
-        let s = &self.streams[si];
-        let sr = |ssrc, rtp_timestamp| rtcp::Packet::SenderReport {
-            ssrc,
-            info: rtcp::SenderInfo {
-                rtp_timestamp,
-                ..info
-            },
-            reports: Vec::new(),
-        };
-        for &(link, mask) in &s.links {
-            if mask & (1 << li) != 0 {
-                self.legs
-                    .send_rtcp(out, Peer::Link(link), &sr(ssrc, info.rtp_timestamp));
-            }
-        }
-        let out_ssrc = s.layers.first().map_or(ssrc, |l| l.ssrc);
-        for f in &s.forwards {
-            if f.current == Some(li)
-                && let Some(ts) = f.rewriter.rewrite_timestamp(info.rtp_timestamp)
-            {
-                self.legs
-                    .send_rtcp(out, Peer::Endpoint(f.endpoint), &sr(out_ssrc, ts));
-            }
-        }
     }
 
     /// A control message from a peer. Publish, Unpublish and Subscribe drive
@@ -1285,11 +729,7 @@ impl Sfu {
         msg: &Message<'_>,
         out: &mut Output,
     ) -> Result<(), Error> {
-        let known = match from {
-            Peer::Endpoint(e) => self.endpoints.iter().any(|x| x.id == e),
-            Peer::Link(l) => self.links.contains(&l),
-        };
-        if !known {
+        if !self.is_known(from) {
             return Err(SfuError::UnknownPeer(from).into());
         }
         match (from, msg) {
@@ -1297,34 +737,32 @@ impl Sfu {
                 self.publish(now, e, info.clone(), out)?;
             }
             // Learned already by another path (a mesh): keep the first origin.
-            (Peer::Link(_), Message::Publish(info)) if self.stream_index(info.stream).is_none() => {
+            (Peer::Link(_), Message::Publish(info)) if self.stream_key(info.stream).is_none() => {
                 self.add_stream(now, from, info.clone(), out)?;
             }
             (_, Message::Unpublish { stream }) => {
-                if let Some(si) = self.stream_index(*stream)
-                    && self.streams[si].origin == from
+                if let Some(sk) = self.stream_key(*stream)
+                    && self.streams.get(sk).is_some_and(|s| s.origin == from)
                 {
-                    self.remove_stream(now, si, out);
+                    self.remove_stream(now, sk, out);
                 }
             }
             (Peer::Link(l), Message::Subscribe { stream, layers }) => {
-                if let Some(si) = self.stream_index(*stream)
-                    && self.streams[si].origin != from
+                if let Some(sk) = self.stream_key(*stream)
+                    && let Some(s) = self.streams.get_mut(sk).filter(|s| s.origin != from)
                 {
-                    let s = &mut self.streams[si];
                     s.links.retain(|(x, _)| *x != l);
                     if *layers != 0 {
                         s.links.push((l, *layers));
                     }
-                    self.update_upstream(now, si, out);
+                    self.update_upstream(now, sk, out);
                 }
             }
             (Peer::Endpoint(e), Message::Subscribe { stream, layers }) => {
-                if let Some(si) = self.stream_index(*stream)
-                    && let Some(f) = self.streams[si]
-                        .forwards
-                        .iter_mut()
-                        .find(|f| f.endpoint == e)
+                if let Some(f) = self
+                    .stream_key(*stream)
+                    .and_then(|sk| self.streams.get_mut(sk))
+                    .and_then(|s| s.forwards.iter_mut().find(|f| f.endpoint == e))
                 {
                     f.accept = *layers;
                     self.reallocate(now, e, out);
@@ -1334,154 +772,6 @@ impl Sfu {
             _ => {}
         }
         Ok(())
-    }
-
-    /// Sends the keyframe requests whose aggregation interval has ended, repeats
-    /// those for switches still waiting, and takes silent layers out of selection.
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut Output) {
-        if self.next_report.is_some_and(|t| now >= t) {
-            self.send_receiver_reports(now, out);
-        }
-        let interval = self.config.keyframe_interval;
-        let timeout = self.config.layer_timeout;
-        for si in 0..self.streams.len() {
-            let mut changed = false;
-            let s = &mut self.streams[si];
-            let sending = s.sending();
-            for (li, l) in s.layers.iter_mut().enumerate() {
-                let watched = sending & (1 << li) != 0;
-                match l.stalled_at {
-                    None if watched
-                        && l.heard
-                            .is_some_and(|h| now.saturating_duration_since(h) >= timeout) =>
-                    {
-                        l.stalled_at = Some(now);
-                        changed = true;
-                    }
-                    Some(t) if !watched && now.saturating_duration_since(t) >= 4 * timeout => {
-                        l.stalled_at = None;
-                        l.heard = None;
-                        changed = true;
-                    }
-                    _ => {}
-                }
-            }
-            if changed {
-                self.reselect_receivers_of(now, si, out);
-            }
-        }
-        for si in 0..self.streams.len() {
-            let waiting = self.streams[si]
-                .forwards
-                .iter()
-                .filter(|f| f.target.is_some() && f.target != f.current)
-                .fold(0u8, |m, f| m | f.target.map_or(0, |t| 1 << t))
-                | self.streams[si]
-                    .forwards
-                    .iter()
-                    .filter_map(|f| f.temporal_stuck(now, interval))
-                    .fold(0u8, |m, l| m | 1 << l);
-            for li in 0..self.streams[si].layers.len() {
-                let l = &mut self.streams[si].layers[li];
-                let due = l
-                    .last_request
-                    .is_none_or(|t| now.saturating_duration_since(t) >= interval);
-                if due && (l.pending || waiting & (1 << li) != 0) {
-                    self.request_keyframe(now, si, li as u8, out);
-                }
-            }
-        }
-    }
-
-    /// When [`Sfu::handle_timeout`] has work: the end of the earliest aggregation
-    /// interval with a request pending or a switch waiting, or the time an expected
-    /// layer would count as silent.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let interval = self.config.keyframe_interval;
-        let timeout = self.config.layer_timeout;
-        let silence = self.streams.iter().flat_map(|s| {
-            let sending = s.sending();
-            s.layers
-                .iter()
-                .enumerate()
-                .filter_map(move |(li, l)| match l.stalled_at {
-                    None if sending & (1 << li) != 0 => l.heard.map(|h| h + timeout),
-                    Some(t) if sending & (1 << li) == 0 => Some(t + 4 * timeout),
-                    _ => None,
-                })
-        });
-        let requests = self.streams.iter().flat_map(|s| {
-            let waiting = s
-                .forwards
-                .iter()
-                .filter(|f| f.target != f.current)
-                .fold(0u8, |m, f| m | f.target.map_or(0, |t| 1 << t));
-            s.layers.iter().enumerate().filter_map(move |(i, l)| {
-                (l.pending || waiting & (1 << i) != 0)
-                    .then(|| l.last_request.map(|t| t + interval))
-                    .flatten()
-            })
-        });
-        // A temporal up-switch waiting for a sync frame asks for a keyframe an
-        // interval after it began (then as layer switches do, an interval after the
-        // last request).
-        let temporal = self.streams.iter().flat_map(|s| {
-            s.forwards.iter().filter_map(move |f| {
-                let since = f.temporal_since?;
-                let layer = s.layers.get(usize::from(f.current?))?;
-                let after_request = layer.last_request.map_or(since, |r| r.max(since));
-                Some(after_request + interval)
-            })
-        });
-        silence
-            .chain(requests)
-            .chain(temporal)
-            .chain(self.next_report)
-            .min()
-    }
-
-    /// One RR per locally published stream, to its sender, with a report block per
-    /// layer heard from (RFC 3550 §6.4.2); the next round an interval later, or when
-    /// a local sender's next packet arrives if none is left.
-    fn send_receiver_reports(&mut self, now: Instant, out: &mut Output) {
-        let sender_ssrc = self.config.rtcp_ssrc;
-        let mut any = false;
-        for s in &mut self.streams {
-            if !matches!(s.origin, Peer::Endpoint(_)) {
-                continue;
-            }
-            let reports: Vec<_> = s
-                .layers
-                .iter_mut()
-                .filter(|l| l.stats.received() > 0)
-                .map(|l| {
-                    let (lsr, dlsr) = rtcp::last_sr_fields(l.last_sr, now);
-                    l.stats.report_block(l.ssrc, lsr, dlsr)
-                })
-                .collect();
-            if reports.is_empty() {
-                continue;
-            }
-            any = true;
-            let rr = rtcp::Packet::ReceiverReport {
-                ssrc: sender_ssrc,
-                reports,
-            };
-            self.legs.send_rtcp(out, s.origin, &rr);
-        }
-        self.next_report = any.then(|| now + self.config.report_interval);
-    }
-
-    fn reselect_receivers_of(&mut self, now: Instant, si: usize, out: &mut Output) {
-        let ids: Vec<u32> = self.streams[si]
-            .forwards
-            .iter()
-            .map(|f| f.endpoint)
-            .collect();
-        for id in ids {
-            self.reallocate(now, id, out);
-        }
     }
 
     fn add_stream(
@@ -1496,7 +786,7 @@ impl Sfu {
         if !info.temporal.is_empty() && !rule.reads_temporal_ids() {
             return Err(SfuError::TemporalUnreadable(info.stream).into());
         }
-        if self.stream_index(info.stream).is_some() {
+        if self.stream_key(info.stream).is_some() {
             return Err(SfuError::DuplicateStream(info.stream).into());
         }
         if self.streams.len() >= self.config.max_streams {
@@ -1517,12 +807,8 @@ impl Sfu {
         Message::Publish(info.clone())
             .validate()
             .map_err(Error::Control)?;
-        let si = self.streams.len();
-        for (li, l) in info.layers.iter().enumerate() {
-            self.by_ssrc.insert(l.ssrc, (si, li as u8));
-        }
         let publisher = info.participant;
-        self.streams.push(Stream {
+        let sk = self.streams.insert(Stream {
             layers: info
                 .layers
                 .iter()
@@ -1539,7 +825,7 @@ impl Sfu {
                 .collect(),
             forwards: self
                 .endpoints
-                .iter()
+                .values()
                 .filter(|e| e.id != publisher)
                 .map(|e| Forward::new(e.id))
                 .collect(),
@@ -1549,262 +835,52 @@ impl Sfu {
             links: Vec::new(),
             upstream: 0,
         });
-        let msg = Message::Publish(self.streams[si].info.clone());
-        for &l in &self.links {
+        let Some(s) = self.streams.get(sk) else {
+            return Ok(());
+        };
+        self.stream_keys.insert(s.info.stream, sk);
+        for (li, l) in s.layers.iter().enumerate() {
+            self.by_ssrc.insert(l.ssrc, (sk, li as u8));
+        }
+        let msg = Message::Publish(s.info.clone());
+        for &l in self.links.values() {
             if Peer::Link(l) != origin {
                 out.push_control(Peer::Link(l), &msg);
             }
         }
-        for i in 0..self.endpoints.len() {
-            let id = self.endpoints[i].id;
-            if id != publisher {
-                self.reallocate(now, id, out);
-            }
+        let ids: Vec<u32> = self
+            .endpoints
+            .values()
+            .map(|e| e.id)
+            .filter(|&id| id != publisher)
+            .collect();
+        for id in ids {
+            self.reallocate(now, id, out);
         }
         Ok(())
     }
 
-    fn remove_stream(&mut self, now: Instant, si: usize, out: &mut Output) {
-        let s = self.streams.swap_remove(si);
+    fn remove_stream(&mut self, now: Instant, sk: Key, out: &mut Output) {
+        let Some(s) = self.streams.remove(sk) else {
+            return;
+        };
+        // No other stream moved: only this one's entries go.
+        self.stream_keys.remove(&s.info.stream);
+        for l in &s.layers {
+            self.by_ssrc.remove(&l.ssrc);
+        }
         let msg = Message::Unpublish {
             stream: s.info.stream,
         };
-        for &l in &self.links {
+        for &l in self.links.values() {
             if Peer::Link(l) != s.origin {
                 out.push_control(Peer::Link(l), &msg);
-            }
-        }
-        self.by_ssrc.clear();
-        for (i, st) in self.streams.iter().enumerate() {
-            for (li, l) in st.layers.iter().enumerate() {
-                self.by_ssrc.insert(l.ssrc, (i, li as u8));
             }
         }
         // Its receivers' bandwidth goes to their other streams.
         for f in &s.forwards {
             self.reallocate(now, f.endpoint, out);
         }
-    }
-
-    /// Shares `endpoint`'s estimate among its streams (module docs, "Selection") and
-    /// starts the switches that changes.
-    fn reallocate(&mut self, now: Instant, endpoint: u32, out: &mut Output) {
-        let Some(mut budget) = self
-            .endpoints
-            .iter()
-            .find(|e| e.id == endpoint)
-            .map(|e| e.estimate_bps)
-        else {
-            return;
-        };
-        // (stream, forward, choice of (layer, temporal layer)), speaker first, then
-        // publication order.
-        let mut plan: Vec<(usize, usize, Option<Choice>)> = Vec::new();
-        for (si, s) in self.streams.iter().enumerate() {
-            if let Some(fi) = s.forwards.iter().position(|f| f.endpoint == endpoint) {
-                plan.push((si, fi, None));
-            }
-        }
-        let speaker = self.speaker;
-        plan.sort_by_key(|&(si, _, _)| (Some(self.streams[si].info.participant) != speaker, si));
-        let allowed = |s: &Stream, f: usize| {
-            let usable = s.forwards[f].accept & !s.stalled();
-            (0..s.layers.len() as u8).filter(move |l| usable & (1 << l) != 0)
-        };
-        let cost = |s: &Stream, (l, t): Choice| s.info.bitrate(usize::from(l), t);
-        for (si, fi, choice) in &mut plan {
-            let s = &self.streams[*si];
-            if let Some(low) = allowed(s, *fi).next()
-                && cost(s, (low, 0)) <= budget
-            {
-                budget -= cost(s, (low, 0));
-                *choice = Some((low, 0));
-            }
-        }
-        for (si, fi, choice) in &mut plan {
-            let s = &self.streams[*si];
-            let Some(c) = *choice else { continue };
-            let have = cost(s, c);
-            let top = s.info.temporal_layers() - 1;
-            // The highest layer, then the highest temporal layer in it, that fits.
-            if let Some(up) = allowed(s, *fi)
-                .rev()
-                .filter(|&l| l >= c.0)
-                .flat_map(|l| (0..=top).rev().map(move |t| (l, t)))
-                .find(|&o| cost(s, o).saturating_sub(have) <= budget)
-            {
-                budget -= cost(s, up).saturating_sub(have);
-                *choice = Some(up);
-            }
-        }
-        for (si, fi, choice) in plan {
-            let f = &mut self.streams[si].forwards[fi];
-            f.tid_target = choice.map_or(0, |c| c.1);
-            let choice = choice.map(|c| c.0);
-            if f.target == choice {
-                continue;
-            }
-            f.target = choice;
-            match choice {
-                None => f.current = None,
-                Some(t) if f.current != Some(t) => {
-                    // The new layer must be subscribed upstream before it is asked for.
-                    self.update_upstream(now, si, out);
-                    self.request_keyframe(now, si, t, out);
-                }
-                Some(_) => {}
-            }
-            self.update_upstream(now, si, out);
-        }
-    }
-
-    /// Subscribes on the origin link to exactly the layers needed here.
-    fn update_upstream(&mut self, now: Instant, si: usize, out: &mut Output) {
-        let s = &mut self.streams[si];
-        let Peer::Link(link) = s.origin else { return };
-        let needed = s.needed();
-        if needed != s.upstream {
-            // Newly subscribed layers are expected from now on.
-            for (li, l) in s.layers.iter_mut().enumerate() {
-                if needed & !s.upstream & (1 << li) != 0 {
-                    l.heard = Some(now);
-                }
-            }
-            s.upstream = needed;
-            out.push_control(
-                Peer::Link(link),
-                &Message::Subscribe {
-                    stream: s.info.stream,
-                    layers: needed,
-                },
-            );
-        }
-    }
-
-    /// Asks the origin of layer `li` of stream `si` for a keyframe, at most once per
-    /// interval (RFC 4585 §6.3.1 PLI; RFC 5104 §4.3.1 FIR).
-    fn request_keyframe(&mut self, now: Instant, si: usize, li: u8, out: &mut Output) {
-        let interval = self.config.keyframe_interval;
-        let s = &mut self.streams[si];
-        let Some(l) = s.layers.get_mut(usize::from(li)) else {
-            return;
-        };
-        if l.last_request
-            .is_some_and(|t| now.saturating_duration_since(t) < interval)
-        {
-            l.pending = true;
-            self.stats.keyframe_requests_aggregated += 1;
-            return;
-        }
-        l.last_request = Some(now);
-        l.pending = false;
-        self.stats.keyframe_requests += 1;
-        let sender_ssrc = self.config.rtcp_ssrc;
-        if self.config.fir && matches!(s.origin, Peer::Endpoint(_)) {
-            l.fir_seq = l.fir_seq.wrapping_add(1);
-            let fir = rtcp::Packet::Fir {
-                sender_ssrc,
-                entries: vec![rtcp::FirEntry {
-                    ssrc: l.ssrc,
-                    seq: l.fir_seq,
-                }],
-            };
-            self.legs.send_rtcp(out, s.origin, &fir);
-        } else {
-            let pli = rtcp::Packet::Pli {
-                sender_ssrc,
-                media_ssrc: l.ssrc,
-            };
-            self.legs.send_rtcp(out, s.origin, &pli);
-        }
-    }
-
-    /// A PLI or FIR: from an endpoint, `ssrc` is the rewritten SSRC it receives; from
-    /// a link, a layer's own SSRC.
-    fn feedback_keyframe(&mut self, now: Instant, from: Peer, ssrc: u32, out: &mut Output) {
-        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
-            self.stats.ignored_feedback += 1;
-            return;
-        };
-        let s = &self.streams[si];
-        let layer = match from {
-            Peer::Endpoint(e) => s
-                .forwards
-                .iter()
-                .find(|f| f.endpoint == e)
-                .and_then(|f| f.target.or(f.current)),
-            Peer::Link(_) => (s.origin != from).then_some(li),
-        };
-        match layer {
-            Some(l) => self.request_keyframe(now, si, l, out),
-            None => self.stats.ignored_feedback += 1,
-        }
-    }
-
-    /// A generic NACK (RFC 4585 §6.2.1). Packets the leg's history still holds are
-    /// resent from it, byte for byte as they first went out (the same SRTP index
-    /// with the same bytes: nothing is protected twice). The rest are asked of the
-    /// origin: from an endpoint, its sequence numbers are mapped back to the current
-    /// layer's.
-    fn feedback_nack(
-        &mut self,
-        from: Peer,
-        ssrc: u32,
-        entries: &[rtcp::NackEntry],
-        out: &mut Output,
-    ) {
-        let Some(&(si, li)) = self.by_ssrc.get(&ssrc) else {
-            self.stats.ignored_feedback += 1;
-            return;
-        };
-        let s = &self.streams[si];
-        if matches!(from, Peer::Link(_)) && s.origin == from {
-            return;
-        }
-        let mut missing: Vec<u16> = Vec::new();
-        if let Some(leg) = self.legs.get_mut(from) {
-            for seq in entries.iter().flat_map(|n| n.lost()) {
-                match leg.resend(ssrc, seq) {
-                    Resend::Bytes(bytes) => {
-                        out.push(from, Kind::Rtp, bytes);
-                        self.stats.retransmitted += 1;
-                    }
-                    Resend::Exhausted => self.stats.ignored_feedback += 1,
-                    Resend::Unknown => missing.push(seq),
-                }
-            }
-        }
-        let (media_ssrc, lost): (u32, Vec<u16>) = match from {
-            Peer::Endpoint(e) => {
-                let Some(f) = s.forwards.iter().find(|f| f.endpoint == e) else {
-                    self.stats.ignored_feedback += 1;
-                    return;
-                };
-                let Some(cur) = f.current.and_then(|c| s.layers.get(usize::from(c))) else {
-                    self.stats.ignored_feedback += 1;
-                    return;
-                };
-                let lost = missing
-                    .into_iter()
-                    .filter_map(|seq| f.rewriter.unmap(seq))
-                    .collect();
-                (cur.ssrc, lost)
-            }
-            Peer::Link(_) => (
-                s.layers.get(usize::from(li)).map_or(ssrc, |l| l.ssrc),
-                missing,
-            ),
-        };
-        if lost.is_empty() {
-            return;
-        }
-        let nack = rtcp::Packet::Nack {
-            sender_ssrc: self.config.rtcp_ssrc,
-            media_ssrc,
-            entries: rtcp::NackEntry::from_lost(&lost),
-        };
-        let origin = s.origin;
-        self.legs.send_rtcp(out, origin, &nack);
     }
 }
 
@@ -1820,58 +896,14 @@ fn abs_send_time_offset(packet: &rtp::Packet<'_>, bytes: &[u8], id: u8) -> Optio
     (at + 3 <= bytes.len()).then_some(at)
 }
 
-impl Forward {
-    fn new(endpoint: u32) -> Self {
-        Self {
-            endpoint,
-            current: None,
-            target: None,
-            tid: 0,
-            tid_target: 0,
-            temporal_since: None,
-            accept: 0xff,
-            rewriter: Rewriter::default(),
-        }
-    }
-
-    /// Whether a packet of the current layer goes to this receiver, moving its
-    /// temporal layer towards the target where that cannot cut a frame or leave one
-    /// without its references: down at any frame start, up at a layer-sync frame of
-    /// the next temporal layer up (one step at a time, so that a frame of a layer in
-    /// between never arrives without the earlier frames of its layer it may use).
-    /// A keyframe starts every temporal layer at once. While below its target, the
-    /// receiver remembers since when (see `temporal_since`).
-    fn admits(&mut self, t: Temporal, now: Instant) -> bool {
-        if t.frame_start {
-            if self.tid_target < self.tid || t.keyframe {
-                self.tid = self.tid_target;
-            } else if t.sync && t.tid == self.tid + 1 && t.tid <= self.tid_target {
-                self.tid = t.tid;
-            }
-        }
-        if self.tid < self.tid_target {
-            self.temporal_since.get_or_insert(now);
-        } else {
-            self.temporal_since = None;
-        }
-        t.tid <= self.tid
-    }
-
-    /// The layer whose keyframe would end a temporal up-switch that has waited
-    /// `interval` without a sync frame.
-    fn temporal_stuck(&self, now: Instant, interval: Duration) -> Option<u8> {
-        self.temporal_since
-            .filter(|&t| now.saturating_duration_since(t) >= interval)
-            .and(self.current)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    //! Refusals and limits of the hub, and the fixtures the subsystems' tests share.
+
     use super::*;
     use crate::control::{Codec, Layer};
 
-    fn info(p: u32, ssrcs: &[u32]) -> StreamInfo {
+    pub(super) fn info(p: u32, ssrcs: &[u32]) -> StreamInfo {
         let layers = ssrcs
             .iter()
             .enumerate()
@@ -1885,14 +917,14 @@ mod tests {
 
     /// These tests look at selection and refusals, with packets in clear; the SRTP
     /// path is tested in `tests/`.
-    fn plaintext_config() -> SfuConfig {
+    pub(super) fn plaintext_config() -> SfuConfig {
         SfuConfig {
             allow_plaintext: true,
             ..SfuConfig::default()
         }
     }
 
-    fn sfu() -> (Sfu, Output, Instant) {
+    pub(super) fn sfu() -> (Sfu, Output, Instant) {
         let now = Instant::now();
         let mut out = Output::new();
         let mut s = Sfu::new(plaintext_config()).unwrap();
@@ -1981,38 +1013,6 @@ mod tests {
     }
 
     #[test]
-    fn configuration_is_validated() {
-        for (config, why) in [
-            (
-                SfuConfig {
-                    keyframe_interval: Duration::ZERO,
-                    ..SfuConfig::default()
-                },
-                "keyframe_interval must be non-zero",
-            ),
-            (
-                SfuConfig {
-                    max_layers: 9,
-                    ..SfuConfig::default()
-                },
-                "max_layers must be 1-8",
-            ),
-            (
-                SfuConfig {
-                    retransmit_history: 4097,
-                    ..SfuConfig::default()
-                },
-                "retransmit_history must be at most 4096",
-            ),
-        ] {
-            assert!(matches!(
-                Sfu::new(config),
-                Err(Error::Sfu(SfuError::BadConfig(w))) if w == why
-            ));
-        }
-    }
-
-    #[test]
     fn limits_hold() {
         let now = Instant::now();
         let mut out = Output::new();
@@ -2056,31 +1056,5 @@ mod tests {
             Err(Error::Sfu(SfuError::Limit("max_streams")))
         ));
         assert_eq!(s.streams().count(), 1);
-    }
-
-    #[test]
-    fn a_link_publish_of_a_known_stream_is_ignored() {
-        let (mut s, mut out, now) = sfu();
-        s.add_link(8, LegSecurity::Plaintext, &mut out).unwrap();
-        out.clear();
-        // Stream 1 is local; another relay announcing it (a loop) changes nothing.
-        s.handle_control(
-            now,
-            Peer::Link(8),
-            &Message::Publish(info(1, &[10, 11])),
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(s.origin(1), Some(Peer::Endpoint(1)));
-        // An unpublish from a peer that is not the origin is ignored too.
-        s.handle_control(
-            now,
-            Peer::Link(8),
-            &Message::Unpublish { stream: 1 },
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(s.origin(1), Some(Peer::Endpoint(1)));
-        assert!(out.is_empty());
     }
 }
