@@ -98,7 +98,7 @@ pub enum UsageError {
     /// A padding length of zero bytes asked for with the padding bit.
     BadPadding,
     /// An invalid configuration (the message says which rule).
-    BadConfig(&'static str),
+    InvalidConfig(&'static str),
     /// A datagram handed to a session through `DatagramCore::handle_datagram`
     /// from an address other than its peer's (or before it has one): its
     /// `accepts` says no to such datagrams, so the caller routed it wrongly.
@@ -163,7 +163,7 @@ impl fmt::Display for UsageError {
             Self::TooManyItems => f.write_str("more than 31 items in one RTCP packet"),
             Self::TextTooLong => f.write_str("text longer than 255 bytes"),
             Self::BadPadding => f.write_str("padding length must be at least 1"),
-            Self::BadConfig(why) => write!(f, "invalid configuration: {why}"),
+            Self::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
             Self::NotFromPeer => f.write_str("datagram not from the session's peer"),
         }
     }

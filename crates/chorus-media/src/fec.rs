@@ -155,16 +155,18 @@ impl Default for EncoderConfig {
 impl EncoderConfig {
     fn validate(&self) -> Result<(), UsageError> {
         if self.k == 0 || self.m == 0 {
-            return Err(UsageError::BadConfig("k and m must be at least 1"));
+            return Err(UsageError::InvalidConfig("k and m must be at least 1"));
         }
         if usize::from(self.k) + usize::from(self.m) > MAX_SHARDS {
-            return Err(UsageError::BadConfig("k + m must be at most 255"));
+            return Err(UsageError::InvalidConfig("k + m must be at most 255"));
         }
         if !(1..=16).contains(&self.stride) {
-            return Err(UsageError::BadConfig("stride must be 1 to 16"));
+            return Err(UsageError::InvalidConfig("stride must be 1 to 16"));
         }
         if self.max_packet_len == 0 || self.max_packet_len > usize::from(u16::MAX) {
-            return Err(UsageError::BadConfig("max_packet_len must be 1 to 65,535"));
+            return Err(UsageError::InvalidConfig(
+                "max_packet_len must be 1 to 65,535",
+            ));
         }
         Ok(())
     }
@@ -405,7 +407,7 @@ impl Decoder {
             || config.max_shard_len < 2
             || config.max_m == 0
         {
-            return Err(UsageError::BadConfig(
+            return Err(UsageError::InvalidConfig(
                 "history, max_groups must be >= 1, max_shard_len >= 2",
             )
             .into());

@@ -58,7 +58,7 @@ impl NackGenerator {
     pub fn new(config: NackConfig) -> Result<Self, Error> {
         if config.max_missing == 0 || config.max_retries == 0 {
             return Err(
-                UsageError::BadConfig("max_missing and max_retries must be positive").into(),
+                UsageError::InvalidConfig("max_missing and max_retries must be positive").into(),
             );
         }
         Ok(Self {

@@ -187,7 +187,7 @@ impl<T> JitterBuffer<T> {
             || config.max_packets == 0
             || config.window == 0
         {
-            return Err(UsageError::BadConfig(
+            return Err(UsageError::InvalidConfig(
                 "clock_rate, frame, max_packets, window > 0 and min_delay <= max_delay",
             )
             .into());

@@ -189,13 +189,14 @@ impl<T: Clone> Network<T> {
                 LossModel::Trace(t) => !t.is_empty(),
             };
         if !probabilities_ok {
-            return Err(
-                UsageError::BadConfig("probabilities must be in [0, 1], traces non-empty").into(),
-            );
+            return Err(UsageError::InvalidConfig(
+                "probabilities must be in [0, 1], traces non-empty",
+            )
+            .into());
         }
         if config.bandwidth_bps == Some(0) || config.max_in_flight == 0 {
             return Err(
-                UsageError::BadConfig("bandwidth and max_in_flight must be positive").into(),
+                UsageError::InvalidConfig("bandwidth and max_in_flight must be positive").into(),
             );
         }
         Ok(Self {

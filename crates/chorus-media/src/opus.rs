@@ -137,7 +137,7 @@ fn sample_rate(rate: u32) -> Result<opusic_c::SampleRate, Error> {
         48_000 => R::Hz48000,
         _ => {
             return Err(
-                UsageError::BadConfig("sample rate must be 8, 12, 16, 24 or 48 kHz").into(),
+                UsageError::InvalidConfig("sample rate must be 8, 12, 16, 24 or 48 kHz").into(),
             );
         }
     })
@@ -147,7 +147,7 @@ fn check_rate(rate: u32) -> Result<(), Error> {
     if [8_000, 12_000, 16_000, 24_000, 48_000].contains(&rate) {
         Ok(())
     } else {
-        Err(UsageError::BadConfig("sample rate must be 8, 12, 16, 24 or 48 kHz").into())
+        Err(UsageError::InvalidConfig("sample rate must be 8, 12, 16, 24 or 48 kHz").into())
     }
 }
 
@@ -174,10 +174,10 @@ impl Encoder {
         if ![10, 20, 40, 60].contains(&config.frame.as_millis())
             || !config.frame.subsec_nanos().is_multiple_of(1_000_000)
         {
-            return Err(UsageError::BadConfig("frame must be 10, 20, 40 or 60 ms").into());
+            return Err(UsageError::InvalidConfig("frame must be 10, 20, 40 or 60 ms").into());
         }
         if config.complexity > 10 || config.expected_loss_percent > 100 {
-            return Err(UsageError::BadConfig("complexity 0-10, expected loss 0-100 %").into());
+            return Err(UsageError::InvalidConfig("complexity 0-10, expected loss 0-100 %").into());
         }
         let application = match config.application {
             Application::Voip => opusic_c::Application::Voip,
@@ -234,7 +234,7 @@ impl Encoder {
     /// Changes the target bitrate (6,000-510,000 bit/s).
     pub fn set_bitrate(&mut self, bitrate: u32) -> Result<(), Error> {
         if !(6_000..=510_000).contains(&bitrate) {
-            return Err(UsageError::BadConfig("bitrate must be 6-510 kbit/s").into());
+            return Err(UsageError::InvalidConfig("bitrate must be 6-510 kbit/s").into());
         }
         self.inner
             .set_bitrate(opusic_c::Bitrate::Value(bitrate))
@@ -246,7 +246,7 @@ impl Encoder {
     /// Switches in-band FEC and sets the expected loss hint (0-100 %).
     pub fn set_inband_fec(&mut self, on: bool, expected_loss_percent: u8) -> Result<(), Error> {
         if expected_loss_percent > 100 {
-            return Err(UsageError::BadConfig("expected loss 0-100 %").into());
+            return Err(UsageError::InvalidConfig("expected loss 0-100 %").into());
         }
         let mode = if on {
             opusic_c::InbandFec::Mode1
@@ -272,7 +272,7 @@ impl Encoder {
     /// them) into `out` (cleared first).
     pub fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), Error> {
         if pcm.len() != self.frame_samples() * self.config.channels.count() {
-            return Err(UsageError::BadConfig("pcm must hold exactly one frame").into());
+            return Err(UsageError::InvalidConfig("pcm must hold exactly one frame").into());
         }
         out.clear();
         out.resize(MAX_PACKET, 0);
@@ -336,7 +336,7 @@ impl Decoder {
             Some(n) => {
                 let n = n.saturating_mul(self.channels.count());
                 if n == 0 || n > self.max_samples() {
-                    return Err(UsageError::BadConfig(
+                    return Err(UsageError::InvalidConfig(
                         "concealed length must be 1 sample to 120 ms",
                     )
                     .into());
@@ -375,7 +375,7 @@ impl Decoder {
     /// neural models and this only checks the value.
     pub fn set_complexity(&mut self, complexity: u8) -> Result<(), Error> {
         if complexity > 10 {
-            return Err(UsageError::BadConfig("complexity 0-10").into());
+            return Err(UsageError::InvalidConfig("complexity 0-10").into());
         }
         #[cfg(feature = "dnn")]
         self.inner.set_complexity(complexity).map_err(codec)?;

@@ -114,7 +114,7 @@ impl<'a> Payload<'a> {
                     || b.data.len() > MAX_BLOCK_LEN
             })
         {
-            return Err(UsageError::BadConfig(
+            return Err(UsageError::InvalidConfig(
                 "RFC 2198 blocks: payload types < 128, offsets < 2^14, data <= 1023 bytes",
             ));
         }

@@ -87,14 +87,14 @@ impl Resampler {
     /// A resampler from `from` Hz to `to` Hz for `channels` interleaved channels.
     ///
     /// # Errors
-    /// [`UsageError::BadConfig`] for a zero rate, zero or more than 8 channels,
+    /// [`UsageError::InvalidConfig`] for a zero rate, zero or more than 8 channels,
     /// or rates above 384 kHz.
     pub fn new(from: u32, to: u32, channels: usize) -> Result<Self, Error> {
         if from == 0 || to == 0 || from > 384_000 || to > 384_000 {
-            return Err(UsageError::BadConfig("resampler rates must be 1-384,000 Hz").into());
+            return Err(UsageError::InvalidConfig("resampler rates must be 1-384,000 Hz").into());
         }
         if !(1..=8).contains(&channels) {
-            return Err(UsageError::BadConfig("resampler channels must be 1-8").into());
+            return Err(UsageError::InvalidConfig("resampler channels must be 1-8").into());
         }
         let g = gcd(u64::from(from), u64::from(to));
         let (up, down) = (u64::from(to) / g, u64::from(from) / g);

@@ -58,7 +58,7 @@ impl TimeStretcher {
     /// A stretcher for audio at `sample_rate` Hz (8,000-192,000).
     pub fn new(sample_rate: u32) -> Result<Self, Error> {
         if !(8_000..=192_000).contains(&sample_rate) {
-            return Err(UsageError::BadConfig("sample_rate must be 8000..=192000").into());
+            return Err(UsageError::InvalidConfig("sample_rate must be 8000..=192000").into());
         }
         // 10 ms windows: two periods of a 200 Hz voice, and a ±5 ms search reaches an
         // in-phase position for any pitch above 100 Hz.
@@ -93,7 +93,9 @@ impl TimeStretcher {
     ) -> Result<usize, Error> {
         let ok = |r: f64| (MIN_RATIO..=MAX_RATIO).contains(&r);
         if !ok(min_ratio) || !ok(max_ratio) || min_ratio > max_ratio {
-            return Err(UsageError::BadConfig("stretch ratios must be 0.5..=2, min <= max").into());
+            return Err(
+                UsageError::InvalidConfig("stretch ratios must be 0.5..=2, min <= max").into(),
+            );
         }
         let n = input.len();
         let lo = (n as f64 * min_ratio).ceil() as usize;
@@ -201,9 +203,10 @@ impl TimeStretcher {
         let lo = (n as f64 * MIN_RATIO).floor() as usize;
         let hi = (n as f64 * MAX_RATIO).ceil() as usize;
         if !(lo..=hi).contains(&len) {
-            return Err(
-                UsageError::BadConfig("stretch length must be 0.5..=2 times the input").into(),
-            );
+            return Err(UsageError::InvalidConfig(
+                "stretch length must be 0.5..=2 times the input",
+            )
+            .into());
         }
         out.clear();
         if len == n {

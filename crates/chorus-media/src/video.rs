@@ -137,7 +137,7 @@ impl Vp8Descriptor {
 /// last payload.
 pub fn packetize(codec: Codec, frame: &[u8], max_payload: usize) -> Result<Vec<Vec<u8>>, Error> {
     if max_payload < 3 {
-        return Err(UsageError::BadConfig("max_payload must be at least 3").into());
+        return Err(UsageError::InvalidConfig("max_payload must be at least 3").into());
     }
     let mut out = Vec::new();
     match codec {

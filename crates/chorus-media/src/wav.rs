@@ -127,12 +127,14 @@ pub fn read(bytes: &[u8], max_len: usize) -> Result<Wav, Error> {
 /// Writes `wav` as a 16-bit PCM RIFF/WAVE file into `out` (cleared first).
 pub fn write(wav: &Wav, out: &mut Vec<u8>) -> Result<(), Error> {
     if !(1..=2).contains(&wav.channels) || wav.sample_rate == 0 {
-        return Err(UsageError::BadConfig("1 or 2 channels and a sample rate").into());
+        return Err(UsageError::InvalidConfig("1 or 2 channels and a sample rate").into());
     }
     let data_len = u32::try_from(wav.samples.len() * 2)
         .ok()
         .filter(|l| *l <= u32::MAX - 36)
-        .ok_or(UsageError::BadConfig("more audio than a WAV file holds"))?;
+        .ok_or(UsageError::InvalidConfig(
+            "more audio than a WAV file holds",
+        ))?;
     out.clear();
     out.reserve(44 + data_len as usize);
     out.extend_from_slice(b"RIFF");

@@ -461,7 +461,7 @@ impl Session {
             || config.rtcp_interval < Duration::from_millis(100)
             || config.max_queued == 0
         {
-            return Err(UsageError::BadConfig(
+            return Err(UsageError::InvalidConfig(
                 "distinct SSRCs, payload types (< 128) and extension ids (1-14), CNAME <= 255 \
                  bytes, rtcp_interval >= 100 ms, max_queued > 0",
             )
@@ -525,7 +525,7 @@ impl Session {
     /// and queues its datagrams (media, then any repair packets it completes).
     pub fn send_frame(&mut self, now: Instant, pcm: &[i16]) -> Result<(), Error> {
         if pcm.len() != self.frame_samples() {
-            return Err(UsageError::BadConfig("pcm must hold exactly one 20 ms frame").into());
+            return Err(UsageError::InvalidConfig("pcm must hold exactly one 20 ms frame").into());
         }
         self.tx.send_frame(
             now,

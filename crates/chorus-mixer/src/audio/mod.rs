@@ -258,7 +258,7 @@ pub enum Usage {
     /// RTP for a PCM participant or PCM for a remote one.
     WrongKind,
     /// An invalid configuration; the text says which rule.
-    BadConfig(&'static str),
+    InvalidConfig(&'static str),
     /// Another participant already has this [`RemoteConfig::addr`].
     DuplicateAddress,
     /// A datagram given through [`DatagramCore::handle_datagram`] from an address
@@ -426,7 +426,7 @@ pub struct Mixer {
 impl Mixer {
     /// A mixer with no participants; fails on an invalid configuration.
     pub fn new(config: MixerConfig) -> Result<Self, Error> {
-        let bad = |why| Err(Error::AudioUsage(Usage::BadConfig(why)));
+        let bad = |why| Err(Error::AudioUsage(Usage::InvalidConfig(why)));
         if ![8_000, 12_000, 16_000, 24_000, 48_000].contains(&config.sample_rate) {
             return bad("mixing rate must be 8, 12, 16, 24 or 48 kHz");
         }
@@ -528,7 +528,7 @@ impl Mixer {
 
     /// Adds a remote participant; it is mixed and sent a stream from the next tick.
     pub fn add_remote(&mut self, config: RemoteConfig) -> Result<ParticipantId, Error> {
-        let bad = |why| Err(Error::AudioUsage(Usage::BadConfig(why)));
+        let bad = |why| Err(Error::AudioUsage(Usage::InvalidConfig(why)));
         let c = config.codec;
         if c.sample_rate != self.config.sample_rate
             || c.channels != self.config.channels
@@ -599,7 +599,7 @@ impl Mixer {
     /// Adds a PCM participant (the initiator's microphone and speaker, for example).
     pub fn add_pcm(&mut self, config: PcmConfig) -> Result<ParticipantId, Error> {
         if !(8_000..=192_000).contains(&config.sample_rate) || !(1..=2).contains(&config.channels) {
-            return Err(Error::AudioUsage(Usage::BadConfig(
+            return Err(Error::AudioUsage(Usage::InvalidConfig(
                 "PCM input must be 8-192 kHz, 1 or 2 channels",
             )));
         }
@@ -609,7 +609,7 @@ impl Mixer {
             self.config.sample_rate,
             self.config.channels.count(),
         )
-        .map_err(|_| Error::AudioUsage(Usage::BadConfig("PCM rate the resampler refuses")))?;
+        .map_err(|_| Error::AudioUsage(Usage::InvalidConfig("PCM rate the resampler refuses")))?;
         self.insert(Kind::Pcm(Box::new(Pcm {
             converter,
             channels: config.channels,

@@ -120,7 +120,7 @@ pub enum SfuError {
     /// over a peer's authenticated control channel): its `accepts` says no to it.
     NotRoutable,
     /// An invalid configuration (the string says which rule).
-    BadConfig(&'static str),
+    InvalidConfig(&'static str),
     /// A [`LegSecurity::Plaintext`](super::LegSecurity::Plaintext) leg without [`SfuConfig::allow_plaintext`]
     /// (caller's mistake).
     PlaintextRefused(Peer),
@@ -147,7 +147,7 @@ impl core::fmt::Display for SfuError {
             Self::Limit(what) => write!(f, "limit reached: {what}"),
             Self::DuplicateAddress(p) => write!(f, "address already used by {p:?}"),
             Self::NotRoutable => f.write_str("datagram from no peer's address, or not media"),
-            Self::BadConfig(why) => write!(f, "invalid SFU configuration: {why}"),
+            Self::InvalidConfig(why) => write!(f, "invalid SFU configuration: {why}"),
             Self::PlaintextRefused(p) => write!(f, "plaintext leg for {p:?} not allowed"),
         }
     }
@@ -235,7 +235,7 @@ mod tests {
         ] {
             assert!(matches!(
                 Sfu::new(config),
-                Err(Error::Sfu(SfuError::BadConfig(w))) if w == why
+                Err(Error::Sfu(SfuError::InvalidConfig(w))) if w == why
             ));
         }
     }

@@ -310,31 +310,31 @@ impl Sfu {
     /// An SFU with no endpoints, links or streams.
     ///
     /// # Errors
-    /// [`SfuError::BadConfig`] for an invalid configuration.
+    /// [`SfuError::InvalidConfig`] for an invalid configuration.
     pub fn new(config: SfuConfig) -> Result<Self, Error> {
         if config.keyframe_interval.is_zero() {
-            return Err(SfuError::BadConfig("keyframe_interval must be non-zero").into());
+            return Err(SfuError::InvalidConfig("keyframe_interval must be non-zero").into());
         }
         if config.layer_timeout.is_zero() {
-            return Err(SfuError::BadConfig("layer_timeout must be non-zero").into());
+            return Err(SfuError::InvalidConfig("layer_timeout must be non-zero").into());
         }
         if config
             .abs_send_time_id
             .is_some_and(|id| !(1..=14).contains(&id))
         {
-            return Err(SfuError::BadConfig("abs_send_time_id must be 1-14").into());
+            return Err(SfuError::InvalidConfig("abs_send_time_id must be 1-14").into());
         }
         if config.report_interval.is_zero() {
-            return Err(SfuError::BadConfig("report_interval must be non-zero").into());
+            return Err(SfuError::InvalidConfig("report_interval must be non-zero").into());
         }
         if !(1..=control::MAX_LAYERS).contains(&config.max_layers) {
-            return Err(SfuError::BadConfig("max_layers must be 1-8").into());
+            return Err(SfuError::InvalidConfig("max_layers must be 1-8").into());
         }
         if config.max_packet_len < rtp::FIXED_HEADER_LEN {
-            return Err(SfuError::BadConfig("max_packet_len below an RTP header").into());
+            return Err(SfuError::InvalidConfig("max_packet_len below an RTP header").into());
         }
         if config.retransmit_history > MAX_RETRANSMIT_HISTORY {
-            return Err(SfuError::BadConfig("retransmit_history must be at most 4096").into());
+            return Err(SfuError::InvalidConfig("retransmit_history must be at most 4096").into());
         }
         Ok(Self {
             config,
