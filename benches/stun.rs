@@ -12,7 +12,7 @@
 //!   second on one core, without sockets.
 //! - `stun_server_loopback/{batched,tokio}`: a real UDP round trip on loopback: a burst
 //!   of 64 Binding requests (one `sendmmsg`) to a server thread, and the 64 responses
-//!   back (`recvmmsg`). Both serve on chorus-runtime's `Runtime`: `batched` with its
+//!   back (`recvmmsg`). Both serve on chorus-framing's runtime's `Runtime`: `batched` with its
 //!   Linux path (recvmmsg/sendmmsg, UDP GSO; what `driver::run_server` uses), `tokio`
 //!   with its portable path (one `recv_from`/`send_to` per datagram, what other
 //!   systems get). Throughput is
@@ -26,10 +26,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use chorus_framing::runtime::{Runtime, SocketConfig, Sockets};
 use chorus_nat::client::Transport;
 use chorus_nat::server::{RateLimit, Server, ServerConfig};
 use chorus_nat::stun::{Attribute, Class, Key, Limits, Message, Method, TransactionId};
-use chorus_runtime::{Runtime, SocketConfig, Sockets};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use std::io::{IoSlice, IoSliceMut};

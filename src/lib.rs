@@ -9,7 +9,7 @@ pub use chorus_framing as framing;
 
 #[cfg(feature = "runtime")]
 #[doc(inline)]
-pub use chorus_runtime as runtime;
+pub use chorus_framing::runtime;
 
 #[cfg(feature = "crypto")]
 #[doc(inline)]

@@ -1,6 +1,6 @@
 //! What the end-to-end benchmarks (`conference-bench --end-to-end`, `sfu-bench`) share:
 //! random SRTP keys per leg, thread pinning, thread CPU time, and running a sans-IO
-//! datagram core in real time on chorus-runtime's batched UDP sockets (`recvmmsg` /
+//! datagram core in real time on chorus-framing's runtime's batched UDP sockets (`recvmmsg` /
 //! `sendmmsg`) on a current-thread tokio runtime, as a deployment would.
 
 use std::net::UdpSocket;

@@ -11,7 +11,6 @@ use crate::workspace::{DepKind, Package};
 /// DESIGN.md's layering, lowest first. Keep in step with DESIGN.md.
 pub(crate) const LAYERS: &[&[&str]] = &[
     &["chorus-framing"],
-    &["chorus-runtime"],
     &["chorus-crypto"],
     &["chorus-nat", "chorus-hostcache"],
     &["chorus-index"],

@@ -60,6 +60,9 @@ mod hash;
 pub mod mux;
 mod reader;
 mod redact;
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub mod runtime;
 pub mod sansio;
 pub mod tlv;
 mod transmit;

@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chorus_framing::Redacted;
-use chorus_runtime::{Runtime, SocketConfig, Sockets, now};
+use chorus_framing::runtime::{Runtime, SocketConfig, Sockets, now};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -61,10 +61,10 @@ pub struct Connected {
     pub attempts: Vec<(SocketAddr, Transport, Outcome)>,
 }
 
-/// Why the driver stopped: chorus-runtime's, as for every Chorus driver. No super
+/// Why the driver stopped: chorus-framing's runtime's, as for every Chorus driver. No super
 /// node answering is [`DriverError::Core`] with an [`Unreachable`] report (downcast
 /// it); the core refusing to start is `Core` with the crate's [`Error`].
-pub use chorus_runtime::DriverError;
+pub use chorus_framing::runtime::DriverError;
 
 /// Runs `core` to completion over `socket`: probes `cached` (best first) and then the
 /// bootstrap `list`, falling back to TCP, in rounds, as the core decides.

@@ -1,5 +1,5 @@
 //! The thin tokio driver (feature `tokio`): one task owns one [`Node`] and its UDP
-//! socket on chorus-runtime's [`Runtime`]; the application talks to it over bounded
+//! socket on chorus-framing's runtime's [`Runtime`]; the application talks to it over bounded
 //! channels of typed commands and events. No protocol logic lives here.
 //!
 //! ```no_run
@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use chorus_crypto::cert::NodeId;
-use chorus_runtime::{Flow, Runtime, SocketConfig, now};
+use chorus_framing::runtime::{Flow, Runtime, SocketConfig, now};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -86,8 +86,8 @@ impl From<Event> for DriverEvent {
     }
 }
 
-/// Why the driver stopped: chorus-runtime's, as for every Chorus driver.
-pub use chorus_runtime::DriverError;
+/// Why the driver stopped: chorus-framing's runtime's, as for every Chorus driver.
+pub use chorus_framing::runtime::DriverError;
 
 /// Hands one command (not [`Command::Leave`]) to the core.
 fn apply(core: &mut Node, now: Instant, cmd: &Command) -> Result<(), Error> {
@@ -105,7 +105,7 @@ fn apply(core: &mut Node, now: Instant, cmd: &Command) -> Result<(), Error> {
     }
 }
 
-/// Runs `core` on `sock` (chorus-runtime's [`Runtime`], batched I/O on Linux) until
+/// Runs `core` on `sock` (chorus-framing's runtime's [`Runtime`], batched I/O on Linux) until
 /// [`Command::Leave`], the command channel closes (the node then leaves too), or an
 /// error. Node events and refused commands go to `events`.
 ///

@@ -14,7 +14,7 @@
 //! - `sim` (feature `sim`): a deterministic simulator of up to 100,000 nodes with
 //!   latency, loss, churn and malicious nodes, driving the same core.
 //! - `driver` (feature `tokio`, on by default): the tokio UDP driver, typed commands
-//!   and events over chorus-runtime's `Runtime`.
+//!   and events over chorus-framing's runtime's `Runtime`.
 //!
 //! The design and its numbers are in `docs/index.md`.
 //!

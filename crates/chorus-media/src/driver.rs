@@ -12,7 +12,7 @@
 //! 3. When the input channel closes, queue an RTCP BYE, keep playing out for
 //!    [`DriverConfig::linger`] so the peer's last frames come out, then return.
 //!
-//! The socket and the session's timers are chorus-runtime's [`Runtime`]; time comes
+//! The socket and the session's timers are chorus-framing's runtime's [`Runtime`]; time comes
 //! from tokio's clock, so `#[tokio::test(start_paused = true)]` runs a whole call in
 //! virtual time.
 
@@ -20,16 +20,16 @@ use core::time::Duration;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use chorus_runtime::{Runtime, SocketConfig, now, wait_until};
+use chorus_framing::runtime::{Runtime, SocketConfig, now, wait_until};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::session::{Event, Session, SessionStats};
 
-/// Why the driver stopped early: chorus-runtime's, as for every Chorus driver. A
+/// Why the driver stopped early: chorus-framing's runtime's, as for every Chorus driver. A
 /// frame the session refused (wrong length) is [`DriverError::Core`] with the
 /// crate's [`Error`](crate::Error).
-pub use chorus_runtime::DriverError;
+pub use chorus_framing::runtime::DriverError;
 
 /// Driver settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

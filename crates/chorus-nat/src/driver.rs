@@ -7,10 +7,10 @@
 //!   [`LifetimeProbe`] over its two sockets.
 //! - [`run_server`] drives a [`Server`] over its UDP sockets (one per address of
 //!   [`Server::addresses`]) and TCP listeners: the UDP sockets through
-//!   chorus-runtime's batched [`Sockets`], TCP messages from reader tasks over a
+//!   chorus-framing's runtime's batched [`Sockets`], TCP messages from reader tasks over a
 //!   bounded channel.
 //!
-//! Every loop here is chorus-runtime's [`Runtime`] (one error type, one clock, one
+//! Every loop here is chorus-framing's runtime's [`Runtime`] (one error type, one clock, one
 //! rule for ICMP errors), with what the core needs besides datagrams around it.
 //! - [`turn_server`] drives a TURN server core over UDP and TCP, with its relay sockets;
 //!   [`turn_client`] drives a TURN client allocation behind a handle; [`ice`] drives an
@@ -21,7 +21,7 @@ pub mod ice;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use chorus_runtime::{Runtime, SocketConfig, Sockets, now, wait_until};
+use chorus_framing::runtime::{Runtime, SocketConfig, Sockets, now, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -35,8 +35,8 @@ use crate::stun::{HEADER_LEN, Message};
 pub mod turn_client;
 pub mod turn_server;
 
-/// Every driver's error: the one of chorus-runtime.
-pub use chorus_runtime::DriverError;
+/// Every driver's error: the one of chorus-framing's runtime.
+pub use chorus_framing::runtime::DriverError;
 
 /// A set holding the caller's sockets, for an endpoint's few datagrams.
 fn borrowed<'a>(socks: &[&'a UdpSocket]) -> Result<Sockets<&'a UdpSocket>, DriverError> {

@@ -16,7 +16,7 @@
 //! - [`ice`]: ICE connectivity establishment (RFC 8445): candidates, signalling text,
 //!   paced checks, hole punching, relay fallback, nomination and consent.
 //! - `driver` (feature `tokio`, on by default): thin UDP/TCP drivers for all of them,
-//!   adapters over chorus-runtime's one run loop.
+//!   adapters over chorus-framing's runtime's one run loop.
 //!
 //! Every core is sans-IO: it never opens a socket, reads a clock or draws randomness
 //! itself; time and an [`chorus_framing::Entropy`] are passed in. Every decoder treats

@@ -1,4 +1,4 @@
-//! The STUN server through the shared datagram contract and on chorus-runtime's
+//! The STUN server through the shared datagram contract and on chorus-framing's runtime's
 //! batched sockets.
 #![allow(clippy::field_reassign_with_default)] // as callers outside the crate must
 
@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use chorus_framing::DatagramCore;
+use chorus_framing::runtime::{Runtime, SocketConfig, Sockets};
 use chorus_nat::server::{Server, ServerConfig};
 use chorus_nat::stun::{Attribute, Class, Limits, Message, Method, TransactionId};
-use chorus_runtime::{Runtime, SocketConfig, Sockets};
 use nix::sys::socket::{setsockopt, sockopt};
 use tokio::net::UdpSocket;
 
@@ -98,7 +98,10 @@ async fn binding_server_answers_every_request_of_a_burst() {
     assert_eq!(server.stats().responses, 100);
 }
 
-async fn serve(server: &mut Server, sock: UdpSocket) -> Result<(), chorus_runtime::DriverError> {
+async fn serve(
+    server: &mut Server,
+    sock: UdpSocket,
+) -> Result<(), chorus_framing::runtime::DriverError> {
     let mut sockets = Sockets::new(SocketConfig::default())?;
     sockets.add(sock)?;
     Runtime::new(server, sockets).run().await

@@ -50,7 +50,7 @@ fn spawn_chorus_turn(relay_ips: Vec<std::net::IpAddr>, batched: bool) -> (Server
             TurnServer::new(config, Box::new(users), Box::new(SystemEntropy::new())).unwrap();
         ready.send(bind.port()).unwrap();
         let r = if batched {
-            let config = chorus_runtime::SocketConfig::default();
+            let config = chorus_framing::runtime::SocketConfig::default();
             turn_server::run_batched(core, vec![udp], config).await
         } else {
             turn_server::run(core, vec![udp], tcp, std::future::pending()).await

@@ -31,8 +31,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use chorus_framing::runtime::{DriverError, Runtime, SocketConfig, Sockets, now, wait_until};
 use chorus_framing::{DatagramCore, Redacted, Transmit};
-use chorus_runtime::{DriverError, Runtime, SocketConfig, Sockets, now, wait_until};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;

@@ -35,7 +35,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use chorus_runtime::{DriverError, Runtime, SocketConfig, Sockets, now, wait_until};
+use chorus_framing::runtime::{DriverError, Runtime, SocketConfig, Sockets, now, wait_until};
 
 /// Peer IPs an ICE relay channel ([`TurnHandle::into_relay_channel`]) creates
 /// permissions for, at most.
@@ -389,7 +389,7 @@ enum Link {
     Tcp(TcpStream),
 }
 
-/// The core and its way to the server: a UDP socket on chorus-runtime's
+/// The core and its way to the server: a UDP socket on chorus-framing's runtime's
 /// [`Runtime`], or a TCP stream (messages cut out by the core's [`Deframer`]).
 // One per task, built once and never moved: the sizes do not matter.
 #[allow(clippy::large_enum_variant)]

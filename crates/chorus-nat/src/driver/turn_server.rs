@@ -1,7 +1,7 @@
 //! The tokio driver of the TURN server core: UDP and TCP listeners, relay sockets
 //! opened and closed as the core asks, and nothing else.
 //!
-//! One task owns the [`TurnServer`] and, in one chorus-runtime [`Sockets`] set, its
+//! One task owns the [`TurnServer`] and, in one [`Sockets`] set of chorus-framing's runtime, its
 //! listening and relay UDP sockets: batched system calls on Linux, and readiness per
 //! socket, so a wake-up costs O(sockets that became readable), not O(allocations).
 //! TCP clients ([`run`]) are served by a reader task per connection that forwards its
@@ -43,8 +43,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
+use chorus_framing::runtime::{Runtime, SocketConfig, Sockets, now};
 use chorus_framing::{DatagramCore, Transmit};
-use chorus_runtime::{Runtime, SocketConfig, Sockets, now};
 
 use super::DriverError;
 use crate::TurnServer;

@@ -39,13 +39,13 @@
 //! - `SO_RCVBUF` of 4 MiB per socket by default ([`SocketConfig::recv_buffer`]).
 //!
 //! The protocol stays in the core: anything implementing [`DatagramCore`] runs on a
-//! [`Runtime`](crate::Runtime) over a [`Sockets`] set, which may change while it runs
+//! [`Runtime`](crate::runtime::Runtime) over a [`Sockets`] set, which may change while it runs
 //! (a TURN server binding relay sockets with [`Sockets::bind`] when its core asks).
 //!
 //! - **the portable path** ([`SocketConfig::batched`] off, and every system but
 //!   Linux): the same bookkeeping, one `recvfrom`/`sendto` per datagram.
 //!
-//! The run loop of [`Runtime::run`](crate::Runtime::run):
+//! The run loop of [`Runtime::run`](crate::runtime::Runtime::run):
 //! 1. Drain [`DatagramCore::poll_transmit`] and send everything ([`Sockets::flush`]).
 //! 2. Wait until a socket is readable or [`DatagramCore::poll_timeout`] is due (one
 //!    timer, moved only when the deadline changes).
@@ -68,11 +68,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
-use chorus_framing::{DatagramCore, Redacted};
+use crate::{DatagramCore, Redacted};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::{DriverError, is_peer_error, now};
+use crate::runtime::{DriverError, is_peer_error, now};
 
 #[cfg(target_os = "linux")]
 mod linux;

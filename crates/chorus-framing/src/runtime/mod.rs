@@ -1,5 +1,5 @@
-//! The one tokio runtime of Chorus: every sans-IO datagram core (chorus-framing's
-//! [`DatagramCore`]) runs on it, whatever crate it comes from.
+//! The one tokio runtime of Chorus (feature `runtime`): every sans-IO datagram core
+//! ([`DatagramCore`]) runs on it, whatever crate it comes from.
 //!
 //! - [`Sockets`]: a set of UDP sockets read and written in batches (`recvmmsg`,
 //!   `sendmmsg`, UDP GSO and optionally GRO on Linux; one `recvfrom`/`sendto` per
@@ -8,7 +8,8 @@
 //!   a server, [`Runtime::drive`] for a core an application commands over bounded
 //!   channels, [`Runtime::step`] inside an adapter's own `select!`.
 //! - One [`DriverError`], one clock ([`now`], [`wait_until`]), one ICMP rule
-//!   ([`is_peer_error`]), and [`Redacted`] for peer addresses in logs.
+//!   ([`is_peer_error`]); peer addresses in its logs go through
+//!   [`Redacted`](crate::Redacted).
 //!
 //! Each protocol crate's `driver` module is a thin adapter over this: typed commands
 //! and events, and whatever else its core asks of the system (a TCP connect, a relay
@@ -20,7 +21,7 @@
 //! use std::time::Instant;
 //!
 //! use chorus_framing::{DatagramCore, Transmit};
-//! use chorus_runtime::{Runtime, SocketConfig};
+//! use chorus_framing::runtime::{Runtime, SocketConfig};
 //! use tokio::net::UdpSocket;
 //!
 //! /// Answers every datagram with its length.
@@ -72,15 +73,13 @@
 //! # Ok(())
 //! # }
 //! ```
-#![cfg_attr(docsrs, feature(doc_cfg))]
-
 mod error;
 mod run;
 pub mod sockets;
 
 use std::time::Instant;
 
-pub use chorus_framing::{DatagramCore, LOG_SENSITIVE, Redacted};
+pub use crate::DatagramCore;
 pub use error::{DriverError, is_peer_error};
 pub use run::{Flow, Runtime};
 pub use sockets::{MAX_BATCH, SocketConfig, SocketStats, Sockets};

@@ -6,12 +6,12 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::time::Instant;
 
-use chorus_framing::DatagramCore;
+use crate::DatagramCore;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
-use crate::{DriverError, SocketConfig, Sockets, now};
+use crate::runtime::{DriverError, SocketConfig, Sockets, now};
 
 /// What [`Runtime::drive`]'s command handler tells the loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,7 +228,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use chorus_framing::Transmit;
+    use crate::Transmit;
 
     use super::*;
 

@@ -9,7 +9,7 @@ use std::io;
 #[non_exhaustive]
 pub enum DriverError {
     /// A socket or listener failed (not a peer's ICMP error: those are lost
-    /// datagrams, see [`is_peer_error`](crate::is_peer_error)), or a configuration
+    /// datagrams, see [`is_peer_error`](crate::runtime::is_peer_error)), or a configuration
     /// value was out of bounds (`InvalidInput`).
     Io(io::Error),
     /// The application went away: its command channel or event receiver closed, or

@@ -4,12 +4,12 @@ use std::collections::VecDeque;
 
 use std::time::Instant;
 
+use crate::Transmit;
 use bytes::Bytes;
-use chorus_framing::Transmit;
 use nix::sys::socket::{setsockopt, sockopt};
 
 use super::*;
-use crate::Runtime;
+use crate::runtime::Runtime;
 
 /// Echoes every datagram back to its source and records what it got.
 #[derive(Default)]
